@@ -1,0 +1,55 @@
+"""kaizen_async: a minimal, deterministic substrate for agent workflows.
+
+A session is an append-only, hash-chained trajectory + versioned state + artifacts, run
+as an actor; agents are long-lived tasks with mailboxes; a dispatcher routes capability
+calls to them; a planner streams a model's plan so dispatch starts before it is complete.
+"""
+
+from __future__ import annotations
+
+from ._exceptions import ArtifactNotFoundError as ArtifactNotFoundError
+from ._exceptions import ArtifactTooLargeError as ArtifactTooLargeError
+from ._exceptions import DispatchError as DispatchError
+from ._exceptions import ErrorCode as ErrorCode
+from ._exceptions import KaizenError as KaizenError
+from ._exceptions import KaizenNotFoundError as KaizenNotFoundError
+from ._exceptions import KaizenTypeError as KaizenTypeError
+from ._exceptions import KaizenValidationError as KaizenValidationError
+from ._exceptions import LLMError as LLMError
+from ._exceptions import MailboxFullError as MailboxFullError
+from ._exceptions import PersistError as PersistError
+from ._exceptions import SchemaMismatchError as SchemaMismatchError
+from ._exceptions import SessionClosedError as SessionClosedError
+from ._exceptions import SessionCorruptedError as SessionCorruptedError
+from ._exceptions import StateKeyNotFoundError as StateKeyNotFoundError
+from ._session import Session as Session
+from ._session import SessionStatistics as SessionStatistics
+from ._state import SCHEMA_VERSION as SCHEMA_VERSION
+from ._trajectory import EntryType as EntryType
+from ._trajectory import TrajectoryEntry as TrajectoryEntry
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "ArtifactNotFoundError",
+    "ArtifactTooLargeError",
+    "DispatchError",
+    "EntryType",
+    "ErrorCode",
+    "KaizenError",
+    "KaizenNotFoundError",
+    "KaizenTypeError",
+    "KaizenValidationError",
+    "LLMError",
+    "MailboxFullError",
+    "PersistError",
+    "SchemaMismatchError",
+    "Session",
+    "SessionClosedError",
+    "SessionCorruptedError",
+    "SessionStatistics",
+    "StateKeyNotFoundError",
+    "TrajectoryEntry",
+    "__version__",
+]

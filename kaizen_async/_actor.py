@@ -1,0 +1,233 @@
+"""The single-writer actor loop behind a session.
+
+Callers append requests to a FIFO and wait for their reply; one task drains whatever is
+queued, applies it as one batch in arrival order, and then answers every caller of the
+batch (the place where a durable store flushes once per batch: group commit).
+
+The request/reply hop is the hot path of the whole runtime, so it is written against each
+backend's cheapest primitive: an ``asyncio.Future`` on asyncio, a parked task on Trio
+(``trio.lowlevel.wait_task_rescheduled``). A caller cancelled before its request is applied
+withdraws it; one cancelled after that only stops waiting (the write stands, as with any
+acknowledged-late write).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ._exceptions import SessionClosedError
+
+__all__ = ["Actor", "create_actor"]
+
+_Fn = Callable[..., Any]
+
+
+class Actor:
+    """Backend-neutral part: the queue, the batch loop and closing."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.queue: deque[list[Any]] = deque()
+        self.closing = False
+        self.closed = False
+        self.batches = 0
+        self.applied = 0
+
+    # backend hooks ------------------------------------------------------------------
+    async def call(self, fn: _Fn, *args: Any) -> Any:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    async def call_async(
+        self, fn: Callable[..., Awaitable[Any]], *args: Any
+    ) -> Any:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def post(self, fn: _Fn, *args: Any) -> None:
+        """Queue a write without waiting for it (FIFO with every later request)."""
+        self._check_open()
+        self.queue.append([fn, args, None, False])
+        self._wake()
+
+    def _wake(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    async def _sleep(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _withdrawn(self, waiter: Any) -> bool:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _resolve(self, waiter: Any, ok: bool, value: Any) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    # shared ---------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self.closing or self.closed:
+            raise SessionClosedError(f"{self.name} is closed")
+
+    def close(self) -> None:
+        """Stop accepting requests; the loop drains what is queued, then returns."""
+        self.closing = True
+        self._wake()
+
+    async def run(self) -> None:
+        """Drain the queue in batches until closed; always fails what it could not serve."""
+        queue = self.queue
+        try:
+            while True:
+                if not queue:
+                    if self.closing:
+                        return
+                    await self._sleep()
+                    continue
+                self.batches += 1
+                answers: list[tuple[Any, bool, Any]] = []
+                for _ in range(len(queue)):
+                    fn, args, waiter, is_async = queue.popleft()
+                    if waiter is not None and self._withdrawn(waiter):
+                        continue
+                    self.applied += 1
+                    if is_async:
+                        # an async step (a save) ends the batch's sync part first
+                        for answer in answers:
+                            self._resolve(*answer)
+                        answers.clear()
+                        try:
+                            result = (True, await fn(*args))
+                        except Exception as exc:
+                            result = (False, exc)
+                        self._resolve(waiter, *result)
+                        continue
+                    try:
+                        value = fn(*args)
+                    except Exception as exc:
+                        if waiter is not None:
+                            answers.append((waiter, False, exc))
+                        continue
+                    if waiter is not None:
+                        answers.append((waiter, True, value))
+                for answer in answers:
+                    self._resolve(*answer)
+        finally:
+            self.closed = True
+            while queue:
+                _, _, waiter, _ = queue.popleft()
+                if waiter is not None:
+                    self._resolve(waiter, False, SessionClosedError(f"{self.name} is closed"))
+
+
+class _AsyncioActor(Actor):
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self._loop = asyncio.get_running_loop()
+        self._wakeup: asyncio.Future[None] | None = None
+
+    def _wake(self) -> None:
+        wakeup = self._wakeup
+        if wakeup is not None:
+            self._wakeup = None
+            if not wakeup.done():
+                wakeup.set_result(None)
+
+    async def _sleep(self) -> None:
+        self._wakeup = self._loop.create_future()
+        await self._wakeup
+
+    async def call(self, fn: _Fn, *args: Any) -> Any:
+        if self.closing or self.closed:
+            self._check_open()
+        future = self._loop.create_future()
+        self.queue.append([fn, args, future, False])
+        if self._wakeup is not None:
+            self._wake()
+        return await future
+
+    async def call_async(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+        self._check_open()
+        future = self._loop.create_future()
+        self.queue.append([fn, args, future, True])
+        self._wake()
+        return await future
+
+    def _withdrawn(self, waiter: asyncio.Future[Any]) -> bool:
+        return waiter.done()
+
+    def _resolve(self, waiter: asyncio.Future[Any], ok: bool, value: Any) -> None:
+        if waiter.done():
+            return
+        if ok:
+            waiter.set_result(value)
+        else:
+            waiter.set_exception(value)
+
+
+class _TrioActor(Actor):
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        import outcome
+        import trio
+
+        self._lowlevel = trio.lowlevel
+        self._value = outcome.Value
+        self._error = outcome.Error
+        self._sleeper: Any = None
+
+    def _wake(self) -> None:
+        sleeper = self._sleeper
+        if sleeper is not None:
+            self._sleeper = None
+            self._lowlevel.reschedule(sleeper)
+
+    async def _sleep(self) -> None:
+        lowlevel = self._lowlevel
+        self._sleeper = lowlevel.current_task()
+
+        def abort(_: Any) -> Any:
+            self._sleeper = None
+            return lowlevel.Abort.SUCCEEDED
+
+        await lowlevel.wait_task_rescheduled(abort)
+
+    async def _park(self, fn: Callable[..., Any], args: tuple[Any, ...], is_async: bool) -> Any:
+        self._check_open()
+        lowlevel = self._lowlevel
+        # waiter: [task, state] with state 0 waiting, 1 withdrawn (cancelled), 2 answered
+        waiter = [lowlevel.current_task(), 0]
+        self.queue.append([fn, args, waiter, is_async])
+        self._wake()
+
+        def abort(_: Any) -> Any:
+            waiter[1] = 1
+            return lowlevel.Abort.SUCCEEDED
+
+        return await lowlevel.wait_task_rescheduled(abort)
+
+    async def call(self, fn: _Fn, *args: Any) -> Any:
+        return await self._park(fn, args, False)
+
+    async def call_async(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+        return await self._park(fn, args, True)
+
+    def _withdrawn(self, waiter: list[Any]) -> bool:
+        return bool(waiter[1] == 1)
+
+    def _resolve(self, waiter: list[Any], ok: bool, value: Any) -> None:
+        if waiter[1] != 0:
+            return
+        waiter[1] = 2
+        self._lowlevel.reschedule(waiter[0], self._value(value) if ok else self._error(value))
+
+
+def create_actor(name: str) -> Actor:
+    """An actor for the running event loop's backend (asyncio or Trio)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        if "trio" in sys.modules:
+            return _TrioActor(name)
+        raise
+    return _AsyncioActor(name)

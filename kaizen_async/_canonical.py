@@ -1,0 +1,101 @@
+"""Canonical JSON: the one encoding that state values, entry contents and hashes use.
+
+Canonical means orjson with sorted keys and no whitespace, UTF-8, non-ASCII kept as is.
+Only JSON values are accepted (dict with str keys, list/tuple, str, int within 64 bits,
+finite float, bool, None); anything else raises :class:`KaizenValidationError` before any
+state changes. Because a value is encoded exactly once on its way in, the same bytes serve
+as the stored copy, the hashed form and the saved form: no second encoding on the hot path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from typing import Any, NoReturn
+
+import orjson
+
+from ._exceptions import KaizenValidationError
+
+__all__ = ["ZERO_HASH", "decode", "encode", "entry_bytes", "entry_hash", "sha256_hex"]
+
+#: ``prev_hash`` of entry 1.
+ZERO_HASH = "0" * 64
+
+_OPTIONS = (
+    orjson.OPT_SORT_KEYS
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+)
+_dumps = orjson.dumps
+decode = orjson.loads
+_sha256 = hashlib.sha256
+
+
+def _reject(obj: object) -> NoReturn:
+    raise TypeError(f"Type is not JSON serializable: {type(obj).__name__}")
+
+
+def _check_finite(value: Any) -> None:
+    """orjson writes NaN/inf as null; refuse them instead of storing a silent change."""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise KaizenValidationError(f"value is not JSON: {value!r} is not a finite number")
+    elif isinstance(value, dict):
+        for item in value.values():
+            _check_finite(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _check_finite(item)
+
+
+def encode(value: Any, what: str = "value") -> bytes:
+    """Encode one JSON value canonically, or raise :class:`KaizenValidationError`."""
+    try:
+        data = _dumps(value, default=_reject, option=_OPTIONS)
+    except (TypeError, orjson.JSONEncodeError) as exc:
+        raise KaizenValidationError(f"{what} is not JSON-serializable: {exc}") from None
+    if b"null" in data and value is not None:
+        _check_finite(value)
+    return data
+
+
+def entry_bytes(
+    seq: int,
+    timestamp: str,
+    agent_id: str,
+    entry_type: str,
+    content: bytes,
+    prev_hash: str,
+) -> bytes:
+    """The canonical encoding of an entry without its hash.
+
+    Equal to ``encode({...})`` of the entry's fields with sorted keys, but built from the
+    already-canonical content bytes so content is never encoded twice.
+    """
+    return b'{"agent_id":%b,"content":%b,"entry_type":%b,"prev_hash":"%b","seq":%d,"timestamp":"%b"}' % (
+        _dumps(agent_id),
+        content,
+        _dumps(entry_type),
+        prev_hash.encode(),
+        seq,
+        timestamp.encode(),
+    )
+
+
+def sha256_hex(data: bytes) -> str:
+    """SHA-256 hex digest."""
+    return _sha256(data).hexdigest()
+
+
+def entry_hash(
+    seq: int,
+    timestamp: str,
+    agent_id: str,
+    entry_type: str,
+    content: bytes,
+    prev_hash: str,
+) -> str:
+    """SHA-256 over :func:`entry_bytes`."""
+    return _sha256(entry_bytes(seq, timestamp, agent_id, entry_type, content, prev_hash)).hexdigest()

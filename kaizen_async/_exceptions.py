@@ -1,0 +1,225 @@
+"""The one exception hierarchy of kaizen_async.
+
+Every error the library raises on purpose is a :class:`KaizenError` carrying an
+:class:`ErrorCode`. Where a builtin already names the kind of mistake, the error also
+subclasses it, so ``except ValueError`` / ``except KeyError`` keep working::
+
+    KaizenError
+    ├── SessionClosedError           session is not running (closed or never started)
+    ├── SessionCorruptedError        a file or trajectory fails verification (names the seq)
+    ├── SchemaMismatchError          a file written by a newer schema
+    ├── PersistError                 a save could not be written (OSError underneath)
+    ├── KaizenValidationError        (ValueError) bad key, non-JSON value, bad name ...
+    │   └── ArtifactTooLargeError    data over the session's artifact size limit
+    ├── KaizenTypeError              (TypeError) e.g. artifact data that is not bytes
+    ├── KaizenNotFoundError          (KeyError) missing state key or artifact
+    │   ├── StateKeyNotFoundError
+    │   └── ArtifactNotFoundError
+    ├── DispatchError                a capability call that cannot be routed or formed
+    ├── MailboxFullError             a non-waiting send to a full mailbox
+    └── LLMError                     any failure talking to a model (provider, status)
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any
+
+__all__ = [
+    "ArtifactNotFoundError",
+    "ArtifactTooLargeError",
+    "DispatchError",
+    "ErrorCode",
+    "KaizenError",
+    "KaizenNotFoundError",
+    "KaizenTypeError",
+    "KaizenValidationError",
+    "LLMError",
+    "MailboxFullError",
+    "PersistError",
+    "SchemaMismatchError",
+    "SessionClosedError",
+    "SessionCorruptedError",
+    "StateKeyNotFoundError",
+]
+
+
+class ErrorCode(str, Enum):
+    """Machine-readable error codes; the original Kaizen's codes plus what this design adds."""
+
+    # session
+    SESSION_NOT_FOUND = "session_not_found"
+    SESSION_CORRUPTED = "session_corrupted"
+    SESSION_CLOSED = "session_closed"
+    SESSION_SCHEMA_MISMATCH = "session_schema_mismatch"
+    STATE_KEY_NOT_FOUND = "state_key_not_found"
+    # agents
+    AGENT_NOT_FOUND = "agent_not_found"
+    AGENT_CAPABILITY_NOT_FOUND = "agent_capability_not_found"
+    AGENT_INVALID_PARAMS = "agent_invalid_params"
+    AGENT_INVOCATION_FAILED = "agent_invocation_failed"
+    AGENT_INVALID_RESULT = "agent_invalid_result"
+    AGENT_TIMEOUT = "agent_timeout"
+    AGENT_CANCELLED = "agent_cancelled"
+    AGENT_MAILBOX_FULL = "agent_mailbox_full"
+    # dispatch
+    DISPATCH_NO_AGENT_FOR_CAPABILITY = "dispatch_no_agent_for_capability"
+    DISPATCH_INVALID_CALL = "dispatch_invalid_call"
+    DISPATCH_SEQUENCE_FAILED = "dispatch_sequence_failed"
+    # planning
+    PLAN_GENERATION_FAILED = "plan_generation_failed"
+    PLAN_INVALID_FORMAT = "plan_invalid_format"
+    PLAN_LLM_ERROR = "plan_llm_error"
+    PLAN_TRUNCATED = "plan_truncated"
+    # persistence
+    PERSIST_SAVE_FAILED = "persist_save_failed"
+    PERSIST_LOAD_FAILED = "persist_load_failed"
+    # artifacts
+    ARTIFACT_NOT_FOUND = "artifact_not_found"
+    ARTIFACT_TOO_LARGE = "artifact_too_large"
+    ARTIFACT_INVALID_NAME = "artifact_invalid_name"
+    # llm
+    LLM_ERROR = "llm_error"
+    # generic
+    VALIDATION_ERROR = "validation_error"
+    UNKNOWN_ERROR = "unknown_error"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class KaizenError(Exception):
+    """Base of every error kaizen_async raises on purpose.
+
+    Attributes:
+        code: the :class:`ErrorCode` of this error.
+        details: extra, JSON-friendly context.
+    """
+
+    default_code: ErrorCode = ErrorCode.UNKNOWN_ERROR
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: ErrorCode | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code: ErrorCode = code if code is not None else self.default_code
+        self.details: dict[str, Any] = dict(details or {})
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class SessionClosedError(KaizenError):
+    """The session (or dispatcher) is not running: it was closed or never entered."""
+
+    default_code = ErrorCode.SESSION_CLOSED
+
+
+class SessionCorruptedError(KaizenError):
+    """A trajectory or file failed verification.
+
+    Attributes:
+        seq: the first bad entry's seq, when the problem is tied to one entry.
+    """
+
+    default_code = ErrorCode.SESSION_CORRUPTED
+
+    def __init__(
+        self, message: str, *, seq: int | None = None, details: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message, details=details)
+        self.seq = seq
+
+
+class SchemaMismatchError(KaizenError):
+    """A file was written by a schema version this library does not read."""
+
+    default_code = ErrorCode.SESSION_SCHEMA_MISMATCH
+
+
+class PersistError(KaizenError):
+    """A save could not be written; the previous file and the session are unchanged."""
+
+    default_code = ErrorCode.PERSIST_SAVE_FAILED
+
+
+class KaizenValidationError(KaizenError, ValueError):
+    """Input that is not acceptable: a bad key, a non-JSON value, a bad name or call."""
+
+    default_code = ErrorCode.VALIDATION_ERROR
+
+
+class ArtifactTooLargeError(KaizenValidationError):
+    """Artifact data is larger than the session's ``max_artifact_size``."""
+
+    default_code = ErrorCode.ARTIFACT_TOO_LARGE
+
+
+class KaizenTypeError(KaizenError, TypeError):
+    """An argument of the wrong type (artifact data must be ``bytes``)."""
+
+    default_code = ErrorCode.VALIDATION_ERROR
+
+
+class KaizenNotFoundError(KaizenError, KeyError):
+    """Something looked up by name does not exist."""
+
+    default_code = ErrorCode.UNKNOWN_ERROR
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return self.message
+
+
+class StateKeyNotFoundError(KaizenNotFoundError):
+    """A state key that is not set."""
+
+    default_code = ErrorCode.STATE_KEY_NOT_FOUND
+
+
+class ArtifactNotFoundError(KaizenNotFoundError):
+    """An artifact name that is not written (or was deleted)."""
+
+    default_code = ErrorCode.ARTIFACT_NOT_FOUND
+
+
+class DispatchError(KaizenError, ValueError):
+    """A capability call that is malformed or cannot be formed."""
+
+    default_code = ErrorCode.DISPATCH_INVALID_CALL
+
+
+class MailboxFullError(KaizenError):
+    """A non-waiting send found the mailbox full."""
+
+    default_code = ErrorCode.AGENT_MAILBOX_FULL
+
+
+class LLMError(KaizenError):
+    """Any failure talking to a model.
+
+    Attributes:
+        provider: the provider's name (``"ollama"``, ``"openai_compat"``, ...).
+        status: the HTTP status when there was one.
+    """
+
+    default_code = ErrorCode.LLM_ERROR
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        status: int | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message, details=details)
+        self.provider = provider
+        self.status = status
+
+    def __str__(self) -> str:
+        return f"[{self.provider}] {self.message}"

@@ -1,0 +1,352 @@
+"""``Session``: an append-only trajectory + versioned state + artifacts, run as an actor.
+
+One task (the actor) owns the session's :class:`~kaizen_async._state.SessionCore`; every
+write is a message to it, applied strictly in arrival order and acknowledged once applied.
+Reads are served from the applied state directly: on one event loop that is already
+serialized, and it sees every acknowledged write. CPU-heavy work (verification, long
+replays) and all disk I/O run in worker threads on snapshots, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import anyio
+from anyio.abc import TaskGroup
+
+from ._actor import Actor, create_actor
+from ._canonical import decode
+from ._exceptions import KaizenValidationError, SessionClosedError
+from ._persistence import SaveMark, SavePlan, read_session, write_session
+from ._state import DEFAULT_MAX_ARTIFACT_SIZE, SCHEMA_VERSION, SessionCore, validate_key
+from ._trajectory import EntryType, Record, TrajectoryEntry
+
+__all__ = ["Session", "SessionStatistics"]
+
+_OFFLOAD_ABOVE = 5_000  # replays longer than this many entries run in a worker thread
+_STATE_KINDS = (EntryType.STATE_SET.value, EntryType.STATE_DELETED.value)
+_ARTIFACT_WRITTEN = EntryType.ARTIFACT_WRITTEN.value
+
+
+@dataclass(frozen=True)
+class SessionStatistics:
+    """What the session actor has done: queued requests, batches drained, writes applied."""
+
+    queued: int
+    batches: int
+    applied: int
+    trajectory_length: int
+    state_version: int
+
+
+class Session:
+    """A session: use as ``async with Session() as session:``.
+
+    Args:
+        session_id: defaults to a new UUID4.
+        max_artifact_size: largest artifact accepted, in bytes (inclusive).
+        workspace_path: an optional directory the session's agents work in.
+    """
+
+    def __init__(
+        self,
+        session_id: str | None = None,
+        *,
+        max_artifact_size: int = DEFAULT_MAX_ARTIFACT_SIZE,
+        workspace_path: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self._core = SessionCore(
+            session_id,
+            max_artifact_size=max_artifact_size,
+            workspace_path=None if workspace_path is None else os.fspath(workspace_path),
+        )
+        self._load_path: str | None = None
+        self._mark: SaveMark | None = None
+        self._actor: Actor | None = None
+        self._task_group: TaskGroup | None = None
+        self._entered = False
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Session:
+        """A session that loads ``path`` when entered: ``async with Session.load(p) as s``.
+
+        Entering verifies the hash chain, rebuilds state by replay, checks it against the
+        stored state and records ``session_loaded {path}``. Raises ``FileNotFoundError``,
+        :class:`SessionCorruptedError` or :class:`SchemaMismatchError`.
+        """
+        session = cls.__new__(cls)
+        session._core = SessionCore(created=False)
+        session._load_path = _check_path(path)
+        session._mark = None
+        session._actor = None
+        session._task_group = None
+        session._entered = False
+        return session
+
+    @classmethod
+    def _from_core(cls, core: SessionCore) -> Session:
+        session = cls.__new__(cls)
+        session._core = core
+        session._load_path = None
+        session._mark = None
+        session._actor = None
+        session._task_group = None
+        session._entered = False
+        return session
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        if self._entered:
+            raise SessionClosedError("a Session can be entered only once")
+        self._entered = True
+        loaded = None
+        if self._load_path is not None:
+            path = self._load_path
+            core, version = await anyio.to_thread.run_sync(read_session, path)
+            self._core = core
+            loaded = self._loaded_entry(path, version)
+            if version == SCHEMA_VERSION:
+                self._mark = SaveMark(
+                    os.path.abspath(path), len(core.records), core.head, core.session_id
+                )
+        actor = create_actor(f"session {self._core.session_id}")
+        task_group = anyio.create_task_group()
+        await task_group.__aenter__()
+        task_group.start_soon(actor.run, name=actor.name)
+        self._actor, self._task_group = actor, task_group
+        if loaded is not None:
+            await self.append("system", EntryType.SESSION_LOADED, loaded)
+        return self
+
+    def _loaded_entry(self, path: str, version: int) -> dict[str, Any]:
+        content: dict[str, Any] = {"path": path}
+        if version != SCHEMA_VERSION:
+            # artifacts of an original-Kaizen file are known only from its table: record
+            # the map, so replaying this trajectory later derives the same artifacts
+            content["imported_from_schema"] = version
+            content["artifacts"] = dict(self._core.artifacts)
+        return content
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        assert self._actor is not None and self._task_group is not None
+        self._actor.close()
+        return await self._task_group.__aexit__(exc_type, exc, tb)
+
+    def _running(self) -> Actor:
+        actor = self._actor
+        if actor is None or actor.closing or actor.closed:
+            state = "not started" if actor is None else "closed"
+            raise SessionClosedError(
+                f"session {self._core.session_id} is {state}; use it inside `async with`"
+            )
+        return actor
+
+    # -- identity ------------------------------------------------------------------------
+
+    @property
+    def session_id(self) -> str:
+        return self._core.session_id
+
+    @property
+    def max_artifact_size(self) -> int:
+        return self._core.max_artifact_size
+
+    @property
+    def workspace_path(self) -> str | None:
+        return self._core.workspace_path
+
+    def workspace_file(self, *parts: str) -> Path | None:
+        """``workspace_path`` joined with ``parts``, or None without a workspace."""
+        base = self._core.workspace_path
+        return None if base is None else Path(base, *parts)
+
+    def statistics(self) -> SessionStatistics:
+        actor = self._actor
+        return SessionStatistics(
+            queued=len(actor.queue) if actor else 0,
+            batches=actor.batches if actor else 0,
+            applied=actor.applied if actor else 0,
+            trajectory_length=len(self._core.records),
+            state_version=self._core.version,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"Session(session_id={self._core.session_id!r}, "
+            f"entries={len(self._core.records)}, state_version={self._core.version})"
+        )
+
+    # -- state -----------------------------------------------------------------------------
+
+    async def set(self, key: str, value: Any) -> int:
+        """Set ``key`` to a copy of the JSON ``value``; returns the new state version."""
+        return await self._running().call(self._core.set, key, value)  # type: ignore[no-any-return]
+
+    async def delete(self, key: str) -> int:
+        """Delete ``key`` (``StateKeyNotFoundError`` if absent); returns the new version."""
+        return await self._running().call(self._core.delete, key)  # type: ignore[no-any-return]
+
+    async def get(self, key: str, default: Any = None) -> Any:
+        """A copy of the value at ``key``, or ``default``."""
+        self._running()
+        return self._core.get(validate_key(key), default)
+
+    async def get_state_version(self) -> int:
+        self._running()
+        return self._core.version
+
+    async def get_all_state(self) -> dict[str, Any]:
+        self._running()
+        return self._core.all_state()
+
+    async def state_at(self, version: int) -> dict[str, Any]:
+        """The state right after ``version`` (0 is empty), rebuilt by replay."""
+        self._running()
+        core = self._core
+        if len(core.records) > _OFFLOAD_ABOVE:
+            return await anyio.to_thread.run_sync(core.snapshot_copy().state_at, version)
+        return core.state_at(version)
+
+    # -- trajectory ----------------------------------------------------------------------
+
+    async def append(self, agent_id: str, entry_type: EntryType | str, content: Any) -> int:
+        """Append an entry; returns its seq."""
+        return await self._running().call(  # type: ignore[no-any-return]
+            self._core.append, agent_id, entry_type, content
+        )
+
+    def _post(self, agent_id: str, entry_type: EntryType | str, content: Any) -> None:
+        """Queue an append without waiting (the caller validated it): FIFO with later writes."""
+        self._running().post(self._core.append, agent_id, entry_type, content)
+
+    async def get_trajectory(
+        self,
+        limit: int | None = None,
+        *,
+        entry_types: Iterable[EntryType | str] | None = None,
+        agent_id: str | None = None,
+        since_seq: int | None = None,
+    ) -> list[TrajectoryEntry]:
+        """Entries oldest first. ``limit``: None all, <= 0 none, N the last N (after filters)."""
+        self._running()
+        if limit is not None and limit <= 0:
+            return []
+        records: list[Record] = self._core.records
+        if since_seq is not None:
+            records = records[max(since_seq, 0) :]
+        if entry_types is not None:
+            kinds = {EntryType(k).value for k in entry_types}
+            records = [r for r in records if r.entry_type in kinds]
+        if agent_id is not None:
+            records = [r for r in records if r.agent_id == agent_id]
+        if limit is not None:
+            records = records[-limit:]
+        return [TrajectoryEntry.from_record(r) for r in records]
+
+    async def get_trajectory_length(self) -> int:
+        self._running()
+        return len(self._core.records)
+
+    async def verify(self) -> int:
+        """Recompute the hash chain and the derived state; returns the entries checked.
+
+        Raises :class:`SessionCorruptedError` naming the first bad seq.
+        """
+        self._running()
+        return await anyio.to_thread.run_sync(self._core.snapshot_copy().verify)
+
+    # -- artifacts -----------------------------------------------------------------------
+
+    async def write_artifact(self, name: str, data: bytes) -> int:
+        """Store ``data`` under ``name`` (content-addressed); returns the entry's seq."""
+        return await self._running().call(self._core.write_artifact, name, data)  # type: ignore[no-any-return]
+
+    async def read_artifact(self, name: str) -> bytes:
+        self._running()
+        return self._core.read_artifact(name)
+
+    async def list_artifacts(self) -> list[str]:
+        self._running()
+        return sorted(self._core.artifacts)
+
+    async def get_artifact_size(self, name: str) -> int:
+        self._running()
+        return self._core.artifact_size(name)
+
+    async def delete_artifact(self, name: str) -> int:
+        return await self._running().call(self._core.delete_artifact, name)  # type: ignore[no-any-return]
+
+    # -- snapshots and forks -------------------------------------------------------------
+
+    async def snapshot_for_agent(self, agent_id: str, depth: int = 10) -> dict[str, Any]:
+        """A deep copy of what an agent needs to see (state and the last ``depth`` entries)."""
+        self._running()
+        return self._core.snapshot(depth)
+
+    async def fork(self, at_seq: int | None = None, session_id: str | None = None) -> Session:
+        """A new, not yet started session: this trajectory up to ``at_seq`` + ``session_forked``."""
+        self._running()
+        return Session._from_core(self._core.fork(at_seq, session_id))
+
+    # -- files -----------------------------------------------------------------------------
+
+    async def save(self, path: str | os.PathLike[str]) -> int:
+        """Save to a single-file SQLite database; returns the ``session_saved`` seq.
+
+        Saving again to the same file writes only what is new. Atomic: on failure the
+        previous file is intact, this session is unchanged and :class:`PersistError` is raised.
+        """
+        return await self._running().call_async(self._save, _check_path(path))  # type: ignore[no-any-return]
+
+    async def _save(self, path: str) -> int:
+        core = self._core
+        target = os.path.abspath(path)
+        mark = self._mark if self._mark is not None and self._mark.path == target else None
+        length, head = len(core.records), core.head
+        seq = core.append("system", EntryType.SESSION_SAVED, {"path": path})
+        metadata = {
+            "schema_version": SCHEMA_VERSION,
+            "session_id": core.session_id,
+            "max_artifact_size": core.max_artifact_size,
+            "workspace_path": core.workspace_path,
+            "state_version": core.version,
+            "head_seq": len(core.records),
+            "head_hash": core.head,
+        }
+        plan = SavePlan(target, metadata, list(core.records), dict(core.state), dict(core.blobs))
+        if mark is not None:
+            new = plan.records[mark.seq :]
+            plan.mark = mark
+            plan.changed_keys = {
+                decode(r.content)["key"] for r in new if r.entry_type in _STATE_KINDS
+            }
+            plan.new_digests = {
+                digest
+                for r in new
+                if r.entry_type == _ARTIFACT_WRITTEN
+                and (digest := decode(r.content).get("digest")) is not None
+            }
+        try:
+            await anyio.to_thread.run_sync(write_session, plan)
+        except BaseException:
+            core.truncate(length, head)
+            raise
+        self._mark = SaveMark(target, len(core.records), core.head, core.session_id)
+        return seq
+
+
+def _check_path(path: object) -> str:
+    if not isinstance(path, str | os.PathLike):
+        raise KaizenValidationError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+    return os.fspath(path)  # type: ignore[arg-type]

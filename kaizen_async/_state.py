@@ -1,0 +1,431 @@
+"""The session's data and the deterministic fold that derives it from the trajectory.
+
+:class:`SessionCore` is plain synchronous code with no I/O and no tasks: the session actor
+owns one and calls it from a single task, so every method runs to completion before the
+next message is looked at. Each write validates everything first and only then appends
+its entry and applies it, so a rejected write leaves no trace and no gap in the seqs.
+
+State values are held as their canonical JSON bytes: the bytes encoded on the way in are
+the stored copy, the hashed form and the saved form, and every read decodes a fresh copy.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from ._canonical import ZERO_HASH, decode, encode, entry_hash, sha256_hex
+from ._exceptions import (
+    ArtifactNotFoundError,
+    ArtifactTooLargeError,
+    KaizenTypeError,
+    KaizenValidationError,
+    SessionCorruptedError,
+    StateKeyNotFoundError,
+)
+from ._trajectory import EntryType, Record, TrajectoryEntry
+
+__all__ = ["DEFAULT_MAX_ARTIFACT_SIZE", "SCHEMA_VERSION", "SessionCore", "validate_key"]
+
+SCHEMA_VERSION = 2
+DEFAULT_MAX_ARTIFACT_SIZE = 100 * 1024 * 1024
+
+_SYSTEM = "system"
+_STATE_SET = EntryType.STATE_SET.value
+_STATE_DELETED = EntryType.STATE_DELETED.value
+_ARTIFACT_WRITTEN = EntryType.ARTIFACT_WRITTEN.value
+_ARTIFACT_DELETED = EntryType.ARTIFACT_DELETED.value
+_SESSION_LOADED = EntryType.SESSION_LOADED.value
+_ENTRY_TYPES = {member.value for member in EntryType}
+_now = datetime.now
+
+
+def _timestamp() -> str:
+    return _now(UTC).isoformat()
+
+
+def validate_key(key: object) -> str:
+    """A state key is a non-empty, non-blank ``str``."""
+    if type(key) is not str and not isinstance(key, str):
+        raise KaizenValidationError(f"state key must be a str, got {type(key).__name__}")
+    if not key.strip():
+        raise KaizenValidationError("state key must be a non-empty, non-blank string")
+    return key
+
+
+def _validate_agent_id(agent_id: object) -> str:
+    if not isinstance(agent_id, str) or not agent_id.strip():
+        raise KaizenValidationError("agent_id must be a non-empty, non-blank string")
+    return agent_id
+
+
+def _validate_entry_type(entry_type: object) -> str:
+    value = entry_type.value if isinstance(entry_type, EntryType) else entry_type
+    if not isinstance(value, str) or value not in _ENTRY_TYPES:
+        raise KaizenValidationError(
+            f"unknown entry type {entry_type!r}; expected one of {sorted(_ENTRY_TYPES)}"
+        )
+    return value
+
+
+def validate_artifact_name(name: object) -> str:
+    """Names may be path-like (``out/main.go``) but not absolute, ``..`` or control chars."""
+    if not isinstance(name, str) or not name.strip():
+        raise KaizenValidationError("artifact name must be a non-empty, non-blank string")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+        raise KaizenValidationError(f"artifact name {name!r} contains NUL or control characters")
+    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        raise KaizenValidationError(f"artifact name {name!r} must not be an absolute path")
+    if ".." in name.replace("\\", "/").split("/"):
+        raise KaizenValidationError(f"artifact name {name!r} must not contain '..' segments")
+    return name
+
+
+class SessionCore:
+    """State, trajectory and artifacts of one session, and the writes that change them."""
+
+    __slots__ = (
+        "artifacts",
+        "blobs",
+        "head",
+        "max_artifact_size",
+        "records",
+        "session_id",
+        "state",
+        "version",
+        "workspace_path",
+    )
+
+    def __init__(
+        self,
+        session_id: str | None = None,
+        *,
+        max_artifact_size: int = DEFAULT_MAX_ARTIFACT_SIZE,
+        workspace_path: str | None = None,
+        created: bool = True,
+    ) -> None:
+        if session_id is not None and (not isinstance(session_id, str) or not session_id.strip()):
+            raise KaizenValidationError("session_id must be a non-empty string")
+        if not isinstance(max_artifact_size, int) or max_artifact_size < 0:
+            raise KaizenValidationError("max_artifact_size must be a non-negative int")
+        self.session_id: str = session_id or str(uuid.uuid4())
+        self.max_artifact_size = max_artifact_size
+        self.workspace_path = None if workspace_path is None else str(workspace_path)
+        self.records: list[Record] = []
+        self.state: dict[str, bytes] = {}
+        self.version = 0
+        self.artifacts: dict[str, str] = {}  # name -> digest
+        self.blobs: dict[str, bytes] = {}  # digest -> data (every version ever written)
+        self.head = ZERO_HASH
+        if created:
+            self.append(
+                _SYSTEM,
+                EntryType.SESSION_CREATED,
+                {
+                    "session_id": self.session_id,
+                    "max_artifact_size": max_artifact_size,
+                    "schema_version": SCHEMA_VERSION,
+                    "workspace_path": self.workspace_path,
+                },
+            )
+
+    # -- the chain ---------------------------------------------------------------------
+
+    def _push(self, agent_id: str, entry_type: str, content: bytes) -> Record:
+        seq = len(self.records) + 1
+        ts = _timestamp()
+        prev = self.head
+        digest = entry_hash(seq, ts, agent_id, entry_type, content, prev)
+        record = Record(seq, ts, agent_id, entry_type, content, prev, digest)
+        self.records.append(record)
+        self.head = digest
+        return record
+
+    def append(self, agent_id: str, entry_type: EntryType | str, content: Any) -> int:
+        """Append a free-form entry (validated first); returns its seq."""
+        agent_id = _validate_agent_id(agent_id)
+        kind = _validate_entry_type(entry_type)
+        if kind in (_STATE_SET, _STATE_DELETED, _ARTIFACT_WRITTEN, _ARTIFACT_DELETED):
+            raise KaizenValidationError(
+                f"{kind} entries are written by set/delete/write_artifact/delete_artifact only"
+            )
+        return self._push(agent_id, kind, encode(content, "entry content")).seq
+
+    # -- state ---------------------------------------------------------------------------
+
+    def set(self, key: str, value: Any) -> int:
+        key = validate_key(key)
+        new = encode(value)
+        old = self.state.get(key, b"null")
+        version = self.version + 1
+        content = b'{"key":%b,"new_value":%b,"old_value":%b,"state_version":%d}' % (
+            encode(key),
+            new,
+            old,
+            version,
+        )
+        self._push(_SYSTEM, _STATE_SET, content)
+        self.state[key] = new
+        self.version = version
+        return version
+
+    def delete(self, key: str) -> int:
+        key = validate_key(key)
+        old = self.state.get(key)
+        if old is None:
+            raise StateKeyNotFoundError(f"state key not found: {key!r}", details={"key": key})
+        version = self.version + 1
+        content = b'{"key":%b,"old_value":%b,"state_version":%d}' % (encode(key), old, version)
+        self._push(_SYSTEM, _STATE_DELETED, content)
+        del self.state[key]
+        self.version = version
+        return version
+
+    def get(self, key: str, default: Any = None) -> Any:
+        data = self.state.get(key)
+        if data is None:
+            return decode(encode(default)) if isinstance(default, dict | list) else default
+        return decode(data)
+
+    def all_state(self) -> dict[str, Any]:
+        return {key: decode(data) for key, data in self.state.items()}
+
+    # -- artifacts -----------------------------------------------------------------------
+
+    def write_artifact(self, name: str, data: bytes) -> int:
+        name = validate_artifact_name(name)
+        if not isinstance(data, bytes):
+            raise KaizenTypeError(f"artifact data must be bytes, got {type(data).__name__}")
+        size = len(data)
+        if size > self.max_artifact_size:
+            raise ArtifactTooLargeError(
+                f"artifact {name!r} is {size} bytes, which exceeds the maximum of "
+                f"{self.max_artifact_size} bytes",
+                details={"name": name, "size": size, "max_artifact_size": self.max_artifact_size},
+            )
+        digest = sha256_hex(data)
+        old_digest = self.artifacts.get(name)
+        content = encode(
+            {
+                "name": name,
+                "size": size,
+                "is_update": old_digest is not None,
+                "old_size": None if old_digest is None else len(self.blobs[old_digest]),
+                "digest": digest,
+            }
+        )
+        record = self._push(_SYSTEM, _ARTIFACT_WRITTEN, content)
+        self.blobs.setdefault(digest, data)
+        self.artifacts[name] = digest
+        return record.seq
+
+    def delete_artifact(self, name: str) -> int:
+        digest = self._artifact_digest(name)
+        content = encode({"name": name, "size": len(self.blobs[digest]), "digest": digest})
+        record = self._push(_SYSTEM, _ARTIFACT_DELETED, content)
+        del self.artifacts[name]
+        return record.seq
+
+    def _artifact_digest(self, name: str) -> str:
+        digest = self.artifacts.get(name) if isinstance(name, str) else None
+        if digest is None:
+            raise ArtifactNotFoundError(f"artifact not found: {name!r}", details={"name": name})
+        return digest
+
+    def read_artifact(self, name: str) -> bytes:
+        return self.blobs[self._artifact_digest(name)]
+
+    def artifact_size(self, name: str) -> int:
+        return len(self.read_artifact(name))
+
+    # -- replay --------------------------------------------------------------------------
+
+    def apply_record(self, record: Record) -> None:
+        """Fold one already-written record into state (replay); checks what it can."""
+        kind = record.entry_type
+        if kind not in _ENTRY_TYPES:
+            raise SessionCorruptedError(
+                f"entry {record.seq} has unknown entry type {kind!r}", seq=record.seq
+            )
+        if kind in (_STATE_SET, _STATE_DELETED):
+            content = decode(record.content)
+            try:
+                key = validate_key(content["key"])
+                stated = content["state_version"]
+            except (KeyError, TypeError, KaizenValidationError):
+                raise SessionCorruptedError(
+                    f"entry {record.seq} ({kind}) has malformed content", seq=record.seq
+                ) from None
+            if stated != self.version + 1:
+                raise SessionCorruptedError(
+                    f"entry {record.seq} says state_version {stated}, replay is at "
+                    f"{self.version + 1}",
+                    seq=record.seq,
+                )
+            if kind == _STATE_SET:
+                self.state[key] = encode(content.get("new_value"))
+            else:
+                self.state.pop(key, None)
+            self.version += 1
+        elif kind in (_ARTIFACT_WRITTEN, _ARTIFACT_DELETED):
+            content = decode(record.content)
+            if not isinstance(content, dict) or "name" not in content:
+                raise SessionCorruptedError(
+                    f"entry {record.seq} ({kind}) has malformed content", seq=record.seq
+                )
+            digest = content.get("digest")
+            if digest is None:
+                return  # written by the original Kaizen: the import entry carries the map
+            if kind == _ARTIFACT_WRITTEN:
+                self.artifacts[content["name"]] = digest
+            else:
+                self.artifacts.pop(content["name"], None)
+        elif kind == _SESSION_LOADED:
+            content = decode(record.content)
+            if isinstance(content, dict) and isinstance(content.get("artifacts"), dict):
+                self.artifacts = dict(content["artifacts"])
+
+    @classmethod
+    def replay(
+        cls,
+        records: Iterable[Record],
+        *,
+        session_id: str,
+        max_artifact_size: int = DEFAULT_MAX_ARTIFACT_SIZE,
+        workspace_path: str | None = None,
+        verify: bool = True,
+        until_version: int | None = None,
+    ) -> SessionCore:
+        """Rebuild a core from records, checking seqs and (with ``verify``) the hash chain."""
+        core = cls(
+            session_id,
+            max_artifact_size=max_artifact_size,
+            workspace_path=workspace_path,
+            created=False,
+        )
+        out = core.records
+        prev = ZERO_HASH
+        for record in records:
+            if until_version is not None and core.version >= until_version:
+                break
+            seq = len(out) + 1
+            if record.seq != seq:
+                raise SessionCorruptedError(
+                    f"trajectory has seq {record.seq} where {seq} was expected", seq=seq
+                )
+            if verify:
+                if record.prev_hash != prev:
+                    raise SessionCorruptedError(
+                        f"entry {seq}: prev_hash does not match the hash of entry {seq - 1}",
+                        seq=seq,
+                    )
+                if record.computed_hash() != record.hash:
+                    raise SessionCorruptedError(
+                        f"entry {seq}: hash does not match its contents (tampered?)", seq=seq
+                    )
+            core.apply_record(record)
+            out.append(record)
+            prev = record.hash
+        core.head = prev
+        return core
+
+    def verify(self) -> int:
+        """Recompute chain and derived state; returns the number of entries checked."""
+        check = SessionCore.replay(
+            self.records,
+            session_id=self.session_id,
+            max_artifact_size=self.max_artifact_size,
+        )
+        if check.version != self.version:
+            raise SessionCorruptedError(
+                f"state_version {self.version} differs from replay ({check.version})"
+            )
+        if check.state != self.state:
+            bad = sorted(set(check.state.items()) ^ set(self.state.items()))
+            raise SessionCorruptedError(
+                f"state differs from replay of the trajectory at key {bad[0][0]!r}"
+            )
+        if check.artifacts != self.artifacts:
+            raise SessionCorruptedError("artifacts differ from replay of the trajectory")
+        for name, digest in self.artifacts.items():
+            data = self.blobs.get(digest)
+            if data is None or sha256_hex(data) != digest:
+                raise SessionCorruptedError(f"artifact {name!r} does not match its digest")
+        return len(self.records)
+
+    def state_at(self, version: int) -> dict[str, Any]:
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise KaizenValidationError("version must be an int")
+        if version < 0 or version > self.version:
+            raise KaizenValidationError(
+                f"version {version} is out of range 0..{self.version}",
+                details={"version": version, "state_version": self.version},
+            )
+        if version == self.version:
+            return self.all_state()
+        past = SessionCore.replay(
+            self.records, session_id=self.session_id, verify=False, until_version=version
+        )
+        return past.all_state()
+
+    def truncate(self, length: int, head: str) -> None:
+        """Drop entries past ``length`` that changed no state (undo of a failed save)."""
+        del self.records[length:]
+        self.head = head
+
+    def snapshot_copy(self) -> SessionCore:
+        """A shallow copy that later writes to this core do not affect (for worker threads)."""
+        copy = SessionCore(
+            self.session_id,
+            max_artifact_size=self.max_artifact_size,
+            workspace_path=self.workspace_path,
+            created=False,
+        )
+        copy.records = list(self.records)
+        copy.state = dict(self.state)
+        copy.version = self.version
+        copy.artifacts = dict(self.artifacts)
+        copy.blobs = dict(self.blobs)
+        copy.head = self.head
+        return copy
+
+    # -- forks and snapshots -------------------------------------------------------------
+
+    def fork(self, at_seq: int | None, session_id: str | None) -> SessionCore:
+        last = len(self.records)
+        if at_seq is None:
+            at_seq = last
+        if not isinstance(at_seq, int) or isinstance(at_seq, bool) or not 1 <= at_seq <= last:
+            raise KaizenValidationError(f"at_seq must be an int in 1..{last}, got {at_seq!r}")
+        child = SessionCore.replay(
+            self.records[:at_seq],
+            session_id=session_id or str(uuid.uuid4()),
+            max_artifact_size=self.max_artifact_size,
+            workspace_path=self.workspace_path,
+            verify=False,
+        )
+        child.blobs = dict(self.blobs)
+        child.append(
+            _SYSTEM,
+            EntryType.SESSION_FORKED,
+            {
+                "parent_session_id": self.session_id,
+                "forked_at_seq": at_seq,
+                "parent_hash": self.records[at_seq - 1].hash,
+            },
+        )
+        return child
+
+    def snapshot(self, depth: int) -> dict[str, Any]:
+        tail = self.records[-depth:] if depth > 0 else []
+        return {
+            "session_id": self.session_id,
+            "state": self.all_state(),
+            "state_version": self.version,
+            "trajectory": [TrajectoryEntry.from_record(r).to_dict() for r in tail],
+            "artifacts": sorted(self.artifacts),
+            "snapshot_time": _timestamp(),
+            "trajectory_total_length": len(self.records),
+        }

@@ -1,0 +1,129 @@
+"""Trajectory entries: the entry types, the public frozen entry and the internal record.
+
+Inside a session an entry is a :class:`Record`, a tuple holding the canonical content bytes
+and the hash; that is what is hashed, saved and shared between a session and its forks.
+Callers get :class:`TrajectoryEntry` values built from a record on the way out, with
+content decoded afresh, so nothing a caller holds can reach back into the session.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+from typing import Any, NamedTuple
+
+from pydantic import BaseModel, ConfigDict, field_validator
+
+from ._canonical import decode, encode, entry_hash
+
+__all__ = ["EntryType", "Record", "TrajectoryEntry"]
+
+
+class EntryType(str, Enum):
+    """What an entry records. The original Kaizen's values plus this design's additions."""
+
+    AGENT_INVOKED = "agent_invoked"
+    AGENT_COMPLETED = "agent_completed"
+    AGENT_FAILED = "agent_failed"
+    STATE_SET = "state_set"
+    STATE_DELETED = "state_deleted"
+    ARTIFACT_WRITTEN = "artifact_written"
+    ARTIFACT_DELETED = "artifact_deleted"
+    SESSION_CREATED = "session_created"
+    SESSION_LOADED = "session_loaded"
+    SESSION_SAVED = "session_saved"
+    SESSION_FORKED = "session_forked"
+    PLAN_CREATED = "plan_created"
+    PLAN_FAILED = "plan_failed"
+    PLAN_STEP_STARTED = "plan_step_started"
+    PLAN_STEP_COMPLETED = "plan_step_completed"
+    LLM_EXCHANGE = "llm_exchange"
+    USER_INPUT = "user_input"
+    SYSTEM_NOTE = "system_note"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Record(NamedTuple):
+    """One entry as a session holds it: canonical content bytes and the chain hashes."""
+
+    seq: int
+    timestamp: str
+    agent_id: str
+    entry_type: str
+    content: bytes
+    prev_hash: str
+    hash: str
+
+    def computed_hash(self) -> str:
+        """The hash this record's fields imply (to compare with :attr:`hash`)."""
+        return entry_hash(
+            self.seq, self.timestamp, self.agent_id, self.entry_type, self.content, self.prev_hash
+        )
+
+
+class TrajectoryEntry(BaseModel):
+    """One immutable entry of a session's trajectory.
+
+    ``hash`` is SHA-256 over the canonical JSON encoding of every other field;
+    ``prev_hash`` is the previous entry's hash (``"0" * 64`` for entry 1).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    seq: int
+    timestamp: datetime
+    agent_id: str
+    entry_type: EntryType
+    content: Any
+    prev_hash: str
+    hash: str
+
+    @field_validator("timestamp")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("timestamp must be timezone-aware (UTC)")
+        return value
+
+    @classmethod
+    def from_record(cls, record: Record) -> TrajectoryEntry:
+        """Build the public entry from a record (content decoded to a fresh object)."""
+        return cls.model_construct(
+            seq=record.seq,
+            timestamp=datetime.fromisoformat(record.timestamp),
+            agent_id=record.agent_id,
+            entry_type=EntryType(record.entry_type),
+            content=decode(record.content),
+            prev_hash=record.prev_hash,
+            hash=record.hash,
+        )
+
+    def to_record(self) -> Record:
+        """The internal record of this entry (content re-encoded canonically)."""
+        return Record(
+            self.seq,
+            self.timestamp.isoformat(),
+            self.agent_id,
+            self.entry_type.value,
+            encode(self.content, "content"),
+            self.prev_hash,
+            self.hash,
+        )
+
+    def compute_hash(self) -> str:
+        """Recompute the hash from the other fields (equal to ``hash`` when untampered)."""
+        return self.to_record().computed_hash()
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly copy: ISO timestamp, entry type as its string value."""
+        return {
+            "seq": self.seq,
+            "timestamp": self.timestamp.isoformat(),
+            "agent_id": self.agent_id,
+            "entry_type": self.entry_type.value,
+            "content": decode(encode(self.content)),
+            "prev_hash": self.prev_hash,
+            "hash": self.hash,
+        }

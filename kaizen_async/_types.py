@@ -1,0 +1,173 @@
+"""Value types shared by agents, the dispatcher and the planner.
+
+``CapabilityCall`` (what to run), ``CapabilitySpec`` / ``AgentInfo`` (what an agent
+offers) and ``InvokeResult`` (what came of it). All frozen; params and results are JSON.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ._exceptions import DispatchError, ErrorCode
+
+__all__ = ["AgentInfo", "CapabilityCall", "CapabilitySpec", "InvokeResult"]
+
+
+class CapabilityCall(BaseModel):
+    """One step of a plan: a capability name and its params."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    capability: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("capability")
+    @classmethod
+    def _non_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("capability cannot be empty")
+        return value
+
+    @classmethod
+    def from_dict(cls, data: Any) -> CapabilityCall:
+        """From ``{"capability": ..., "params": {...}}``; raises :class:`DispatchError`."""
+        if isinstance(data, CapabilityCall):
+            return data
+        if not isinstance(data, dict):
+            raise DispatchError(
+                f"a call must be a CapabilityCall or a dict, got {type(data).__name__}"
+            )
+        if "capability" not in data:
+            raise DispatchError("a call dict needs a 'capability' key", details={"call": repr(data)})
+        params = data.get("params")
+        try:
+            return cls(capability=data["capability"], params={} if params is None else params)
+        except ValueError as exc:
+            raise DispatchError(f"invalid call {data!r}: {exc}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"capability": self.capability, "params": dict(self.params)}
+
+
+class CapabilitySpec(BaseModel):
+    """What a planner needs to know of a capability.
+
+    ``streamable``: whether it may run before the whole plan has been received and
+    validated (a capability with irreversible effects would say False).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    description: str = ""
+    params_schema: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
+    streamable: bool = True
+
+    @field_validator("name")
+    @classmethod
+    def _non_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("capability name cannot be empty")
+        return value
+
+
+class AgentInfo(BaseModel):
+    """An agent's identity and its capabilities (names, or full specs)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    agent_id: str
+    name: str
+    version: str
+    capabilities: list[str]
+    description: str = ""
+    specs: dict[str, CapabilitySpec] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_specs(cls, data: Any) -> Any:
+        # capabilities may be given as names or as CapabilitySpec objects / dicts
+        if isinstance(data, dict) and isinstance(data.get("capabilities"), list | tuple):
+            names: list[str] = []
+            specs = dict(data.get("specs") or {})
+            for item in data["capabilities"]:
+                if isinstance(item, CapabilitySpec):
+                    spec = item
+                elif isinstance(item, dict):
+                    spec = CapabilitySpec.model_validate(item)
+                else:
+                    names.append(item)
+                    continue
+                names.append(spec.name)
+                specs[spec.name] = spec
+            data = {**data, "capabilities": names, "specs": specs}
+        return data
+
+    @field_validator("agent_id", "name")
+    @classmethod
+    def _non_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("capabilities")
+    @classmethod
+    def _some(cls, value: list[str]) -> list[str]:
+        if not value or any(not isinstance(v, str) or not v.strip() for v in value):
+            raise ValueError("an agent needs at least one non-empty capability name")
+        return value
+
+    def spec(self, capability: str) -> CapabilitySpec:
+        """The spec of one capability (a plain one when only a name was given)."""
+        return self.specs.get(capability) or CapabilitySpec(name=capability)
+
+
+class InvokeResult(BaseModel):
+    """The outcome of one capability call.
+
+    ``error`` is ``{"error_code", "message"[, "details"]}`` exactly when ``success`` is False.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    success: bool
+    result: Any = None
+    error: dict[str, Any] | None = None
+    agent_id: str = ""
+    capability: str = ""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> InvokeResult:
+        if self.success and self.error is not None:
+            raise ValueError("a successful result cannot carry an error")
+        if not self.success and not self.error:
+            raise ValueError("a failed result needs an error")
+        return self
+
+    @classmethod
+    def ok(cls, result: Any = None, agent_id: str = "", capability: str = "") -> InvokeResult:
+        return cls.model_construct(
+            success=True, result=result, error=None, agent_id=agent_id, capability=capability
+        )
+
+    @classmethod
+    def fail(
+        cls,
+        code: ErrorCode | str,
+        message: str,
+        agent_id: str = "",
+        capability: str = "",
+        details: dict[str, Any] | None = None,
+    ) -> InvokeResult:
+        error: dict[str, Any] = {"error_code": str(ErrorCode(code)), "message": message}
+        if details:
+            error["details"] = details
+        return cls.model_construct(
+            success=False, result=None, error=error, agent_id=agent_id, capability=capability
+        )
+
+    @property
+    def error_code(self) -> ErrorCode | None:
+        return None if self.error is None else ErrorCode(self.error["error_code"])

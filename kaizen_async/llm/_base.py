@@ -1,0 +1,113 @@
+"""The provider interface every model backend implements.
+
+``complete()`` returns one :class:`LLMResponse`; ``stream()`` yields :class:`LLMChunk`
+values as text arrives, the last one with ``done=True`` and the final ``response``
+(full text, ``done_reason``, usage and timing). Every failure is an :class:`LLMError`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .._exceptions import LLMError
+
+if TYPE_CHECKING:
+    from .._session import Session
+
+__all__ = ["LLMChunk", "LLMError", "LLMProvider", "LLMResponse", "Message", "normalize_messages"]
+
+#: a chat message: ``{"role": "system"|"user"|"assistant"|"tool", "content": str}``
+Message = dict[str, Any]
+
+
+class LLMResponse(BaseModel):
+    """A finished exchange: the whole text and what the server said about it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    text: str
+    model: str
+    provider: str
+    done_reason: str | None = None
+    usage: dict[str, Any] = Field(default_factory=dict)
+    duration_ms: float | None = None
+
+    @property
+    def input_tokens(self) -> int | None:
+        value = self.usage.get("input_tokens")
+        return None if value is None else int(value)
+
+    @property
+    def output_tokens(self) -> int | None:
+        value = self.usage.get("output_tokens")
+        return None if value is None else int(value)
+
+    @property
+    def truncated(self) -> bool:
+        """True when the model stopped at a length limit, not at its own end."""
+        return self.done_reason == "length"
+
+
+class LLMChunk(BaseModel):
+    """One piece of a streamed reply; the last has ``done=True`` and the ``response``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    text: str = ""
+    done: bool = False
+    response: LLMResponse | None = None
+
+
+def normalize_messages(prompt: str | list[Message], system: str | None = None) -> list[Message]:
+    """A prompt string or message list as a message list, ``system`` first when given."""
+    if isinstance(prompt, str):
+        messages: list[Message] = [{"role": "user", "content": prompt}]
+    else:
+        messages = [dict(m) for m in prompt]
+    if system is not None:
+        messages = [{"role": "system", "content": system}, *messages]
+    return messages
+
+
+class LLMProvider(ABC):
+    """Base of all providers. Subclasses implement :meth:`stream`; ``complete`` collects it."""
+
+    #: short provider name used in errors and records ("ollama", "openai_compat", ...)
+    name: str = "llm"
+
+    @property
+    @abstractmethod
+    def model_name(self) -> str: ...
+
+    @abstractmethod
+    def stream(
+        self,
+        prompt: str | list[Message],
+        *,
+        system: str | None = None,
+        format: dict[str, Any] | str | None = None,
+        options: dict[str, Any] | None = None,
+        session: Session | None = None,
+    ) -> AsyncIterator[LLMChunk]:
+        """Stream the reply; records an ``llm_exchange`` entry in ``session`` when given."""
+
+    async def complete(
+        self,
+        prompt: str | list[Message],
+        *,
+        system: str | None = None,
+        format: dict[str, Any] | str | None = None,
+        options: dict[str, Any] | None = None,
+        session: Session | None = None,
+    ) -> LLMResponse:
+        """The whole reply at once (the stream, collected)."""
+        async for chunk in self.stream(
+            prompt, system=system, format=format, options=options, session=session
+        ):
+            if chunk.done and chunk.response is not None:
+                return chunk.response
+        raise LLMError("stream ended without a final response", provider=self.name)

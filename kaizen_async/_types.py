@@ -58,12 +58,14 @@ class CapabilitySpec(BaseModel):
     validated (a capability with irreversible effects would say False).
     """
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
     name: str
     description: str = ""
     params_schema: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
     streamable: bool = True
+    #: the pydantic model params are validated with (not serialized)
+    params_model: type[BaseModel] | None = Field(default=None, exclude=True, repr=False)
 
     @field_validator("name")
     @classmethod

@@ -76,48 +76,56 @@ class Actor:
 
     async def run(self) -> None:
         """Drain the queue in batches until closed; always fails what it could not serve."""
-        queue = self.queue
         try:
             while True:
-                if not queue:
+                if not self.queue:
                     if self.closing:
                         return
                     await self._sleep()
                     continue
-                self.batches += 1
-                answers: list[tuple[Any, bool, Any]] = []
-                for _ in range(len(queue)):
-                    fn, args, waiter, is_async = queue.popleft()
-                    if waiter is not None and self._withdrawn(waiter):
-                        continue
-                    self.applied += 1
-                    if is_async:
-                        # an async step (a save) ends the batch's sync part first
-                        for answer in answers:
-                            self._resolve(*answer)
-                        answers.clear()
-                        try:
-                            result = (True, await fn(*args))
-                        except Exception as exc:
-                            result = (False, exc)
-                        self._resolve(waiter, *result)
-                        continue
-                    try:
-                        value = fn(*args)
-                    except Exception as exc:
-                        if waiter is not None:
-                            answers.append((waiter, False, exc))
-                        continue
-                    if waiter is not None:
-                        answers.append((waiter, True, value))
+                await self._drain_once()
+        finally:
+            self._fail_pending()
+
+    async def _drain_once(self) -> None:
+        """Apply everything queued now, in order, then answer its callers (one batch)."""
+        queue = self.queue
+        self.batches += 1
+        answers: list[tuple[Any, bool, Any]] = []
+        for _ in range(len(queue)):
+            fn, args, waiter, is_async = queue.popleft()
+            if waiter is not None and self._withdrawn(waiter):
+                continue
+            self.applied += 1
+            if is_async:
+                # an async step (a save) answers the batch so far first, then runs alone
                 for answer in answers:
                     self._resolve(*answer)
-        finally:
-            self.closed = True
-            while queue:
-                _, _, waiter, _ = queue.popleft()
+                answers.clear()
+                try:
+                    result = (True, await fn(*args))
+                except Exception as exc:
+                    result = (False, exc)
+                self._resolve(waiter, *result)
+                continue
+            try:
+                value = fn(*args)
+            except Exception as exc:
                 if waiter is not None:
-                    self._resolve(waiter, False, SessionClosedError(f"{self.name} is closed"))
+                    answers.append((waiter, False, exc))
+                continue
+            if waiter is not None:
+                answers.append((waiter, True, value))
+        for answer in answers:
+            self._resolve(*answer)
+
+    def _fail_pending(self) -> None:
+        self.closed = True
+        queue = self.queue
+        while queue:
+            _, _, waiter, _ = queue.popleft()
+            if waiter is not None:
+                self._resolve(waiter, False, SessionClosedError(f"{self.name} is closed"))
 
 
 class _AsyncioActor(Actor):
@@ -155,6 +163,42 @@ class _AsyncioActor(Actor):
 
     def _withdrawn(self, waiter: asyncio.Future[Any]) -> bool:
         return waiter.done()
+
+    async def run(self) -> None:
+        """The generic loop, specialised for futures: this is the per-write hot path."""
+        queue = self.queue
+        popleft = queue.popleft
+        try:
+            while True:
+                if not queue:
+                    if self.closing:
+                        return
+                    self._wakeup = self._loop.create_future()
+                    await self._wakeup
+                    continue
+                if any(request[3] for request in queue):
+                    await self._drain_once()
+                    continue
+                self.batches += 1
+                answers = []
+                for _ in range(len(queue)):
+                    fn, args, future, _ = popleft()
+                    if future is not None and future.done():
+                        continue
+                    try:
+                        answers.append((future, True, fn(*args)))
+                    except Exception as exc:
+                        answers.append((future, False, exc))
+                self.applied += len(answers)
+                for future, ok, value in answers:
+                    if future is None or future.done():
+                        continue
+                    if ok:
+                        future.set_result(value)
+                    else:
+                        future.set_exception(value)
+        finally:
+            self._fail_pending()
 
     def _resolve(self, waiter: asyncio.Future[Any], ok: bool, value: Any) -> None:
         if waiter.done():

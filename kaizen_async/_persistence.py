@@ -254,13 +254,15 @@ def _meta_json(meta: dict[str, str], key: str, path: str) -> Any:
 def _read_v2(conn: sqlite3.Connection, path: str, meta: dict[str, str], tables: set[str]) -> SessionCore:
     _require(tables, path, "trajectory", "state", "blobs")
     session_id = _meta_json(meta, "session_id", path)
-    records = [
-        Record(seq, ts, agent, kind, content.encode(), prev, digest)
-        for seq, ts, agent, kind, content, prev, digest in conn.execute(
-            "SELECT seq, timestamp, agent_id, entry_type, content_json, prev_hash, hash "
-            "FROM trajectory ORDER BY seq"
+    records = list(
+        map(
+            Record._make,
+            conn.execute(
+                "SELECT seq, timestamp, agent_id, entry_type, CAST(content_json AS BLOB), "
+                "prev_hash, hash FROM trajectory ORDER BY seq"
+            ),
         )
-    ]
+    )
     if not records:
         raise SessionCorruptedError(f"{path}: the trajectory is empty")
     core = SessionCore.replay(

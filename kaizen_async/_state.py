@@ -11,12 +11,16 @@ the stored copy, the hashed form and the saved form, and every read decodes a fr
 
 from __future__ import annotations
 
+import hashlib
+import time
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from ._canonical import ZERO_HASH, decode, encode, entry_hash, sha256_hex
+import orjson
+
+from ._canonical import ZERO_HASH, decode, encode, sha256_hex
 from ._exceptions import (
     ArtifactNotFoundError,
     ArtifactTooLargeError,
@@ -39,11 +43,28 @@ _ARTIFACT_WRITTEN = EntryType.ARTIFACT_WRITTEN.value
 _ARTIFACT_DELETED = EntryType.ARTIFACT_DELETED.value
 _SESSION_LOADED = EntryType.SESSION_LOADED.value
 _ENTRY_TYPES = {member.value for member in EntryType}
-_now = datetime.now
+_ENTRY = b'{"agent_id":%b,"content":%b,"entry_type":%b,"prev_hash":"%b","seq":%d,"timestamp":"%b"}'
+_dumps = orjson.dumps
+_SORTED = orjson.OPT_SORT_KEYS
+_sha256 = hashlib.sha256
+_time_ns = time.time_ns
+_second_prefix: list[Any] = [-1, ""]
 
 
 def _timestamp() -> str:
-    return _now(UTC).isoformat()
+    """UTC now, exactly as ``datetime.isoformat()`` renders it, without building a datetime.
+
+    The ``YYYY-MM-DDTHH:MM:SS`` prefix is cached per second; this runs once per entry.
+    """
+    micros = _time_ns() // 1000
+    second, micro = divmod(micros, 1_000_000)
+    cache = _second_prefix
+    if cache[0] != second:
+        cache[0] = second
+        cache[1] = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    if micro:
+        return f"{cache[1]}.{micro:06d}+00:00"
+    return f"{cache[1]}+00:00"
 
 
 def validate_key(key: object) -> str:
@@ -93,6 +114,7 @@ class SessionCore:
         "max_artifact_size",
         "records",
         "session_id",
+        "_agent_bytes",
         "state",
         "version",
         "workspace_path",
@@ -119,6 +141,7 @@ class SessionCore:
         self.artifacts: dict[str, str] = {}  # name -> digest
         self.blobs: dict[str, bytes] = {}  # digest -> data (every version ever written)
         self.head = ZERO_HASH
+        self._agent_bytes: dict[str, bytes] = {}
         if created:
             self.append(
                 _SYSTEM,
@@ -134,10 +157,16 @@ class SessionCore:
     # -- the chain ---------------------------------------------------------------------
 
     def _push(self, agent_id: str, entry_type: str, content: bytes) -> Record:
+        """Chain one validated entry on; the hot path of every write (see entry_bytes)."""
         seq = len(self.records) + 1
         ts = _timestamp()
         prev = self.head
-        digest = entry_hash(seq, ts, agent_id, entry_type, content, prev)
+        agent = self._agent_bytes.get(agent_id)
+        if agent is None:
+            agent = self._agent_bytes[agent_id] = _dumps(agent_id)
+        digest = _sha256(
+            _ENTRY % (agent, content, _dumps(entry_type), prev.encode(), seq, ts.encode())
+        ).hexdigest()
         record = Record(seq, ts, agent_id, entry_type, content, prev, digest)
         self.records.append(record)
         self.head = digest
@@ -156,12 +185,13 @@ class SessionCore:
     # -- state ---------------------------------------------------------------------------
 
     def set(self, key: str, value: Any) -> int:
-        key = validate_key(key)
+        if type(key) is not str or not key or key.isspace():
+            validate_key(key)
         new = encode(value)
         old = self.state.get(key, b"null")
         version = self.version + 1
         content = b'{"key":%b,"new_value":%b,"old_value":%b,"state_version":%d}' % (
-            encode(key),
+            _dumps(key),
             new,
             old,
             version,
@@ -307,27 +337,52 @@ class SessionCore:
         )
         out = core.records
         prev = ZERO_HASH
+        state = core.state
+        kinds: dict[str, bytes] = {}
+        agents = core._agent_bytes
         for record in records:
             if until_version is not None and core.version >= until_version:
                 break
-            seq = len(out) + 1
-            if record.seq != seq:
+            seq, ts, agent_id, kind, content, prev_hash, digest = record
+            if seq != len(out) + 1:
                 raise SessionCorruptedError(
-                    f"trajectory has seq {record.seq} where {seq} was expected", seq=seq
+                    f"trajectory has seq {seq} where {len(out) + 1} was expected", seq=len(out) + 1
                 )
             if verify:
-                if record.prev_hash != prev:
+                if prev_hash != prev:
                     raise SessionCorruptedError(
                         f"entry {seq}: prev_hash does not match the hash of entry {seq - 1}",
                         seq=seq,
                     )
-                if record.computed_hash() != record.hash:
+                agent = agents.get(agent_id)
+                if agent is None:
+                    agent = agents[agent_id] = _dumps(agent_id)
+                kind_bytes = kinds.get(kind)
+                if kind_bytes is None:
+                    kind_bytes = kinds[kind] = _dumps(kind)
+                computed = _sha256(
+                    _ENTRY % (agent, content, kind_bytes, prev.encode(), seq, ts.encode())
+                ).hexdigest()
+                if computed != digest:
                     raise SessionCorruptedError(
                         f"entry {seq}: hash does not match its contents (tampered?)", seq=seq
                     )
-            core.apply_record(record)
+            if kind == _STATE_SET:  # the common case, inline; the rest in apply_record
+                body = decode(content)
+                try:
+                    key, stated, value = body["key"], body["state_version"], body["new_value"]
+                except (KeyError, TypeError):
+                    raise SessionCorruptedError(
+                        f"entry {seq} (state_set) has malformed content", seq=seq
+                    ) from None
+                if stated != core.version + 1 or type(key) is not str:
+                    core.apply_record(record)  # raises the precise error
+                state[key] = _dumps(value, option=_SORTED)  # decoded JSON: always valid
+                core.version = stated
+            else:
+                core.apply_record(record)
             out.append(record)
-            prev = record.hash
+            prev = digest
         core.head = prev
         return core
 

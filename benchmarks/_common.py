@@ -1,0 +1,80 @@
+"""Shared helpers for the benchmark scripts: baselines, timing, the result table."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def command_line() -> str:
+    return "python " + " ".join(shlex.quote(a) for a in sys.argv)
+
+
+async def best_rate(fn: Callable[[int], Awaitable[None]], n: int, repeats: int) -> float:
+    """Operations per second of ``fn(n)``, best of ``repeats`` runs (least disturbed)."""
+    best = 0.0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        await fn(n)
+        best = max(best, n / (time.perf_counter() - start))
+    return best
+
+
+async def asyncio_queue_baseline(n: int) -> None:
+    """A bare request/reply between two tasks over ``asyncio.Queue`` and a future."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[tuple[asyncio.Future[int], int]] = asyncio.Queue()
+
+    async def server() -> None:
+        while True:
+            future, value = await queue.get()
+            future.set_result(value)
+
+    task = asyncio.create_task(server())
+    for i in range(n):
+        future = loop.create_future()
+        queue.put_nowait((future, i))
+        await future
+    task.cancel()
+
+
+async def anyio_stream_baseline(n: int) -> None:
+    """The same over AnyIO memory object streams (a request stream, a reply stream)."""
+    send, receive = anyio.create_memory_object_stream[int](1)
+    reply_send, reply_receive = anyio.create_memory_object_stream[int](1)
+
+    async def server() -> None:
+        async for value in receive:
+            await reply_send.send(value)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(server)
+        for i in range(n):
+            await send.send(i)
+            await reply_receive.receive()
+        await send.aclose()
+
+
+def report(name: str, rows: list[tuple[str, str, str]], data: dict[str, Any]) -> None:
+    """Print a table (what, figure, ratio) and write JSON under benchmarks/results/."""
+    print(f"\n$ {command_line()}")
+    print(f"python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} cores\n")
+    widths = [max(len(r[i]) for r in [("what", "figure", "ratio"), *rows]) for i in range(3)]
+    for row in [("what", "figure", "ratio"), tuple("-" * w for w in widths), *rows]:
+        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"{name}.json"
+    out.write_text(json.dumps({"command": command_line(), **data}, indent=2) + "\n")
+    print(f"\nwrote {out}")

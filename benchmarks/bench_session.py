@@ -1,0 +1,118 @@
+"""Session throughput and persistence timings, beside request/reply baselines.
+
+Run: ``python benchmarks/bench_session.py`` (``--quick`` for a smaller run).
+Every ``set`` is fully recorded: one hash-chained ``state_set`` entry each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+import anyio
+
+from _common import anyio_stream_baseline, asyncio_queue_baseline, best_rate, report
+from kaizen_async import Session
+
+
+async def sets_one_caller(n: int) -> None:
+    async with Session() as session:
+        for i in range(n):
+            await session.set("key", i)
+
+
+async def sets_concurrent(n: int, callers: int = 64) -> None:
+    async with Session() as session:
+        per = n // callers
+
+        async def caller(c: int) -> None:
+            key = f"key{c}"
+            for i in range(per):
+                await session.set(key, i)
+
+        async with anyio.create_task_group() as tg:
+            for c in range(callers):
+                tg.start_soon(caller, c)
+
+
+async def fill(session: Session, entries: int) -> None:
+    for i in range(entries):
+        if i % 2:
+            await session.set(f"k{i % 100}", {"i": i, "text": "hello world"})
+        else:
+            await session.append("bench", "system_note", {"i": i})
+
+
+async def persistence(entries: int, increment: int, directory: str) -> dict[str, float]:
+    big = os.path.join(directory, "big.kaizen")
+    async with Session() as session:
+        await fill(session, entries - 1)
+        start = time.perf_counter()
+        await session.save(big)  # its session_saved entry makes `entries`
+        save_s = time.perf_counter() - start
+    start = time.perf_counter()
+    async with Session.load(big) as loaded:
+        load_s = time.perf_counter() - start
+        await fill(loaded, increment - 1)  # + the session_loaded entry
+        start = time.perf_counter()
+        await loaded.save(big)
+        incremental_s = time.perf_counter() - start
+    small_times = []
+    for i in range(5):
+        async with Session() as small:
+            await fill(small, increment - 1)
+            start = time.perf_counter()
+            await small.save(os.path.join(directory, f"small{i}.kaizen"))
+            small_times.append(time.perf_counter() - start)
+    return {
+        "save_s": save_s,
+        "load_s": load_s,
+        "incremental_s": incremental_s,
+        "fresh_small_s": min(small_times),
+        "file_mb": os.path.getsize(big) / 1e6,
+    }
+
+
+async def main(quick: bool) -> None:
+    n = 20_000 if quick else 100_000
+    repeats = 3 if quick else 5
+    queue_rate = await best_rate(asyncio_queue_baseline, n, repeats)
+    stream_rate = await best_rate(anyio_stream_baseline, n, repeats)
+    one = await best_rate(sets_one_caller, n, repeats)
+    many = await best_rate(sets_concurrent, n, repeats)
+    entries = 20_000 if quick else 100_000
+    with tempfile.TemporaryDirectory() as directory:
+        p = await persistence(entries, 1_000, directory)
+    rows = [
+        ("asyncio.Queue request/reply (baseline)", f"{queue_rate:,.0f}/s", "1.00"),
+        ("anyio memory stream request/reply", f"{stream_rate:,.0f}/s", f"{stream_rate / queue_rate:.2f}"),
+        ("set, 1 caller", f"{one:,.0f}/s", f"{one / queue_rate:.2f}"),
+        ("set, 64 concurrent callers", f"{many:,.0f}/s", f"{many / queue_rate:.2f}"),
+        (f"save {entries:,}-entry session ({p['file_mb']:.1f} MB)", f"{p['save_s'] * 1000:,.0f} ms", ""),
+        (f"load + verify {entries:,} entries", f"{p['load_s'] * 1000:,.0f} ms", ""),
+        ("save fresh 1,000-entry session (baseline)", f"{p['fresh_small_s'] * 1000:,.1f} ms", "1.00"),
+        (
+            f"incremental save of 1,000 onto {entries:,}",
+            f"{p['incremental_s'] * 1000:,.1f} ms",
+            f"{p['incremental_s'] / p['fresh_small_s']:.2f}",
+        ),
+    ]
+    report(
+        "session",
+        rows,
+        {
+            "asyncio_queue_per_s": queue_rate,
+            "anyio_stream_per_s": stream_rate,
+            "set_one_caller_per_s": one,
+            "set_64_callers_per_s": many,
+            **p,
+        },
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats")
+    anyio.run(main, parser.parse_args().quick)

@@ -1,0 +1,397 @@
+"""Incremental recognition of plan steps in a model's token stream.
+
+:class:`PlanStreamParser` is a single-pass structural scanner (a container stack plus
+string/escape state) over text fed chunk by chunk. It reports each step of
+``{"steps": [{...}, ...]}`` (or of a bare ``[{...}, ...]``) the moment the step's
+object closes, exactly once, and never a step that is still open: a partial parse cannot
+tell that an element is finished, a closing brace can.
+
+Speed comes from never looking at a character twice and never looping over characters
+in Python: regular expressions jump over string bodies and uninteresting text, so
+Python code runs once per bracket (inside steps) or per token (in the top object).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+
+__all__ = ["ParseOutcome", "PlanStreamParser"]
+
+# scanner modes
+_PRELUDE = 0  # before the top-level value: prose or a ``` fence
+_TOP = 1  # directly inside the top-level object (keys, separators)
+_ARRAY = 2  # directly inside the steps array (elements and separators)
+_NESTED = 3  # inside a step or inside another key's value: only brackets matter
+_NESTED_STRING = 4  # inside a string of _NESTED text that began in an earlier piece
+_TOP_STRING = 5  # inside a string of the top object that began in an earlier piece
+_DONE = 6  # the top-level value closed; the rest is trailing text
+_ERROR = 7  # the document cannot be a plan
+
+# steps-array sub-states
+_FIRST = 0  # just after '[': an element or ']'
+_ELEM = 1  # just after ',': an element
+_SEP = 2  # just after an element: ',' or ']'
+
+_STRING_BODY_RE = r'[^"\\]*(?:\\.[^"\\]*)*'
+_SKIP_RE = r'(?:[^"{}\[\]]+|"' + _STRING_BODY_RE + '")*'
+#: the start of the top-level value
+_VALUE_START = re.compile(r"[{\[]")
+#: the next token that matters directly inside the top object
+_TOP_TOKEN = re.compile(r'["{}\[\],:]')
+#: the next non-whitespace character (JSON whitespace only)
+_NON_WS = re.compile(r"[^ \t\r\n]")
+#: text without brackets, complete strings included; stops at a bracket or an open string
+_SKIP = re.compile(_SKIP_RE, re.DOTALL)
+#: the rest of an open string, its closing quote, then text as _SKIP skips it
+_STRING_REST_SKIP = re.compile(_STRING_BODY_RE + '"' + _SKIP_RE, re.DOTALL)
+#: a complete string, quotes included
+_STRING_TOKEN = re.compile('"' + _STRING_BODY_RE + '"', re.DOTALL)
+#: the rest of an open string and its closing quote
+_STRING_REST = re.compile(_STRING_BODY_RE + '"', re.DOTALL)
+#: a string body; stops at the closing quote or at a final lone backslash
+_STRING_BODY = re.compile(_STRING_BODY_RE, re.DOTALL)
+
+_OPENER = {"}": "{", "]": "["}
+
+
+@dataclass(frozen=True, slots=True)
+class ParseOutcome:
+    """What the whole text amounted to, decided at the end of the stream.
+
+    ``status`` is ``"complete"`` (the top-level value closed and strict-parses),
+    ``"truncated"`` (a value began but did not close), ``"empty"`` (no JSON value began)
+    or ``"invalid"`` (the text is not a plan; ``message`` says why).
+    ``steps`` holds the parsed steps when complete; ``emitted`` counts steps reported.
+    """
+
+    status: Literal["complete", "truncated", "empty", "invalid"]
+    message: str | None = None
+    steps: list[Any] | None = None
+    emitted: int = 0
+
+    @property
+    def complete(self) -> bool:
+        return self.status == "complete"
+
+
+class PlanStreamParser:
+    """Find plan steps in streamed text as their JSON objects close.
+
+    Accepted shapes: ``{"steps": [ {...}, ... ]}`` (other keys of the top object are
+    skipped, before or after ``"steps"``) and a bare ``[ {...}, ... ]``. Text before the
+    value (prose, a ```json fence) and after it is ignored. The text before the value
+    must not contain ``{`` or ``[``.
+
+    >>> p = PlanStreamParser()
+    >>> p.feed('{"steps": [{"capability": "a", "para')
+    []
+    >>> p.feed('ms": {}}, ')
+    [(0, '{"capability": "a", "params": {}}')]
+    """
+
+    __slots__ = (
+        "_arr",
+        "_chunks",
+        "_emitted",
+        "_error",
+        "_escape",
+        "_key",
+        "_key_expected",
+        "_mark",
+        "_mode",
+        "_stack",
+        "_start",
+        "_steps_depth",
+        "_steps_seen",
+        "_value_end",
+    )
+
+    def __init__(self) -> None:
+        self._chunks: list[str] = []
+        self._mode = _PRELUDE
+        self._stack: list[str] = []
+        #: depth (stack length) of the open steps array, -1 when none is open
+        self._steps_depth = -1
+        self._steps_seen = False
+        self._arr = _FIRST
+        self._emitted = 0
+        #: top object: whether the next string is a key (None: a value string), last key
+        self._key_expected: bool | None = False
+        self._key: str | None = None
+        #: the previous piece ended inside a string, right after a backslash
+        self._escape = False
+        #: (piece index, offset) where the top-level value starts, and where the open step
+        #: (or the open key of the top object) starts
+        self._start: tuple[int, int] = (0, 0)
+        self._mark: tuple[int, int] = (0, 0)
+        #: (piece index, offset) just past the top-level value once it closed
+        self._value_end: tuple[int, int] | None = None
+        self._error: str | None = None
+
+    # -- reading ---------------------------------------------------------------------------
+
+    @property
+    def text(self) -> str:
+        """All text fed so far."""
+        return "".join(self._chunks)
+
+    @property
+    def emitted(self) -> int:
+        """How many steps have been reported."""
+        return self._emitted
+
+    @property
+    def error(self) -> str | None:
+        """Why the text cannot be a plan, once the scanner knows."""
+        return self._error
+
+    def feed(self, text: str) -> list[tuple[int, str]]:
+        """Scan ``text``, the next piece of the stream.
+
+        Returns:
+            ``(index, raw JSON)`` of each step whose object closed in this piece, in order.
+        """
+        if not text:
+            return []
+        self._chunks.append(text)
+        mode = self._mode
+        # Fast paths for the common case, a small piece inside a step: one regex call.
+        if mode == _NESTED:
+            pos = _SKIP.match(text).end()  # type: ignore[union-attr]
+            if pos == len(text):
+                return []
+        elif mode == _NESTED_STRING:
+            pos = 0
+            if self._escape:
+                self._escape = False
+                pos = 1
+            m = _STRING_REST_SKIP.match(text, pos)
+            if m is None:  # the string goes on
+                if text[-1] == "\\":
+                    self._escape = _ends_in_escape(text, pos)
+                return []
+            pos = m.end()
+            mode = self._mode = _NESTED
+            if pos == len(text):
+                return []
+        elif mode >= _DONE:
+            return []
+        else:
+            pos = 0
+        return self._scan(text, pos, mode)
+
+    def _scan(self, text: str, pos: int, mode: int) -> list[tuple[int, str]]:
+        """The general scanner: ``text[pos:]`` of the newest piece, starting in ``mode``."""
+        ci = len(self._chunks) - 1
+        n = len(text)
+        out: list[tuple[int, str]] = []
+        stack = self._stack
+        while pos < n:
+            if mode == _NESTED:
+                pos = _SKIP.match(text, pos).end()  # type: ignore[union-attr]
+                if pos == n:
+                    break
+                c = text[pos]
+                if c == '"':  # a string that does not end in this piece
+                    self._escape = text[-1] == "\\" and _ends_in_escape(text, pos + 1)
+                    mode = _NESTED_STRING
+                    break
+                pos += 1
+                if c == "{" or c == "[":
+                    stack.append(c)
+                    continue
+                if stack.pop() != _OPENER[c]:
+                    mode = self._fail(f"mismatched {c!r} at offset {self._offset(ci, pos - 1)}")
+                    break
+                depth = len(stack)
+                if depth == self._steps_depth:
+                    out.append((self._emitted, self._slice(self._mark, ci, pos)))
+                    self._emitted += 1
+                    self._arr = _SEP
+                    mode = _ARRAY
+                elif depth == 1:  # back in the top object, after a value
+                    self._key_expected = False
+                    mode = _TOP
+            elif mode == _ARRAY:
+                m = _NON_WS.search(text, pos)
+                if m is None:
+                    break
+                pos = m.start()
+                c = text[pos]
+                arr = self._arr
+                if c == "{" and arr != _SEP:
+                    stack.append(c)
+                    self._mark = (ci, pos)
+                    pos += 1
+                    mode = _NESTED
+                elif c == "," and arr == _SEP:
+                    self._arr = _ELEM
+                    pos += 1
+                elif c == "]" and arr != _ELEM:
+                    stack.pop()
+                    self._steps_depth = -1
+                    pos += 1
+                    if stack:
+                        self._key_expected = False
+                        mode = _TOP
+                    else:
+                        self._value_end = (ci, pos)
+                        mode = _DONE
+                        break
+                else:
+                    if arr == _SEP:
+                        msg = f"expected ',' or ']' after step {self._emitted - 1}, got {c!r}"
+                    else:
+                        msg = f"step {self._emitted} is not a JSON object (it starts with {c!r})"
+                    mode = self._fail(msg)
+                    break
+            elif mode == _TOP:
+                m = _TOP_TOKEN.search(text, pos)
+                if m is None:
+                    break
+                pos = m.start()
+                c = text[pos]
+                if c == '"':
+                    sm = _STRING_TOKEN.match(text, pos)
+                    if sm is None:  # the string goes on in the next piece
+                        self._mark = (ci, pos)
+                        self._escape = text[-1] == "\\" and _ends_in_escape(text, pos + 1)
+                        mode = _TOP_STRING
+                        break
+                    if self._key_expected:
+                        self._key = _decode_key(sm.group())
+                    pos = sm.end()
+                elif c == ":":
+                    self._key_expected = False
+                    pos += 1
+                elif c == ",":
+                    self._key_expected = True
+                    self._key = None
+                    pos += 1
+                elif c == "[" or c == "{":
+                    stack.append(c)
+                    pos += 1
+                    if c == "[" and self._key == "steps" and not self._key_expected:
+                        if self._steps_seen:
+                            mode = self._fail('the top object has more than one "steps" key')
+                            break
+                        self._steps_seen = True
+                        self._steps_depth = len(stack)
+                        self._arr = _FIRST
+                        mode = _ARRAY
+                    else:
+                        mode = _NESTED
+                elif c == "}":
+                    stack.pop()
+                    pos += 1
+                    self._value_end = (ci, pos)
+                    mode = _DONE
+                    break
+                else:
+                    mode = self._fail(f"unexpected ']' in the top object at offset {self._offset(ci, pos)}")
+                    break
+            elif mode == _TOP_STRING:  # rare: a key or value string split between pieces
+                if self._escape:
+                    self._escape = False
+                    pos += 1
+                m = _STRING_REST.match(text, pos)
+                if m is None:
+                    self._escape = text[-1] == "\\" and _ends_in_escape(text, pos)
+                    break
+                pos = m.end()
+                if self._key_expected:
+                    self._key = _decode_key(self._slice(self._mark, ci, pos))
+                mode = _TOP
+            else:  # _PRELUDE
+                m = _VALUE_START.search(text, pos)
+                if m is None:
+                    break
+                pos = m.start()
+                c = text[pos]
+                self._start = (ci, pos)
+                stack.append(c)
+                pos += 1
+                if c == "{":
+                    self._key_expected = True
+                    mode = _TOP
+                else:
+                    self._steps_seen = True
+                    self._steps_depth = 1
+                    self._arr = _FIRST
+                    mode = _ARRAY
+        self._mode = mode
+        return out
+
+    def _slice(self, start: tuple[int, int], end_chunk: int, end: int) -> str:
+        """Text from ``start`` to offset ``end`` (exclusive) of piece ``end_chunk``."""
+        ci, off = start
+        chunks = self._chunks
+        if ci == end_chunk:
+            return chunks[ci][off:end]
+        return "".join([chunks[ci][off:], *chunks[ci + 1 : end_chunk], chunks[end_chunk][:end]])
+
+    def _fail(self, message: str) -> int:
+        self._error = message
+        self._mode = _ERROR
+        return _ERROR
+
+    def _offset(self, ci: int, pos: int) -> int:
+        return sum(len(c) for c in self._chunks[:ci]) + pos
+
+    # -- the end -----------------------------------------------------------------------------
+
+    def finish(self) -> ParseOutcome:
+        """Judge the whole text once the stream has ended.
+
+        The top-level value is strict-parsed with orjson to confirm it is well formed and
+        has the shape of a plan; an unfinished value is ``"truncated"``.
+        """
+        emitted = self._emitted
+        if self._mode == _ERROR:
+            return ParseOutcome("invalid", self._error, emitted=emitted)
+        if self._mode == _PRELUDE:
+            return ParseOutcome("empty", "the output contains no JSON value", emitted=emitted)
+        if self._value_end is None:
+            open_what = "step" if len(self._stack) > self._steps_depth > 0 else "plan"
+            return ParseOutcome(
+                "truncated",
+                f"the output ended inside the {open_what} after {emitted} complete step(s)",
+                emitted=emitted,
+            )
+        raw = self._slice(self._start, *self._value_end)
+        try:
+            value = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            return ParseOutcome("invalid", f"malformed JSON: {exc}", emitted=emitted)
+        steps = value.get("steps") if isinstance(value, dict) else value
+        if isinstance(value, dict) and "steps" not in value:
+            return ParseOutcome("invalid", 'the JSON object has no "steps" key', emitted=emitted)
+        if not isinstance(steps, list):
+            kind = type(steps).__name__
+            return ParseOutcome("invalid", f'"steps" must be an array, not {kind}', emitted=emitted)
+        if len(steps) != emitted:  # cannot happen for text the scanner accepted
+            return ParseOutcome(
+                "invalid", f"found {len(steps)} steps but recognised {emitted}", emitted=emitted
+            )
+        return ParseOutcome("complete", None, steps=steps, emitted=emitted)
+
+
+def _ends_in_escape(text: str, pos: int) -> bool:
+    """Whether an unterminated string body from ``pos`` ends in a lone backslash."""
+    # the body stops early only at a final backslash (a closing quote was ruled out)
+    return _STRING_BODY.match(text, pos).end() < len(text)  # type: ignore[union-attr]
+
+
+def _decode_key(raw: str) -> str | None:
+    """The value of a JSON string token (None when it is not a valid string)."""
+    if "\\" not in raw:
+        return raw[1:-1]
+    try:
+        key = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return key if isinstance(key, str) else None

@@ -1,0 +1,547 @@
+"""``OllamaProvider``: Ollama's native ``POST /api/chat`` with NDJSON streaming.
+
+This module also holds the HTTP plumbing the OpenAI-compatible provider shares: the owned
+``httpx.AsyncClient``, the overall deadline, a byte-level line reader, and the mapping of
+every transport failure to one :class:`LLMError` (``details["kind"]`` says which).
+
+Lines are split on ``\\n`` in the raw bytes, not with ``httpx``'s ``aiter_lines``: that one
+splits like ``str.splitlines`` (also on U+0085, U+2028, U+2029), characters that JSON allows
+unescaped inside strings (Go's encoder leaves U+0085 as is), so it would cut a valid line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping
+from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self, TypeVar
+
+import anyio
+import httpx
+import orjson
+
+from .._exceptions import LLMError
+from ._base import LLMChunk, LLMProvider, LLMResponse, Message, normalize_messages
+from ._replay import exchange_request, recorded
+
+if TYPE_CHECKING:
+    from .._session import Session
+
+__all__ = ["DEFAULT_OLLAMA_URL", "OllamaProvider", "resolve_ollama_url"]
+
+DEFAULT_OLLAMA_URL = "http://localhost:11434"
+_OLLAMA_PORT = 11434
+_USER_AGENT = "kaizen-async"
+_MAX_ERROR_TEXT = 2000
+_SSE_BREAK = re.compile(rb"\r\n|\r|\n")
+_T = TypeVar("_T")
+
+
+def resolve_ollama_url(base_url: str | None = None) -> str:
+    """``base_url``, else env ``OLLAMA_HOST``, else the default; ``http://`` and port 11434
+    are added when the value has no scheme (``OLLAMA_HOST=0.0.0.0`` is common)."""
+    raw = (base_url if base_url is not None else os.environ.get("OLLAMA_HOST", "")).strip()
+    if not raw:
+        return DEFAULT_OLLAMA_URL
+    if "://" not in raw:
+        url = httpx.URL("http://" + raw)
+        if url.port is None:
+            url = url.copy_with(port=_OLLAMA_PORT)
+        raw = str(url)
+    return raw.rstrip("/")
+
+
+def error_text(value: Any) -> str:
+    """A readable message from an ``error`` value (string, or an OpenAI-style dict)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Mapping):
+        message = value.get("message")
+        if isinstance(message, str) and message:
+            return message
+    return orjson.dumps(value).decode()
+
+
+def body_error_text(body: bytes) -> tuple[str, bool]:
+    """The error message in an HTTP error body, and whether it was a JSON error object."""
+    text = body.decode("utf-8", errors="replace").strip()
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return (text[:_MAX_ERROR_TEXT] or "(empty body)"), False
+    if isinstance(parsed, dict):
+        if "error" in parsed:
+            return error_text(parsed["error"])[:_MAX_ERROR_TEXT], True
+        for key in ("message", "detail"):
+            if isinstance(parsed.get(key), str):
+                return str(parsed[key])[:_MAX_ERROR_TEXT], True
+    return text[:_MAX_ERROR_TEXT], False
+
+
+class LineReader:
+    """Lines of a streamed body, split on the raw bytes, each bounded by the deadline.
+
+    ``sse=True`` also ends lines at a lone ``\\r`` (the SSE rule); otherwise lines end at
+    ``\\n`` with a trailing ``\\r`` dropped. A last line without a newline is returned too.
+    """
+
+    def __init__(
+        self,
+        response: httpx.Response,
+        provider: HTTPProvider,
+        deadline: float | None,
+        *,
+        sse: bool = False,
+    ) -> None:
+        self._bytes = response.aiter_bytes()
+        self._provider = provider
+        self._deadline = deadline
+        self._sse = sse
+        self._buffer = b""
+        self._lines: deque[bytes] = deque()
+        self._eof = False
+
+    async def next_line(self) -> str | None:
+        """The next line (without its ending), or None at the end of the body."""
+        while not self._lines:
+            if self._eof:
+                return None
+            data = await self._provider.within(self._deadline, self._read())
+            if data is None:
+                self._eof = True
+                if self._buffer.endswith(b"\r"):
+                    self._buffer = self._buffer[:-1]
+                if self._buffer:
+                    self._lines.append(self._buffer)
+                self._buffer = b""
+            else:
+                self._split(data)
+        return self._lines.popleft().decode("utf-8", errors="replace")
+
+    async def _read(self) -> bytes | None:
+        try:
+            return await self._bytes.__anext__()
+        except StopAsyncIteration:
+            return None
+
+    def _split(self, data: bytes) -> None:
+        buffer = self._buffer + data
+        if self._sse:
+            # a trailing \r may be the first half of \r\n: keep it for the next read
+            keep_cr = buffer.endswith(b"\r")
+            parts = _SSE_BREAK.split(buffer[:-1] if keep_cr else buffer)
+            self._buffer = parts.pop() + (b"\r" if keep_cr else b"")
+            self._lines.extend(parts)
+        else:
+            parts = buffer.split(b"\n")
+            self._buffer = parts.pop()
+            self._lines.extend(p[:-1] if p.endswith(b"\r") else p for p in parts)
+
+
+class HTTPProvider(LLMProvider):
+    """Shared HTTP machinery of the streaming providers (not used directly)."""
+
+    #: how errors name the server ("Ollama", "the OpenAI-compatible server")
+    label = "server"
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        model: str,
+        timeout: float | None,
+        connect_timeout: float | None,
+        total_timeout: float | None,
+        client: httpx.AsyncClient | None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self._base_url = base_url.rstrip("/")
+        self._model = model
+        self._read_timeout = timeout
+        self._connect_timeout = connect_timeout
+        self._total_timeout = total_timeout
+        self._timeout = httpx.Timeout(timeout, connect=connect_timeout)
+        self._client = client
+        self._owns_client = client is None
+        self._headers = {"User-Agent": _USER_AGENT, **dict(headers or {})}
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    @property
+    def model_name(self) -> str:
+        return self._model
+
+    @property
+    def base_url(self) -> str:
+        return self._base_url
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self._timeout)
+        return self._client
+
+    async def aclose(self) -> None:
+        """Close the HTTP client if this provider created it (a given client is left open)."""
+        if self._owns_client and self._client is not None:
+            client, self._client = self._client, None
+            await client.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def deadline(self) -> float | None:
+        """The moment the current exchange must be over (None: no overall bound)."""
+        if self._total_timeout is None:
+            return None
+        return anyio.current_time() + self._total_timeout
+
+    async def within(self, deadline: float | None, awaitable: Awaitable[_T]) -> _T:
+        """Await ``awaitable``, or raise a timeout :class:`LLMError` at ``deadline``."""
+        if deadline is None:
+            return await awaitable
+        with anyio.move_on_after(deadline - anyio.current_time()):
+            return await awaitable
+        raise self.error(
+            f"{self.label} did not finish within the overall timeout of {self._total_timeout}s",
+            kind="timeout",
+        )
+
+    def error(self, message: str, *, kind: str, status: int | None = None) -> LLMError:
+        """An :class:`LLMError` of this provider; ``kind`` goes into ``details``."""
+        details = {"kind": kind, "url": self._base_url, "model": self._model}
+        return LLMError(message, provider=self.name, status=status, details=details)
+
+    def transport_error(self, exc: httpx.HTTPError | httpx.InvalidURL | OSError) -> LLMError:
+        """The :class:`LLMError` for a failure below HTTP (connect, drop, timeout)."""
+        where = self._base_url
+        if isinstance(exc, httpx.ConnectTimeout):
+            return self.error(
+                f"Cannot connect to {self.label} at {where} (no answer within "
+                f"{self._connect_timeout}s). Is {self.label} running?",
+                kind="connect",
+            )
+        if isinstance(exc, httpx.ConnectError):
+            return self.error(
+                f"Cannot connect to {self.label} at {where}. Is {self.label} running? ({exc})",
+                kind="connect",
+            )
+        if isinstance(exc, httpx.ReadTimeout):
+            return self.error(
+                f"{self.label} at {where} sent nothing for {self._read_timeout}s (read timeout)",
+                kind="timeout",
+            )
+        if isinstance(exc, httpx.TimeoutException):
+            return self.error(f"Timed out talking to {self.label} at {where}: {exc}", kind="timeout")
+        if isinstance(exc, httpx.RemoteProtocolError | httpx.NetworkError | OSError):
+            return self.error(
+                f"The connection to {self.label} at {where} dropped before the response "
+                f"was complete: {exc}",
+                kind="dropped",
+            )
+        return self.error(f"HTTP request to {self.label} at {where} failed: {exc}", kind="http")
+
+    def status_error(self, status: int, body: bytes) -> LLMError:
+        """The :class:`LLMError` for an HTTP error status answered before streaming."""
+        message, _ = body_error_text(body)
+        return self.error(
+            f"{self.label} at {self._base_url} answered HTTP {status}: {message}",
+            kind="http_status",
+            status=status,
+        )
+
+    @asynccontextmanager
+    async def open_stream(
+        self, path: str, body: dict[str, Any], deadline: float | None, *, accept: str
+    ) -> AsyncIterator[httpx.Response]:
+        """POST ``body`` and yield the streaming response; closing it aborts the request."""
+        client = self._http()
+        headers = {**self._headers, "Content-Type": "application/json", "Accept": accept}
+        request = client.build_request(
+            "POST",
+            self._base_url + path,
+            content=orjson.dumps(body),
+            headers=headers,
+            timeout=self._timeout,
+        )
+        response = await self.within(deadline, client.send(request, stream=True))
+        try:
+            if response.status_code >= 400:
+                raw = await self.within(deadline, response.aread())
+                raise self.status_error(response.status_code, raw)
+            yield response
+        finally:
+            with anyio.CancelScope(shield=True):
+                await response.aclose()
+
+    async def get_json(self, path: str, *, timeout: float | None = None) -> Any:
+        """GET ``path`` and decode its JSON; :class:`LLMError` on any failure."""
+        client = self._http()
+        request_timeout = self._timeout if timeout is None else httpx.Timeout(timeout)
+        try:
+            response = await self.within(
+                self.deadline(),
+                client.get(self._base_url + path, headers=self._headers, timeout=request_timeout),
+            )
+        except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
+            raise self.transport_error(exc) from exc
+        if response.status_code >= 400:
+            raise self.status_error(response.status_code, response.content)
+        try:
+            return orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            raise self.error(
+                f"{self.label} at {self._base_url} answered {path} with non-JSON: "
+                f"{response.text[:200]!r}",
+                kind="protocol",
+            ) from None
+
+    def parse_json(self, line: str, what: str) -> dict[str, Any]:
+        """One JSON object of the stream, or a protocol :class:`LLMError`."""
+        try:
+            value = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise self.error(
+                f"{self.label} sent a {what} that is not JSON ({exc}): {line[:200]!r}",
+                kind="protocol",
+            ) from None
+        if not isinstance(value, dict):
+            raise self.error(
+                f"{self.label} sent a {what} that is not a JSON object: {line[:200]!r}",
+                kind="protocol",
+            )
+        return value
+
+
+class OllamaProvider(HTTPProvider):
+    """A model served by Ollama, streamed over the native ``/api/chat`` NDJSON API.
+
+    Args:
+        model: the model tag (``ollama pull <model>`` must have fetched it).
+        base_url: the server; defaults to env ``OLLAMA_HOST``, else ``http://localhost:11434``.
+        timeout: the longest silence (s) between bytes; the first byte comes only after model
+            load and prompt evaluation, so keep it generous.
+        connect_timeout: the longest wait (s) for the TCP connection.
+        total_timeout: an optional bound (s) on a whole exchange.
+        keep_alive: how long Ollama keeps the model loaded after the call (None: its default).
+        think: ``False`` (sent explicitly: no thinking phase, lower latency), ``True`` or a
+            level (``"low"|"medium"|"high"``).
+        client: an ``httpx.AsyncClient`` to use (left open); by default the provider owns one,
+            closed by :meth:`aclose` or ``async with``.
+    """
+
+    name = "ollama"
+    label = "Ollama"
+
+    def __init__(
+        self,
+        model: str = "llama3.1:8b",
+        base_url: str | None = None,
+        *,
+        timeout: float | None = 300.0,
+        connect_timeout: float | None = 5.0,
+        total_timeout: float | None = None,
+        keep_alive: str | float | None = "10m",
+        think: bool | str = False,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        super().__init__(
+            base_url=resolve_ollama_url(base_url),
+            model=model,
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+            total_timeout=total_timeout,
+            client=client,
+        )
+        self._keep_alive = keep_alive
+        self._think = think
+
+    def __repr__(self) -> str:
+        return f"OllamaProvider(model={self._model!r}, base_url={self._base_url!r})"
+
+    # -- requests ------------------------------------------------------------------------
+
+    def request_body(
+        self,
+        messages: list[Message],
+        format: dict[str, Any] | str | None,
+        options: Mapping[str, Any] | None,
+    ) -> dict[str, Any]:
+        """The JSON body of ``POST /api/chat`` for this call."""
+        body: dict[str, Any] = {
+            "model": self._model,
+            "messages": messages,
+            "stream": True,
+            "think": self._think,
+        }
+        if self._keep_alive is not None:
+            body["keep_alive"] = self._keep_alive
+        if format is not None:
+            if not (format == "json" or isinstance(format, dict)):
+                raise self.error(
+                    f'format must be "json" or a JSON-schema dict, not {format!r}',
+                    kind="request",
+                )
+            body["format"] = format
+        opts = dict(options or {})
+        if "max_tokens" in opts:
+            max_tokens = opts.pop("max_tokens")
+            opts.setdefault("num_predict", max_tokens)
+        if opts:
+            body["options"] = opts
+        return body
+
+    def stream(
+        self,
+        prompt: str | list[Message],
+        *,
+        system: str | None = None,
+        format: dict[str, Any] | str | None = None,
+        options: dict[str, Any] | None = None,
+        session: Session | None = None,
+    ) -> AsyncIterator[LLMChunk]:
+        """Stream the reply; the last chunk has ``done=True`` and the :class:`LLMResponse`."""
+        messages = normalize_messages(prompt, system)
+        request = exchange_request(messages, format, options)
+        chunks = self._chat(messages, format, options)
+        return recorded(self, chunks, session=session, request=request)
+
+    async def _chat(
+        self,
+        messages: list[Message],
+        format: dict[str, Any] | str | None,
+        options: Mapping[str, Any] | None,
+    ) -> AsyncGenerator[LLMChunk, None]:
+        started = time.perf_counter()
+        body = self.request_body(messages, format, options)
+        deadline = self.deadline()
+        parts: list[str] = []
+        final: dict[str, Any] | None = None
+        try:
+            async with self.open_stream(
+                "/api/chat", body, deadline, accept="application/x-ndjson"
+            ) as response:
+                reader = LineReader(response, self, deadline)
+                while final is None:
+                    line = await reader.next_line()
+                    if line is None:
+                        break
+                    if not line.strip():
+                        continue
+                    obj = self.parse_json(line, "stream line")
+                    if "error" in obj:
+                        raise self.error(
+                            f"Ollama reported an error mid-stream: {error_text(obj['error'])}",
+                            kind="stream_error",
+                        )
+                    content = _content_of(obj)
+                    if content is None:
+                        raise self.error(
+                            f"Ollama sent a line without a valid message: {line[:200]!r}",
+                            kind="protocol",
+                        )
+                    if obj.get("done") is True:
+                        final = obj
+                    if content:
+                        parts.append(content)
+                        yield LLMChunk(text=content)
+        except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
+            raise self.transport_error(exc) from exc
+        if final is None:
+            raise self.error(
+                "Ollama's stream ended without its final done:true line "
+                f"(truncated after {sum(map(len, parts))} characters)",
+                kind="truncated",
+            )
+        yield LLMChunk(done=True, response=self._response(final, "".join(parts), started))
+
+    def _response(self, final: dict[str, Any], text: str, started: float) -> LLMResponse:
+        usage: dict[str, Any] = {}
+        for source, target in _USAGE_FIELDS:
+            value = final.get(source)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                usage[target] = value
+        if "input_tokens" in usage and "output_tokens" in usage:
+            usage["total_tokens"] = usage["input_tokens"] + usage["output_tokens"]
+        model = final.get("model")
+        reason = final.get("done_reason")
+        return LLMResponse(
+            text=text,
+            model=model if isinstance(model, str) and model else self._model,
+            provider=self.name,
+            done_reason=reason if isinstance(reason, str) else None,
+            usage=usage,
+            duration_ms=round((time.perf_counter() - started) * 1000.0, 3),
+        )
+
+    def status_error(self, status: int, body: bytes) -> LLMError:
+        message, is_json = body_error_text(body)
+        if status == 404 and is_json:
+            return self.error(
+                f"Model '{self._model}' is not available on Ollama at {self._base_url}: "
+                f"{message}. Run `ollama pull {self._model}` and try again.",
+                kind="model_not_found",
+                status=status,
+            )
+        hint = " (is this an Ollama server?)" if status == 404 else ""
+        return self.error(
+            f"Ollama at {self._base_url} answered HTTP {status}: {message}{hint}",
+            kind="http_status",
+            status=status,
+        )
+
+    # -- other endpoints -----------------------------------------------------------------
+
+    async def is_available(self, timeout: float = 2.0) -> bool:
+        """Whether an Ollama server answers ``GET /api/version`` (never raises)."""
+        try:
+            with anyio.fail_after(timeout + 1.0):
+                await self.get_json("/api/version", timeout=timeout)
+        except Exception:  # any failure means "not available"
+            return False
+        return True
+
+    async def list_models(self) -> list[str]:
+        """The names of the models Ollama has locally (``GET /api/tags``)."""
+        data = await self.get_json("/api/tags")
+        models = data.get("models") if isinstance(data, dict) else None
+        if not isinstance(models, list):
+            raise self.error(f"unexpected /api/tags answer: {str(data)[:200]}", kind="protocol")
+        return [str(m.get("name") or m.get("model")) for m in models if isinstance(m, dict)]
+
+
+#: final-line metrics of Ollama (durations in nanoseconds) -> usage keys
+_USAGE_FIELDS = (
+    ("prompt_eval_count", "input_tokens"),
+    ("eval_count", "output_tokens"),
+    ("total_duration", "total_duration_ns"),
+    ("load_duration", "load_duration_ns"),
+    ("prompt_eval_duration", "prompt_eval_duration_ns"),
+    ("eval_duration", "eval_duration_ns"),
+)
+
+
+def _content_of(obj: dict[str, Any]) -> str | None:
+    """``message.content`` of a chat line ("" when absent); None if the shape is wrong."""
+    message = obj.get("message")
+    if message is None:
+        return ""
+    if not isinstance(message, dict):
+        return None
+    content = message.get("content")
+    if content is None:
+        return ""
+    return content if isinstance(content, str) else None

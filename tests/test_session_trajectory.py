@@ -1,0 +1,159 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+from pydantic import ValidationError
+
+from kaizen_async import (
+    EntryType,
+    KaizenValidationError,
+    Session,
+    SessionCorruptedError,
+    TrajectoryEntry,
+)
+from kaizen_async._canonical import ZERO_HASH
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_first_append_is_seq_2_with_fields(session: Session) -> None:
+    before = datetime.now(UTC)
+    seq = await session.append("agent-1", EntryType.USER_INPUT, {"text": "hi"})
+    assert seq == 2
+    entry = (await session.get_trajectory())[-1]
+    assert entry.seq == 2
+    assert entry.agent_id == "agent-1"
+    assert entry.entry_type is EntryType.USER_INPUT
+    assert entry.content == {"text": "hi"}
+    assert entry.timestamp.tzinfo is not None
+    assert before - timedelta(seconds=1) <= entry.timestamp <= datetime.now(UTC)
+
+
+async def test_str_entry_types_are_accepted_and_unknown_refused(session: Session) -> None:
+    assert await session.append("a", "system_note", {"n": 1}) == 2
+    with pytest.raises(KaizenValidationError):
+        await session.append("a", "not_a_type", {})
+    with pytest.raises(KaizenValidationError):  # state entries only via set/delete
+        await session.append("a", EntryType.STATE_SET, {"key": "x"})
+    assert await session.get_trajectory_length() == 2
+
+
+@pytest.mark.parametrize("agent_id", ["", "   ", None, 5])
+async def test_bad_agent_id_leaves_no_gap(session: Session, agent_id: Any) -> None:
+    with pytest.raises(KaizenValidationError):
+        await session.append(agent_id, EntryType.SYSTEM_NOTE, {})
+    assert await session.append("ok", EntryType.SYSTEM_NOTE, {}) == 2
+
+
+async def test_non_json_content_leaves_no_gap(session: Session) -> None:
+    with pytest.raises(KaizenValidationError):
+        await session.append("a", EntryType.SYSTEM_NOTE, {"x": object()})
+    assert await session.append("a", EntryType.SYSTEM_NOTE, {"x": 1}) == 2
+
+
+async def test_seqs_are_consecutive_and_chained(session: Session) -> None:
+    for i in range(10):
+        await session.append("a", EntryType.SYSTEM_NOTE, {"i": i})
+    entries = await session.get_trajectory()
+    assert [e.seq for e in entries] == list(range(1, 12))
+    assert entries[0].prev_hash == ZERO_HASH
+    for previous, entry in zip(entries, entries[1:], strict=False):
+        assert entry.prev_hash == previous.hash
+    for entry in entries:
+        assert entry.compute_hash() == entry.hash
+        assert len(entry.hash) == 64
+
+
+async def test_hash_is_sha256_of_sorted_compact_json(session: Session) -> None:
+    import hashlib
+
+    await session.append("a", EntryType.SYSTEM_NOTE, {"b": 1, "a": ["é", 2.5, None]})
+    entry = (await session.get_trajectory())[-1]
+    fields = entry.to_dict()
+    del fields["hash"]
+    canonical = orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
+    assert hashlib.sha256(canonical).hexdigest() == entry.hash
+
+
+async def test_limit_semantics(session: Session) -> None:
+    for i in range(10):
+        await session.append("a", EntryType.SYSTEM_NOTE, {"i": i})
+    assert len(await session.get_trajectory()) == 11
+    last3 = await session.get_trajectory(3)
+    assert [e.seq for e in last3] == [9, 10, 11]
+    assert len(await session.get_trajectory(100)) == 11
+    assert await session.get_trajectory(0) == []
+    assert await session.get_trajectory(-5) == []
+
+
+async def test_filters_combine(session: Session) -> None:
+    await session.append("alice", EntryType.USER_INPUT, {"n": 1})  # 2
+    await session.append("bob", EntryType.USER_INPUT, {"n": 2})  # 3
+    await session.append("alice", EntryType.SYSTEM_NOTE, {"n": 3})  # 4
+    await session.set("k", 1)  # 5
+    await session.append("alice", EntryType.USER_INPUT, {"n": 4})  # 6
+
+    def seqs(entries: list[TrajectoryEntry]) -> list[int]:
+        return [e.seq for e in entries]
+
+    assert seqs(await session.get_trajectory(agent_id="alice")) == [2, 4, 6]
+    assert seqs(await session.get_trajectory(entry_types=["user_input"])) == [2, 3, 6]
+    assert seqs(
+        await session.get_trajectory(entry_types=[EntryType.USER_INPUT], agent_id="alice")
+    ) == [2, 6]
+    assert seqs(await session.get_trajectory(since_seq=4)) == [5, 6]
+    assert seqs(await session.get_trajectory(1, agent_id="alice", since_seq=1)) == [6]
+    assert seqs(
+        await session.get_trajectory(entry_types=[EntryType.STATE_SET, EntryType.USER_INPUT],
+                                     since_seq=3)
+    ) == [5, 6]
+    assert await session.get_trajectory_length() == 6
+
+
+async def test_entries_are_frozen_and_isolated(session: Session) -> None:
+    await session.append("a", EntryType.SYSTEM_NOTE, {"list": [1]})
+    entry = (await session.get_trajectory())[-1]
+    with pytest.raises(ValidationError):
+        entry.seq = 99  # type: ignore[misc]
+    entry.content["list"].append(2)
+    assert (await session.get_trajectory())[-1].content == {"list": [1]}
+    await session.verify()
+
+
+async def test_content_passed_in_is_copied(session: Session) -> None:
+    content = {"list": [1]}
+    await session.append("a", EntryType.SYSTEM_NOTE, content)
+    content["list"].append(2)
+    assert (await session.get_trajectory())[-1].content == {"list": [1]}
+
+
+async def test_verify_counts_and_detects_tampering(session: Session) -> None:
+    await session.set("k", 1)
+    await session.append("a", EntryType.SYSTEM_NOTE, {"x": 1})
+    assert await session.verify() == 3
+    core = session._core
+    seq, ts, agent, kind, content, prev, digest = core.records[1]
+    core.records[1] = type(core.records[1])(seq, ts, agent, kind, b'{"key":"k","new_value":2,'
+                                            b'"old_value":null,"state_version":1}', prev, digest)
+    with pytest.raises(SessionCorruptedError) as info:
+        await session.verify()
+    assert info.value.seq == 2
+    assert "2" in str(info.value)
+
+
+async def test_verify_detects_state_drift(session: Session) -> None:
+    await session.set("k", 1)
+    session._core.state["k"] = b"2"
+    with pytest.raises(SessionCorruptedError, match="'k'"):
+        await session.verify()
+
+
+def test_trajectory_entry_requires_aware_timestamp() -> None:
+    with pytest.raises(ValidationError):
+        TrajectoryEntry(
+            seq=1, timestamp=datetime(2020, 1, 1), agent_id="a", entry_type=EntryType.SYSTEM_NOTE,
+            content={}, prev_hash=ZERO_HASH, hash="x",
+        )

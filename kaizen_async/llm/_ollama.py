@@ -147,6 +147,8 @@ class HTTPProvider(LLMProvider):
 
     #: how errors name the server ("Ollama", "the OpenAI-compatible server")
     label = "server"
+    #: seconds a health check (``is_available``) may take
+    probe_timeout = 2.0
 
     def __init__(
         self,
@@ -245,7 +247,9 @@ class HTTPProvider(LLMProvider):
                 kind="timeout",
             )
         if isinstance(exc, httpx.TimeoutException):
-            return self.error(f"Timed out talking to {self.label} at {where}: {exc}", kind="timeout")
+            return self.error(
+                f"Timed out talking to {self.label} at {where}: {exc}", kind="timeout"
+            )
         if isinstance(exc, httpx.RemoteProtocolError | httpx.NetworkError | OSError):
             return self.error(
                 f"The connection to {self.label} at {where} dropped before the response "
@@ -287,10 +291,14 @@ class HTTPProvider(LLMProvider):
             with anyio.CancelScope(shield=True):
                 await response.aclose()
 
-    async def get_json(self, path: str, *, timeout: float | None = None) -> Any:
-        """GET ``path`` and decode its JSON; :class:`LLMError` on any failure."""
+    async def get_json(self, path: str, *, probe: bool = False) -> Any:
+        """GET ``path`` and decode its JSON; :class:`LLMError` on any failure.
+
+        ``probe``: a health check, bounded by :attr:`probe_timeout` instead of the usual
+        timeouts.
+        """
         client = self._http()
-        request_timeout = self._timeout if timeout is None else httpx.Timeout(timeout)
+        request_timeout = httpx.Timeout(self.probe_timeout) if probe else self._timeout
         try:
             response = await self.within(
                 self.deadline(),
@@ -505,11 +513,11 @@ class OllamaProvider(HTTPProvider):
 
     # -- other endpoints -----------------------------------------------------------------
 
-    async def is_available(self, timeout: float = 2.0) -> bool:
+    async def is_available(self) -> bool:
         """Whether an Ollama server answers ``GET /api/version`` (never raises)."""
         try:
-            with anyio.fail_after(timeout + 1.0):
-                await self.get_json("/api/version", timeout=timeout)
+            with anyio.fail_after(self.probe_timeout + 1.0):
+                await self.get_json("/api/version", probe=True)
         except Exception:  # any failure means "not available"
             return False
         return True

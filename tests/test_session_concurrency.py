@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from kaizen_async import EntryType, Session, SessionClosedError
+from kaizen_async._actor import Actor
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_1000_concurrent_sets_get_a_permutation(session: Session) -> None:
+    versions: list[int] = []
+
+    async def setter(i: int) -> None:
+        versions.append(await session.set(f"k{i % 7}", i))
+
+    async with anyio.create_task_group() as tg:
+        for i in range(1000):
+            tg.start_soon(setter, i)
+    assert sorted(versions) == list(range(1, 1001))
+    entries = await session.get_trajectory(entry_types=[EntryType.STATE_SET])
+    assert [e.content["state_version"] for e in entries] == list(range(1, 1001))
+    assert [e.seq for e in entries] == list(range(2, 1002))
+    assert session.statistics().batches < 1000  # drained in batches
+    assert await session.verify() == 1001
+
+
+async def test_concurrent_appends_and_artifacts_lose_nothing(session: Session) -> None:
+    async def appender(worker: int) -> None:
+        for i in range(50):
+            await session.append(f"w{worker}", EntryType.SYSTEM_NOTE, {"i": i})
+
+    async def writer(worker: int) -> None:
+        for i in range(20):
+            await session.write_artifact(f"w{worker}/{i}", f"{worker}-{i}".encode())
+
+    async with anyio.create_task_group() as tg:
+        for w in range(8):
+            tg.start_soon(appender, w)
+            tg.start_soon(writer, w)
+    entries = await session.get_trajectory()
+    assert [e.seq for e in entries] == list(range(1, 1 + 1 + 8 * 50 + 8 * 20))
+    for w in range(8):
+        mine = [e.content["i"] for e in entries if e.agent_id == f"w{w}"]
+        assert mine == list(range(50))  # per caller, in order
+    assert len(await session.list_artifacts()) == 160
+    assert await session.read_artifact("w3/7") == b"3-7"
+    await session.verify()
+
+
+async def test_cancelled_caller_leaves_session_usable(session: Session) -> None:
+    # cancel callers at every point: before their write is applied, and while waiting
+    results: list[int] = []
+
+    async def setter(i: int) -> None:
+        results.append(await session.set("k", i))
+
+    for round_ in range(20):
+        async with anyio.create_task_group() as tg:
+            for i in range(10):
+                tg.start_soon(setter, i)
+            if round_ % 2:
+                await anyio.sleep(0)
+            tg.cancel_scope.cancel()
+    version = await session.get_state_version()
+    assert version >= len(results)  # a write may stand even if its caller stopped waiting
+    entries = await session.get_trajectory(entry_types=[EntryType.STATE_SET])
+    assert [e.content["state_version"] for e in entries] == list(range(1, version + 1))
+    assert await session.set("after", 1) == version + 1
+    await session.verify()
+
+
+async def test_a_write_cancelled_before_it_is_applied_is_withdrawn(session: Session) -> None:
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await session.set("k", 1)  # cancelled at its first checkpoint, before the actor ran
+    assert await session.get_state_version() in (0, 1)
+    assert await session.set("k", 2) == await session.get_state_version()
+    await session.verify()
+
+
+async def test_closing_drains_queued_writes() -> None:
+    done: list[int] = []
+    async with Session() as s:
+
+        async def setter(i: int) -> None:
+            done.append(await s.set("k", i))
+
+        async with anyio.create_task_group() as tg:
+            for i in range(100):
+                tg.start_soon(setter, i)
+    assert sorted(done) == list(range(1, 101))
+
+
+async def test_pending_callers_fail_when_the_actor_dies() -> None:
+    # a caller waiting on a dead session gets SessionClosedError, never a hang
+    async with Session() as s:
+        actor = s._actor
+        assert isinstance(actor, Actor)
+        actor.close()
+        with pytest.raises(SessionClosedError):
+            await s.set("k", 1)

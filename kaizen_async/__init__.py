@@ -24,6 +24,7 @@ from ._exceptions import SessionCorruptedError as SessionCorruptedError
 from ._exceptions import StateKeyNotFoundError as StateKeyNotFoundError
 from ._session import Session as Session
 from ._session import SessionStatistics as SessionStatistics
+from ._session import Transaction as Transaction
 from ._state import SCHEMA_VERSION as SCHEMA_VERSION
 from ._trajectory import EntryType as EntryType
 from ._trajectory import TrajectoryEntry as TrajectoryEntry
@@ -51,5 +52,6 @@ __all__ = [
     "SessionStatistics",
     "StateKeyNotFoundError",
     "TrajectoryEntry",
+    "Transaction",
     "__version__",
 ]

@@ -31,30 +31,37 @@ _TOP_STRING = 5  # inside a string of the top object that began in an earlier pi
 _DONE = 6  # the top-level value closed; the rest is trailing text
 _ERROR = 7  # the document cannot be a plan
 
+#: a closing-bracket count that is never reached (nothing is scanned once done)
+_NEVER = 1 << 62
+
 # steps-array sub-states
 _FIRST = 0  # just after '[': an element or ']'
 _ELEM = 1  # just after ',': an element
 _SEP = 2  # just after an element: ',' or ']'
 
-_STRING_BODY_RE = r'[^"\\]*(?:\\.[^"\\]*)*'
-_SKIP_RE = r'(?:[^"{}\[\]]+|"' + _STRING_BODY_RE + '")*'
 #: the start of the top-level value
 _VALUE_START = re.compile(r"[{\[]")
 #: the next token that matters directly inside the top object
 _TOP_TOKEN = re.compile(r'["{}\[\],:]')
 #: the next non-whitespace character (JSON whitespace only)
 _NON_WS = re.compile(r"[^ \t\r\n]")
+# The patterns below run on text whose escape pairs were blanked (see _unescaped), so a
+# string is simply '"[^"]*"'.
 #: text without brackets, complete strings included; stops at a bracket or an open string
-_SKIP = re.compile(_SKIP_RE, re.DOTALL)
-#: the rest of an open string, its closing quote, then text as _SKIP skips it
-_STRING_REST_SKIP = re.compile(_STRING_BODY_RE + '"' + _SKIP_RE, re.DOTALL)
-#: a complete string, quotes included
-_STRING_TOKEN = re.compile('"' + _STRING_BODY_RE + '"', re.DOTALL)
-#: the rest of an open string and its closing quote
-_STRING_REST = re.compile(_STRING_BODY_RE + '"', re.DOTALL)
-#: a string body; stops at the closing quote or at a final lone backslash
-_STRING_BODY = re.compile(_STRING_BODY_RE, re.DOTALL)
+_SKIP = re.compile(r'(?:[^"{}\[\]]++|"[^"]*+")*+')
 
+
+def _balanced(levels: int) -> str:
+    """A pattern for text with brackets balanced up to ``levels`` deep (strings skipped)."""
+    inner = r'(?:[^"{}\[\]]++|"[^"]*+")*+'
+    for _ in range(levels):
+        inner = r'(?:[^"{}\[\]]++|"[^"]*+"|\{' + inner + r"\}|\[" + inner + r"\])*+"
+    return inner
+
+
+#: a whole step (nested up to 6 levels) and the separator after it: one regex call per
+#: step when a piece holds whole steps; deeper or unfinished steps take the bracket loop
+_STEP = re.compile(r"[ \t\r\n]*+(\{" + _balanced(6) + r"\})[ \t\r\n]*+(,?)")
 _OPENER = {"}": "{", "]": "["}
 
 
@@ -103,6 +110,10 @@ class PlanStreamParser:
         "_key_expected",
         "_mark",
         "_mode",
+        "_need",
+        "_pending",
+        "_quote_needed",
+        "_scanned",
         "_stack",
         "_start",
         "_steps_depth",
@@ -111,7 +122,13 @@ class PlanStreamParser:
     )
 
     def __init__(self) -> None:
+        #: the pieces fed; pieces not scanned yet are joined into one when scanned
         self._chunks: list[str] = []
+        self._scanned = 0
+        #: closing brackets in the unscanned pieces, and how many it takes to close a step
+        self._pending = 0
+        self._need = 1
+        self._quote_needed = False
         self._mode = _PRELUDE
         self._stack: list[str] = []
         #: depth (stack length) of the open steps array, -1 when none is open
@@ -119,10 +136,10 @@ class PlanStreamParser:
         self._steps_seen = False
         self._arr = _FIRST
         self._emitted = 0
-        #: top object: whether the next string is a key (None: a value string), last key
-        self._key_expected: bool | None = False
+        #: top object: whether the next string is a key, and the last key read
+        self._key_expected = False
         self._key: str | None = None
-        #: the previous piece ended inside a string, right after a backslash
+        #: the scanned text ends inside a string, right after a backslash
         self._escape = False
         #: (piece index, offset) where the top-level value starts, and where the open step
         #: (or the open key of the top object) starts
@@ -146,11 +163,11 @@ class PlanStreamParser:
 
     @property
     def error(self) -> str | None:
-        """Why the text cannot be a plan, once the scanner knows."""
+        """Why the text cannot be a plan, as soon as the scanner knows."""
         return self._error
 
     def feed(self, text: str) -> list[tuple[int, str]]:
-        """Scan ``text``, the next piece of the stream.
+        """Take ``text``, the next piece of the stream.
 
         Returns:
             ``(index, raw JSON)`` of each step whose object closed in this piece, in order.
@@ -158,49 +175,52 @@ class PlanStreamParser:
         if not text:
             return []
         self._chunks.append(text)
-        mode = self._mode
-        # Fast paths for the common case, a small piece inside a step: one regex call.
-        if mode == _NESTED:
-            pos = _SKIP.match(text).end()  # type: ignore[union-attr]
-            if pos == len(text):
+        # Scanning can wait until a step could have closed: inside a string, not before
+        # a quote arrives; then not before enough closing brackets have arrived to bring
+        # the depth back to the steps array.
+        if self._quote_needed:
+            if '"' not in text:
                 return []
-        elif mode == _NESTED_STRING:
-            pos = 0
-            if self._escape:
-                self._escape = False
-                pos = 1
-            m = _STRING_REST_SKIP.match(text, pos)
-            if m is None:  # the string goes on
-                if text[-1] == "\\":
-                    self._escape = _ends_in_escape(text, pos)
-                return []
-            pos = m.end()
-            mode = self._mode = _NESTED
-            if pos == len(text):
-                return []
-        elif mode >= _DONE:
-            return []
-        else:
-            pos = 0
-        return self._scan(text, pos, mode)
+            self._quote_needed = False
+        if "}" in text or "]" in text:
+            closers = self._pending + text.count("}") + text.count("]")
+            if closers >= self._need:
+                return self._scan()
+            self._pending = closers
+        return []
 
-    def _scan(self, text: str, pos: int, mode: int) -> list[tuple[int, str]]:
-        """The general scanner: ``text[pos:]`` of the newest piece, starting in ``mode``."""
-        ci = len(self._chunks) - 1
+    def _scan(self) -> list[tuple[int, str]]:
+        """Scan the pieces not scanned yet (joined into one), once."""
+        chunks = self._chunks
+        ci = self._scanned
+        if len(chunks) > ci + 1:
+            chunks[ci:] = ["".join(chunks[ci:])]
+        self._scanned = ci + 1
+        text = chunks[ci]
         n = len(text)
+        # Blank escape pairs so that every '"' left is a string delimiter (same offsets).
+        if "\\" in text:
+            if self._escape:
+                text = "\0" + text[1:].replace("\\\\", "\0\0").replace('\\"', "\0\0")
+            else:
+                text = text.replace("\\\\", "\0\0").replace('\\"', "\0\0")
+        elif self._escape:
+            text = "\0" + text[1:]
+        self._escape = False
         out: list[tuple[int, str]] = []
         stack = self._stack
+        mode = self._mode
+        pos = 0
         while pos < n:
             if mode == _NESTED:
                 pos = _SKIP.match(text, pos).end()  # type: ignore[union-attr]
                 if pos == n:
                     break
                 c = text[pos]
+                pos += 1
                 if c == '"':  # a string that does not end in this piece
-                    self._escape = text[-1] == "\\" and _ends_in_escape(text, pos + 1)
                     mode = _NESTED_STRING
                     break
-                pos += 1
                 if c == "{" or c == "[":
                     stack.append(c)
                     continue
@@ -216,7 +236,21 @@ class PlanStreamParser:
                 elif depth == 1:  # back in the top object, after a value
                     self._key_expected = False
                     mode = _TOP
+            elif mode == _NESTED_STRING:
+                pos = text.find('"', pos) + 1
+                if pos == 0:
+                    break
+                mode = _NESTED
             elif mode == _ARRAY:
+                if self._arr != _SEP:
+                    m = _STEP.match(text, pos)
+                    if m is not None:
+                        start, end = m.span(1)
+                        out.append((self._emitted, chunks[ci][start:end]))
+                        self._emitted += 1
+                        self._arr = _ELEM if m.end(2) > end else _SEP
+                        pos = m.end()
+                        continue
                 m = _NON_WS.search(text, pos)
                 if m is None:
                     break
@@ -256,15 +290,10 @@ class PlanStreamParser:
                 pos = m.start()
                 c = text[pos]
                 if c == '"':
-                    sm = _STRING_TOKEN.match(text, pos)
-                    if sm is None:  # the string goes on in the next piece
-                        self._mark = (ci, pos)
-                        self._escape = text[-1] == "\\" and _ends_in_escape(text, pos + 1)
-                        mode = _TOP_STRING
-                        break
                     if self._key_expected:
-                        self._key = _decode_key(sm.group())
-                    pos = sm.end()
+                        self._mark = (ci, pos)
+                    mode = _TOP_STRING
+                    pos += 1
                 elif c == ":":
                     self._key_expected = False
                     pos += 1
@@ -292,17 +321,13 @@ class PlanStreamParser:
                     mode = _DONE
                     break
                 else:
-                    mode = self._fail(f"unexpected ']' in the top object at offset {self._offset(ci, pos)}")
+                    where = self._offset(ci, pos)
+                    mode = self._fail(f"unexpected ']' in the top object at offset {where}")
                     break
-            elif mode == _TOP_STRING:  # rare: a key or value string split between pieces
-                if self._escape:
-                    self._escape = False
-                    pos += 1
-                m = _STRING_REST.match(text, pos)
-                if m is None:
-                    self._escape = text[-1] == "\\" and _ends_in_escape(text, pos)
+            elif mode == _TOP_STRING:
+                pos = text.find('"', pos) + 1
+                if pos == 0:
                     break
-                pos = m.end()
                 if self._key_expected:
                     self._key = _decode_key(self._slice(self._mark, ci, pos))
                 mode = _TOP
@@ -323,7 +348,16 @@ class PlanStreamParser:
                     self._steps_depth = 1
                     self._arr = _FIRST
                     mode = _ARRAY
+        if (mode == _NESTED_STRING or mode == _TOP_STRING) and text[-1] == "\\":
+            self._escape = True  # a lone backslash: the next piece starts escaped
         self._mode = mode
+        self._pending = 0
+        if mode == _NESTED_STRING:
+            self._quote_needed = True
+        if mode == _NESTED or mode == _NESTED_STRING:
+            self._need = max(len(stack) - self._steps_depth, 1)
+        else:
+            self._need = _NEVER if mode >= _DONE else 1
         return out
 
     def _slice(self, start: tuple[int, int], end_chunk: int, end: int) -> str:
@@ -350,6 +384,9 @@ class PlanStreamParser:
         The top-level value is strict-parsed with orjson to confirm it is well formed and
         has the shape of a plan; an unfinished value is ``"truncated"``.
         """
+        if self._scanned < len(self._chunks) and self._mode < _DONE:
+            self._quote_needed = False
+            self._scan()  # cannot close a step: the unscanned text has no '}'
         emitted = self._emitted
         if self._mode == _ERROR:
             return ParseOutcome("invalid", self._error, emitted=emitted)
@@ -378,12 +415,6 @@ class PlanStreamParser:
                 "invalid", f"found {len(steps)} steps but recognised {emitted}", emitted=emitted
             )
         return ParseOutcome("complete", None, steps=steps, emitted=emitted)
-
-
-def _ends_in_escape(text: str, pos: int) -> bool:
-    """Whether an unterminated string body from ``pos`` ends in a lone backslash."""
-    # the body stops early only at a final backslash (a closing quote was ruled out)
-    return _STRING_BODY.match(text, pos).end() < len(text)  # type: ignore[union-attr]
 
 
 def _decode_key(raw: str) -> str | None:

@@ -226,9 +226,28 @@ class Session:
             self._core.append, agent_id, entry_type, content
         )
 
-    def _post(self, agent_id: str, entry_type: EntryType | str, content: Any) -> None:
-        """Queue an append without waiting (the caller validated it): FIFO with later writes."""
-        self._running().post(self._core.append, agent_id, entry_type, content)
+    def append_nowait(self, agent_id: str, entry_type: EntryType | str, content: Any) -> None:
+        """Validate an append now and queue it without waiting for it to be applied.
+
+        It is applied before any write queued after it (FIFO), so an awaited write that
+        follows acknowledges both. Invalid input raises here, and nothing is queued.
+        """
+        actor = self._running()
+        actor.post(self._core.apply_append, *self._core.check_append(agent_id, entry_type, content))
+
+    def transaction(self) -> Transaction:
+        """Collect writes and apply them as one message, all or none::
+
+            async with session.transaction() as tx:
+                tx.append("agent", EntryType.AGENT_INVOKED, {...})
+                tx.set("text", "olleh")
+            tx.results  # [seq, version]
+
+        Each write is validated when it is added; leaving the block with an exception
+        applies nothing.
+        """
+        self._running()
+        return Transaction(self)
 
     async def get_trajectory(
         self,
@@ -344,6 +363,44 @@ class Session:
             raise
         self._mark = SaveMark(target, len(core.records), core.head, core.session_id)
         return seq
+
+
+class Transaction:
+    """Writes validated one by one, applied together by one message to the session actor."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self._core = session._core
+        self._ops: list[tuple[str, tuple[Any, ...]]] = []
+        self.results: list[int] | None = None
+
+    def set(self, key: str, value: Any) -> None:
+        self._ops.append(("set", self._core.check_set(key, value)))
+
+    def delete(self, key: str) -> None:
+        self._ops.append(("delete", (validate_key(key),)))
+
+    def append(self, agent_id: str, entry_type: EntryType | str, content: Any) -> None:
+        self._ops.append(("append", self._core.check_append(agent_id, entry_type, content)))
+
+    def write_artifact(self, name: str, data: bytes) -> None:
+        self._ops.append(("write_artifact", self._core.check_write_artifact(name, data)))
+
+    def delete_artifact(self, name: str) -> None:
+        self._ops.append(("delete_artifact", (name,)))
+
+    async def __aenter__(self) -> Transaction:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None and self._ops:
+            actor = self._session._running()
+            self.results = await actor.call(self._core.apply_batch, self._ops)
 
 
 def _check_path(path: object) -> str:

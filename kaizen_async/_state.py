@@ -172,28 +172,39 @@ class SessionCore:
         self.head = digest
         return record
 
-    def append(self, agent_id: str, entry_type: EntryType | str, content: Any) -> int:
-        """Append a free-form entry (validated first); returns its seq."""
+    # Every write comes in two halves: ``check_*`` validates and encodes (may raise, changes
+    # nothing) and ``apply_*`` appends the entry and applies it (cannot fail). A transaction
+    # checks all its writes first, so a batch is applied whole or not at all.
+
+    def check_append(self, agent_id: str, entry_type: EntryType | str, content: Any) -> tuple[Any, ...]:
         agent_id = _validate_agent_id(agent_id)
         kind = _validate_entry_type(entry_type)
         if kind in (_STATE_SET, _STATE_DELETED, _ARTIFACT_WRITTEN, _ARTIFACT_DELETED):
             raise KaizenValidationError(
                 f"{kind} entries are written by set/delete/write_artifact/delete_artifact only"
             )
-        return self._push(agent_id, kind, encode(content, "entry content")).seq
+        return (agent_id, kind, encode(content, "entry content"))
+
+    def apply_append(self, agent_id: str, kind: str, content: bytes) -> int:
+        return self._push(agent_id, kind, content).seq
+
+    def append(self, agent_id: str, entry_type: EntryType | str, content: Any) -> int:
+        """Append a free-form entry (validated first); returns its seq."""
+        return self.apply_append(*self.check_append(agent_id, entry_type, content))
 
     # -- state ---------------------------------------------------------------------------
 
-    def set(self, key: str, value: Any) -> int:
+    def check_set(self, key: str, value: Any) -> tuple[str, bytes]:
         if type(key) is not str or not key or key.isspace():
             validate_key(key)
-        new = encode(value)
-        old = self.state.get(key, b"null")
+        return (key, encode(value))
+
+    def apply_set(self, key: str, new: bytes) -> int:
         version = self.version + 1
         content = b'{"key":%b,"new_value":%b,"old_value":%b,"state_version":%d}' % (
             _dumps(key),
             new,
-            old,
+            self.state.get(key, b"null"),
             version,
         )
         self._push(_SYSTEM, _STATE_SET, content)
@@ -201,17 +212,30 @@ class SessionCore:
         self.version = version
         return version
 
-    def delete(self, key: str) -> int:
+    def set(self, key: str, value: Any) -> int:
+        return self.apply_set(*self.check_set(key, value))
+
+    def check_delete(self, key: str) -> tuple[str]:
         key = validate_key(key)
-        old = self.state.get(key)
-        if old is None:
+        if key not in self.state:
             raise StateKeyNotFoundError(f"state key not found: {key!r}", details={"key": key})
+        return (key,)
+
+
+    def apply_delete(self, key: str) -> int:
         version = self.version + 1
-        content = b'{"key":%b,"old_value":%b,"state_version":%d}' % (encode(key), old, version)
+        content = b'{"key":%b,"old_value":%b,"state_version":%d}' % (
+            _dumps(key),
+            self.state[key],
+            version,
+        )
         self._push(_SYSTEM, _STATE_DELETED, content)
         del self.state[key]
         self.version = version
         return version
+
+    def delete(self, key: str) -> int:
+        return self.apply_delete(*self.check_delete(key))
 
     def get(self, key: str, default: Any = None) -> Any:
         data = self.state.get(key)
@@ -224,7 +248,7 @@ class SessionCore:
 
     # -- artifacts -----------------------------------------------------------------------
 
-    def write_artifact(self, name: str, data: bytes) -> int:
+    def check_write_artifact(self, name: str, data: bytes) -> tuple[str, bytes, str]:
         name = validate_artifact_name(name)
         if not isinstance(data, bytes):
             raise KaizenTypeError(f"artifact data must be bytes, got {type(data).__name__}")
@@ -235,12 +259,14 @@ class SessionCore:
                 f"{self.max_artifact_size} bytes",
                 details={"name": name, "size": size, "max_artifact_size": self.max_artifact_size},
             )
-        digest = sha256_hex(data)
+        return (name, data, sha256_hex(data))
+
+    def apply_write_artifact(self, name: str, data: bytes, digest: str) -> int:
         old_digest = self.artifacts.get(name)
         content = encode(
             {
                 "name": name,
-                "size": size,
+                "size": len(data),
                 "is_update": old_digest is not None,
                 "old_size": None if old_digest is None else len(self.blobs[old_digest]),
                 "digest": digest,
@@ -251,12 +277,54 @@ class SessionCore:
         self.artifacts[name] = digest
         return record.seq
 
-    def delete_artifact(self, name: str) -> int:
-        digest = self._artifact_digest(name)
+    def write_artifact(self, name: str, data: bytes) -> int:
+        return self.apply_write_artifact(*self.check_write_artifact(name, data))
+
+    def check_delete_artifact(self, name: str) -> tuple[str]:
+        self._artifact_digest(name)
+        return (name,)
+
+    def apply_delete_artifact(self, name: str) -> int:
+        digest = self.artifacts.pop(name)
         content = encode({"name": name, "size": len(self.blobs[digest]), "digest": digest})
-        record = self._push(_SYSTEM, _ARTIFACT_DELETED, content)
-        del self.artifacts[name]
-        return record.seq
+        return self._push(_SYSTEM, _ARTIFACT_DELETED, content).seq
+
+    def delete_artifact(self, name: str) -> int:
+        return self.apply_delete_artifact(*self.check_delete_artifact(name))
+
+    def apply_batch(self, ops: list[tuple[str, tuple[Any, ...]]]) -> list[int]:
+        """Apply checked writes ``(kind, args)`` all or none; returns each one's result.
+
+        Only deletes can still fail (the key or artifact may have gone since the check),
+        so they are re-checked against the batch's own effects before anything is applied.
+        """
+        keys: dict[str, bool] = {}
+        names: dict[str, bool] = {}
+        for kind, args in ops:
+            if kind == "set":
+                keys[args[0]] = True
+            elif kind == "write_artifact":
+                names[args[0]] = True
+            elif kind == "delete":
+                if not keys.get(args[0], args[0] in self.state):
+                    raise StateKeyNotFoundError(
+                        f"state key not found: {args[0]!r}", details={"key": args[0]}
+                    )
+                keys[args[0]] = False
+            elif kind == "delete_artifact":
+                if not names.get(args[0], args[0] in self.artifacts):
+                    raise ArtifactNotFoundError(
+                        f"artifact not found: {args[0]!r}", details={"name": args[0]}
+                    )
+                names[args[0]] = False
+        appliers = {
+            "append": self.apply_append,
+            "set": self.apply_set,
+            "delete": self.apply_delete,
+            "write_artifact": self.apply_write_artifact,
+            "delete_artifact": self.apply_delete_artifact,
+        }
+        return [appliers[kind](*args) for kind, args in ops]
 
     def _artifact_digest(self, name: str) -> str:
         digest = self.artifacts.get(name) if isinstance(name, str) else None

@@ -157,3 +157,52 @@ def test_trajectory_entry_requires_aware_timestamp() -> None:
             seq=1, timestamp=datetime(2020, 1, 1), agent_id="a", entry_type=EntryType.SYSTEM_NOTE,
             content={}, prev_hash=ZERO_HASH, hash="x",
         )
+
+
+async def test_transaction_applies_all_in_order(session: Session) -> None:
+    await session.set("gone", 1)
+    async with session.transaction() as tx:
+        tx.append("agent", EntryType.AGENT_INVOKED, {"n": 1})
+        tx.set("k", "v")
+        tx.delete("gone")
+        tx.write_artifact("a", b"x")
+        tx.append("agent", EntryType.AGENT_COMPLETED, {"n": 2})
+    assert tx.results == [3, 2, 3, 6, 7]
+    types = [e.entry_type for e in await session.get_trajectory(since_seq=2)]
+    assert types == [
+        EntryType.AGENT_INVOKED, EntryType.STATE_SET, EntryType.STATE_DELETED,
+        EntryType.ARTIFACT_WRITTEN, EntryType.AGENT_COMPLETED,
+    ]
+    assert await session.get_all_state() == {"k": "v"}
+    await session.verify()
+
+
+async def test_transaction_is_all_or_nothing(session: Session) -> None:
+    from kaizen_async import StateKeyNotFoundError
+
+    await session.set("k", 1)
+    with pytest.raises(KaizenValidationError):  # refused when added: nothing applied
+        async with session.transaction() as tx:
+            tx.set("k", 2)
+            tx.set("bad", object())
+    with pytest.raises(StateKeyNotFoundError):  # refused when applied: nothing applied
+        async with session.transaction() as tx:
+            tx.set("k", 3)
+            tx.delete("k")
+            tx.delete("k")
+    with pytest.raises(RuntimeError):
+        async with session.transaction() as tx:
+            tx.set("k", 4)
+            raise RuntimeError("changed my mind")
+    assert await session.get("k") == 1
+    assert await session.get_trajectory_length() == 2
+    assert await session.set("k", 5) == 2
+
+
+async def test_append_nowait_is_validated_and_ordered(session: Session) -> None:
+    with pytest.raises(KaizenValidationError):
+        session.append_nowait("a", EntryType.SYSTEM_NOTE, {"x": object()})
+    session.append_nowait("a", EntryType.SYSTEM_NOTE, {"first": True})
+    assert await session.set("k", 1) == 1
+    entries = await session.get_trajectory()
+    assert [e.entry_type for e in entries[1:]] == [EntryType.SYSTEM_NOTE, EntryType.STATE_SET]

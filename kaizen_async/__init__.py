@@ -7,6 +7,11 @@ calls to them; a planner streams a model's plan so dispatch starts before it is 
 
 from __future__ import annotations
 
+from ._agent import Agent as Agent
+from ._agent import AgentProtocol as AgentProtocol
+from ._agent import capability as capability
+from ._dispatcher import DispatchResult as DispatchResult
+from ._dispatcher import Dispatcher as Dispatcher
 from ._exceptions import ArtifactNotFoundError as ArtifactNotFoundError
 from ._exceptions import ArtifactTooLargeError as ArtifactTooLargeError
 from ._exceptions import DispatchError as DispatchError
@@ -28,11 +33,26 @@ from ._session import Transaction as Transaction
 from ._state import SCHEMA_VERSION as SCHEMA_VERSION
 from ._trajectory import EntryType as EntryType
 from ._trajectory import TrajectoryEntry as TrajectoryEntry
+from ._types import AgentInfo as AgentInfo
+from ._types import CapabilityCall as CapabilityCall
+from ._types import CapabilitySpec as CapabilitySpec
+from ._types import InvokeResult as InvokeResult
+from ._mailbox import MailboxStatistics as MailboxStatistics
 
 __version__ = "0.1.0"
 
 __all__ = [
     "SCHEMA_VERSION",
+    "Agent",
+    "AgentInfo",
+    "AgentProtocol",
+    "CapabilityCall",
+    "CapabilitySpec",
+    "DispatchResult",
+    "Dispatcher",
+    "InvokeResult",
+    "MailboxStatistics",
+    "capability",
     "ArtifactNotFoundError",
     "ArtifactTooLargeError",
     "DispatchError",

@@ -36,6 +36,7 @@ class Actor:
         self.closed = False
         self.batches = 0
         self.applied = 0
+        self.async_queued = 0  # queued async requests (saves): they take the generic path
 
     # backend hooks ------------------------------------------------------------------
     async def call(self, fn: _Fn, *args: Any) -> Any:  # pragma: no cover - overridden
@@ -94,6 +95,8 @@ class Actor:
         answers: list[tuple[Any, bool, Any]] = []
         for _ in range(len(queue)):
             fn, args, waiter, is_async = queue.popleft()
+            if is_async:
+                self.async_queued -= 1
             if waiter is not None and self._withdrawn(waiter):
                 continue
             self.applied += 1
@@ -158,6 +161,7 @@ class _AsyncioActor(Actor):
         self._check_open()
         future = self._loop.create_future()
         self.queue.append([fn, args, future, True])
+        self.async_queued += 1
         self._wake()
         return await future
 
@@ -176,7 +180,7 @@ class _AsyncioActor(Actor):
                     self._wakeup = self._loop.create_future()
                     await self._wakeup
                     continue
-                if any(request[3] for request in queue):
+                if self.async_queued:
                     await self._drain_once()
                     continue
                 self.batches += 1
@@ -242,6 +246,7 @@ class _TrioActor(Actor):
         # waiter: [task, state] with state 0 waiting, 1 withdrawn (cancelled), 2 answered
         waiter = [lowlevel.current_task(), 0]
         self.queue.append([fn, args, waiter, is_async])
+        self.async_queued += is_async
         self._wake()
 
         def abort(_: Any) -> Any:

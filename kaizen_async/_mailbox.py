@@ -172,6 +172,10 @@ class Mailbox(Generic[T]):
         self._parker = _parker()
         self.closed = False
 
+    def reply(self) -> Reply:
+        """A :class:`Reply` on this mailbox's backend (cheaper than :func:`create_reply`)."""
+        return Reply(self._parker)
+
     def statistics(self) -> MailboxStatistics:
         return MailboxStatistics(
             len(self._items), self.max_size, len(self._senders), len(self._receivers)

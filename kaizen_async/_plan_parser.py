@@ -6,9 +6,12 @@ string/escape state) over text fed chunk by chunk. It reports each step of
 object closes, exactly once, and never a step that is still open: a partial parse cannot
 tell that an element is finished, a closing brace can.
 
-Speed comes from never looking at a character twice and never looping over characters
-in Python: regular expressions jump over string bodies and uninteresting text, so
-Python code runs once per bracket (inside steps) or per token (in the top object).
+It is O(total length) and never goes back over an earlier piece. It also avoids Python
+work per character: pieces wait unscanned until enough closing brackets have arrived for
+a step to possibly close; escape pairs are blanked with ``str.replace`` so that every
+remaining quote delimits a string; and regular expressions skip strings and balanced
+brackets (whole steps, when a piece holds them), so Python code runs only at the
+brackets that change the depth.
 """
 
 from __future__ import annotations
@@ -45,10 +48,8 @@ _VALUE_START = re.compile(r"[{\[]")
 _TOP_TOKEN = re.compile(r'["{}\[\],:]')
 #: the next non-whitespace character (JSON whitespace only)
 _NON_WS = re.compile(r"[^ \t\r\n]")
-# The patterns below run on text whose escape pairs were blanked (see _unescaped), so a
-# string is simply '"[^"]*"'.
-#: text without brackets, complete strings included; stops at a bracket or an open string
-_SKIP = re.compile(r'(?:[^"{}\[\]]++|"[^"]*+")*+')
+# The patterns below run on text whose escape pairs (\\\\ and \\") were blanked, so a
+# string is simply "[^"]*".
 
 
 def _balanced(levels: int) -> str:
@@ -59,6 +60,10 @@ def _balanced(levels: int) -> str:
     return inner
 
 
+#: text whose brackets balance (up to 3 levels), strings included: what lies between the
+#: brackets that change the depth; stops at a closing bracket, at an opening bracket that
+#: does not close in this piece (or nests deeper), or at a string that goes on
+_SKIP = re.compile(_balanced(3))
 #: a whole step (nested up to 6 levels) and the separator after it: one regex call per
 #: step when a piece holds whole steps; deeper or unfinished steps take the bracket loop
 _STEP = re.compile(r"[ \t\r\n]*+(\{" + _balanced(6) + r"\})[ \t\r\n]*+(,?)")
@@ -248,7 +253,7 @@ class PlanStreamParser:
                         start, end = m.span(1)
                         out.append((self._emitted, chunks[ci][start:end]))
                         self._emitted += 1
-                        self._arr = _ELEM if m.end(2) > end else _SEP
+                        self._arr = _ELEM if m.end() > m.start(2) else _SEP
                         pos = m.end()
                         continue
                 m = _NON_WS.search(text, pos)
@@ -348,14 +353,14 @@ class PlanStreamParser:
                     self._steps_depth = 1
                     self._arr = _FIRST
                     mode = _ARRAY
-        if (mode == _NESTED_STRING or mode == _TOP_STRING) and text[-1] == "\\":
+        if mode in (_NESTED_STRING, _TOP_STRING) and text[-1] == "\\":
             self._escape = True  # a lone backslash: the next piece starts escaped
         self._mode = mode
         self._pending = 0
         if mode == _NESTED_STRING:
             self._quote_needed = True
-        if mode == _NESTED or mode == _NESTED_STRING:
-            self._need = max(len(stack) - self._steps_depth, 1)
+        if mode in (_NESTED, _NESTED_STRING):
+            self._need = len(stack) - max(self._steps_depth, 0)
         else:
             self._need = _NEVER if mode >= _DONE else 1
         return out

@@ -143,6 +143,17 @@ class Session:
         self._actor.close()
         return await self._task_group.__aexit__(exc_type, exc, tb)
 
+    async def _settled(self) -> None:
+        """Wait until every write queued so far is applied (reads see all earlier writes).
+
+        Writes queued without waiting (``append_nowait``, ``transaction(wait=False)``) are
+        applied in order before anything queued after them, and a read waits for them
+        too, so every caller reads its own writes. With nothing queued this costs nothing.
+        """
+        actor = self._running()
+        if actor.queue:
+            await actor.call(_noop)
+
     def _running(self) -> Actor:
         actor = self._actor
         if actor is None or actor.closing or actor.closed:
@@ -199,20 +210,22 @@ class Session:
 
     async def get(self, key: str, default: Any = None) -> Any:
         """A copy of the value at ``key``, or ``default``."""
-        self._running()
+        actor = self._actor
+        if actor is None or actor.queue or actor.closing:
+            await self._settled()
         return self._core.get(validate_key(key), default)
 
     async def get_state_version(self) -> int:
-        self._running()
+        await self._settled()
         return self._core.version
 
     async def get_all_state(self) -> dict[str, Any]:
-        self._running()
+        await self._settled()
         return self._core.all_state()
 
     async def state_at(self, version: int) -> dict[str, Any]:
         """The state right after ``version`` (0 is empty), rebuilt by replay."""
-        self._running()
+        await self._settled()
         core = self._core
         if len(core.records) > _OFFLOAD_ABOVE:
             return await anyio.to_thread.run_sync(core.snapshot_copy().state_at, version)
@@ -235,7 +248,11 @@ class Session:
         actor = self._running()
         actor.post(self._core.apply_append, *self._core.check_append(agent_id, entry_type, content))
 
-    def transaction(self) -> Transaction:
+    def _post_checked(self, agent_id: str, kind: str, content: bytes) -> None:
+        """append_nowait for callers inside the library that built valid canonical content."""
+        self._running().post(self._core.apply_append, agent_id, kind, content)
+
+    def transaction(self, *, wait: bool = True) -> Transaction:
         """Collect writes and apply them as one message, all or none::
 
             async with session.transaction() as tx:
@@ -244,10 +261,12 @@ class Session:
             tx.results  # [seq, version]
 
         Each write is validated when it is added; leaving the block with an exception
-        applies nothing.
+        applies nothing. With ``wait=False`` the batch is queued without waiting (like
+        :meth:`append_nowait`); it may then hold only writes that cannot fail once
+        validated (append, set, write_artifact), and ``results`` stays None.
         """
         self._running()
-        return Transaction(self)
+        return Transaction(self, wait)
 
     async def get_trajectory(
         self,
@@ -258,7 +277,7 @@ class Session:
         since_seq: int | None = None,
     ) -> list[TrajectoryEntry]:
         """Entries oldest first. ``limit``: None all, <= 0 none, N the last N (after filters)."""
-        self._running()
+        await self._settled()
         if limit is not None and limit <= 0:
             return []
         records: list[Record] = self._core.records
@@ -274,7 +293,7 @@ class Session:
         return [TrajectoryEntry.from_record(r) for r in records]
 
     async def get_trajectory_length(self) -> int:
-        self._running()
+        await self._settled()
         return len(self._core.records)
 
     async def verify(self) -> int:
@@ -282,7 +301,7 @@ class Session:
 
         Raises :class:`SessionCorruptedError` naming the first bad seq.
         """
-        self._running()
+        await self._settled()
         return await anyio.to_thread.run_sync(self._core.snapshot_copy().verify)
 
     # -- artifacts -----------------------------------------------------------------------
@@ -292,15 +311,15 @@ class Session:
         return await self._running().call(self._core.write_artifact, name, data)  # type: ignore[no-any-return]
 
     async def read_artifact(self, name: str) -> bytes:
-        self._running()
+        await self._settled()
         return self._core.read_artifact(name)
 
     async def list_artifacts(self) -> list[str]:
-        self._running()
+        await self._settled()
         return sorted(self._core.artifacts)
 
     async def get_artifact_size(self, name: str) -> int:
-        self._running()
+        await self._settled()
         return self._core.artifact_size(name)
 
     async def delete_artifact(self, name: str) -> int:
@@ -310,12 +329,12 @@ class Session:
 
     async def snapshot_for_agent(self, agent_id: str, depth: int = 10) -> dict[str, Any]:
         """A deep copy of what an agent needs to see (state and the last ``depth`` entries)."""
-        self._running()
+        await self._settled()
         return self._core.snapshot(depth)
 
     async def fork(self, at_seq: int | None = None, session_id: str | None = None) -> Session:
         """A new, not yet started session: this trajectory up to ``at_seq`` + ``session_forked``."""
-        self._running()
+        await self._settled()
         return Session._from_core(self._core.fork(at_seq, session_id))
 
     # -- files -----------------------------------------------------------------------------
@@ -365,19 +384,31 @@ class Session:
         return seq
 
 
+def _noop() -> None:
+    """What a read queues behind earlier writes to wait for them."""
+
+
 class Transaction:
     """Writes validated one by one, applied together by one message to the session actor."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, wait: bool = True) -> None:
         self._session = session
         self._core = session._core
+        self._wait = wait
         self._ops: list[tuple[str, tuple[Any, ...]]] = []
         self.results: list[int] | None = None
+
+    def _fallible(self, what: str) -> None:
+        if not self._wait:
+            raise KaizenValidationError(
+                f"{what} can fail when applied: use transaction(wait=True) for it"
+            )
 
     def set(self, key: str, value: Any) -> None:
         self._ops.append(("set", self._core.check_set(key, value)))
 
     def delete(self, key: str) -> None:
+        self._fallible("delete")
         self._ops.append(("delete", (validate_key(key),)))
 
     def append(self, agent_id: str, entry_type: EntryType | str, content: Any) -> None:
@@ -387,6 +418,7 @@ class Transaction:
         self._ops.append(("write_artifact", self._core.check_write_artifact(name, data)))
 
     def delete_artifact(self, name: str) -> None:
+        self._fallible("delete_artifact")
         self._ops.append(("delete_artifact", (name,)))
 
     async def __aenter__(self) -> Transaction:
@@ -400,7 +432,10 @@ class Transaction:
     ) -> None:
         if exc_type is None and self._ops:
             actor = self._session._running()
-            self.results = await actor.call(self._core.apply_batch, self._ops)
+            if self._wait:
+                self.results = await actor.call(self._core.apply_batch, self._ops)
+            else:
+                actor.post(self._core.apply_batch, self._ops)
 
 
 def _check_path(path: object) -> str:

@@ -82,7 +82,20 @@ def _validate_agent_id(agent_id: object) -> str:
     return agent_id
 
 
+_JSON_STRINGS: dict[str, bytes] = {kind: _dumps(kind) for kind in _ENTRY_TYPES}
+
+
+def _json_string(text: str) -> bytes:
+    """JSON of an agent id, remembered (there are few): one dict lookup per entry."""
+    encoded = _dumps(text)
+    if len(_JSON_STRINGS) < 4096:
+        _JSON_STRINGS[text] = encoded
+    return encoded
+
+
 def _validate_entry_type(entry_type: object) -> str:
+    if type(entry_type) is EntryType:
+        return entry_type._value_
     value = entry_type.value if isinstance(entry_type, EntryType) else entry_type
     if not isinstance(value, str) or value not in _ENTRY_TYPES:
         raise KaizenValidationError(
@@ -114,7 +127,6 @@ class SessionCore:
         "max_artifact_size",
         "records",
         "session_id",
-        "_agent_bytes",
         "state",
         "version",
         "workspace_path",
@@ -141,7 +153,6 @@ class SessionCore:
         self.artifacts: dict[str, str] = {}  # name -> digest
         self.blobs: dict[str, bytes] = {}  # digest -> data (every version ever written)
         self.head = ZERO_HASH
-        self._agent_bytes: dict[str, bytes] = {}
         if created:
             self.append(
                 _SYSTEM,
@@ -161,11 +172,11 @@ class SessionCore:
         seq = len(self.records) + 1
         ts = _timestamp()
         prev = self.head
-        agent = self._agent_bytes.get(agent_id)
+        agent = _JSON_STRINGS.get(agent_id)
         if agent is None:
-            agent = self._agent_bytes[agent_id] = _dumps(agent_id)
+            agent = _json_string(agent_id)
         digest = _sha256(
-            _ENTRY % (agent, content, _dumps(entry_type), prev.encode(), seq, ts.encode())
+            _ENTRY % (agent, content, _JSON_STRINGS[entry_type], prev.encode(), seq, ts.encode())
         ).hexdigest()
         record = Record(seq, ts, agent_id, entry_type, content, prev, digest)
         self.records.append(record)
@@ -406,8 +417,7 @@ class SessionCore:
         out = core.records
         prev = ZERO_HASH
         state = core.state
-        kinds: dict[str, bytes] = {}
-        agents = core._agent_bytes
+        strings = _JSON_STRINGS
         for record in records:
             if until_version is not None and core.version >= until_version:
                 break
@@ -422,12 +432,8 @@ class SessionCore:
                         f"entry {seq}: prev_hash does not match the hash of entry {seq - 1}",
                         seq=seq,
                     )
-                agent = agents.get(agent_id)
-                if agent is None:
-                    agent = agents[agent_id] = _dumps(agent_id)
-                kind_bytes = kinds.get(kind)
-                if kind_bytes is None:
-                    kind_bytes = kinds[kind] = _dumps(kind)
+                agent = strings.get(agent_id) or _json_string(agent_id)
+                kind_bytes = strings.get(kind) or _dumps(kind)
                 computed = _sha256(
                     _ENTRY % (agent, content, kind_bytes, prev.encode(), seq, ts.encode())
                 ).hexdigest()

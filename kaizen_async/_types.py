@@ -6,6 +6,7 @@ offers) and ``InvokeResult`` (what came of it). All frozen; params and results a
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -126,13 +127,13 @@ class AgentInfo(BaseModel):
         return self.specs.get(capability) or CapabilitySpec(name=capability)
 
 
-class InvokeResult(BaseModel):
+@dataclass(frozen=True, slots=True)
+class InvokeResult:
     """The outcome of one capability call.
 
-    ``error`` is ``{"error_code", "message"[, "details"]}`` exactly when ``success`` is False.
+    ``error`` is ``{"error_code", "message"[, "details"]}`` exactly when ``success`` is
+    False. A plain frozen dataclass, not a pydantic model: one is made per dispatched step.
     """
-
-    model_config = ConfigDict(frozen=True)
 
     success: bool
     result: Any = None
@@ -140,19 +141,15 @@ class InvokeResult(BaseModel):
     agent_id: str = ""
     capability: str = ""
 
-    @model_validator(mode="after")
-    def _consistent(self) -> InvokeResult:
+    def __post_init__(self) -> None:
         if self.success and self.error is not None:
             raise ValueError("a successful result cannot carry an error")
         if not self.success and not self.error:
             raise ValueError("a failed result needs an error")
-        return self
 
     @classmethod
     def ok(cls, result: Any = None, agent_id: str = "", capability: str = "") -> InvokeResult:
-        return cls.model_construct(
-            success=True, result=result, error=None, agent_id=agent_id, capability=capability
-        )
+        return cls(True, result, None, agent_id, capability)
 
     @classmethod
     def fail(
@@ -166,10 +163,17 @@ class InvokeResult(BaseModel):
         error: dict[str, Any] = {"error_code": str(ErrorCode(code)), "message": message}
         if details:
             error["details"] = details
-        return cls.model_construct(
-            success=False, result=None, error=error, agent_id=agent_id, capability=capability
-        )
+        return cls(False, None, error, agent_id, capability)
 
     @property
     def error_code(self) -> ErrorCode | None:
         return None if self.error is None else ErrorCode(self.error["error_code"])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "success": self.success,
+            "result": self.result,
+            "error": self.error,
+            "agent_id": self.agent_id,
+            "capability": self.capability,
+        }

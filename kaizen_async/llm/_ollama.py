@@ -11,8 +11,10 @@ unescaped inside strings (Go's encoder leaves U+0085 as is), so it would cut a v
 
 from __future__ import annotations
 
+import functools
 import os
 import re
+import ssl
 import time
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping
@@ -37,8 +39,15 @@ DEFAULT_OLLAMA_URL = "http://localhost:11434"
 _OLLAMA_PORT = 11434
 _USER_AGENT = "kaizen-async"
 _MAX_ERROR_TEXT = 2000
+_DRAIN_SECONDS = 0.25
 _SSE_BREAK = re.compile(rb"\r\n|\r|\n")
 _T = TypeVar("_T")
+
+
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    """One verifying SSL context per process (building one costs ~100 ms per client)."""
+    return httpx.create_ssl_context()
 
 
 def resolve_ollama_url(base_url: str | None = None) -> str:
@@ -102,6 +111,7 @@ class LineReader:
         self._deadline = deadline
         self._sse = sse
         self._buffer = b""
+        self._pending: list[bytes] = []
         self._lines: deque[bytes] = deque()
         self._eof = False
 
@@ -113,6 +123,7 @@ class LineReader:
             data = await self._provider.within(self._deadline, self._read())
             if data is None:
                 self._eof = True
+                self._buffer += b"".join(self._pending)
                 if self._buffer.endswith(b"\r"):
                     self._buffer = self._buffer[:-1]
                 if self._buffer:
@@ -122,6 +133,16 @@ class LineReader:
                 self._split(data)
         return self._lines.popleft().decode("utf-8", errors="replace")
 
+    async def drain(self) -> None:
+        """Read what is left of the body (normally just the final 0-chunk), so the
+        connection goes back to the pool instead of being closed; bounded, never raises."""
+        with anyio.move_on_after(_DRAIN_SECONDS):
+            try:
+                while await self.next_line() is not None:
+                    pass
+            except (httpx.HTTPError, LLMError, OSError):
+                pass
+
     async def _read(self) -> bytes | None:
         try:
             return await self._bytes.__anext__()
@@ -129,6 +150,13 @@ class LineReader:
             return None
 
     def _split(self, data: bytes) -> None:
+        if b"\n" not in data and not (self._sse and b"\r" in data):
+            self._pending.append(data)  # no line end yet: keep it, join once it comes
+            return
+        if self._pending:
+            self._pending.append(data)
+            data = b"".join(self._pending)
+            self._pending.clear()
         buffer = self._buffer + data
         if self._sse:
             # a trailing \r may be the first half of \r\n: keep it for the next read
@@ -183,7 +211,7 @@ class HTTPProvider(LLMProvider):
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self._timeout)
+            self._client = httpx.AsyncClient(timeout=self._timeout, verify=_ssl_context())
         return self._client
 
     async def aclose(self) -> None:
@@ -272,18 +300,24 @@ class HTTPProvider(LLMProvider):
         self, path: str, body: dict[str, Any], deadline: float | None, *, accept: str
     ) -> AsyncIterator[httpx.Response]:
         """POST ``body`` and yield the streaming response; closing it aborts the request."""
+        try:
+            content = orjson.dumps(body)
+        except orjson.JSONEncodeError as exc:
+            raise self.error(
+                f"the request is not JSON-serializable: {exc}", kind="request"
+            ) from None
         client = self._http()
         headers = {**self._headers, "Content-Type": "application/json", "Accept": accept}
         request = client.build_request(
             "POST",
             self._base_url + path,
-            content=orjson.dumps(body),
+            content=content,
             headers=headers,
             timeout=self._timeout,
         )
         response = await self.within(deadline, client.send(request, stream=True))
         try:
-            if response.status_code >= 400:
+            if not response.is_success:
                 raw = await self.within(deadline, response.aread())
                 raise self.status_error(response.status_code, raw)
             yield response
@@ -450,7 +484,7 @@ class OllamaProvider(HTTPProvider):
                     if not line.strip():
                         continue
                     obj = self.parse_json(line, "stream line")
-                    if "error" in obj:
+                    if obj.get("error") is not None:
                         raise self.error(
                             f"Ollama reported an error mid-stream: {error_text(obj['error'])}",
                             kind="stream_error",
@@ -466,6 +500,8 @@ class OllamaProvider(HTTPProvider):
                     if content:
                         parts.append(content)
                         yield LLMChunk(text=content)
+                if final is not None:
+                    await reader.drain()
         except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
             raise self.transport_error(exc) from exc
         if final is None:

@@ -166,6 +166,8 @@ class OpenAICompatProvider(HTTPProvider):
                     text = self._event(payload, state)
                     if text:
                         yield LLMChunk(text=text)
+                if state.done_marker:
+                    await reader.drain()
         except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
             raise self.transport_error(exc) from exc
         if not state.done_marker and state.finish_reason is None:
@@ -190,7 +192,7 @@ class OpenAICompatProvider(HTTPProvider):
             state.done_marker = True
             return ""
         obj = self.parse_json(payload, "stream event")
-        if "error" in obj or obj.get("object") == "error":
+        if obj.get("error") is not None or obj.get("object") == "error":
             raw = obj.get("error", obj)
             code = raw.get("code") if isinstance(raw, dict) else None
             raise LLMError(

@@ -36,6 +36,7 @@ from anyio.abc import SocketAttribute, SocketStream, TaskGroup
 from anyio.streams.stapled import MultiListener
 
 __all__ = [
+    "BodyReply",
     "Chunking",
     "ErrorReply",
     "Exchange",
@@ -140,14 +141,23 @@ class OpenAIReply:
 
 
 @dataclass
-class ErrorReply:
+class BodyReply:
+    """A plain (not streamed) answer: a dict body is sent as JSON, a str as text."""
+
+    status: int = 200
+    body: Mapping[str, Any] | str = field(default_factory=dict)
+    #: seconds before the answer
+    delay: float = 0.0
+
+
+@dataclass
+class ErrorReply(BodyReply):
     """An HTTP error answered before any streaming, e.g. ``404 {"error": ...}``."""
 
     status: int = 404
     body: Mapping[str, Any] | str = field(
         default_factory=lambda: {"error": "model 'missing' not found"}
     )
-    delay: float = 0.0
 
 
 @dataclass
@@ -170,7 +180,7 @@ class HangupReply:
     delay: float = 0.0
 
 
-Reply: TypeAlias = OllamaReply | OpenAIReply | ErrorReply | RawReply | HangupReply
+Reply: TypeAlias = OllamaReply | OpenAIReply | BodyReply | RawReply | HangupReply
 
 
 # -- what the server saw and did ----------------------------------------------------------------
@@ -305,14 +315,18 @@ def _ollama_plan(reply: OllamaReply, request: RecordedRequest) -> _Plan:
 
     if reply.lines is not None:
         for i, raw in enumerate(reply.lines):
-            data = raw if isinstance(raw, bytes) else raw.encode() if isinstance(raw, str) else None
-            units.append(((data if data is not None else _go_json(raw)) + b"\n", f"line:{i}"))
+            if isinstance(raw, bytes | str):
+                data = raw if isinstance(raw, bytes) else raw.encode()
+            else:
+                data = _go_json(dict(raw))
+            units.append((data + b"\n", f"line:{i}"))
     else:
         for i, text in enumerate(reply.thinking):
             msg = {"role": "assistant", "content": "", "thinking": text}
             units.append((line(msg, done=False), f"thinking:{i}"))
         for i, text in enumerate(reply.pieces):
-            units.append((line({"role": "assistant", "content": text}, done=False), f"content:{i}"))
+            msg = {"role": "assistant", "content": text}
+            units.append((line(msg, done=False), f"content:{i}"))
             content.append((f"content:{i}", text))
     drop = None
     if reply.error is not None:
@@ -394,7 +408,9 @@ def _openai_plan(reply: OpenAIReply, request: RecordedRequest) -> _Plan:
         if reply.role_chunk:
             event(chunk(delta({"role": "assistant", "content": None})), "role")
         for i, text in enumerate(reply.pieces):
-            d = {"content": text} if reply.role_chunk or i else {"role": "assistant", "content": text}
+            d: dict[str, Any] = {"content": text}
+            if not reply.role_chunk and i == 0:
+                d = {"role": "assistant", "content": text}
             event(chunk(delta(d)), f"content:{i}")
             content.append((f"content:{i}", text))
         if reply.error is not None:
@@ -428,20 +444,21 @@ def _plan(reply: Reply, request: RecordedRequest) -> _Plan:
         return _ollama_plan(reply, request)
     if isinstance(reply, OpenAIReply):
         return _openai_plan(reply, request)
-    if isinstance(reply, ErrorReply):
+    if isinstance(reply, BodyReply):
         if isinstance(reply.body, str):
             body, ctype = reply.body.encode(), "text/plain; charset=utf-8"
         else:
             body, ctype = _go_json(dict(reply.body)), "application/json; charset=utf-8"
-        return _Plan(reply.status, ctype, [(body, "body")], first_byte_delay=reply.delay, chunked=False)
+        return _Plan(
+            reply.status, ctype, [(body, "body")], first_byte_delay=reply.delay, chunked=False
+        )
     if isinstance(reply, RawReply):
         units: list[tuple[bytes, str | None]] = [
             (c.encode() if isinstance(c, str) else bytes(c), f"chunk:{i}")
             for i, c in enumerate(reply.chunks)
         ]
-        plan = _Plan(
-            reply.status, reply.content_type, units, [], "lines", reply.delay, reply.first_byte_delay
-        )
+        plan = _Plan(reply.status, reply.content_type, units, [], "lines", reply.delay)
+        plan.first_byte_delay = reply.first_byte_delay
         plan.drop = b"" if reply.drop else None
         return plan
     raise TypeError(f"not a reply: {reply!r}")
@@ -616,14 +633,16 @@ class StandInLLMServer:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        assert self._task_group is not None and self._listener is not None
+        assert self._task_group is not None
+        assert self._listener is not None
         self._task_group.cancel_scope.cancel()
         try:
             await self._task_group.__aexit__(exc_type, exc, tb)
         finally:
             await self._listener.aclose()
         if exc_type is None and self.errors:
-            raise RuntimeError(f"the stand-in server failed: {self.errors[0]!r}") from self.errors[0]
+            first = self.errors[0]
+            raise RuntimeError(f"the stand-in server failed: {first!r}") from first
 
     @property
     def port(self) -> int:
@@ -704,10 +723,10 @@ class StandInLLMServer:
         if path == "/api/tags":
             return _json_reply({"models": [_tag(name) for name in self.models]})
         if path == "/v1/models":
-            data = [{"id": n, "object": "model", "created": 0, "owned_by": "library"} for n in self.models]
+            data = [{"id": n, "object": "model", "owned_by": "library"} for n in self.models]
             return _json_reply({"object": "list", "data": data})
         if path == "/":
-            return ErrorReply(200, "Ollama is running")
+            return BodyReply(200, "Ollama is running")
         return ErrorReply(404, "404 page not found")
 
     async def _answer(self, conn: _Connection, request: RecordedRequest) -> bool:
@@ -779,8 +798,8 @@ class StandInLLMServer:
         exchange.completed = True
 
 
-def _json_reply(value: Any) -> ErrorReply:
-    return ErrorReply(200, value)
+def _json_reply(value: Any) -> BodyReply:
+    return BodyReply(200, value)
 
 
 def _tag(name: str) -> dict[str, Any]:

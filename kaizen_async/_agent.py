@@ -1,0 +1,285 @@
+"""Agents: what they are (``AgentProtocol``), the declarative way to write one
+(``Agent`` + ``@capability``) and the long-lived task that serves one (``AgentRunner``).
+
+A capability method receives validated params and may return an :class:`InvokeResult`
+or any JSON value (wrapped as a success). Params are validated against the capability's
+pydantic model before the method runs; invalid params give ``agent_invalid_params`` with
+pydantic's error details and record nothing.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
+
+import anyio
+from pydantic import BaseModel, ValidationError
+
+from ._exceptions import ErrorCode
+from ._mailbox import Mailbox, MailboxClosedError, MailboxStatistics, Reply
+from ._trajectory import EntryType
+from ._types import AgentInfo, CapabilitySpec, InvokeResult
+
+if TYPE_CHECKING:
+    from ._session import Session
+
+__all__ = [
+    "Agent",
+    "AgentProtocol",
+    "AgentRunner",
+    "Invocation",
+    "capability",
+]
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+@runtime_checkable
+class AgentProtocol(Protocol):
+    """What the dispatcher needs of an agent."""
+
+    def info(self) -> AgentInfo: ...
+
+    async def invoke(
+        self, capability: str, session: Session, params: dict[str, Any]
+    ) -> InvokeResult: ...
+
+
+@dataclass(frozen=True)
+class _CapabilityMethod:
+    spec: CapabilitySpec
+    method_name: str
+
+
+def capability(
+    name: str,
+    *,
+    params: type[BaseModel] | None = None,
+    description: str = "",
+    streamable: bool = True,
+) -> Callable[[F], F]:
+    """Declare an ``async def method(self, session, params)`` as a capability.
+
+    Args:
+        name: the capability name plans refer to.
+        params: a pydantic model the params are validated against (strictly).
+        description: what it does, for the planner's prompt.
+        streamable: whether it may run before the whole plan has been validated.
+    """
+
+    def decorate(method: F) -> F:
+        if not inspect.iscoroutinefunction(method):
+            raise TypeError(f"capability {name!r} must be an async method")
+        schema = params.model_json_schema() if params is not None else {"type": "object"}
+        spec = CapabilitySpec(
+            name=name,
+            description=description or (inspect.getdoc(method) or "").split("\n")[0],
+            params_schema=schema,
+            streamable=streamable,
+            params_model=params,
+        )
+        method.__kaizen_capability__ = spec  # type: ignore[attr-defined]
+        return method
+
+    return decorate
+
+
+def _format_errors(capability_name: str, exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors(include_url=False):
+        where = ".".join(str(p) for p in error["loc"]) or "params"
+        if error["type"] == "missing":
+            problems.append(f"Missing required parameter: {where}")
+        else:
+            problems.append(f"Invalid parameter '{where}': {error['msg']}")
+    return f"Invalid params for '{capability_name}': " + "; ".join(problems)
+
+
+class Agent:
+    """Base class for declarative agents.
+
+    Subclasses set ``agent_id``, ``name``, ``version`` (and optionally ``description``)
+    as class attributes and declare methods with :func:`capability`.
+    """
+
+    agent_id: str = ""
+    name: str = ""
+    version: str = "1.0.0"
+    description: str = ""
+    _capabilities: dict[str, _CapabilityMethod] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        found: dict[str, _CapabilityMethod] = {}
+        for klass in reversed(cls.__mro__):
+            for attr, value in vars(klass).items():
+                spec = getattr(value, "__kaizen_capability__", None)
+                if isinstance(spec, CapabilitySpec):
+                    found[spec.name] = _CapabilityMethod(spec, attr)
+        cls._capabilities = found
+
+    def info(self) -> AgentInfo:
+        return AgentInfo(
+            agent_id=self.agent_id,
+            name=self.name or type(self).__name__,
+            version=self.version,
+            description=self.description,
+            capabilities=[c.spec for c in self._capabilities.values()],
+        )
+
+    async def invoke(self, capability: str, session: Session, params: dict[str, Any]) -> InvokeResult:
+        """Validate ``params`` and run the capability's method."""
+        entry = self._capabilities.get(capability)
+        if entry is None:
+            return self.fail(
+                ErrorCode.AGENT_CAPABILITY_NOT_FOUND,
+                f"Unknown capability '{capability}'. Available: {sorted(self._capabilities)}",
+                capability,
+            )
+        model = entry.spec.params_model
+        arg: Any = params
+        if model is not None:
+            try:
+                arg = model.model_validate(params, strict=True)
+            except ValidationError as exc:
+                return self.fail(
+                    ErrorCode.AGENT_INVALID_PARAMS,
+                    _format_errors(capability, exc),
+                    capability,
+                    details={"errors": exc.errors(include_url=False, include_context=False),
+                             "received": params},
+                )
+        outcome = await getattr(self, entry.method_name)(session, arg)
+        if isinstance(outcome, InvokeResult):
+            return outcome
+        return InvokeResult.ok(outcome, self.agent_id, capability)
+
+    # helpers for capability methods --------------------------------------------------------
+
+    def ok(self, result: Any, capability: str) -> InvokeResult:
+        return InvokeResult.ok(result, self.agent_id, capability)
+
+    def fail(
+        self,
+        code: ErrorCode,
+        message: str,
+        capability: str,
+        details: dict[str, Any] | None = None,
+    ) -> InvokeResult:
+        return InvokeResult.fail(code, message, self.agent_id, capability, details)
+
+    def invalid_params(
+        self, message: str, capability: str, details: dict[str, Any] | None = None
+    ) -> InvokeResult:
+        return self.fail(ErrorCode.AGENT_INVALID_PARAMS, message, capability, details)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(agent_id={self.agent_id!r})"
+
+
+@dataclass
+class Invocation:
+    """One message in an agent's mailbox: a call and where to send its result."""
+
+    capability: str
+    session: Session
+    params: dict[str, Any]
+    reply: Reply
+    scope: anyio.CancelScope | None = None
+    cancelled: bool = False
+
+    def cancel(self) -> None:
+        """The caller gave up (timeout or cancellation): stop the work if it started."""
+        self.cancelled = True
+        if self.scope is not None:
+            self.scope.cancel()
+
+
+class AgentRunner:
+    """Serves one agent: ``max_concurrency`` tasks draining a bounded FIFO mailbox.
+
+    A capability that raises becomes a failed result (``agent_invocation_failed``) and an
+    ``agent_failed`` entry; a result that is not an :class:`InvokeResult` becomes
+    ``agent_invalid_result``. Either way the runner goes on with the next message.
+    """
+
+    def __init__(self, agent: AgentProtocol, info: AgentInfo, *, mailbox_size: int,
+                 max_concurrency: int) -> None:
+        if max_concurrency < 1:
+            raise ValueError("max_concurrency must be at least 1")
+        self.agent = agent
+        self.info = info
+        self.max_concurrency = max_concurrency
+        self.mailbox: Mailbox[Invocation] = Mailbox(mailbox_size)
+        self.served = 0
+
+    def statistics(self) -> MailboxStatistics:
+        return self.mailbox.statistics()
+
+    async def run(self) -> None:
+        if self.max_concurrency == 1:
+            await self._worker()
+            return
+        async with anyio.create_task_group() as tg:
+            for _ in range(self.max_concurrency):
+                tg.start_soon(self._worker)
+
+    async def _worker(self) -> None:
+        # One cancel scope serves many messages: entering a scope costs more than a whole
+        # message hop, so a new one is made only after a caller cancelled the one in use.
+        # A caller can cancel only while its own message is in progress (the scope is
+        # attached to the message just for that time), so no other message is affected.
+        while True:
+            with anyio.CancelScope() as scope:
+                if not await self._serve(scope):
+                    return
+
+    async def _serve(self, scope: anyio.CancelScope) -> bool:
+        """Serve messages until the mailbox closes (False); a cancelled ``scope`` ends it early."""
+        receive = self.mailbox.receive
+        while True:
+            try:
+                invocation = await receive()
+            except MailboxClosedError:
+                return False
+            if invocation.cancelled or invocation.reply.withdrawn:
+                continue
+            invocation.scope = scope
+            try:
+                result = await self._invoke(invocation)
+            finally:
+                invocation.scope = None
+            invocation.reply.send(result)
+            self.served += 1
+
+    async def _invoke(self, invocation: Invocation) -> InvokeResult:
+        capability = invocation.capability
+        agent_id = self.info.agent_id
+        try:
+            result = await self.agent.invoke(capability, invocation.session, invocation.params)
+        except Exception as exc:
+            details = {"exception_type": type(exc).__name__, "exception_message": str(exc)}
+            message = f"Agent raised exception: {type(exc).__name__}: {exc}"
+            try:
+                await invocation.session.append(
+                    agent_id,
+                    EntryType.AGENT_FAILED,
+                    {"capability": capability, "params": invocation.params, "error": message,
+                     **details},
+                )
+            except Exception:  # the session itself is gone; the result still says why
+                pass
+            return InvokeResult.fail(
+                ErrorCode.AGENT_INVOCATION_FAILED, message, agent_id, capability, details
+            )
+        if not isinstance(result, InvokeResult):
+            return InvokeResult.fail(
+                ErrorCode.AGENT_INVALID_RESULT,
+                f"Agent returned {type(result).__name__}, not an InvokeResult",
+                agent_id,
+                capability,
+                {"returned_type": type(result).__name__},
+            )
+        return result

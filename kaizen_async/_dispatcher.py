@@ -1,0 +1,576 @@
+"""``Dispatcher``: routes capability calls to agents and records every step around them.
+
+Each step appends ``plan_step_started`` before the call and ``plan_step_completed`` after
+it, whatever happens (success, failure, no agent, timeout, cancellation of the caller),
+so the trajectory never holds a started step without its end. The started entry is queued
+without waiting (the session applies it before anything queued after it); the completed
+entry is awaited, which acknowledges the whole step.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterable, Iterable, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+import anyio
+import orjson
+from anyio.abc import TaskGroup
+
+from ._agent import AgentProtocol, AgentRunner, Invocation
+from ._canonical import encode
+from ._exceptions import DispatchError, ErrorCode, KaizenValidationError, SessionClosedError
+from ._logging import get_logger
+from ._mailbox import MailboxClosedError, MailboxStatistics
+from ._trajectory import EntryType
+from ._types import AgentInfo, CapabilityCall, CapabilitySpec, InvokeResult
+
+if TYPE_CHECKING:
+    from ._session import Session
+
+__all__ = ["DispatchResult", "Dispatcher"]
+
+_log = get_logger("kaizen_async.dispatcher")
+_DISPATCHER = "dispatcher"
+_STARTED = EntryType.PLAN_STEP_STARTED
+_COMPLETED = EntryType.PLAN_STEP_COMPLETED
+_STARTED_VALUE = _STARTED.value
+_COMPLETED_VALUE = _COMPLETED.value
+_SUMMARY_CHARS = 200
+
+CallLike = CapabilityCall | dict[str, Any]
+
+
+class DispatchResult:
+    """The results of a dispatched plan, in step order.
+
+    ``success`` means every step succeeded (an empty plan succeeds) and, for a streamed
+    plan, that the plan itself arrived whole. ``failed_at`` and ``error`` describe the
+    first failure; ``executed_count`` counts results, resumed ones included.
+    """
+
+    __slots__ = ("plan_error", "plan_id", "results")
+
+    def __init__(
+        self,
+        results: list[InvokeResult],
+        plan_id: str,
+        plan_error: dict[str, Any] | None = None,
+    ) -> None:
+        self.results = results
+        self.plan_id = plan_id
+        self.plan_error = plan_error
+
+    @property
+    def success(self) -> bool:
+        return self.plan_error is None and all(r.success for r in self.results)
+
+    @property
+    def failed_at(self) -> int | None:
+        for index, result in enumerate(self.results):
+            if not result.success:
+                return index
+        return None if self.plan_error is None else len(self.results)
+
+    @property
+    def error(self) -> dict[str, Any] | None:
+        for result in self.results:
+            if not result.success:
+                return result.error
+        return self.plan_error
+
+    @property
+    def executed_count(self) -> int:
+        return len(self.results)
+
+    @property
+    def completed_indices(self) -> list[int]:
+        return [i for i, r in enumerate(self.results) if r.success]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "plan_id": self.plan_id,
+            "success": self.success,
+            "failed_at": self.failed_at,
+            "error": self.error,
+            "executed_count": self.executed_count,
+            "completed_indices": self.completed_indices,
+            "results": [r.to_dict() for r in self.results],
+        }
+
+    def __repr__(self) -> str:
+        if self.success:
+            return f"DispatchResult(success=True, executed={self.executed_count})"
+        error = self.error or {}
+        return (
+            f"DispatchResult(success=False, failed_at={self.failed_at}, "
+            f"error_code={error.get('error_code')})"
+        )
+
+
+def _summary(result: InvokeResult) -> str:
+    value = result.result if result.success else result.error
+    text = orjson.dumps(value, default=repr, option=orjson.OPT_SORT_KEYS).decode()
+    return text[:_SUMMARY_CHARS]
+
+
+_dumps = orjson.dumps
+_STARTED_CONTENT = b'{"capability":%b,"params":%b,"plan_id":%b,"step_index":%d}'
+_COMPLETED_CONTENT = (
+    b'{"capability":%b,"plan_id":%b,"result_summary":%b,"step_index":%d,"success":%b}'
+)
+
+
+def _encode_params(params: dict[str, Any]) -> bytes:
+    try:
+        return encode(params, "params")
+    except KaizenValidationError as exc:
+        raise DispatchError(str(exc)) from None
+
+
+def _normalize(calls: Iterable[CallLike]) -> list[tuple[CapabilityCall, bytes]]:
+    """Validate every call before any runs: a malformed plan has no side effects.
+
+    Returns each call with its canonical params encoding.
+    """
+    normalized = []
+    for index, raw in enumerate(calls):
+        try:
+            call = CapabilityCall.from_dict(raw)
+            normalized.append((call, encode(call.params, "params")))
+        except (DispatchError, KaizenValidationError) as exc:
+            raise DispatchError(
+                f"call {index} is malformed: {exc}", details={"step_index": index}
+            ) from None
+    return normalized
+
+
+class Dispatcher:
+    """Hosts agents as long-lived tasks and routes capability calls to them.
+
+    Use as ``async with Dispatcher() as dispatcher:``; leaving the block lets every agent
+    finish what is in its mailbox, then stops it.
+
+    Args:
+        mailbox_size: default bound of each agent's mailbox (senders wait when full).
+        max_concurrency: default number of messages an agent works on at once.
+    """
+
+    def __init__(self, *, mailbox_size: int = 64, max_concurrency: int = 1) -> None:
+        self.mailbox_size = mailbox_size
+        self.max_concurrency = max_concurrency
+        self._agents: dict[str, AgentRunner] = {}
+        self._routes: dict[str, AgentRunner] = {}
+        self._task_group: TaskGroup | None = None
+        self._closed = False
+        self._plan_prefix = uuid.uuid4().hex[:16]
+        self._plans = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        if self._task_group is not None or self._closed:
+            raise SessionClosedError("a Dispatcher can be entered only once")
+        task_group = anyio.create_task_group()
+        await task_group.__aenter__()
+        self._task_group = task_group
+        for runner in self._agents.values():
+            task_group.start_soon(runner.run, name=f"agent {runner.info.agent_id}")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        assert self._task_group is not None
+        self._closed = True
+        for runner in self._agents.values():
+            runner.mailbox.close()
+        return await self._task_group.__aexit__(exc_type, exc, tb)
+
+    def _check_running(self) -> None:
+        if self._task_group is None or self._closed:
+            raise SessionClosedError("the dispatcher is not running; use it inside `async with`")
+
+    # -- registry --------------------------------------------------------------------------
+
+    def register(
+        self,
+        agent: AgentProtocol,
+        *,
+        mailbox_size: int | None = None,
+        max_concurrency: int | None = None,
+    ) -> AgentInfo:
+        """Start serving ``agent``; a capability registered before is taken over (warned)."""
+        if self._closed:
+            raise SessionClosedError("the dispatcher is closed")
+        if not isinstance(agent, AgentProtocol):
+            raise DispatchError(f"{agent!r} is not an agent (needs info() and invoke())")
+        info = agent.info()
+        if not isinstance(info, AgentInfo):
+            raise DispatchError(f"{agent!r}.info() returned {type(info).__name__}, not AgentInfo")
+        if info.agent_id in self._agents:
+            _log.warning("dispatcher.agent_replaced", agent_id=info.agent_id)
+            self.unregister(info.agent_id)
+        runner = AgentRunner(
+            agent,
+            info,
+            mailbox_size=mailbox_size or self.mailbox_size,
+            max_concurrency=max_concurrency or self.max_concurrency,
+        )
+        for name in info.capabilities:
+            previous = self._routes.get(name)
+            if previous is not None:
+                _log.warning(
+                    "dispatcher.capability_replaced",
+                    capability=name,
+                    previous_agent_id=previous.info.agent_id,
+                    agent_id=info.agent_id,
+                )
+            self._routes[name] = runner
+        self._agents[info.agent_id] = runner
+        if self._task_group is not None:
+            self._task_group.start_soon(runner.run, name=f"agent {info.agent_id}")
+        return info
+
+    def unregister(self, agent_id: str) -> bool:
+        """Stop routing to ``agent_id`` (it finishes its mailbox, then stops)."""
+        runner = self._agents.pop(agent_id, None)
+        if runner is None:
+            return False
+        for name in [n for n, r in self._routes.items() if r is runner]:
+            del self._routes[name]
+        runner.mailbox.close()
+        return True
+
+    def get_capabilities(self) -> list[str]:
+        return sorted(self._routes)
+
+    def has_capability(self, name: str) -> bool:
+        return name in self._routes
+
+    def get_registered_agents(self) -> list[AgentInfo]:
+        return [runner.info for runner in self._agents.values()]
+
+    def get_agent_for_capability(self, name: str) -> AgentInfo | None:
+        runner = self._routes.get(name)
+        return None if runner is None else runner.info
+
+    def capability_specs(self) -> list[CapabilitySpec]:
+        """What a planner needs: each routed capability's name, description, params schema."""
+        return [self._routes[name].info.spec(name) for name in sorted(self._routes)]
+
+    def statistics(self, agent_id: str) -> MailboxStatistics:
+        """The mailbox statistics of one agent."""
+        return self._agents[agent_id].statistics()
+
+    # -- one step ----------------------------------------------------------------------------
+
+    async def _step(
+        self,
+        capability: str,
+        params: dict[str, Any],
+        params_json: bytes,
+        session: Session,
+        plan_id: str,
+        index: int,
+        timeout: float | None,
+    ) -> InvokeResult:
+        """Record, route and run one call; ``params_json`` is its canonical params."""
+        started = time.perf_counter()
+        plan_json = _dumps(plan_id)
+        session._post_checked(
+            _DISPATCHER,
+            _STARTED_VALUE,
+            _STARTED_CONTENT % (_dumps(capability), params_json, plan_json, index),
+        )
+        runner = self._routes.get(capability)
+        if runner is None:
+            result = InvokeResult.fail(
+                ErrorCode.DISPATCH_NO_AGENT_FOR_CAPABILITY,
+                f"No agent registered for capability '{capability}'",
+                _DISPATCHER,
+                capability,
+                {"available_capabilities": sorted(self._routes), "step_index": index},
+            )
+        else:
+            invocation = Invocation(capability, session, params, runner.mailbox.reply())
+            try:
+                if timeout is None:
+                    await runner.mailbox.send(invocation)
+                    result = await invocation.reply.wait()
+                else:
+                    with anyio.move_on_after(timeout) as scope:
+                        await runner.mailbox.send(invocation)
+                        result = await invocation.reply.wait()
+                    if scope.cancelled_caught:
+                        invocation.cancel()
+                        result = InvokeResult.fail(
+                            ErrorCode.AGENT_TIMEOUT,
+                            f"Capability '{capability}' timed out after {timeout}s",
+                            runner.info.agent_id,
+                            capability,
+                            {"timeout": timeout, "step_index": index},
+                        )
+            except anyio.get_cancelled_exc_class():
+                invocation.cancel()
+                result = InvokeResult.fail(
+                    ErrorCode.AGENT_CANCELLED,
+                    f"Capability '{capability}' was cancelled by its caller",
+                    runner.info.agent_id,
+                    capability,
+                    {"step_index": index},
+                )
+                self._complete(session, plan_json, index, capability, result, started, plan_id)
+                raise
+            except MailboxClosedError:
+                result = InvokeResult.fail(
+                    ErrorCode.AGENT_NOT_FOUND,
+                    f"The agent for '{capability}' was unregistered before it ran the call",
+                    runner.info.agent_id,
+                    capability,
+                    {"step_index": index},
+                )
+        self._complete(session, plan_json, index, capability, result, started, plan_id)
+        return result
+
+    @staticmethod
+    def _complete(
+        session: Session,
+        plan_json: bytes,
+        index: int,
+        capability: str,
+        result: InvokeResult,
+        started: float,
+        plan_id: str,
+    ) -> None:
+        """Queue ``plan_step_completed`` (FIFO after the step's own entries) and log."""
+        session._post_checked(
+            _DISPATCHER,
+            _COMPLETED_VALUE,
+            _COMPLETED_CONTENT
+            % (
+                _dumps(capability),
+                plan_json,
+                _dumps(_summary(result)),
+                index,
+                b"true" if result.success else b"false",
+            ),
+        )
+        if _log.enabled():
+            _log.info(
+                "dispatch.step",
+                session_id=session.session_id,
+                plan_id=plan_id,
+                step_index=index,
+                capability=capability,
+                agent_id=result.agent_id,
+                duration_ms=round((time.perf_counter() - started) * 1000, 3),
+                outcome="success" if result.success else str(result.error_code),
+            )
+
+    # -- plans -------------------------------------------------------------------------------
+
+    async def dispatch_single(
+        self,
+        capability: str,
+        session: Session,
+        params: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        plan_id: str | None = None,
+    ) -> InvokeResult:
+        """Run one capability call as a one-step plan; returns its result.
+
+        The step's entries are queued in order before this returns, so any later read,
+        write or save of the session sees them.
+        """
+        self._check_running()
+        if not isinstance(capability, str) or not capability.strip():
+            raise DispatchError(f"capability must be a non-empty string, got {capability!r}")
+        if params is None:
+            params = {}
+        elif not isinstance(params, dict):
+            raise DispatchError(f"params must be a dict, got {type(params).__name__}")
+        params_json = _encode_params(params)
+        return await self._step(
+            capability, params, params_json, session, plan_id or self._new_plan_id(), 0, timeout
+        )
+
+    def _new_plan_id(self) -> str:
+        """Unique plan ids without a uuid4 per step: a random prefix and a counter."""
+        self._plans += 1
+        return f"{self._plan_prefix}{self._plans:08x}"
+
+    async def dispatch_sequence(
+        self,
+        calls: Sequence[CallLike],
+        session: Session,
+        *,
+        plan_id: str | None = None,
+        timeout: float | None = None,
+    ) -> DispatchResult:
+        """Run calls in order, stopping at the first failure. All are validated first."""
+        self._check_running()
+        plan = _normalize(calls)
+        plan_id = plan_id or self._new_plan_id()
+        results: list[InvokeResult] = []
+        for index, (call, params_json) in enumerate(plan):
+            result = await self._step(
+                call.capability, call.params, params_json, session, plan_id, index, timeout
+            )
+            results.append(result)
+            if not result.success:
+                break
+        return DispatchResult(results, plan_id)
+
+    async def resume_sequence(
+        self,
+        calls: Sequence[CallLike],
+        session: Session,
+        *,
+        plan_id: str,
+        timeout: float | None = None,
+    ) -> DispatchResult:
+        """Re-run plan ``plan_id``, skipping its steps that already succeeded with the same
+        capability and params; the rest run (and record) as in :meth:`dispatch_sequence`."""
+        self._check_running()
+        plan = _normalize(calls)
+        done = await self._completed_steps(session, plan_id)
+        results: list[InvokeResult] = []
+        for index, (call, params_json) in enumerate(plan):
+            if done.get(index) == (call.capability, params_json):
+                results.append(
+                    InvokeResult.ok(
+                        {"resumed": True, "step_index": index}, _DISPATCHER, call.capability
+                    )
+                )
+                continue
+            result = await self._step(
+                call.capability, call.params, _encode_params(call.params), session, plan_id, index,
+                timeout,
+            )
+            results.append(result)
+            if not result.success:
+                break
+        return DispatchResult(results, plan_id)
+
+    @staticmethod
+    async def _completed_steps(session: Session, plan_id: str) -> dict[int, tuple[str, bytes]]:
+        """step_index -> (capability, canonical params) of the plan's successful steps."""
+        started: dict[int, tuple[str, bytes]] = {}
+        done: dict[int, tuple[str, bytes]] = {}
+        for entry in await session.get_trajectory(entry_types=[_STARTED, _COMPLETED]):
+            content = entry.content
+            if not isinstance(content, dict) or content.get("plan_id") != plan_id:
+                continue
+            index = content.get("step_index")
+            if not isinstance(index, int):
+                continue
+            if entry.entry_type is _STARTED:
+                started[index] = (content.get("capability"), encode(content.get("params")))
+            elif content.get("success") is True and index in started:
+                if started[index][0] == content.get("capability"):
+                    done[index] = started[index]
+        return done
+
+    async def dispatch_parallel(
+        self,
+        calls: Sequence[CallLike],
+        session: Session,
+        *,
+        max_concurrency: int = 8,
+        plan_id: str | None = None,
+        timeout: float | None = None,
+    ) -> DispatchResult:
+        """Run independent calls concurrently (at most ``max_concurrency`` at once).
+
+        Every call runs whatever the others do (no fail-fast); results keep call order.
+        """
+        self._check_running()
+        if max_concurrency < 1:
+            raise DispatchError("max_concurrency must be at least 1")
+        plan = _normalize(calls)
+        plan_id = plan_id or self._new_plan_id()
+        results: list[InvokeResult | None] = [None] * len(plan)
+        limiter = anyio.CapacityLimiter(max_concurrency)
+
+        async def run(index: int, call: CapabilityCall, params_json: bytes) -> None:
+            async with limiter:
+                results[index] = await self._step(
+                    call.capability, call.params, params_json, session, plan_id, index, timeout
+                )
+
+        async with anyio.create_task_group() as tg:
+            for index, (call, params_json) in enumerate(plan):
+                tg.start_soon(run, index, call, params_json)
+        return DispatchResult([r for r in results if r is not None], plan_id)
+
+    async def dispatch_stream(
+        self,
+        calls: AsyncIterable[CallLike],
+        session: Session,
+        *,
+        plan_id: str | None = None,
+        timeout: float | None = None,
+    ) -> DispatchResult:
+        """Run calls in order as they arrive (e.g. from ``Planner.stream``), fail-fast.
+
+        A capability declared ``streamable=False`` waits until the whole plan has been
+        received and validated (``await calls.complete()`` when the source offers it);
+        if the plan turns out broken, it and everything after it do not run. When the
+        source ends with a failed plan result, the dispatch result says so.
+        """
+        self._check_running()
+        plan_id = plan_id or getattr(calls, "plan_id", None) or self._new_plan_id()
+        results: list[InvokeResult] = []
+        plan_error: dict[str, Any] | None = None
+        complete = getattr(calls, "complete", None)
+        iterator = aiter(calls)
+        stopped_early = True
+        try:
+            async for raw in iterator:
+                index = len(results)
+                try:
+                    ((call, params_json),) = _normalize([raw])
+                except DispatchError as exc:
+                    results.append(
+                        InvokeResult.fail(
+                            ErrorCode.DISPATCH_INVALID_CALL, str(exc), _DISPATCHER, "",
+                            {"step_index": index},
+                        )
+                    )
+                    break
+                runner = self._routes.get(call.capability)
+                if complete is not None and runner is not None and not runner.info.spec(
+                    call.capability
+                ).streamable:
+                    outcome = await complete()
+                    complete = None
+                    if not getattr(outcome, "success", True):
+                        plan_error = getattr(outcome, "error", None) or {
+                            "error_code": str(ErrorCode.PLAN_INVALID_FORMAT),
+                            "message": "the plan failed before a non-streamable step",
+                        }
+                        break
+                result = await self._step(
+                    call.capability, call.params, params_json, session, plan_id, index, timeout
+                )
+                results.append(result)
+                if not result.success:
+                    break
+            else:
+                stopped_early = False
+        finally:
+            closer = getattr(iterator, "aclose", None)
+            if stopped_early and closer is not None:
+                with anyio.CancelScope(shield=True):
+                    await closer()
+        final = getattr(calls, "result", None)
+        if plan_error is None and final is not None and not getattr(final, "success", True):
+            plan_error = getattr(final, "error", None)
+        return DispatchResult(results, plan_id, plan_error)

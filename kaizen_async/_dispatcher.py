@@ -443,7 +443,7 @@ class Dispatcher:
         done = await self._completed_steps(session, plan_id)
         results: list[InvokeResult] = []
         for index, (call, params_json) in enumerate(plan):
-            if done.get(index) == (call.capability, params_json):
+            if (index, call.capability, params_json) in done:
                 results.append(
                     InvokeResult.ok(
                         {"resumed": True, "step_index": index}, _DISPATCHER, call.capability
@@ -460,10 +460,11 @@ class Dispatcher:
         return DispatchResult(results, plan_id)
 
     @staticmethod
-    async def _completed_steps(session: Session, plan_id: str) -> dict[int, tuple[str, bytes]]:
-        """step_index -> (capability, canonical params) of the plan's successful steps."""
+    async def _completed_steps(session: Session, plan_id: str) -> set[tuple[int, str, bytes]]:
+        """(step_index, capability, canonical params) of every step of the plan that
+        completed successfully (a started entry paired with its completed entry)."""
         started: dict[int, tuple[str, bytes]] = {}
-        done: dict[int, tuple[str, bytes]] = {}
+        done: set[tuple[int, str, bytes]] = set()
         for entry in await session.get_trajectory(entry_types=[_STARTED, _COMPLETED]):
             content = entry.content
             if not isinstance(content, dict) or content.get("plan_id") != plan_id:
@@ -474,8 +475,9 @@ class Dispatcher:
             if entry.entry_type is _STARTED:
                 started[index] = (content.get("capability"), encode(content.get("params")))
             elif content.get("success") is True and index in started:
-                if started[index][0] == content.get("capability"):
-                    done[index] = started[index]
+                capability_name, params_json = started.pop(index)
+                if capability_name == content.get("capability"):
+                    done.add((index, capability_name, params_json))
         return done
 
     async def dispatch_parallel(

@@ -160,14 +160,18 @@ def create_reply() -> Reply:
 
 
 class Mailbox(Generic[T]):
-    """A bounded FIFO for one or more receiving tasks; senders wait while it is full."""
+    """A bounded FIFO for one or more receiving tasks; senders wait while it is full.
+
+    A waiting sender's item is moved into the buffer by the receiver that makes room, in
+    the order the senders arrived, so FIFO holds exactly even under backpressure.
+    """
 
     def __init__(self, max_size: int) -> None:
         if max_size < 1:
             raise ValueError("max_size must be at least 1")
         self.max_size = max_size
         self._items: deque[T] = deque()
-        self._senders: deque[list[Any]] = deque()
+        self._senders: deque[tuple[T, list[Any]]] = deque()
         self._receivers: deque[list[Any]] = deque()
         self._parker = _parker()
         self.closed = False
@@ -184,53 +188,35 @@ class Mailbox(Generic[T]):
     def __len__(self) -> int:
         return len(self._items)
 
-    def _wake_receiver(self) -> None:
+    def _put(self, item: T) -> None:
+        self._items.append(item)
         receivers = self._receivers
         while receivers:
             if self._parker.wake(receivers.popleft()):
                 return
 
-    def _wake_sender(self) -> None:
-        senders = self._senders
-        while senders:
-            if self._parker.wake(senders.popleft()):
-                return
-
     def send_nowait(self, item: T) -> None:
         if self.closed:
             raise MailboxClosedError("the mailbox is closed")
-        if len(self._items) >= self.max_size:
+        if len(self._items) >= self.max_size or self._senders:
             raise MailboxFullError(f"the mailbox is full ({self.max_size} messages)")
-        self._items.append(item)
-        if self._receivers:
-            self._wake_receiver()
+        self._put(item)
 
     async def send(self, item: T) -> None:
         """Append ``item``, waiting while the mailbox is full (FIFO among waiting senders)."""
-        while True:
-            if self.closed:
-                raise MailboxClosedError("the mailbox is closed")
-            if len(self._items) < self.max_size and not self._senders:
-                self._items.append(item)
-                if self._receivers:
-                    self._wake_receiver()
-                return
-            slot = self._parker.new_slot()
-            self._senders.append(slot)
-            try:
-                await self._parker.park(slot)
-            except BaseException:
-                if slot in self._senders:
-                    self._senders.remove(slot)
-                raise
-            # woken: we are first in line now; room was made for us
-            if not self.closed and len(self._items) < self.max_size:
-                self._items.append(item)
-                if self._receivers:
-                    self._wake_receiver()
-                if self._senders and len(self._items) < self.max_size:
-                    self._wake_sender()
-                return
+        if self.closed:
+            raise MailboxClosedError("the mailbox is closed")
+        if len(self._items) < self.max_size and not self._senders:
+            self._put(item)
+            return
+        waiting = (item, self._parker.new_slot())
+        self._senders.append(waiting)
+        try:
+            await self._parker.park(waiting[1])
+        except BaseException:
+            if waiting in self._senders:  # not moved in yet: withdraw it
+                self._senders.remove(waiting)
+            raise
 
     async def receive(self) -> T:
         """The oldest item, waiting while empty; MailboxClosedError once closed and drained."""
@@ -238,8 +224,12 @@ class Mailbox(Generic[T]):
             items = self._items
             if items:
                 item = items.popleft()
-                if self._senders:
-                    self._wake_sender()
+                senders = self._senders
+                while senders:
+                    waiting_item, slot = senders.popleft()
+                    if self._parker.wake(slot):
+                        items.append(waiting_item)
+                        break
                 return item
             if self.closed:
                 raise MailboxClosedError("the mailbox is closed")
@@ -253,9 +243,10 @@ class Mailbox(Generic[T]):
                 raise
 
     def close(self) -> None:
-        """No more sends; receivers drain what is queued, then get MailboxClosedError."""
+        """No more sends (waiting senders fail); receivers drain the buffer, then fail."""
         self.closed = True
         while self._receivers:
             self._parker.wake(self._receivers.popleft())
         while self._senders:
-            self._parker.wake(self._senders.popleft())
+            _, slot = self._senders.popleft()
+            self._parker.wake(slot, None, MailboxClosedError("the mailbox is closed"))

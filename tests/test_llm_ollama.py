@@ -451,6 +451,8 @@ async def test_closing_the_stream_early_closes_the_connection() -> None:
     assert exchange.client_disconnected
     assert not exchange.completed
     assert "content:29" not in exchange.sent_at
+    with pytest.raises(LookupError):
+        await exchange.wait_sent("content:29")  # never sent: does not wait forever
 
 
 async def test_cancelling_the_consumer_closes_the_connection() -> None:

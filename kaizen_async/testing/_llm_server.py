@@ -243,11 +243,22 @@ class Exchange:
                 waiter.set()
 
     async def wait_sent(self, label: str) -> float:
-        """Wait until the part ``label`` (e.g. ``"content:2"``) was sent; its timestamp."""
-        if label not in self.sent_at:
+        """Wait until the part ``label`` (e.g. ``"content:2"``) was sent; its timestamp.
+
+        Raises ``LookupError`` when the exchange ends without sending it.
+        """
+        if label not in self.sent_at and not self.finished.is_set():
             waiter = self._waiters.setdefault(label, anyio.Event())
             await waiter.wait()
+        if label not in self.sent_at:
+            raise LookupError(f"{label!r} was not sent: the exchange ended ({self!r})")
         return self.sent_at[label]
+
+    def _finish(self) -> None:
+        self.finished.set()
+        for waiter in self._waiters.values():
+            waiter.set()
+        self._waiters.clear()
 
     def text_sent_at(self, text: str) -> float | None:
         """When the content sent so far first contained ``text`` (None: not yet, or never)."""
@@ -754,7 +765,7 @@ class StandInLLMServer:
             keep_alive = request.headers.get("connection", "").lower() != "close"
             return exchange.completed and keep_alive and not exchange.client_disconnected
         finally:
-            exchange.finished.set()
+            exchange._finish()
 
     async def _write(self, conn: _Connection, exchange: Exchange, plan: _Plan) -> None:
         reason = _REASONS.get(plan.status, "Status")

@@ -1,0 +1,366 @@
+"""A blocking facade for scripts and notebooks: the same objects, as plain calls.
+
+``Session`` and ``Dispatcher`` here wrap the async ones and run them on one background
+event loop (a daemon thread with an AnyIO blocking portal), so they can be used from code
+that is not async::
+
+    from kaizen_async.sync import Session, Dispatcher
+    from agents import ReverseAgent
+
+    session = Session()
+    session.set("text", "hello")
+    dispatcher = Dispatcher()
+    dispatcher.register(ReverseAgent())
+    dispatcher.dispatch_single("reverse", session, {"key": "text"})
+
+Every object shares that loop, so a sync dispatcher can work on a sync session. Objects
+are started when created and stopped by ``close()``, by leaving a ``with`` block, or at
+interpreter exit. Do not call these from inside a running event loop: use the async API.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import os
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import anyio
+from anyio.from_thread import BlockingPortal
+
+from ._agent import AgentProtocol
+from ._dispatcher import CallLike, DispatchResult
+from ._dispatcher import Dispatcher as AsyncDispatcher
+from ._exceptions import SessionClosedError
+from ._mailbox import MailboxStatistics
+from ._session import Session as AsyncSession
+from ._session import SessionStatistics
+from ._state import DEFAULT_MAX_ARTIFACT_SIZE
+from ._trajectory import EntryType, TrajectoryEntry
+from ._types import AgentInfo, CapabilitySpec, InvokeResult
+
+__all__ = ["Dispatcher", "Session"]
+
+T = TypeVar("T")
+
+
+class _LoopThread:
+    """One event loop in a daemon thread, reached through a blocking portal."""
+
+    def __init__(self) -> None:
+        self._ready = threading.Event()
+        self.portal: BlockingPortal | None = None
+        self._thread = threading.Thread(target=self._run, name="kaizen-async-loop", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+
+    def _run(self) -> None:
+        anyio.run(self._main)
+
+    async def _main(self) -> None:
+        async with BlockingPortal() as portal:
+            self.portal = portal
+            self._ready.set()
+            await portal.sleep_until_stopped()
+
+    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("kaizen_async.sync cannot be used from its own event loop")
+        assert self.portal is not None
+        if kwargs:
+            fn = functools.partial(fn, **kwargs)
+        return self.portal.call(fn, *args)
+
+    def enter(self, manager: Any) -> AbstractContextManager[Any]:
+        assert self.portal is not None
+        context = self.portal.wrap_async_context_manager(manager)
+        context.__enter__()
+        return context
+
+
+_lock = threading.Lock()
+_loop: _LoopThread | None = None
+_open: weakref.WeakSet[_Resource] = weakref.WeakSet()
+
+
+def _runtime() -> _LoopThread:
+    global _loop
+    with _lock:
+        if _loop is None:
+            _loop = _LoopThread()
+        return _loop
+
+
+@atexit.register
+def _close_all() -> None:
+    for resource in list(_open):
+        resource.close()
+
+
+class _Resource:
+    """An async context manager entered on the shared loop until ``close()``."""
+
+    def __init__(self, inner: Any) -> None:
+        self._runtime = _runtime()
+        self._inner = inner
+        self._context: AbstractContextManager[Any] | None = self._runtime.enter(inner)
+        _open.add(self)
+
+    def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        if self._context is None:
+            raise SessionClosedError(f"{type(self).__name__} is closed")
+        return self._runtime.call(fn, *args, **kwargs)  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        """Stop it (drains queued work); later calls raise SessionClosedError."""
+        context, self._context = self._context, None
+        if context is not None:
+            context.__exit__(None, None, None)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class Session(_Resource):
+    """Blocking twin of :class:`kaizen_async.Session` (same methods, plain calls)."""
+
+    _inner: AsyncSession
+
+    def __init__(
+        self,
+        session_id: str | None = None,
+        *,
+        max_artifact_size: int = DEFAULT_MAX_ARTIFACT_SIZE,
+        workspace_path: str | os.PathLike[str] | None = None,
+        _inner: AsyncSession | None = None,
+    ) -> None:
+        super().__init__(
+            _inner
+            or AsyncSession(
+                session_id, max_artifact_size=max_artifact_size, workspace_path=workspace_path
+            )
+        )
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Session:
+        """Load and verify a ``.kaizen`` file (see :meth:`kaizen_async.Session.load`)."""
+        return cls(_inner=AsyncSession.load(path))
+
+    @property
+    def async_session(self) -> AsyncSession:
+        """The async session underneath (for code running on the facade's loop)."""
+        return self._inner
+
+    @property
+    def session_id(self) -> str:
+        return self._inner.session_id
+
+    @property
+    def max_artifact_size(self) -> int:
+        return self._inner.max_artifact_size
+
+    @property
+    def workspace_path(self) -> str | None:
+        return self._inner.workspace_path
+
+    def workspace_file(self, *parts: str) -> Any:
+        return self._inner.workspace_file(*parts)
+
+    def statistics(self) -> SessionStatistics:
+        return self._inner.statistics()
+
+    def set(self, key: str, value: Any) -> int:
+        return self._call(self._inner.set, key, value)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._call(self._inner.get, key, default)
+
+    def delete(self, key: str) -> int:
+        return self._call(self._inner.delete, key)
+
+    def get_state_version(self) -> int:
+        return self._call(self._inner.get_state_version)
+
+    def get_all_state(self) -> dict[str, Any]:
+        return self._call(self._inner.get_all_state)
+
+    def state_at(self, version: int) -> dict[str, Any]:
+        return self._call(self._inner.state_at, version)
+
+    def append(self, agent_id: str, entry_type: EntryType | str, content: Any) -> int:
+        return self._call(self._inner.append, agent_id, entry_type, content)
+
+    def get_trajectory(
+        self,
+        limit: int | None = None,
+        *,
+        entry_types: Iterable[EntryType | str] | None = None,
+        agent_id: str | None = None,
+        since_seq: int | None = None,
+    ) -> list[TrajectoryEntry]:
+        return self._call(
+            self._inner.get_trajectory,
+            limit,
+            entry_types=None if entry_types is None else list(entry_types),
+            agent_id=agent_id,
+            since_seq=since_seq,
+        )
+
+    def get_trajectory_length(self) -> int:
+        return self._call(self._inner.get_trajectory_length)
+
+    def verify(self) -> int:
+        return self._call(self._inner.verify)
+
+    def write_artifact(self, name: str, data: bytes) -> int:
+        return self._call(self._inner.write_artifact, name, data)
+
+    def read_artifact(self, name: str) -> bytes:
+        return self._call(self._inner.read_artifact, name)
+
+    def list_artifacts(self) -> list[str]:
+        return self._call(self._inner.list_artifacts)
+
+    def get_artifact_size(self, name: str) -> int:
+        return self._call(self._inner.get_artifact_size, name)
+
+    def delete_artifact(self, name: str) -> int:
+        return self._call(self._inner.delete_artifact, name)
+
+    def snapshot_for_agent(self, agent_id: str, depth: int = 10) -> dict[str, Any]:
+        return self._call(self._inner.snapshot_for_agent, agent_id, depth)
+
+    def fork(self, at_seq: int | None = None, session_id: str | None = None) -> Session:
+        """A new, started session (see :meth:`kaizen_async.Session.fork`)."""
+        child = self._call(self._inner.fork, at_seq, session_id)
+        return Session(_inner=child)
+
+    def save(self, path: str | os.PathLike[str]) -> int:
+        return self._call(self._inner.save, path)
+
+    def __repr__(self) -> str:
+        return f"sync.{self._inner!r}"
+
+
+class Dispatcher(_Resource):
+    """Blocking twin of :class:`kaizen_async.Dispatcher` working on sync sessions."""
+
+    _inner: AsyncDispatcher
+
+    def __init__(self, *, mailbox_size: int = 64, max_concurrency: int = 1) -> None:
+        super().__init__(
+            AsyncDispatcher(mailbox_size=mailbox_size, max_concurrency=max_concurrency)
+        )
+
+    def register(
+        self,
+        agent: AgentProtocol,
+        *,
+        mailbox_size: int | None = None,
+        max_concurrency: int | None = None,
+    ) -> AgentInfo:
+        return self._call(
+            self._inner.register, agent, mailbox_size=mailbox_size, max_concurrency=max_concurrency
+        )
+
+    def unregister(self, agent_id: str) -> bool:
+        return self._call(self._inner.unregister, agent_id)
+
+    def get_capabilities(self) -> list[str]:
+        return self._inner.get_capabilities()
+
+    def has_capability(self, name: str) -> bool:
+        return self._inner.has_capability(name)
+
+    def get_registered_agents(self) -> list[AgentInfo]:
+        return self._inner.get_registered_agents()
+
+    def get_agent_for_capability(self, name: str) -> AgentInfo | None:
+        return self._inner.get_agent_for_capability(name)
+
+    def capability_specs(self) -> list[CapabilitySpec]:
+        return self._inner.capability_specs()
+
+    def statistics(self, agent_id: str) -> MailboxStatistics:
+        return self._inner.statistics(agent_id)
+
+    def dispatch_single(
+        self,
+        capability: str,
+        session: Session,
+        params: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        plan_id: str | None = None,
+    ) -> InvokeResult:
+        return self._call(
+            self._inner.dispatch_single,
+            capability,
+            session.async_session,
+            params,
+            timeout=timeout,
+            plan_id=plan_id,
+        )
+
+    def dispatch_sequence(
+        self,
+        calls: Sequence[CallLike],
+        session: Session,
+        *,
+        plan_id: str | None = None,
+        timeout: float | None = None,
+    ) -> DispatchResult:
+        return self._call(
+            self._inner.dispatch_sequence,
+            list(calls),
+            session.async_session,
+            plan_id=plan_id,
+            timeout=timeout,
+        )
+
+    def resume_sequence(
+        self,
+        calls: Sequence[CallLike],
+        session: Session,
+        *,
+        plan_id: str,
+        timeout: float | None = None,
+    ) -> DispatchResult:
+        return self._call(
+            self._inner.resume_sequence,
+            list(calls),
+            session.async_session,
+            plan_id=plan_id,
+            timeout=timeout,
+        )
+
+    def dispatch_parallel(
+        self,
+        calls: Sequence[CallLike],
+        session: Session,
+        *,
+        max_concurrency: int = 8,
+        plan_id: str | None = None,
+        timeout: float | None = None,
+    ) -> DispatchResult:
+        return self._call(
+            self._inner.dispatch_parallel,
+            list(calls),
+            session.async_session,
+            max_concurrency=max_concurrency,
+            plan_id=plan_id,
+            timeout=timeout,
+        )

@@ -1,0 +1,58 @@
+"""The README's examples run as written (each in a fresh interpreter, in a temp dir)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def _examples() -> dict[str, str]:
+    """Python blocks of the README whose first line is ``# example: <name>``."""
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+    found = {}
+    for block in blocks:
+        first = block.splitlines()[0]
+        if first.startswith("# example: "):
+            found[first.removeprefix("# example: ").strip()] = block
+    return found
+
+
+def test_readme_has_both_quick_starts() -> None:
+    assert {"quick start", "blocking quick start"} <= set(_examples())
+
+
+def test_readme_install_and_test_commands() -> None:
+    text = README.read_text(encoding="utf-8")
+    assert 'pip install -e ".[dev]"' in text
+    assert re.search(r"^pytest$", text, re.M)
+
+
+@pytest.mark.parametrize("name", ["quick start", "blocking quick start"])
+def test_quick_start_runs_as_written(name: str, tmp_path: Path) -> None:
+    code = _examples()[name]
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "DLROW OLLEH"
+    saved = tmp_path / "my_session.kaizen"
+    assert saved.exists()
+    check = subprocess.run(
+        [sys.executable, "-c",
+         "import anyio\nfrom kaizen_async import Session\n"
+         "async def main():\n"
+         "    async with Session.load('my_session.kaizen') as s:\n"
+         "        print(await s.get('text'), await s.verify())\n"
+         "anyio.run(main)\n"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )
+    assert check.returncode == 0, check.stderr
+    text, count = check.stdout.split()
+    assert text == "DLROW" or text.startswith("DLROW")
+    assert int(count) >= 13

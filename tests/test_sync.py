@@ -1,0 +1,68 @@
+"""The blocking facade: same behaviour as the async objects, as plain calls."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agents import ReverseAgent
+from kaizen_async import (
+    EntryType,
+    ErrorCode,
+    KaizenValidationError,
+    SessionClosedError,
+    StateKeyNotFoundError,
+)
+from kaizen_async.sync import Dispatcher, Session
+
+
+def test_session_round_trip(tmp_path: Path) -> None:
+    with Session("sync-id") as session:
+        assert session.set("k", {"a": 1}) == 1
+        assert session.get("k") == {"a": 1}
+        assert session.append("me", EntryType.USER_INPUT, {"q": 1}) == 3
+        session.write_artifact("a.txt", b"x")
+        assert session.list_artifacts() == ["a.txt"]
+        assert session.state_at(0) == {}
+        assert [e.seq for e in session.get_trajectory(entry_types=["user_input"])] == [3]
+        with pytest.raises(KaizenValidationError):
+            session.set("", 1)
+        with pytest.raises(StateKeyNotFoundError):
+            session.delete("nope")
+        child = session.fork()
+        assert child.get("k") == {"a": 1}
+        child.close()
+        session.save(tmp_path / "s.kaizen")
+    with pytest.raises(SessionClosedError):
+        session.get("k")
+    loaded = Session.load(tmp_path / "s.kaizen")
+    try:
+        assert loaded.session_id == "sync-id"
+        assert loaded.verify() == loaded.get_trajectory_length()
+    finally:
+        loaded.close()
+
+
+def test_dispatcher_on_sync_sessions() -> None:
+    with Session() as session, Dispatcher() as dispatcher:
+        dispatcher.register(ReverseAgent())
+        assert dispatcher.get_capabilities() == ["reverse"]
+        session.set("text", "abc")
+        result = dispatcher.dispatch_sequence(
+            [{"capability": "reverse", "params": {"key": "text"}},
+             {"capability": "nope", "params": {}}],
+            session,
+            plan_id="p",
+        )
+        assert result.failed_at == 1
+        assert result.error["error_code"] == ErrorCode.DISPATCH_NO_AGENT_FOR_CAPABILITY.value  # type: ignore[index]
+        assert session.get("text") == "cba"
+        resumed = dispatcher.resume_sequence(
+            [{"capability": "reverse", "params": {"key": "text"}}], session, plan_id="p"
+        )
+        assert resumed.results[0].result == {"resumed": True, "step_index": 0}
+        parallel = dispatcher.dispatch_parallel(
+            [{"capability": "reverse", "params": {"key": "text"}}] * 2, session
+        )
+        assert parallel.success and session.get("text") == "cba"

@@ -36,9 +36,7 @@ async def _transform(
     key = params.key
     value = await session.get(key)
     if value is None:
-        return agent.invalid_params(
-            f"No value found at key '{key}'", capability_name, {"key": key}
-        )
+        return agent.invalid_params(f"No value found at key '{key}'", capability_name, {"key": key})
     if not isinstance(value, str):
         return agent.invalid_params(
             f"Value at key '{key}' is {type(value).__name__}, not a string",

@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 
 import anyio
-
 from _common import anyio_stream_baseline, asyncio_queue_baseline, best_rate, report
+
 from agents import ReverseAgent
 from kaizen_async import Dispatcher, Session
 
@@ -72,10 +72,16 @@ async def main(quick: bool) -> None:
         ("asyncio.Queue request/reply (baseline)", f"{queue:,.0f}/s", "1.00"),
         ("anyio memory stream request/reply", f"{stream:,.0f}/s", f"{stream / queue:.2f}"),
         ("dispatch_single, 1 caller", f"{single:,.0f}/s", f"{single / queue:.2f}"),
-        (f"dispatch_single, {CALLERS} callers on {CALLERS} sessions", f"{spread:,.0f}/s",
-         f"{spread / queue:.2f}"),
-        (f"dispatch_single, {CALLERS} callers on 1 session", f"{shared:,.0f}/s",
-         f"{shared / queue:.2f}"),
+        (
+            f"dispatch_single, {CALLERS} callers on {CALLERS} sessions",
+            f"{spread:,.0f}/s",
+            f"{spread / queue:.2f}",
+        ),
+        (
+            f"dispatch_single, {CALLERS} callers on 1 session",
+            f"{shared:,.0f}/s",
+            f"{shared / queue:.2f}",
+        ),
     ]
     report(
         "dispatch",

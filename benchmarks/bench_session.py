@@ -12,8 +12,8 @@ import tempfile
 import time
 
 import anyio
-
 from _common import anyio_stream_baseline, asyncio_queue_baseline, best_rate, report
+
 from kaizen_async import Session
 
 
@@ -87,12 +87,24 @@ async def main(quick: bool) -> None:
         p = await persistence(entries, 1_000, directory)
     rows = [
         ("asyncio.Queue request/reply (baseline)", f"{queue_rate:,.0f}/s", "1.00"),
-        ("anyio memory stream request/reply", f"{stream_rate:,.0f}/s", f"{stream_rate / queue_rate:.2f}"),
+        (
+            "anyio memory stream request/reply",
+            f"{stream_rate:,.0f}/s",
+            f"{stream_rate / queue_rate:.2f}",
+        ),
         ("set, 1 caller", f"{one:,.0f}/s", f"{one / queue_rate:.2f}"),
         ("set, 64 concurrent callers", f"{many:,.0f}/s", f"{many / queue_rate:.2f}"),
-        (f"save {entries:,}-entry session ({p['file_mb']:.1f} MB)", f"{p['save_s'] * 1000:,.0f} ms", ""),
+        (
+            f"save {entries:,}-entry session ({p['file_mb']:.1f} MB)",
+            f"{p['save_s'] * 1000:,.0f} ms",
+            "",
+        ),
         (f"load + verify {entries:,} entries", f"{p['load_s'] * 1000:,.0f} ms", ""),
-        ("save fresh 1,000-entry session (baseline)", f"{p['fresh_small_s'] * 1000:,.1f} ms", "1.00"),
+        (
+            "save fresh 1,000-entry session (baseline)",
+            f"{p['fresh_small_s'] * 1000:,.1f} ms",
+            "1.00",
+        ),
         (
             f"incremental save of 1,000 onto {entries:,}",
             f"{p['incremental_s'] * 1000:,.1f} ms",

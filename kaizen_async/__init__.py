@@ -10,8 +10,8 @@ from __future__ import annotations
 from ._agent import Agent as Agent
 from ._agent import AgentProtocol as AgentProtocol
 from ._agent import capability as capability
-from ._dispatcher import DispatchResult as DispatchResult
 from ._dispatcher import Dispatcher as Dispatcher
+from ._dispatcher import DispatchResult as DispatchResult
 from ._exceptions import ArtifactNotFoundError as ArtifactNotFoundError
 from ._exceptions import ArtifactTooLargeError as ArtifactTooLargeError
 from ._exceptions import DispatchError as DispatchError
@@ -27,6 +27,7 @@ from ._exceptions import SchemaMismatchError as SchemaMismatchError
 from ._exceptions import SessionClosedError as SessionClosedError
 from ._exceptions import SessionCorruptedError as SessionCorruptedError
 from ._exceptions import StateKeyNotFoundError as StateKeyNotFoundError
+from ._mailbox import MailboxStatistics as MailboxStatistics
 from ._session import Session as Session
 from ._session import SessionStatistics as SessionStatistics
 from ._session import Transaction as Transaction
@@ -37,7 +38,6 @@ from ._types import AgentInfo as AgentInfo
 from ._types import CapabilityCall as CapabilityCall
 from ._types import CapabilitySpec as CapabilitySpec
 from ._types import InvokeResult as InvokeResult
-from ._mailbox import MailboxStatistics as MailboxStatistics
 
 __version__ = "0.1.0"
 

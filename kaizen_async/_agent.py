@@ -9,10 +9,11 @@ pydantic's error details and record nothing.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, cast, runtime_checkable
 
 import anyio
 from pydantic import BaseModel, ValidationError
@@ -70,7 +71,7 @@ def capability(
     """
 
     def decorate(method: F) -> F:
-        if not inspect.iscoroutinefunction(method):
+        if not inspect.iscoroutinefunction(cast(Any, method)):
             raise TypeError(f"capability {name!r} must be an async method")
         schema = params.model_json_schema() if params is not None else {"type": "object"}
         spec = CapabilitySpec(
@@ -108,7 +109,7 @@ class Agent:
     name: str = ""
     version: str = "1.0.0"
     description: str = ""
-    _capabilities: dict[str, _CapabilityMethod] = {}
+    _capabilities: ClassVar[dict[str, _CapabilityMethod]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -126,10 +127,13 @@ class Agent:
             name=self.name or type(self).__name__,
             version=self.version,
             description=self.description,
-            capabilities=[c.spec for c in self._capabilities.values()],
+            capabilities=list(self._capabilities),
+            specs={name: c.spec for name, c in self._capabilities.items()},
         )
 
-    async def invoke(self, capability: str, session: Session, params: dict[str, Any]) -> InvokeResult:
+    async def invoke(
+        self, capability: str, session: Session, params: dict[str, Any]
+    ) -> InvokeResult:
         """Validate ``params`` and run the capability's method."""
         entry = self._capabilities.get(capability)
         if entry is None:
@@ -148,8 +152,10 @@ class Agent:
                     ErrorCode.AGENT_INVALID_PARAMS,
                     _format_errors(capability, exc),
                     capability,
-                    details={"errors": exc.errors(include_url=False, include_context=False),
-                             "received": params},
+                    details={
+                        "errors": exc.errors(include_url=False, include_context=False),
+                        "received": params,
+                    },
                 )
         outcome = await getattr(self, entry.method_name)(session, arg)
         if isinstance(outcome, InvokeResult):
@@ -205,8 +211,9 @@ class AgentRunner:
     ``agent_invalid_result``. Either way the runner goes on with the next message.
     """
 
-    def __init__(self, agent: AgentProtocol, info: AgentInfo, *, mailbox_size: int,
-                 max_concurrency: int) -> None:
+    def __init__(
+        self, agent: AgentProtocol, info: AgentInfo, *, mailbox_size: int, max_concurrency: int
+    ) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
         self.agent = agent
@@ -262,15 +269,18 @@ class AgentRunner:
         except Exception as exc:
             details = {"exception_type": type(exc).__name__, "exception_message": str(exc)}
             message = f"Agent raised exception: {type(exc).__name__}: {exc}"
-            try:
+            # if the session itself is gone, the failed result still says why
+            with contextlib.suppress(Exception):
                 await invocation.session.append(
                     agent_id,
                     EntryType.AGENT_FAILED,
-                    {"capability": capability, "params": invocation.params, "error": message,
-                     **details},
+                    {
+                        "capability": capability,
+                        "params": invocation.params,
+                        "error": message,
+                        **details,
+                    },
                 )
-            except Exception:  # the session itself is gone; the result still says why
-                pass
             return InvokeResult.fail(
                 ErrorCode.AGENT_INVOCATION_FAILED, message, agent_id, capability, details
             )

@@ -74,13 +74,16 @@ def entry_bytes(
     Equal to ``encode({...})`` of the entry's fields with sorted keys, but built from the
     already-canonical content bytes so content is never encoded twice.
     """
-    return b'{"agent_id":%b,"content":%b,"entry_type":%b,"prev_hash":"%b","seq":%d,"timestamp":"%b"}' % (
-        _dumps(agent_id),
-        content,
-        _dumps(entry_type),
-        prev_hash.encode(),
-        seq,
-        timestamp.encode(),
+    return (
+        b'{"agent_id":%b,"content":%b,"entry_type":%b,"prev_hash":"%b","seq":%d,"timestamp":"%b"}'
+        % (
+            _dumps(agent_id),
+            content,
+            _dumps(entry_type),
+            prev_hash.encode(),
+            seq,
+            timestamp.encode(),
+        )
     )
 
 
@@ -98,4 +101,6 @@ def entry_hash(
     prev_hash: str,
 ) -> str:
     """SHA-256 over :func:`entry_bytes`."""
-    return _sha256(entry_bytes(seq, timestamp, agent_id, entry_type, content, prev_hash)).hexdigest()
+    return _sha256(
+        entry_bytes(seq, timestamp, agent_id, entry_type, content, prev_hash)
+    ).hexdigest()

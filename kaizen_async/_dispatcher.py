@@ -451,7 +451,12 @@ class Dispatcher:
                 )
                 continue
             result = await self._step(
-                call.capability, call.params, _encode_params(call.params), session, plan_id, index,
+                call.capability,
+                call.params,
+                _encode_params(call.params),
+                session,
+                plan_id,
+                index,
                 timeout,
             )
             results.append(result)
@@ -473,7 +478,7 @@ class Dispatcher:
             if not isinstance(index, int):
                 continue
             if entry.entry_type is _STARTED:
-                started[index] = (content.get("capability"), encode(content.get("params")))
+                started[index] = (str(content.get("capability")), encode(content.get("params")))
             elif content.get("success") is True and index in started:
                 capability_name, params_json = started.pop(index)
                 if capability_name == content.get("capability"):
@@ -542,15 +547,20 @@ class Dispatcher:
                 except DispatchError as exc:
                     results.append(
                         InvokeResult.fail(
-                            ErrorCode.DISPATCH_INVALID_CALL, str(exc), _DISPATCHER, "",
+                            ErrorCode.DISPATCH_INVALID_CALL,
+                            str(exc),
+                            _DISPATCHER,
+                            "",
                             {"step_index": index},
                         )
                     )
                     break
                 runner = self._routes.get(call.capability)
-                if complete is not None and runner is not None and not runner.info.spec(
-                    call.capability
-                ).streamable:
+                if (
+                    complete is not None
+                    and runner is not None
+                    and not runner.info.spec(call.capability).streamable
+                ):
                     outcome = await complete()
                     complete = None
                     if not getattr(outcome, "success", True):

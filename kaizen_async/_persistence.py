@@ -84,7 +84,15 @@ def _connect(path: str) -> sqlite3.Connection:
 
 def _rows(records: Iterable[Record]) -> Iterable[tuple[Any, ...]]:
     for r in records:
-        yield (r.seq, r.timestamp, r.agent_id, r.entry_type, r.content.decode(), r.prev_hash, r.hash)
+        yield (
+            r.seq,
+            r.timestamp,
+            r.agent_id,
+            r.entry_type,
+            r.content.decode(),
+            r.prev_hash,
+            r.hash,
+        )
 
 
 def _meta_rows(metadata: dict[str, Any]) -> list[tuple[str, str]]:
@@ -208,7 +216,9 @@ def read_session(path: str) -> tuple[SessionCore, int]:
     except sqlite3.Error as exc:
         raise SessionCorruptedError(f"{path} cannot be opened as a .kaizen file: {exc}") from None
     try:
-        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        tables = {
+            row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        }
         if "metadata" not in tables:
             raise SessionCorruptedError(f"{path} is not a .kaizen file: no metadata table")
         meta = dict(conn.execute("SELECT key, value FROM metadata"))
@@ -251,7 +261,9 @@ def _meta_json(meta: dict[str, str], key: str, path: str) -> Any:
     return decode(meta[key])
 
 
-def _read_v2(conn: sqlite3.Connection, path: str, meta: dict[str, str], tables: set[str]) -> SessionCore:
+def _read_v2(
+    conn: sqlite3.Connection, path: str, meta: dict[str, str], tables: set[str]
+) -> SessionCore:
     _require(tables, path, "trajectory", "state", "blobs")
     session_id = _meta_json(meta, "session_id", path)
     records = list(
@@ -271,18 +283,23 @@ def _read_v2(conn: sqlite3.Connection, path: str, meta: dict[str, str], tables: 
         max_artifact_size=_meta_json(meta, "max_artifact_size", path),
         workspace_path=_meta_json(meta, "workspace_path", path),
     )
-    if _meta_json(meta, "head_seq", path) != len(records) or _meta_json(
-        meta, "head_hash", path
-    ) != core.head:
+    if (
+        _meta_json(meta, "head_seq", path) != len(records)
+        or _meta_json(meta, "head_hash", path) != core.head
+    ):
         raise SessionCorruptedError(
             f"{path}: the trajectory does not end where the metadata says (truncated?)"
         )
-    stored = {key: decode(value) for key, value in conn.execute("SELECT key, value_json FROM state")}
+    stored = {
+        key: decode(value) for key, value in conn.execute("SELECT key, value_json FROM state")
+    }
     _check_state(core, stored, _meta_json(meta, "state_version", path), path)
     wanted = set(core.artifacts.values())
     for digest, data in conn.execute("SELECT digest, data FROM blobs"):
         if sha256_hex(bytes(data)) != digest:
-            raise SessionCorruptedError(f"{path}: artifact blob {digest[:12]}… does not match its digest")
+            raise SessionCorruptedError(
+                f"{path}: artifact blob {digest[:12]}… does not match its digest"
+            )
         core.blobs[digest] = bytes(data)
     missing = wanted - core.blobs.keys()
     if missing:
@@ -305,7 +322,9 @@ def _check_state(core: SessionCore, stored: dict[str, Any], version: Any, path: 
         )
 
 
-def _read_v1(conn: sqlite3.Connection, path: str, meta: dict[str, str], tables: set[str]) -> SessionCore:
+def _read_v1(
+    conn: sqlite3.Connection, path: str, meta: dict[str, str], tables: set[str]
+) -> SessionCore:
     """Original Kaizen files: entries taken as they are, the chain computed on load."""
     import json
 
@@ -332,7 +351,9 @@ def _read_v1(conn: sqlite3.Connection, path: str, meta: dict[str, str], tables: 
         workspace_path=workspace,
         verify=False,
     )
-    stored = {key: json.loads(value) for key, value in conn.execute("SELECT key, value_json FROM state")}
+    stored = {
+        key: json.loads(value) for key, value in conn.execute("SELECT key, value_json FROM state")
+    }
     _check_state(core, stored, int(meta.get("state_version", core.version)), path)
     for name, data in conn.execute("SELECT name, data FROM artifacts"):
         blob = bytes(data)

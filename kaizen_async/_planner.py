@@ -267,7 +267,7 @@ class PlanStream:
         *,
         plan_id: str | None = None,
     ) -> None:
-        self.plan_id: str = plan_id or uuid4().hex
+        self._plan_id = plan_id or uuid4().hex
         self._request = request
         self._session = session
         # A snapshot: later changes to the planner do not affect a plan being made.
@@ -285,6 +285,11 @@ class PlanStream:
         self._result: PlanResult | None = None
         self._closed = False
         self._lock = anyio.Lock()
+
+    @property
+    def plan_id(self) -> str:
+        """The id of this plan (in its results and trajectory entries)."""
+        return self._plan_id
 
     @property
     def result(self) -> PlanResult | None:
@@ -360,7 +365,7 @@ class PlanStream:
                     PlanResult.fail(
                         ErrorCode.PLAN_GENERATION_FAILED,
                         "No capabilities available for planning",
-                        plan_id=self.plan_id,
+                        plan_id=self._plan_id,
                     )
                 )
                 return
@@ -396,6 +401,15 @@ class PlanStream:
                     return
                 self._calls.append(call)
                 self._pending.append(call)
+            if self._parser.error is not None:  # no more steps can come: stop the model now
+                await self._finish(
+                    self._failure(
+                        ErrorCode.PLAN_INVALID_FORMAT,
+                        f"Failed to parse LLM response: {self._parser.error}",
+                        details={"steps_received": len(self._calls)},
+                    )
+                )
+                return
         if chunk.done:
             self._response = chunk.response or LLMResponse(
                 text=self._parser.text,
@@ -480,7 +494,7 @@ class PlanStream:
             )
         outcome = parser.finish()
         if outcome.complete:
-            return PlanResult.ok(self._calls, text, plan_id=self.plan_id)
+            return PlanResult.ok(self._calls, text, plan_id=self._plan_id)
         done_reason = self._response.done_reason
         if outcome.status == "invalid":
             return self._failure(
@@ -527,7 +541,7 @@ class PlanStream:
             message,
             details=details,
             raw_response=self._parser.text if self._called else None,
-            plan_id=self.plan_id,
+            plan_id=self._plan_id,
         )
 
     async def _finish(self, result: PlanResult) -> None:
@@ -541,7 +555,7 @@ class PlanStream:
                 PLANNER_AGENT_ID,
                 EntryType.PLAN_CREATED,
                 {
-                    "plan_id": self.plan_id,
+                    "plan_id": self._plan_id,
                     "user_input": self._request,
                     "calls": [call.to_dict() for call in result.calls],
                     "model": self._response.model if self._response else self._provider.model_name,
@@ -552,7 +566,7 @@ class PlanStream:
                 PLANNER_AGENT_ID,
                 EntryType.PLAN_FAILED,
                 {
-                    "plan_id": self.plan_id,
+                    "plan_id": self._plan_id,
                     "user_input": self._request,
                     "error": result.error,
                     "raw_response": result.raw_response,

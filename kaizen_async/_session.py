@@ -113,7 +113,10 @@ class Session:
             loaded = self._loaded_entry(path, version)
             if version == SCHEMA_VERSION:
                 self._mark = SaveMark(
-                    os.path.abspath(path), len(core.records), core.head, core.session_id
+                    os.path.abspath(path),  # noqa: ASYNC240 - no I/O beyond getcwd
+                    len(core.records),
+                    core.head,
+                    core.session_id,
                 )
         actor = create_actor(f"session {self._core.session_id}")
         task_group = anyio.create_task_group()
@@ -349,7 +352,7 @@ class Session:
 
     async def _save(self, path: str) -> int:
         core = self._core
-        target = os.path.abspath(path)
+        target = os.path.abspath(path)  # noqa: ASYNC240 - no I/O beyond getcwd
         mark = self._mark if self._mark is not None and self._mark.path == target else None
         length, head = len(core.records), core.head
         seq = core.append("system", EntryType.SESSION_SAVED, {"path": path})
@@ -441,4 +444,4 @@ class Transaction:
 def _check_path(path: object) -> str:
     if not isinstance(path, str | os.PathLike):
         raise KaizenValidationError(f"path must be a str or os.PathLike, got {type(path).__name__}")
-    return os.fspath(path)  # type: ignore[arg-type]
+    return os.fspath(path)

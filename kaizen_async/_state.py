@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -187,7 +187,9 @@ class SessionCore:
     # nothing) and ``apply_*`` appends the entry and applies it (cannot fail). A transaction
     # checks all its writes first, so a batch is applied whole or not at all.
 
-    def check_append(self, agent_id: str, entry_type: EntryType | str, content: Any) -> tuple[Any, ...]:
+    def check_append(
+        self, agent_id: str, entry_type: EntryType | str, content: Any
+    ) -> tuple[Any, ...]:
         agent_id = _validate_agent_id(agent_id)
         kind = _validate_entry_type(entry_type)
         if kind in (_STATE_SET, _STATE_DELETED, _ARTIFACT_WRITTEN, _ARTIFACT_DELETED):
@@ -231,7 +233,6 @@ class SessionCore:
         if key not in self.state:
             raise StateKeyNotFoundError(f"state key not found: {key!r}", details={"key": key})
         return (key,)
-
 
     def apply_delete(self, key: str) -> int:
         version = self.version + 1
@@ -328,7 +329,7 @@ class SessionCore:
                         f"artifact not found: {args[0]!r}", details={"name": args[0]}
                     )
                 names[args[0]] = False
-        appliers = {
+        appliers: dict[str, Callable[..., int]] = {
             "append": self.apply_append,
             "set": self.apply_set,
             "delete": self.apply_delete,

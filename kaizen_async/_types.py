@@ -41,7 +41,9 @@ class CapabilityCall(BaseModel):
                 f"a call must be a CapabilityCall or a dict, got {type(data).__name__}"
             )
         if "capability" not in data:
-            raise DispatchError("a call dict needs a 'capability' key", details={"call": repr(data)})
+            raise DispatchError(
+                "a call dict needs a 'capability' key", details={"call": repr(data)}
+            )
         params = data.get("params")
         try:
             return cls(capability=data["capability"], params={} if params is None else params)

@@ -25,10 +25,10 @@ import functools
 import os
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Self, TypeVar, cast
 
 import anyio
 from anyio.from_thread import BlockingPortal
@@ -111,7 +111,12 @@ class _Resource:
         self._context: AbstractContextManager[Any] | None = self._runtime.enter(inner)
         _open.add(self)
 
-    def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    def _call(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        """Run a coroutine function on the loop and wait for its result."""
+        return cast(T, self._call_sync(fn, *args, **kwargs))
+
+    def _call_sync(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a plain function on the loop thread (it may start tasks there)."""
         if self._context is None:
             raise SessionClosedError(f"{type(self).__name__} is closed")
         return self._runtime.call(fn, *args, **kwargs)  # type: ignore[no-any-return]
@@ -272,12 +277,12 @@ class Dispatcher(_Resource):
         mailbox_size: int | None = None,
         max_concurrency: int | None = None,
     ) -> AgentInfo:
-        return self._call(
+        return self._call_sync(
             self._inner.register, agent, mailbox_size=mailbox_size, max_concurrency=max_concurrency
         )
 
     def unregister(self, agent_id: str) -> bool:
-        return self._call(self._inner.unregister, agent_id)
+        return self._call_sync(self._inner.unregister, agent_id)
 
     def get_capabilities(self) -> list[str]:
         return self._inner.get_capabilities()

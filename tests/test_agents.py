@@ -23,7 +23,11 @@ pytestmark = pytest.mark.anyio
 
 def test_info_is_derived_from_capabilities() -> None:
     info = ReverseAgent().info()
-    assert (info.agent_id, info.name, info.version) == ("reverse_agent_v1", "Reverse Agent", "1.0.0")
+    assert (info.agent_id, info.name, info.version) == (
+        "reverse_agent_v1",
+        "Reverse Agent",
+        "1.0.0",
+    )
     assert info.capabilities == ["reverse"]
     spec = info.spec("reverse")
     assert spec.params_schema == KeyParams.model_json_schema()
@@ -53,8 +57,11 @@ def test_invoke_result_consistency() -> None:
     ok = InvokeResult.ok({"x": 1}, "a", "cap")
     assert ok.success and ok.result == {"x": 1} and ok.error is None
     failed = InvokeResult.fail(ErrorCode.AGENT_INVALID_PARAMS, "bad", "a", "cap", {"k": 1})
-    assert failed.error == {"error_code": "agent_invalid_params", "message": "bad",
-                            "details": {"k": 1}}
+    assert failed.error == {
+        "error_code": "agent_invalid_params",
+        "message": "bad",
+        "details": {"k": 1},
+    }
     assert failed.error_code is ErrorCode.AGENT_INVALID_PARAMS
     assert "details" not in InvokeResult.fail("agent_invalid_params", "m").error  # type: ignore[operator]
     with pytest.raises(ValueError):
@@ -67,10 +74,16 @@ def test_invoke_result_consistency() -> None:
 
 @pytest.mark.parametrize(
     ("text", "reversed_", "upper"),
-    [("hello", "olleh", "HELLO"), ("", "", ""), ("hello 世界 🌍", "🌍 界世 olleh", "HELLO 世界 🌍"),
-     ("MiXeD", "DeXiM", "MIXED")],
+    [
+        ("hello", "olleh", "HELLO"),
+        ("", "", ""),
+        ("hello 世界 🌍", "🌍 界世 olleh", "HELLO 世界 🌍"),
+        ("MiXeD", "DeXiM", "MIXED"),
+    ],
 )
-async def test_reverse_and_uppercase(session: Session, text: str, reversed_: str, upper: str) -> None:
+async def test_reverse_and_uppercase(
+    session: Session, text: str, reversed_: str, upper: str
+) -> None:
     await session.set("text", text)
     result = await ReverseAgent().invoke("reverse", session, {"key": "text"})
     assert result.success
@@ -88,11 +101,16 @@ async def test_footprint_of_a_successful_call(session: Session) -> None:
     await ReverseAgent().invoke("reverse", session, {"key": "text"})
     entries = await session.get_trajectory(since_seq=2)
     assert [e.entry_type for e in entries] == [
-        EntryType.AGENT_INVOKED, EntryType.STATE_SET, EntryType.AGENT_COMPLETED,
+        EntryType.AGENT_INVOKED,
+        EntryType.STATE_SET,
+        EntryType.AGENT_COMPLETED,
     ]
     assert entries[0].agent_id == "reverse_agent_v1"
-    assert entries[0].content == {"capability": "reverse", "params": {"key": "text"},
-                                  "input_value": "abc"}
+    assert entries[0].content == {
+        "capability": "reverse",
+        "params": {"key": "text"},
+        "input_value": "abc",
+    }
     assert entries[1].content["new_value"] == "cba"
     assert entries[2].content == {"capability": "reverse", "original": "abc", "reversed": "cba"}
 
@@ -160,8 +178,11 @@ async def test_declarative_agent(session: Session) -> None:
     assert info.name == "CustomAgent"
     assert sorted(info.capabilities) == ["count", "raw"]
     assert info.spec("count") == CapabilitySpec(
-        name="count", description="Counts to n.", params_schema=Count.model_json_schema(),
-        streamable=False, params_model=Count,
+        name="count",
+        description="Counts to n.",
+        params_schema=Count.model_json_schema(),
+        streamable=False,
+        params_model=Count,
     )
     assert (await agent.invoke("count", session, {"n": 3})).result == 3
     strict = await agent.invoke("count", session, {"n": "3"})  # strict: no coercion

@@ -18,7 +18,6 @@ from kaizen_async import (
     DispatchResult,
     EntryType,
     ErrorCode,
-    InvokeResult,
     Session,
     SessionClosedError,
     capability,
@@ -99,12 +98,19 @@ async def test_successful_step_footprint(dispatcher: Dispatcher, session: Sessio
     await dispatcher.dispatch_single("reverse", session, {"key": "text"}, plan_id="p1")
     entries = await session.get_trajectory(since_seq=2)
     assert [e.entry_type for e in entries] == [
-        EntryType.PLAN_STEP_STARTED, EntryType.AGENT_INVOKED, EntryType.STATE_SET,
-        EntryType.AGENT_COMPLETED, EntryType.PLAN_STEP_COMPLETED,
+        EntryType.PLAN_STEP_STARTED,
+        EntryType.AGENT_INVOKED,
+        EntryType.STATE_SET,
+        EntryType.AGENT_COMPLETED,
+        EntryType.PLAN_STEP_COMPLETED,
     ]
     assert entries[0].agent_id == "dispatcher"
-    assert entries[0].content == {"plan_id": "p1", "step_index": 0, "capability": "reverse",
-                                  "params": {"key": "text"}}
+    assert entries[0].content == {
+        "plan_id": "p1",
+        "step_index": 0,
+        "capability": "reverse",
+        "params": {"key": "text"},
+    }
     completed = entries[-1].content
     assert completed["plan_id"] == "p1" and completed["step_index"] == 0
     assert completed["success"] is True
@@ -137,7 +143,8 @@ async def test_unknown_capability_is_recorded_not_raised(
     assert result.agent_id == "dispatcher"
     assert result.error_code is ErrorCode.DISPATCH_NO_AGENT_FOR_CAPABILITY
     assert result.error["details"] == {  # type: ignore[index]
-        "available_capabilities": ["reverse", "uppercase"], "step_index": 0,
+        "available_capabilities": ["reverse", "uppercase"],
+        "step_index": 0,
     }
     assert await _types(session, 1) == STEP
 
@@ -161,7 +168,8 @@ async def test_registry(session: Session, caplog: pytest.LogCaptureFixture) -> N
         assert d.get_capabilities() == ["reverse", "uppercase"]
         assert d.has_capability("reverse") and not d.has_capability("x")
         assert [i.agent_id for i in d.get_registered_agents()] == [
-            "uppercase_agent_v1", "reverse_agent_v1",
+            "uppercase_agent_v1",
+            "reverse_agent_v1",
         ]
         specs = d.capability_specs()
         assert [s.name for s in specs] == ["reverse", "uppercase"]
@@ -203,8 +211,10 @@ async def test_register_before_entering_and_closed_dispatcher(session: Session) 
 async def test_dispatch_sequence(dispatcher: Dispatcher, session: Session) -> None:
     await session.set("text", "hello")
     result = await dispatcher.dispatch_sequence(
-        [CapabilityCall(capability="reverse", params={"key": "text"}),
-         {"capability": "uppercase", "params": {"key": "text"}}],
+        [
+            CapabilityCall(capability="reverse", params={"key": "text"}),
+            {"capability": "uppercase", "params": {"key": "text"}},
+        ],
         session,
         plan_id="plan",
     )
@@ -215,7 +225,8 @@ async def test_dispatch_sequence(dispatcher: Dispatcher, session: Session) -> No
     assert await session.get("text") == "OLLEH"
     started = await session.get_trajectory(entry_types=[EntryType.PLAN_STEP_STARTED])
     assert [(e.content["plan_id"], e.content["step_index"]) for e in started] == [
-        ("plan", 0), ("plan", 1),
+        ("plan", 0),
+        ("plan", 1),
     ]
     assert repr(result) == "DispatchResult(success=True, executed=2)"
     empty = await dispatcher.dispatch_sequence([], session)
@@ -225,9 +236,11 @@ async def test_dispatch_sequence(dispatcher: Dispatcher, session: Session) -> No
 async def test_sequence_is_fail_fast(dispatcher: Dispatcher, session: Session) -> None:
     await session.set("text", "abc")
     result = await dispatcher.dispatch_sequence(
-        [{"capability": "reverse", "params": {"key": "text"}},
-         {"capability": "reverse", "params": {"key": "nope"}},
-         {"capability": "uppercase", "params": {"key": "text"}}],
+        [
+            {"capability": "reverse", "params": {"key": "text"}},
+            {"capability": "reverse", "params": {"key": "nope"}},
+            {"capability": "uppercase", "params": {"key": "text"}},
+        ],
         session,
     )
     assert not result.success
@@ -240,8 +253,13 @@ async def test_sequence_is_fail_fast(dispatcher: Dispatcher, session: Session) -
 
 @pytest.mark.parametrize(
     "bad",
-    [{"params": {}}, {"capability": ""}, "reverse", {"capability": "reverse", "params": [1]},
-     {"capability": "reverse", "params": {"x": object()}}],
+    [
+        {"params": {}},
+        {"capability": ""},
+        "reverse",
+        {"capability": "reverse", "params": [1]},
+        {"capability": "reverse", "params": {"x": object()}},
+    ],
 )
 async def test_malformed_sequence_has_no_side_effects(
     dispatcher: Dispatcher, session: Session, bad: Any
@@ -262,13 +280,18 @@ async def test_agent_exception_then_agent_keeps_serving(session: Session) -> Non
         failed = await d.dispatch_single("boom", session, {})
         assert failed.error_code is ErrorCode.AGENT_INVOCATION_FAILED
         assert failed.error["details"] == {  # type: ignore[index]
-            "exception_type": "RuntimeError", "exception_message": "kaboom",
+            "exception_type": "RuntimeError",
+            "exception_message": "kaboom",
         }
         assert "RuntimeError: kaboom" in failed.error["message"]  # type: ignore[index]
         assert await session.get("partial") == "written before the crash"  # no rollback
         types = await _types(session, 1)
-        assert types == [EntryType.PLAN_STEP_STARTED, EntryType.STATE_SET,
-                         EntryType.AGENT_FAILED, EntryType.PLAN_STEP_COMPLETED]
+        assert types == [
+            EntryType.PLAN_STEP_STARTED,
+            EntryType.STATE_SET,
+            EntryType.AGENT_FAILED,
+            EntryType.PLAN_STEP_COMPLETED,
+        ]
         failed_entry = (await session.get_trajectory(entry_types=[EntryType.AGENT_FAILED]))[0]
         assert failed_entry.agent_id == "recorder"
         assert failed_entry.content["exception_type"] == "RuntimeError"
@@ -368,7 +391,9 @@ async def test_cancelled_caller_footprint_and_agent_stays_usable(session: Sessio
             await d.dispatch_single("sleep", session, {"seconds": 5})
         entries = await session.get_trajectory()
         assert [e.entry_type for e in entries[1:]] == [
-            EntryType.PLAN_STEP_STARTED, EntryType.SYSTEM_NOTE, EntryType.PLAN_STEP_COMPLETED,
+            EntryType.PLAN_STEP_STARTED,
+            EntryType.SYSTEM_NOTE,
+            EntryType.PLAN_STEP_COMPLETED,
         ]
         assert entries[-1].content["success"] is False
         assert "agent_cancelled" in entries[-1].content["result_summary"]
@@ -377,12 +402,16 @@ async def test_cancelled_caller_footprint_and_agent_stays_usable(session: Sessio
     await session.verify()
 
 
-async def test_resume_is_scoped_to_plan_and_params(dispatcher: Dispatcher, session: Session) -> None:
+async def test_resume_is_scoped_to_plan_and_params(
+    dispatcher: Dispatcher, session: Session
+) -> None:
     await session.set("a", "abc")
     await session.set("b", "xyz")
-    calls = [{"capability": "reverse", "params": {"key": "a"}},
-             {"capability": "reverse", "params": {"key": "nope"}},
-             {"capability": "uppercase", "params": {"key": "b"}}]
+    calls = [
+        {"capability": "reverse", "params": {"key": "a"}},
+        {"capability": "reverse", "params": {"key": "nope"}},
+        {"capability": "uppercase", "params": {"key": "b"}},
+    ]
     first = await dispatcher.dispatch_sequence(calls, session, plan_id="P")
     assert first.failed_at == 1
     await dispatcher.dispatch_single("uppercase", session, {"key": "b"}, plan_id="other")
@@ -514,13 +543,19 @@ async def test_non_streamable_waits_for_the_whole_plan(session: Session) -> None
     async with Dispatcher() as d:
         d.register(gate)
         d.register(Recorder())
-        source = _PlanLike([{"capability": "record", "params": {"n": 0}},
-                            {"capability": "commit", "params": {}}], True, 0.01)
+        source = _PlanLike(
+            [{"capability": "record", "params": {"n": 0}}, {"capability": "commit", "params": {}}],
+            True,
+            0.01,
+        )
         result = await d.dispatch_stream(source, session)
         assert result.success and result.plan_id == "plan-like"
         assert source.completed_at is not None and gate.ran_at[0] >= source.completed_at
-        broken = _PlanLike([{"capability": "record", "params": {"n": 0}},
-                            {"capability": "commit", "params": {}}], False, 0.01)
+        broken = _PlanLike(
+            [{"capability": "record", "params": {"n": 0}}, {"capability": "commit", "params": {}}],
+            False,
+            0.01,
+        )
         failed = await d.dispatch_stream(broken, session)
     assert len(gate.ran_at) == 1  # did not run for the broken plan
     assert not failed.success and failed.failed_at == 1

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
@@ -317,16 +316,36 @@ def _write_v1(path: Path) -> None:
     """A file as the original synchronous Kaizen writes it (schema version 1)."""
     ts = datetime(2026, 2, 4, 12, 0, 0, 123456, tzinfo=UTC)
     entries = [
-        ("system", "session_created", {"session_id": "legacy", "max_artifact_size": 1000,
-                                        "schema_version": 1, "workspace_path": None}),
-        ("system", "state_set", {"key": "text", "old_value": None, "new_value": "hello",
-                                  "state_version": 1}),
-        ("reverse_agent_v1", "agent_invoked", {"capability": "reverse",
-                                               "params": {"key": "text"}, "input_value": "hello"}),
-        ("system", "state_set", {"key": "text", "old_value": "hello", "new_value": "olleh",
-                                  "state_version": 2}),
-        ("system", "artifact_written", {"name": "notes.txt", "size": 5, "is_update": False,
-                                         "old_size": None}),
+        (
+            "system",
+            "session_created",
+            {
+                "session_id": "legacy",
+                "max_artifact_size": 1000,
+                "schema_version": 1,
+                "workspace_path": None,
+            },
+        ),
+        (
+            "system",
+            "state_set",
+            {"key": "text", "old_value": None, "new_value": "hello", "state_version": 1},
+        ),
+        (
+            "reverse_agent_v1",
+            "agent_invoked",
+            {"capability": "reverse", "params": {"key": "text"}, "input_value": "hello"},
+        ),
+        (
+            "system",
+            "state_set",
+            {"key": "text", "old_value": "hello", "new_value": "olleh", "state_version": 2},
+        ),
+        (
+            "system",
+            "artifact_written",
+            {"name": "notes.txt", "size": 5, "is_update": False, "old_size": None},
+        ),
         ("system", "session_saved", {"path": str(path)}),
     ]
     conn = sqlite3.connect(path)
@@ -338,14 +357,21 @@ def _write_v1(path: Path) -> None:
         " entry_type TEXT, content_json TEXT);"
         "CREATE TABLE artifacts (name TEXT PRIMARY KEY, data BLOB);"
     )
-    meta = {"schema_version": "1", "session_id": "legacy", "max_artifact_size": "1000",
-            "state_version": "2", "workspace_path": ""}
+    meta = {
+        "schema_version": "1",
+        "session_id": "legacy",
+        "max_artifact_size": "1000",
+        "state_version": "2",
+        "workspace_path": "",
+    }
     conn.executemany("INSERT INTO metadata VALUES (?, ?)", meta.items())
     conn.execute("INSERT INTO state VALUES (?, ?)", ("text", json.dumps("olleh")))
     conn.executemany(
         "INSERT INTO trajectory VALUES (?, ?, ?, ?, ?)",
-        [(i + 1, ts.isoformat(), agent, kind, json.dumps(content))
-         for i, (agent, kind, content) in enumerate(entries)],
+        [
+            (i + 1, ts.isoformat(), agent, kind, json.dumps(content))
+            for i, (agent, kind, content) in enumerate(entries)
+        ],
     )
     conn.execute("INSERT INTO artifacts VALUES (?, ?)", ("notes.txt", b"notes"))
     conn.commit()
@@ -364,7 +390,11 @@ async def test_original_kaizen_v1_file_loads_and_upgrades(tmp_path: Path) -> Non
         assert await s.read_artifact("notes.txt") == b"notes"
         entries = await s.get_trajectory()
         assert [e.entry_type.value for e in entries[:6]] == [
-            "session_created", "state_set", "agent_invoked", "state_set", "artifact_written",
+            "session_created",
+            "state_set",
+            "agent_invoked",
+            "state_set",
+            "artifact_written",
             "session_saved",
         ]
         assert entries[2].content["input_value"] == "hello"

@@ -7,14 +7,16 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 from pydantic import BaseModel, ValidationError
 
 from kaizen_async import EntryType, ErrorCode, LLMError, Session
-from kaizen_async._planner import PlanResult, Planner, PlanStream
+from kaizen_async._planner import Planner, PlanResult, PlanStream
 from kaizen_async._types import CapabilityCall, CapabilitySpec
-from kaizen_async.llm import ScriptedProvider
+from kaizen_async.llm import OllamaProvider, ScriptedProvider
 from kaizen_async.llm._base import LLMChunk, LLMProvider, LLMResponse, Message
+from kaizen_async.testing import OllamaReply, StandInLLMServer
 
 pytestmark = pytest.mark.anyio
 
@@ -41,9 +43,7 @@ SPECS: list[CapabilitySpec | str] = [REVERSE, REPEAT, "uppercase"]
 
 
 def plan_json(*steps: tuple[str, dict[str, Any]], indent: int | None = None) -> str:
-    return json.dumps(
-        {"steps": [{"capability": c, "params": p} for c, p in steps]}, indent=indent
-    )
+    return json.dumps({"steps": [{"capability": c, "params": p} for c, p in steps]}, indent=indent)
 
 
 TWO_STEPS = plan_json(("reverse", {"key": "text"}), ("uppercase", {"key": "text"}))
@@ -126,13 +126,16 @@ def test_plan_result_constructors() -> None:
     assert fail.error == {"error_code": "plan_truncated", "message": "cut", "details": {"a": 1}}
     assert fail.error_code is ErrorCode.PLAN_TRUNCATED
     assert len(fail.plan_id) == 32 and int(fail.plan_id, 16) >= 0
-    assert "details" not in PlanResult.fail("plan_llm_error", "m").error  # type: ignore[operator]
+    assert PlanResult.fail("plan_llm_error", "m").error == {
+        "error_code": "plan_llm_error",
+        "message": "m",
+    }
     with pytest.raises(ValidationError):
         PlanResult(success=True, error={"error_code": "x", "message": "y"})
     with pytest.raises(ValidationError):
         PlanResult(success=False)
     with pytest.raises(ValidationError):
-        ok.success = False  # type: ignore[misc]
+        ok.success = False
 
 
 # -- configuration ----------------------------------------------------------------------------
@@ -235,7 +238,9 @@ async def test_empty_steps_list_is_an_empty_plan(reply: str) -> None:
 
 
 async def test_params_may_be_omitted_and_defaults_stay_out() -> None:
-    reply = '{"steps": [{"capability": "uppercase"}, {"capability": "repeat", "params": {"key": "k"}}]}'
+    reply = (
+        '{"steps": [{"capability": "uppercase"}, {"capability": "repeat", "params": {"key": "k"}}]}'
+    )
     result = await Planner(ScriptedProvider([reply]), SPECS).plan("x")
     assert result.success
     assert [c.params for c in result.calls] == [{}, {"key": "k"}]
@@ -300,7 +305,10 @@ async def test_prose_is_not_an_empty_plan(reply: str) -> None:
         ('{"steps": [{"capability": "uppercase", "params": {}, "why": "x"}]}', "unexpected keys"),
         ('{"steps": [{"capability": "uppercase", "params": {"n": NaN}}]}', "not valid JSON"),
         ('{"steps": [{"capability": "uppercase", "params": {"n": 1e999}}]}', "storable JSON"),
-        ('{"steps": [{"capability": "uppercase", "params": {"n": 123456789012345678901}}]}', "storable"),
+        (
+            '{"steps": [{"capability": "uppercase", "params": {"n": 123456789012345678901}}]}',
+            "storable",
+        ),
         ('{"steps": [], "extra": tru}', "malformed JSON"),
         ('{"steps": [{"capability": "uppercase", "params": {}}', "incomplete"),
     ],
@@ -429,7 +437,9 @@ async def test_other_exceptions_propagate() -> None:
 
 
 async def test_each_step_is_yielded_when_its_object_closes() -> None:
-    text = plan_json(("reverse", {"key": "a"}), ("uppercase", {"key": "}b{"}), ("reverse", {"key": "c"}))
+    text = plan_json(
+        ("reverse", {"key": "a"}), ("uppercase", {"key": "}b{"}), ("reverse", {"key": "c"})
+    )
     pieces = [text[i : i + 5] for i in range(0, len(text), 5)]
     provider = ChunkProvider(pieces)
     planner = Planner(provider, SPECS)
@@ -438,14 +448,17 @@ async def test_each_step_is_yielded_when_its_object_closes() -> None:
         async for call in stream:
             seen.append((call.params["key"], provider.sent))
             assert stream.result is None  # the model is still writing
-    # the chunk holding each step's closing brace: no sooner, no later
-    ends = [text.index(key) + len(key) + 3 for key in ('"a"', '"}b{"', '"c"')]
-    assert seen == [(k, end // 5 + 1) for k, end in zip(["a", "}b{", "c"], ends, strict=True)]
+    # the chunk holding each step's closing brace (after the key's value and the params'
+    # brace): no sooner, no later
+    closes = [text.index(key) + len(key) + 1 for key in ('"a"', '"}b{"', '"c"')]
+    assert seen == [(k, pos // 5 + 1) for k, pos in zip(["a", "}b{", "c"], closes, strict=True)]
     assert stream.result is not None and stream.result.success
 
 
 async def test_complete_buffers_the_steps_not_yet_yielded() -> None:
-    text = plan_json(("reverse", {"key": "a"}), ("uppercase", {"key": "b"}), ("repeat", {"key": "c"}))
+    text = plan_json(
+        ("reverse", {"key": "a"}), ("uppercase", {"key": "b"}), ("repeat", {"key": "c"})
+    )
     provider = ChunkProvider([text[i : i + 7] for i in range(0, len(text), 7)])
     async with Planner(provider, SPECS).stream("x") as stream:
         first = await stream.__anext__()
@@ -498,21 +511,54 @@ async def test_closing_early_closes_the_model_stream(session: Session) -> None:
 
 async def test_async_with_closes_on_exit_and_on_error() -> None:
     provider = ChunkProvider([TWO_STEPS[:30], TWO_STEPS[30:]])
-    with pytest.raises(KeyError):
-        async with Planner(provider, SPECS).stream("x") as stream:
+    stream = Planner(provider, SPECS).stream("x")
+
+    async def consume() -> None:
+        async with stream:
             await stream.__anext__()
             raise KeyError("consumer failed")
+
+    with pytest.raises(KeyError):
+        await consume()
     assert provider.closed
     assert stream.result is not None and not stream.result.success
 
 
-async def test_cancelled_consumer_closes_the_model() -> None:
-    provider = ScriptedProvider([TWO_STEPS * 3], chunk_size=1, delay_per_chunk=0.01)
+async def test_cancelled_consumer_closes_the_model(session: Session) -> None:
+    provider = ScriptedProvider([TWO_STEPS], chunk_size=1, delay_per_chunk=0.01)
     planner = Planner(provider, SPECS)
-    with anyio.move_on_after(0.05):
-        async with planner.stream("x") as stream:
+    with anyio.move_on_after(0.1):
+        async with planner.stream("x", session) as stream:
             await stream.complete()
-    assert stream.result is not None and not stream.result.success
+    result = stream.result
+    assert result is not None
+    assert result.error_code is ErrorCode.PLAN_GENERATION_FAILED
+    entries = await session.get_trajectory()
+    assert [e.entry_type for e in entries][-2:] == [EntryType.LLM_EXCHANGE, EntryType.PLAN_FAILED]
+    assert entries[-2].content["aborted"] is True
+
+
+async def test_one_task_iterates_while_another_awaits_complete() -> None:
+    steps = [("reverse", {"key": f"k{i}"}) for i in range(5)]
+    provider = ScriptedProvider([plan_json(*steps)], chunk_size=3, delay_per_chunk=0.001)
+    received: list[str] = []
+    results: list[PlanResult] = []
+    async with Planner(provider, SPECS).stream("x") as stream:
+
+        async def iterate() -> None:
+            async for call in stream:
+                received.append(call.params["key"])
+                await anyio.sleep(0.005)
+
+        async def wait_for_all() -> None:
+            results.append(await stream.complete())
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(iterate)
+            tg.start_soon(wait_for_all)
+    assert received == [f"k{i}" for i in range(5)]
+    assert results[0].success
+    assert len(results[0].calls) == 5
 
 
 async def test_capabilities_are_fixed_when_the_stream_starts() -> None:
@@ -591,3 +637,52 @@ async def test_an_aborted_exchange_is_recorded_too() -> None:
         assert len(exchanges) == 1
         assert exchanges[0].content["aborted"] is True
         assert await session.verify() >= 3
+
+
+# -- over the wire: OllamaProvider against the stand-in server ----------------------------------
+
+
+def pieces_of(text: str, size: int) -> list[str]:
+    return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+@pytest.mark.parametrize(
+    ("reply_kwargs", "code"),
+    [
+        ({}, None),
+        ({"error": "an error was encountered while running the model"}, "plan_truncated"),
+        ({"drop": True}, "plan_truncated"),
+        ({"done_reason": "length", "cut": True}, "plan_truncated"),
+    ],
+)
+async def test_planner_over_ollama(reply_kwargs: dict[str, Any], code: str | None) -> None:
+    text = plan_json(("reverse", {"key": 'te"x}t'}), ("uppercase", {"key": "b"}))
+    reply_kwargs = dict(reply_kwargs)
+    if reply_kwargs.pop("cut", False) or "error" in reply_kwargs or "drop" in reply_kwargs:
+        text = text[: text.index('"b"')]  # the second step never closes
+    reply = OllamaReply(pieces_of(text, 4), **reply_kwargs)
+    async with (
+        Session() as session,
+        StandInLLMServer([reply], models=["m:1"]) as server,
+        OllamaProvider("m:1", server.url) as provider,
+    ):
+        async with Planner(provider, SPECS).stream("x", session) as stream:
+            calls = [c.params["key"] async for c in stream]
+        result = stream.result
+        assert result is not None
+        [request] = server.requests
+        assert request.json["format"]["properties"]["steps"]["items"]["properties"]["capability"][
+            "enum"
+        ] == ["reverse", "repeat", "uppercase"]
+        assert request.json["options"]["temperature"] == 0
+        types = [e.entry_type for e in await session.get_trajectory()]
+    if code is None:
+        assert result.success
+        assert calls == ['te"x}t', "b"]
+        assert types[-2:] == [EntryType.LLM_EXCHANGE, EntryType.PLAN_CREATED]
+    else:
+        assert calls == ['te"x}t']
+        assert result.error is not None
+        assert result.error["error_code"] == code
+        assert result.raw_response == text
+        assert types[-2:] == [EntryType.LLM_EXCHANGE, EntryType.PLAN_FAILED]

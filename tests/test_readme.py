@@ -44,13 +44,19 @@ def test_quick_start_runs_as_written(name: str, tmp_path: Path) -> None:
     saved = tmp_path / "my_session.kaizen"
     assert saved.exists()
     check = subprocess.run(
-        [sys.executable, "-c",
-         "import anyio\nfrom kaizen_async import Session\n"
-         "async def main():\n"
-         "    async with Session.load('my_session.kaizen') as s:\n"
-         "        print(await s.get('text'), await s.verify())\n"
-         "anyio.run(main)\n"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-c",
+            "import anyio\nfrom kaizen_async import Session\n"
+            "async def main():\n"
+            "    async with Session.load('my_session.kaizen') as s:\n"
+            "        print(await s.get('text'), await s.verify())\n"
+            "anyio.run(main)\n",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert check.returncode == 0, check.stderr
     text, count = check.stdout.strip().rsplit(maxsplit=1)

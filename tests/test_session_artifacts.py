@@ -30,7 +30,10 @@ async def test_written_entry_is_content_addressed(session: Session) -> None:
     await session.write_artifact("out/main.go", b"package main // v2")
     first, second = await session.get_trajectory(entry_types=[EntryType.ARTIFACT_WRITTEN])
     assert first.content == {
-        "name": "out/main.go", "size": 12, "is_update": False, "old_size": None,
+        "name": "out/main.go",
+        "size": 12,
+        "is_update": False,
+        "old_size": None,
         "digest": hashlib.sha256(b"package main").hexdigest(),
     }
     assert second.content["is_update"] is True
@@ -66,8 +69,22 @@ async def test_non_bytes_is_type_error(session: Session, data: Any) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["", "   ", "/etc/passwd", "\\abs", "C:\\x", "../up", "a/../../b", "a/..", "nul\x00",
-             "tab\there", "bell\x07", 5, None],
+    "name",
+    [
+        "",
+        "   ",
+        "/etc/passwd",
+        "\\abs",
+        "C:\\x",
+        "../up",
+        "a/../../b",
+        "a/..",
+        "nul\x00",
+        "tab\there",
+        "bell\x07",
+        5,
+        None,
+    ],
 )
 async def test_bad_names_are_refused(session: Session, name: Any) -> None:
     with pytest.raises(KaizenValidationError):

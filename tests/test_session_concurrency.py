@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from kaizen_async import EntryType, Session, SessionClosedError
@@ -61,7 +62,7 @@ async def test_cancelled_caller_leaves_session_usable(session: Session) -> None:
             for i in range(10):
                 tg.start_soon(setter, i)
             if round_ % 2:
-                await anyio.sleep(0)
+                await anyio.lowlevel.checkpoint()
             tg.cancel_scope.cancel()
     version = await session.get_state_version()
     assert version >= len(results)  # a write may stand even if its caller stopped waiting

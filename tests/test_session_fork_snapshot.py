@@ -20,7 +20,12 @@ async def test_snapshot_keys_and_depths(session: Session) -> None:
     await _populate(session)
     snap = await session.snapshot_for_agent("agent", depth=3)
     assert set(snap) == {
-        "session_id", "state", "state_version", "trajectory", "artifacts", "snapshot_time",
+        "session_id",
+        "state",
+        "state_version",
+        "trajectory",
+        "artifacts",
+        "snapshot_time",
         "trajectory_total_length",
     }
     assert snap["session_id"] == session.session_id

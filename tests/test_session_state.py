@@ -44,8 +44,21 @@ async def test_custom_id_and_limit() -> None:
 
 @pytest.mark.parametrize(
     "value",
-    ["text", "", 0, -7, 2**63 - 1, 1.5, True, False, None, [], {}, [1, "a", None],
-     {"nested": {"list": [1, 2, {"deep": "ok"}]}, "emoji": "🌍"}],
+    [
+        "text",
+        "",
+        0,
+        -7,
+        2**63 - 1,
+        1.5,
+        True,
+        False,
+        None,
+        [],
+        {},
+        [1, "a", None],
+        {"nested": {"list": [1, 2, {"deep": "ok"}]}, "emoji": "🌍"},
+    ],
 )
 async def test_set_get_round_trips_every_json_type(session: Session, value: Any) -> None:
     await session.set("k", value)
@@ -114,8 +127,17 @@ async def test_bad_keys_are_refused_without_trace(session: Session, key: Any) ->
 
 @pytest.mark.parametrize(
     "value",
-    [object(), {1: "int key"}, {"s": {1, 2}}, math.nan, math.inf, [-math.inf],
-     {"d": datetime(2020, 1, 1)}, b"bytes", 2**70],
+    [
+        object(),
+        {1: "int key"},
+        {"s": {1, 2}},
+        math.nan,
+        math.inf,
+        [-math.inf],
+        {"d": datetime(2020, 1, 1)},
+        b"bytes",
+        2**70,
+    ],
 )
 async def test_non_json_values_are_refused_without_trace(session: Session, value: Any) -> None:
     with pytest.raises(KaizenValidationError):

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -60,7 +61,7 @@ async def test_seqs_are_consecutive_and_chained(session: Session) -> None:
     entries = await session.get_trajectory()
     assert [e.seq for e in entries] == list(range(1, 12))
     assert entries[0].prev_hash == ZERO_HASH
-    for previous, entry in zip(entries, entries[1:], strict=False):
+    for previous, entry in itertools.pairwise(entries):
         assert entry.prev_hash == previous.hash
     for entry in entries:
         assert entry.compute_hash() == entry.hash
@@ -107,8 +108,9 @@ async def test_filters_combine(session: Session) -> None:
     assert seqs(await session.get_trajectory(since_seq=4)) == [5, 6]
     assert seqs(await session.get_trajectory(1, agent_id="alice", since_seq=1)) == [6]
     assert seqs(
-        await session.get_trajectory(entry_types=[EntryType.STATE_SET, EntryType.USER_INPUT],
-                                     since_seq=3)
+        await session.get_trajectory(
+            entry_types=[EntryType.STATE_SET, EntryType.USER_INPUT], since_seq=3
+        )
     ) == [5, 6]
     assert await session.get_trajectory_length() == 6
 
@@ -135,9 +137,16 @@ async def test_verify_counts_and_detects_tampering(session: Session) -> None:
     await session.append("a", EntryType.SYSTEM_NOTE, {"x": 1})
     assert await session.verify() == 3
     core = session._core
-    seq, ts, agent, kind, content, prev, digest = core.records[1]
-    core.records[1] = type(core.records[1])(seq, ts, agent, kind, b'{"key":"k","new_value":2,'
-                                            b'"old_value":null,"state_version":1}', prev, digest)
+    seq, ts, agent, kind, _content, prev, digest = core.records[1]
+    core.records[1] = type(core.records[1])(
+        seq,
+        ts,
+        agent,
+        kind,
+        b'{"key":"k","new_value":2,"old_value":null,"state_version":1}',
+        prev,
+        digest,
+    )
     with pytest.raises(SessionCorruptedError) as info:
         await session.verify()
     assert info.value.seq == 2
@@ -154,8 +163,13 @@ async def test_verify_detects_state_drift(session: Session) -> None:
 def test_trajectory_entry_requires_aware_timestamp() -> None:
     with pytest.raises(ValidationError):
         TrajectoryEntry(
-            seq=1, timestamp=datetime(2020, 1, 1), agent_id="a", entry_type=EntryType.SYSTEM_NOTE,
-            content={}, prev_hash=ZERO_HASH, hash="x",
+            seq=1,
+            timestamp=datetime(2020, 1, 1),
+            agent_id="a",
+            entry_type=EntryType.SYSTEM_NOTE,
+            content={},
+            prev_hash=ZERO_HASH,
+            hash="x",
         )
 
 
@@ -170,8 +184,11 @@ async def test_transaction_applies_all_in_order(session: Session) -> None:
     assert tx.results == [3, 2, 3, 6, 7]
     types = [e.entry_type for e in await session.get_trajectory(since_seq=2)]
     assert types == [
-        EntryType.AGENT_INVOKED, EntryType.STATE_SET, EntryType.STATE_DELETED,
-        EntryType.ARTIFACT_WRITTEN, EntryType.AGENT_COMPLETED,
+        EntryType.AGENT_INVOKED,
+        EntryType.STATE_SET,
+        EntryType.STATE_DELETED,
+        EntryType.ARTIFACT_WRITTEN,
+        EntryType.AGENT_COMPLETED,
     ]
     assert await session.get_all_state() == {"k": "v"}
     await session.verify()

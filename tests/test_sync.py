@@ -50,8 +50,10 @@ def test_dispatcher_on_sync_sessions() -> None:
         assert dispatcher.get_capabilities() == ["reverse"]
         session.set("text", "abc")
         result = dispatcher.dispatch_sequence(
-            [{"capability": "reverse", "params": {"key": "text"}},
-             {"capability": "nope", "params": {}}],
+            [
+                {"capability": "reverse", "params": {"key": "text"}},
+                {"capability": "nope", "params": {}},
+            ],
             session,
             plan_id="p",
         )

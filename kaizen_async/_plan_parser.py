@@ -64,6 +64,8 @@ def _balanced(levels: int) -> str:
 #: brackets that change the depth; stops at a closing bracket, at an opening bracket that
 #: does not close in this piece (or nests deeper), or at a string that goes on
 _SKIP = re.compile(_balanced(3))
+#: the rest of a string that began in an earlier piece, then what _SKIP skips
+_STRING_END_SKIP = re.compile(r'[^"]*+"' + _balanced(3))
 #: a whole step (nested up to 6 levels) and the separator after it: one regex call per
 #: step when a piece holds whole steps; deeper or unfinished steps take the bracket loop
 _STEP = re.compile(r"[ \t\r\n]*+(\{" + _balanced(6) + r"\})[ \t\r\n]*+(,?)")
@@ -121,6 +123,7 @@ class PlanStreamParser:
         "_scanned",
         "_stack",
         "_start",
+        "_step_len",
         "_steps_depth",
         "_steps_seen",
         "_value_end",
@@ -141,6 +144,8 @@ class PlanStreamParser:
         self._steps_seen = False
         self._arr = _FIRST
         self._emitted = 0
+        #: length of the last step: a piece shorter than that is unlikely to hold a whole one
+        self._step_len = 0
         #: top object: whether the next string is a key, and the last key read
         self._key_expected = False
         self._key: str | None = None
@@ -234,7 +239,9 @@ class PlanStreamParser:
                     break
                 depth = len(stack)
                 if depth == self._steps_depth:
-                    out.append((self._emitted, self._slice(self._mark, ci, pos)))
+                    raw = self._slice(self._mark, ci, pos)
+                    self._step_len = len(raw)
+                    out.append((self._emitted, raw))
                     self._emitted += 1
                     self._arr = _SEP
                     mode = _ARRAY
@@ -242,15 +249,18 @@ class PlanStreamParser:
                     self._key_expected = False
                     mode = _TOP
             elif mode == _NESTED_STRING:
-                pos = text.find('"', pos) + 1
-                if pos == 0:
+                m = _STRING_END_SKIP.match(text, pos)
+                if m is None:  # the string goes on
                     break
+                pos = m.end()
                 mode = _NESTED
             elif mode == _ARRAY:
-                if self._arr != _SEP:
+                # try a whole step at once where one may fit (a failed try costs a scan)
+                if self._arr != _SEP and n - pos >= self._step_len:
                     m = _STEP.match(text, pos)
                     if m is not None:
                         start, end = m.span(1)
+                        self._step_len = end - start
                         out.append((self._emitted, chunks[ci][start:end]))
                         self._emitted += 1
                         self._arr = _ELEM if m.end() > m.start(2) else _SEP

@@ -17,7 +17,7 @@ import httpx
 
 from .._exceptions import LLMError
 from ._base import LLMChunk, LLMResponse, Message, normalize_messages
-from ._ollama import HTTPProvider, LineReader, body_error_text, error_text
+from ._http import HTTPProvider, LineReader, body_error_text, error_text
 from ._replay import exchange_request, recorded
 
 if TYPE_CHECKING:

@@ -1,0 +1,348 @@
+"""HTTP plumbing shared by the network providers (Ollama and OpenAI-compatible).
+
+The owned ``httpx.AsyncClient``, the overall deadline, a byte-level line reader, and the
+mapping of every transport failure to one :class:`LLMError` (``details["kind"]`` says which).
+
+Lines are split on ``\\n`` in the raw bytes, not with ``httpx``'s ``aiter_lines``: that one
+splits like ``str.splitlines`` (also on U+0085, U+2028, U+2029), characters that JSON allows
+unescaped inside strings (Go's encoder leaves U+0085 as is), so it would cut a valid line.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import ssl
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Mapping
+from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self, TypeVar
+
+import anyio
+import httpx
+import orjson
+
+from .._exceptions import LLMError
+from ._base import LLMProvider
+
+if TYPE_CHECKING:
+    pass
+
+__all__ = ["HTTPProvider", "LineReader", "body_error_text", "error_text"]
+
+_USER_AGENT = "kaizen-async"
+_MAX_ERROR_TEXT = 2000
+_DRAIN_SECONDS = 0.25
+_SSE_BREAK = re.compile(rb"\r\n|\r|\n")
+_T = TypeVar("_T")
+
+
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    """One verifying SSL context per process (building one costs ~100 ms per client)."""
+    return httpx.create_ssl_context()
+
+
+def error_text(value: Any) -> str:
+    """A readable message from an ``error`` value (string, or an OpenAI-style dict)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Mapping):
+        message = value.get("message")
+        if isinstance(message, str) and message:
+            return message
+    return orjson.dumps(value).decode()
+
+
+def body_error_text(body: bytes) -> tuple[str, bool]:
+    """The error message in an HTTP error body, and whether it was a JSON error object."""
+    text = body.decode("utf-8", errors="replace").strip()
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return (text[:_MAX_ERROR_TEXT] or "(empty body)"), False
+    if isinstance(parsed, dict):
+        if "error" in parsed:
+            return error_text(parsed["error"])[:_MAX_ERROR_TEXT], True
+        for key in ("message", "detail"):
+            if isinstance(parsed.get(key), str):
+                return str(parsed[key])[:_MAX_ERROR_TEXT], True
+    return text[:_MAX_ERROR_TEXT], False
+
+
+class LineReader:
+    """Lines of a streamed body, split on the raw bytes, each bounded by the deadline.
+
+    ``sse=True`` also ends lines at a lone ``\\r`` (the SSE rule); otherwise lines end at
+    ``\\n`` with a trailing ``\\r`` dropped. A last line without a newline is returned too.
+    """
+
+    def __init__(
+        self,
+        response: httpx.Response,
+        provider: HTTPProvider,
+        deadline: float | None,
+        *,
+        sse: bool = False,
+    ) -> None:
+        self._bytes = response.aiter_bytes()
+        self._provider = provider
+        self._deadline = deadline
+        self._sse = sse
+        self._buffer = b""
+        self._pending: list[bytes] = []
+        self._lines: deque[bytes] = deque()
+        self._eof = False
+
+    async def next_line(self) -> str | None:
+        """The next line (without its ending), or None at the end of the body."""
+        while not self._lines:
+            if self._eof:
+                return None
+            data = await self._provider.within(self._deadline, self._read())
+            if data is None:
+                self._eof = True
+                self._buffer += b"".join(self._pending)
+                if self._buffer.endswith(b"\r"):
+                    self._buffer = self._buffer[:-1]
+                if self._buffer:
+                    self._lines.append(self._buffer)
+                self._buffer = b""
+            else:
+                self._split(data)
+        return self._lines.popleft().decode("utf-8", errors="replace")
+
+    async def drain(self) -> None:
+        """Read what is left of the body (normally just the final 0-chunk), so the
+        connection goes back to the pool instead of being closed; bounded, never raises."""
+        with anyio.move_on_after(_DRAIN_SECONDS):
+            try:
+                while await self.next_line() is not None:
+                    pass
+            except (httpx.HTTPError, LLMError, OSError):
+                pass
+
+    async def _read(self) -> bytes | None:
+        try:
+            return await self._bytes.__anext__()
+        except StopAsyncIteration:
+            return None
+
+    def _split(self, data: bytes) -> None:
+        if b"\n" not in data and not (self._sse and b"\r" in data):
+            self._pending.append(data)  # no line end yet: keep it, join once it comes
+            return
+        if self._pending:
+            self._pending.append(data)
+            data = b"".join(self._pending)
+            self._pending.clear()
+        buffer = self._buffer + data
+        if self._sse:
+            # a trailing \r may be the first half of \r\n: keep it for the next read
+            keep_cr = buffer.endswith(b"\r")
+            parts = _SSE_BREAK.split(buffer[:-1] if keep_cr else buffer)
+            self._buffer = parts.pop() + (b"\r" if keep_cr else b"")
+            self._lines.extend(parts)
+        else:
+            parts = buffer.split(b"\n")
+            self._buffer = parts.pop()
+            self._lines.extend(p[:-1] if p.endswith(b"\r") else p for p in parts)
+
+
+class HTTPProvider(LLMProvider):
+    """Shared HTTP machinery of the streaming providers (not used directly)."""
+
+    #: how errors name the server ("Ollama", "the OpenAI-compatible server")
+    label = "server"
+    #: seconds a health check (``is_available``) may take
+    probe_timeout = 2.0
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        model: str,
+        timeout: float | None,
+        connect_timeout: float | None,
+        total_timeout: float | None,
+        client: httpx.AsyncClient | None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self._base_url = base_url.rstrip("/")
+        self._model = model
+        self._read_timeout = timeout
+        self._connect_timeout = connect_timeout
+        self._total_timeout = total_timeout
+        self._timeout = httpx.Timeout(timeout, connect=connect_timeout)
+        self._client = client
+        self._owns_client = client is None
+        self._headers = {"User-Agent": _USER_AGENT, **dict(headers or {})}
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    @property
+    def model_name(self) -> str:
+        return self._model
+
+    @property
+    def base_url(self) -> str:
+        return self._base_url
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self._timeout, verify=_ssl_context())
+        return self._client
+
+    async def aclose(self) -> None:
+        """Close the HTTP client if this provider created it (a given client is left open)."""
+        if self._owns_client and self._client is not None:
+            client, self._client = self._client, None
+            await client.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def deadline(self) -> float | None:
+        """The moment the current exchange must be over (None: no overall bound)."""
+        if self._total_timeout is None:
+            return None
+        return anyio.current_time() + self._total_timeout
+
+    async def within(self, deadline: float | None, awaitable: Awaitable[_T]) -> _T:
+        """Await ``awaitable``, or raise a timeout :class:`LLMError` at ``deadline``."""
+        if deadline is None:
+            return await awaitable
+        with anyio.move_on_after(deadline - anyio.current_time()):
+            return await awaitable
+        raise self.error(
+            f"{self.label} did not finish within the overall timeout of {self._total_timeout}s",
+            kind="timeout",
+        )
+
+    def error(self, message: str, *, kind: str, status: int | None = None) -> LLMError:
+        """An :class:`LLMError` of this provider; ``kind`` goes into ``details``."""
+        details = {"kind": kind, "url": self._base_url, "model": self._model}
+        return LLMError(message, provider=self.name, status=status, details=details)
+
+    def transport_error(self, exc: httpx.HTTPError | httpx.InvalidURL | OSError) -> LLMError:
+        """The :class:`LLMError` for a failure below HTTP (connect, drop, timeout)."""
+        where = self._base_url
+        if isinstance(exc, httpx.ConnectTimeout):
+            return self.error(
+                f"Cannot connect to {self.label} at {where} (no answer within "
+                f"{self._connect_timeout}s). Is {self.label} running?",
+                kind="connect",
+            )
+        if isinstance(exc, httpx.ConnectError):
+            return self.error(
+                f"Cannot connect to {self.label} at {where}. Is {self.label} running? ({exc})",
+                kind="connect",
+            )
+        if isinstance(exc, httpx.ReadTimeout):
+            return self.error(
+                f"{self.label} at {where} sent nothing for {self._read_timeout}s (read timeout)",
+                kind="timeout",
+            )
+        if isinstance(exc, httpx.TimeoutException):
+            return self.error(
+                f"Timed out talking to {self.label} at {where}: {exc}", kind="timeout"
+            )
+        if isinstance(exc, httpx.RemoteProtocolError | httpx.NetworkError | OSError):
+            return self.error(
+                f"The connection to {self.label} at {where} dropped before the response "
+                f"was complete: {exc}",
+                kind="dropped",
+            )
+        return self.error(f"HTTP request to {self.label} at {where} failed: {exc}", kind="http")
+
+    def status_error(self, status: int, body: bytes) -> LLMError:
+        """The :class:`LLMError` for an HTTP error status answered before streaming."""
+        message, _ = body_error_text(body)
+        return self.error(
+            f"{self.label} at {self._base_url} answered HTTP {status}: {message}",
+            kind="http_status",
+            status=status,
+        )
+
+    @asynccontextmanager
+    async def open_stream(
+        self, path: str, body: dict[str, Any], deadline: float | None, *, accept: str
+    ) -> AsyncIterator[httpx.Response]:
+        """POST ``body`` and yield the streaming response; closing it aborts the request."""
+        try:
+            content = orjson.dumps(body)
+        except orjson.JSONEncodeError as exc:
+            raise self.error(
+                f"the request is not JSON-serializable: {exc}", kind="request"
+            ) from None
+        client = self._http()
+        headers = {**self._headers, "Content-Type": "application/json", "Accept": accept}
+        request = client.build_request(
+            "POST",
+            self._base_url + path,
+            content=content,
+            headers=headers,
+            timeout=self._timeout,
+        )
+        response = await self.within(deadline, client.send(request, stream=True))
+        try:
+            if not response.is_success:
+                raw = await self.within(deadline, response.aread())
+                raise self.status_error(response.status_code, raw)
+            yield response
+        finally:
+            with anyio.CancelScope(shield=True):
+                await response.aclose()
+
+    async def get_json(self, path: str, *, probe: bool = False) -> Any:
+        """GET ``path`` and decode its JSON; :class:`LLMError` on any failure.
+
+        ``probe``: a health check, bounded by :attr:`probe_timeout` instead of the usual
+        timeouts.
+        """
+        client = self._http()
+        request_timeout = httpx.Timeout(self.probe_timeout) if probe else self._timeout
+        try:
+            response = await self.within(
+                self.deadline(),
+                client.get(self._base_url + path, headers=self._headers, timeout=request_timeout),
+            )
+        except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
+            raise self.transport_error(exc) from exc
+        if response.status_code >= 400:
+            raise self.status_error(response.status_code, response.content)
+        try:
+            return orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            raise self.error(
+                f"{self.label} at {self._base_url} answered {path} with non-JSON: "
+                f"{response.text[:200]!r}",
+                kind="protocol",
+            ) from None
+
+    def parse_json(self, line: str, what: str) -> dict[str, Any]:
+        """One JSON object of the stream, or a protocol :class:`LLMError`."""
+        try:
+            value = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise self.error(
+                f"{self.label} sent a {what} that is not JSON ({exc}): {line[:200]!r}",
+                kind="protocol",
+            ) from None
+        if not isinstance(value, dict):
+            raise self.error(
+                f"{self.label} sent a {what} that is not a JSON object: {line[:200]!r}",
+                kind="protocol",
+            )
+        return value

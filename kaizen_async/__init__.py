@@ -28,6 +28,9 @@ from ._exceptions import SessionClosedError as SessionClosedError
 from ._exceptions import SessionCorruptedError as SessionCorruptedError
 from ._exceptions import StateKeyNotFoundError as StateKeyNotFoundError
 from ._mailbox import MailboxStatistics as MailboxStatistics
+from ._planner import Planner as Planner
+from ._planner import PlanResult as PlanResult
+from ._planner import PlanStream as PlanStream
 from ._session import Session as Session
 from ._session import SessionStatistics as SessionStatistics
 from ._session import Transaction as Transaction
@@ -52,6 +55,9 @@ __all__ = [
     "Dispatcher",
     "InvokeResult",
     "MailboxStatistics",
+    "PlanResult",
+    "PlanStream",
+    "Planner",
     "capability",
     "ArtifactNotFoundError",
     "ArtifactTooLargeError",

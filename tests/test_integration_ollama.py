@@ -119,3 +119,30 @@ async def test_recorded_exchange_replays_identically(provider: OllamaProvider) -
     assert await replay.complete("Say a random word.", options=options) == original
     with pytest.raises(LLMError):
         await replay.complete("Say a random word.", options=options)
+
+
+async def test_plan_and_dispatch_against_the_real_model(provider: OllamaProvider) -> None:
+    from agents import ReverseAgent, UppercaseAgent
+    from kaizen_async import Dispatcher, EntryType, Planner
+
+    async with Session() as session, Dispatcher() as dispatcher:
+        dispatcher.register(ReverseAgent())
+        dispatcher.register(UppercaseAgent())
+        await session.set("text", "hello world")
+        planner = Planner(provider, dispatcher.capability_specs(), options=DETERMINISTIC)
+        stream = planner.stream(
+            "Reverse the string stored under the state key 'text', then make it uppercase.",
+            session,
+        )
+        result = await dispatcher.dispatch_stream(stream, session)
+        plan = stream.result
+        assert plan is not None and plan.success, plan
+        assert {c.capability for c in plan.calls} <= {"reverse", "uppercase"}
+        assert result.success and result.executed_count == len(plan.calls)
+        expected = "hello world"  # the state follows whatever the model planned, step by step
+        for call in plan.calls:
+            expected = expected[::-1] if call.capability == "reverse" else expected.upper()
+        assert await session.get("text") == expected
+        kinds = [e.entry_type for e in await session.get_trajectory()]
+        assert kinds.count(EntryType.LLM_EXCHANGE) == 1
+        assert kinds.count(EntryType.PLAN_CREATED) == 1

@@ -83,7 +83,6 @@ class LLMProvider(ABC):
     @abstractmethod
     def model_name(self) -> str: ...
 
-    @abstractmethod
     def stream(
         self,
         prompt: str | list[Message],
@@ -93,7 +92,25 @@ class LLMProvider(ABC):
         options: dict[str, Any] | None = None,
         session: Session | None = None,
     ) -> AsyncIterator[LLMChunk]:
-        """Stream the reply; records an ``llm_exchange`` entry in ``session`` when given."""
+        """Stream the reply; records an ``llm_exchange`` entry in ``session`` when given.
+
+        The last chunk has ``done=True`` and the :class:`LLMResponse`.
+        """
+        from ._replay import recorded  # the recorder builds on these types
+
+        request = {
+            "messages": normalize_messages(prompt, system),
+            "format": format,
+            "options": dict(options or {}),
+        }
+        return recorded(self, self._exchange(request), session=session, request=request)
+
+    def _exchange(self, request: dict[str, Any]) -> AsyncIterator[LLMChunk]:
+        """The reply to ``request`` (``messages``, ``format``, ``options``) as chunks.
+
+        What a provider implements (or it overrides :meth:`stream` as a whole).
+        """
+        raise NotImplementedError(f"{type(self).__name__} implements neither _exchange nor stream")
 
     async def complete(
         self,

@@ -16,12 +16,11 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from .._exceptions import LLMError
-from ._base import LLMChunk, LLMResponse, Message, normalize_messages
+from ._base import LLMChunk, LLMResponse, Message
 from ._http import HTTPProvider, LineReader, body_error_text, error_text
-from ._replay import exchange_request, recorded
 
 if TYPE_CHECKING:
-    from .._session import Session
+    pass
 
 __all__ = ["OpenAICompatProvider"]
 
@@ -119,20 +118,8 @@ class OpenAICompatProvider(HTTPProvider):
         body.update(opts)
         return body
 
-    def stream(
-        self,
-        prompt: str | list[Message],
-        *,
-        system: str | None = None,
-        format: dict[str, Any] | str | None = None,
-        options: dict[str, Any] | None = None,
-        session: Session | None = None,
-    ) -> AsyncIterator[LLMChunk]:
-        """Stream the reply; the last chunk has ``done=True`` and the :class:`LLMResponse`."""
-        messages = normalize_messages(prompt, system)
-        request = exchange_request(messages, format, options)
-        chunks = self._chat(messages, format, options)
-        return recorded(self, chunks, session=session, request=request)
+    def _exchange(self, request: dict[str, Any]) -> AsyncIterator[LLMChunk]:
+        return self._chat(request["messages"], request["format"], request["options"])
 
     async def _chat(
         self,

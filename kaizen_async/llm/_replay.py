@@ -23,26 +23,17 @@ import anyio.lowlevel
 from .._canonical import decode, encode
 from .._exceptions import KaizenValidationError, LLMError
 from .._trajectory import EntryType, TrajectoryEntry
-from ._base import LLMChunk, LLMProvider, LLMResponse, Message, normalize_messages
+from ._base import LLMChunk, LLMProvider, LLMResponse
 
 if TYPE_CHECKING:
     from .._session import Session
 
-__all__ = ["RECORD_AGENT_ID", "ReplayProvider", "exchange_request", "recorded", "request_key"]
+__all__ = ["RECORD_AGENT_ID", "ReplayProvider", "recorded", "request_key"]
 
 #: agent id of recorded ``llm_exchange`` entries
 RECORD_AGENT_ID = "llm"
 #: longest time spent closing the model stream and writing the record after a failure
 _CLEANUP_SECONDS = 10.0
-
-
-def exchange_request(
-    messages: list[Message],
-    format: dict[str, Any] | str | None,
-    options: Mapping[str, Any] | None,
-) -> dict[str, Any]:
-    """The part of a call that identifies it: what replay matches on."""
-    return {"messages": messages, "format": format, "options": dict(options or {})}
 
 
 def request_key(request: Mapping[str, Any]) -> bytes:
@@ -200,18 +191,9 @@ class ReplayProvider(LLMProvider):
         """How many recorded exchanges have not been replayed yet."""
         return self._used.count(False)
 
-    def stream(
-        self,
-        prompt: str | list[Message],
-        *,
-        system: str | None = None,
-        format: dict[str, Any] | str | None = None,
-        options: dict[str, Any] | None = None,
-        session: Session | None = None,
-    ) -> AsyncIterator[LLMChunk]:
+    def _exchange(self, request: dict[str, Any]) -> AsyncIterator[LLMChunk]:
         """The recorded reply to this exact request; :class:`LLMError` if there is none."""
-        request = exchange_request(normalize_messages(prompt, system), format, options)
-        return recorded(self, self._replay(request), session=session, request=request)
+        return self._replay(request)
 
     def _take(self, request: dict[str, Any]) -> dict[str, Any]:
         key = request_key(request)

@@ -16,11 +16,10 @@ import anyio
 import anyio.lowlevel
 
 from .._exceptions import LLMError
-from ._base import LLMChunk, LLMProvider, LLMResponse, Message, normalize_messages
-from ._replay import exchange_request, recorded
+from ._base import LLMChunk, LLMProvider, LLMResponse
 
 if TYPE_CHECKING:
-    from .._session import Session
+    pass
 
 __all__ = ["ScriptedProvider"]
 
@@ -68,20 +67,11 @@ class ScriptedProvider(LLMProvider):
         """Scripted responses not taken yet."""
         return len(self._responses)
 
-    def stream(
-        self,
-        prompt: str | list[Message],
-        *,
-        system: str | None = None,
-        format: dict[str, Any] | str | None = None,
-        options: dict[str, Any] | None = None,
-        session: Session | None = None,
-    ) -> AsyncIterator[LLMChunk]:
-        """Take the next scripted response (at call time) and stream it."""
-        request = exchange_request(normalize_messages(prompt, system), format, options)
+    def _exchange(self, request: dict[str, Any]) -> AsyncIterator[LLMChunk]:
+        """Take the next scripted response (when ``stream()`` is called) and play it."""
         self.requests.append({"model": self._model, **request})
         reply = self._responses.popleft() if self._responses else None
-        return recorded(self, self._play(reply), session=session, request=request)
+        return self._play(reply)
 
     async def _play(self, reply: str | LLMError | None) -> AsyncGenerator[LLMChunk, None]:
         started = time.perf_counter()

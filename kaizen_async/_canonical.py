@@ -17,10 +17,23 @@ import orjson
 
 from ._exceptions import KaizenValidationError
 
-__all__ = ["ZERO_HASH", "decode", "encode", "entry_bytes", "entry_hash", "sha256_hex"]
+__all__ = [
+    "ENTRY_TEMPLATE",
+    "ZERO_HASH",
+    "decode",
+    "encode",
+    "entry_bytes",
+    "entry_hash",
+    "sha256_hex",
+]
 
 #: ``prev_hash`` of entry 1.
 ZERO_HASH = "0" * 64
+#: an entry's canonical JSON without its hash: sorted keys, JSON-encoded agent id and type,
+#: the already canonical content, then prev_hash, seq and timestamp
+ENTRY_TEMPLATE = (
+    b'{"agent_id":%b,"content":%b,"entry_type":%b,"prev_hash":"%b","seq":%d,"timestamp":"%b"}'
+)
 
 _OPTIONS = (
     orjson.OPT_SORT_KEYS
@@ -74,16 +87,13 @@ def entry_bytes(
     Equal to ``encode({...})`` of the entry's fields with sorted keys, but built from the
     already-canonical content bytes so content is never encoded twice.
     """
-    return (
-        b'{"agent_id":%b,"content":%b,"entry_type":%b,"prev_hash":"%b","seq":%d,"timestamp":"%b"}'
-        % (
-            _dumps(agent_id),
-            content,
-            _dumps(entry_type),
-            prev_hash.encode(),
-            seq,
-            timestamp.encode(),
-        )
+    return ENTRY_TEMPLATE % (
+        _dumps(agent_id),
+        content,
+        _dumps(entry_type),
+        prev_hash.encode(),
+        seq,
+        timestamp.encode(),
     )
 
 

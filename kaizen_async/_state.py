@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from ._canonical import ENTRY_TEMPLATE as _ENTRY
 from ._canonical import ZERO_HASH, decode, encode, sha256_hex
 from ._exceptions import (
     ArtifactNotFoundError,
@@ -43,7 +44,6 @@ _ARTIFACT_WRITTEN = EntryType.ARTIFACT_WRITTEN.value
 _ARTIFACT_DELETED = EntryType.ARTIFACT_DELETED.value
 _SESSION_LOADED = EntryType.SESSION_LOADED.value
 _ENTRY_TYPES = {member.value for member in EntryType}
-_ENTRY = b'{"agent_id":%b,"content":%b,"entry_type":%b,"prev_hash":"%b","seq":%d,"timestamp":"%b"}'
 _dumps = orjson.dumps
 _SORTED = orjson.OPT_SORT_KEYS
 _sha256 = hashlib.sha256

@@ -1,0 +1,136 @@
+"""The public surface is pinned: a change to it is a deliberate, visible diff."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+import kaizen_async
+import kaizen_async.llm
+import kaizen_async.sync
+import kaizen_async.testing
+from kaizen_async import ErrorCode, KaizenError
+
+PUBLIC = {
+    kaizen_async: [
+        "Agent",
+        "AgentInfo",
+        "AgentProtocol",
+        "ArtifactNotFoundError",
+        "ArtifactTooLargeError",
+        "CapabilityCall",
+        "CapabilitySpec",
+        "DispatchError",
+        "DispatchResult",
+        "Dispatcher",
+        "EntryType",
+        "ErrorCode",
+        "InvokeResult",
+        "KaizenError",
+        "KaizenNotFoundError",
+        "KaizenTypeError",
+        "KaizenValidationError",
+        "LLMError",
+        "MailboxFullError",
+        "MailboxStatistics",
+        "PersistError",
+        "PlanResult",
+        "PlanStream",
+        "Planner",
+        "SCHEMA_VERSION",
+        "SchemaMismatchError",
+        "Session",
+        "SessionClosedError",
+        "SessionCorruptedError",
+        "SessionStatistics",
+        "StateKeyNotFoundError",
+        "TrajectoryEntry",
+        "Transaction",
+        "__version__",
+        "capability",
+    ],
+    kaizen_async.llm: [
+        "LLMChunk",
+        "LLMError",
+        "LLMProvider",
+        "LLMResponse",
+        "Message",
+        "OllamaProvider",
+        "OpenAICompatProvider",
+        "ReplayProvider",
+        "ScriptedProvider",
+    ],
+    kaizen_async.testing: [
+        "BodyReply",
+        "Chunking",
+        "ErrorReply",
+        "Exchange",
+        "HangupReply",
+        "OllamaReply",
+        "OpenAIReply",
+        "RawReply",
+        "RecordedRequest",
+        "Reply",
+        "StandInLLMServer",
+    ],
+    kaizen_async.sync: ["Dispatcher", "Session"],
+}
+
+
+@pytest.mark.parametrize("module", list(PUBLIC), ids=lambda m: m.__name__)
+def test_all_is_pinned_and_importable(module: object) -> None:
+    assert sorted(module.__all__) == sorted(PUBLIC[module])  # type: ignore[attr-defined]
+    for name in module.__all__:  # type: ignore[attr-defined]
+        assert getattr(module, name) is not None
+
+
+def test_every_error_is_a_kaizen_error_with_a_code() -> None:
+    errors = [
+        obj
+        for obj in vars(kaizen_async).values()
+        if inspect.isclass(obj) and issubclass(obj, BaseException)
+    ]
+    assert len(errors) >= 12
+    for error in errors:
+        assert issubclass(error, KaizenError)
+        assert isinstance(error.default_code, ErrorCode)
+    assert issubclass(kaizen_async.KaizenValidationError, ValueError)
+    assert issubclass(kaizen_async.KaizenNotFoundError, KeyError)
+    assert issubclass(kaizen_async.KaizenTypeError, TypeError)
+
+
+def test_original_vocabulary_is_kept() -> None:
+    original_types = {
+        "agent_invoked",
+        "agent_completed",
+        "agent_failed",
+        "state_set",
+        "state_deleted",
+        "artifact_written",
+        "artifact_deleted",
+        "session_created",
+        "session_loaded",
+        "session_saved",
+        "plan_created",
+        "plan_step_started",
+        "plan_step_completed",
+        "user_input",
+        "system_note",
+    }
+    assert original_types <= {t.value for t in kaizen_async.EntryType}
+    assert {"session_forked", "llm_exchange"} <= {t.value for t in kaizen_async.EntryType}
+    original_codes = {
+        "agent_capability_not_found",
+        "agent_invalid_params",
+        "agent_invocation_failed",
+        "dispatch_no_agent_for_capability",
+        "plan_generation_failed",
+        "plan_invalid_format",
+        "plan_llm_error",
+        "session_not_found",
+        "session_corrupted",
+        "validation_error",
+        "unknown_error",
+    }
+    assert original_codes <= {c.value for c in ErrorCode}

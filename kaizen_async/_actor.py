@@ -17,11 +17,15 @@ import asyncio
 import sys
 from collections import deque
 from collections.abc import Awaitable, Callable
+from types import TracebackType
 from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
 
 from ._exceptions import SessionClosedError
 
-__all__ = ["Actor", "create_actor"]
+__all__ = ["Actor", "create_actor", "exit_task_group", "on_trio"]
 
 _Fn = Callable[..., Any]
 
@@ -271,12 +275,35 @@ class _TrioActor(Actor):
         self._lowlevel.reschedule(waiter[0], self._value(value) if ok else self._error(value))
 
 
-def create_actor(name: str) -> Actor:
-    """An actor for the running event loop's backend (asyncio or Trio)."""
+def on_trio() -> bool:
+    """Whether the running event loop is Trio's (else asyncio's)."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
         if "trio" in sys.modules:
-            return _TrioActor(name)
+            return True
         raise
-    return _AsyncioActor(name)
+    return False
+
+
+def create_actor(name: str) -> Actor:
+    """An actor for the running event loop's backend (asyncio or Trio)."""
+    return _TrioActor(name) if on_trio() else _AsyncioActor(name)
+
+
+async def exit_task_group(
+    task_group: TaskGroup,
+    exc_type: type[BaseException] | None,
+    exc: BaseException | None,
+    tb: TracebackType | None,
+) -> bool | None:
+    """Leave a task group entered by hand in an object's ``__aenter__``.
+
+    An exception from the ``async with`` body is the caller's, not the tasks': the tasks
+    drain and stop, and the exception propagates as itself rather than wrapped in an
+    ``ExceptionGroup``. Cancellation is passed on so the task group can handle it.
+    """
+    if exc is not None and not isinstance(exc, anyio.get_cancelled_exc_class()):
+        await task_group.__aexit__(None, None, None)
+        return None
+    return await task_group.__aexit__(exc_type, exc, tb)

@@ -244,7 +244,11 @@ class AgentRunner:
                     return
 
     async def _serve(self, scope: anyio.CancelScope) -> bool:
-        """Serve messages until the mailbox closes (False); a cancelled ``scope`` ends it early."""
+        """Serve messages until the mailbox closes (False) or ``scope`` was cancelled (True).
+
+        A capability may finish even though its caller cancelled it (it shielded its
+        cleanup, say): the scope is spent then, and the next message gets a fresh one.
+        """
         receive = self.mailbox.receive
         while True:
             try:
@@ -260,6 +264,8 @@ class AgentRunner:
                 invocation.scope = None
             invocation.reply.send(result)
             self.served += 1
+            if scope.cancel_called:
+                return True
 
     async def _invoke(self, invocation: Invocation) -> InvokeResult:
         capability = invocation.capability

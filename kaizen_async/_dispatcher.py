@@ -19,6 +19,7 @@ import anyio
 import orjson
 from anyio.abc import TaskGroup
 
+from ._actor import exit_task_group as _exit_task_group
 from ._agent import AgentProtocol, AgentRunner, Invocation
 from ._canonical import encode
 from ._exceptions import DispatchError, ErrorCode, KaizenValidationError, SessionClosedError
@@ -111,8 +112,12 @@ class DispatchResult:
 
 
 def _summary(result: InvokeResult) -> str:
+    """The first 200 characters of the result (or error) as JSON; repr() if it is not JSON."""
     value = result.result if result.success else result.error
-    text = orjson.dumps(value, default=repr, option=orjson.OPT_SORT_KEYS).decode()
+    try:
+        text = orjson.dumps(value, default=repr, option=orjson.OPT_SORT_KEYS).decode()
+    except (TypeError, orjson.JSONEncodeError):  # e.g. int dict keys, ints past 64 bits
+        text = repr(value)
     return text[:_SUMMARY_CHARS]
 
 
@@ -190,7 +195,7 @@ class Dispatcher:
         self._closed = True
         for runner in self._agents.values():
             runner.mailbox.close()
-        return await self._task_group.__aexit__(exc_type, exc, tb)
+        return await _exit_task_group(self._task_group, exc_type, exc, tb)
 
     def _check_running(self) -> None:
         if self._task_group is None or self._closed:

@@ -11,11 +11,11 @@ memory object streams: bounded (senders wait while it is full: backpressure), FI
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from ._actor import on_trio
 from ._exceptions import MailboxFullError, SessionClosedError
 
 __all__ = ["Mailbox", "MailboxClosedError", "MailboxStatistics", "Reply", "create_reply"]
@@ -35,16 +35,6 @@ class MailboxStatistics:
     max_buffer_size: int
     tasks_waiting_send: int
     tasks_waiting_receive: int
-
-
-def _on_trio() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        if "trio" in sys.modules:
-            return True
-        raise
-    return False
 
 
 class _Parker:
@@ -123,7 +113,7 @@ class _TrioParker(_Parker):
 
 
 def _parker() -> _Parker:
-    return _TrioParker() if _on_trio() else _AsyncioParker()
+    return _TrioParker() if on_trio() else _AsyncioParker()
 
 
 class Reply:

@@ -23,6 +23,7 @@ worker thread.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import uuid
@@ -36,7 +37,7 @@ from ._exceptions import KaizenError, PersistError, SchemaMismatchError, Session
 from ._state import SCHEMA_VERSION, SessionCore
 from ._trajectory import EntryType, Record
 
-__all__ = ["SaveMark", "SavePlan", "read_session", "write_session"]
+__all__ = ["SaveMark", "SavePlan", "plan_save", "read_session", "write_session"]
 
 _SCHEMA = """
 CREATE TABLE metadata (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -74,6 +75,36 @@ class SavePlan:
     mark: SaveMark | None = None
     changed_keys: set[str] = field(default_factory=set)
     new_digests: set[str] = field(default_factory=set)
+
+
+def plan_save(core: SessionCore, path: str, mark: SaveMark | None, saved: Record) -> SavePlan:
+    """What saving ``core`` plus its ``session_saved`` record ``saved`` to ``path`` writes.
+
+    Captured on the event loop (copies of the lists and dicts, not of the data), so the
+    worker thread reads nothing the session may change meanwhile.
+    """
+    records = [*core.records, saved]
+    metadata = {
+        "schema_version": SCHEMA_VERSION,
+        "session_id": core.session_id,
+        "max_artifact_size": core.max_artifact_size,
+        "workspace_path": core.workspace_path,
+        "state_version": core.version,
+        "head_seq": saved.seq,
+        "head_hash": saved.hash,
+    }
+    plan = SavePlan(path, metadata, records, dict(core.state), dict(core.blobs))
+    if mark is not None:
+        new = records[mark.seq :]
+        plan.mark = mark
+        plan.changed_keys = {decode(r.content)["key"] for r in new if r.entry_type in _STATE_KINDS}
+        plan.new_digests = {
+            digest
+            for r in new
+            if r.entry_type == _ARTIFACT_WRITTEN
+            and (digest := decode(r.content).get("digest")) is not None
+        }
+    return plan
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -239,11 +270,11 @@ def read_session(path: str) -> tuple[SessionCore, int]:
         if version == 1:
             return _read_v1(conn, path, meta, tables), version
         raise SchemaMismatchError(f"{path} has unsupported schema version {version}")
+    except (SessionCorruptedError, SchemaMismatchError):
+        raise
     except sqlite3.DatabaseError as exc:
         raise SessionCorruptedError(f"{path} is not a readable .kaizen file: {exc}") from None
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
-        if isinstance(exc, KaizenError):
-            raise
+    except Exception as exc:  # wrong types or values anywhere in the file
         raise SessionCorruptedError(f"{path} has malformed data: {exc!r}") from None
     finally:
         conn.close()
@@ -291,7 +322,8 @@ def _read_v2(
             f"{path}: the trajectory does not end where the metadata says (truncated?)"
         )
     stored = {
-        key: decode(value) for key, value in conn.execute("SELECT key, value_json FROM state")
+        key: encode(decode(value))
+        for key, value in conn.execute("SELECT key, value_json FROM state")
     }
     _check_state(core, stored, _meta_json(meta, "state_version", path), path)
     wanted = set(core.artifacts.values())
@@ -307,12 +339,13 @@ def _read_v2(
     return core
 
 
-def _check_state(core: SessionCore, stored: dict[str, Any], version: Any, path: str) -> None:
-    if version != core.version:
+def _check_state(core: SessionCore, stored: dict[str, bytes], version: Any, path: str) -> None:
+    """The stored state (canonical bytes per key) must be exactly what replay derived."""
+    if version != core.version or type(version) is not int:
         raise SessionCorruptedError(
-            f"{path}: stored state_version {version} differs from replay ({core.version})"
+            f"{path}: stored state_version {version!r} differs from replay ({core.version})"
         )
-    replayed = core.all_state()
+    replayed = core.state
     if stored != replayed:
         key = sorted(set(stored) ^ set(replayed)) or sorted(
             k for k in stored if stored[k] != replayed[k]
@@ -325,9 +358,11 @@ def _check_state(core: SessionCore, stored: dict[str, Any], version: Any, path: 
 def _read_v1(
     conn: sqlite3.Connection, path: str, meta: dict[str, str], tables: set[str]
 ) -> SessionCore:
-    """Original Kaizen files: entries taken as they are, the chain computed on load."""
-    import json
+    """Original Kaizen files: entries taken as they are, the chain computed on load.
 
+    Their JSON came from ``json.dumps``, which also writes NaN/Infinity and integers of
+    any size; canonical JSON has neither, so those become null and decimal strings.
+    """
     from ._canonical import ZERO_HASH, entry_hash
 
     _require(tables, path, "trajectory", "state", "artifacts")
@@ -339,7 +374,7 @@ def _read_v1(
         "SELECT seq_num, timestamp, agent_id, entry_type, content_json FROM trajectory "
         "ORDER BY seq_num"
     ):
-        content = encode(json.loads(content_json))
+        content = encode(_v1_json(content_json))
         digest = entry_hash(seq, ts, agent, kind, content, prev)
         records.append(Record(seq, ts, agent, kind, content, prev, digest))
         prev = digest
@@ -352,7 +387,8 @@ def _read_v1(
         verify=False,
     )
     stored = {
-        key: json.loads(value) for key, value in conn.execute("SELECT key, value_json FROM state")
+        key: encode(_v1_json(value))
+        for key, value in conn.execute("SELECT key, value_json FROM state")
     }
     _check_state(core, stored, int(meta.get("state_version", core.version)), path)
     for name, data in conn.execute("SELECT name, data FROM artifacts"):
@@ -361,3 +397,13 @@ def _read_v1(
         core.blobs[digest] = blob
         core.artifacts[name] = digest
     return core
+
+
+def _v1_int(text: str) -> int | str:
+    value = int(text)
+    return value if -(2**63) <= value < 2**64 else text
+
+
+def _v1_json(text: str) -> Any:
+    """Parse the original's JSON: NaN/Infinity -> None, integers past 64 bits -> str."""
+    return json.loads(text, parse_constant=lambda _: None, parse_int=_v1_int)

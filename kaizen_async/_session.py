@@ -20,17 +20,15 @@ import anyio
 from anyio.abc import TaskGroup
 
 from ._actor import Actor, create_actor
-from ._canonical import decode
+from ._actor import exit_task_group as _exit_task_group
 from ._exceptions import KaizenValidationError, SessionClosedError
-from ._persistence import SaveMark, SavePlan, read_session, write_session
+from ._persistence import SaveMark, plan_save, read_session, write_session
 from ._state import DEFAULT_MAX_ARTIFACT_SIZE, SCHEMA_VERSION, SessionCore, validate_key
 from ._trajectory import EntryType, Record, TrajectoryEntry
 
 __all__ = ["Session", "SessionStatistics"]
 
 _OFFLOAD_ABOVE = 5_000  # replays longer than this many entries run in a worker thread
-_STATE_KINDS = (EntryType.STATE_SET.value, EntryType.STATE_DELETED.value)
-_ARTIFACT_WRITTEN = EntryType.ARTIFACT_WRITTEN.value
 
 
 @dataclass(frozen=True)
@@ -144,7 +142,7 @@ class Session:
     ) -> bool | None:
         assert self._actor is not None and self._task_group is not None
         self._actor.close()
-        return await self._task_group.__aexit__(exc_type, exc, tb)
+        return await _exit_task_group(self._task_group, exc_type, exc, tb)
 
     async def _settled(self) -> None:
         """Wait until every write queued so far is applied (reads see all earlier writes).
@@ -214,7 +212,7 @@ class Session:
     async def get(self, key: str, default: Any = None) -> Any:
         """A copy of the value at ``key``, or ``default``."""
         actor = self._actor
-        if actor is None or actor.queue or actor.closing:
+        if actor is None or actor.queue or actor.closing or actor.closed:
             await self._settled()
         return self._core.get(validate_key(key), default)
 
@@ -354,37 +352,13 @@ class Session:
         core = self._core
         target = os.path.abspath(path)  # noqa: ASYNC240 - no I/O beyond getcwd
         mark = self._mark if self._mark is not None and self._mark.path == target else None
-        length, head = len(core.records), core.head
-        seq = core.append("system", EntryType.SESSION_SAVED, {"path": path})
-        metadata = {
-            "schema_version": SCHEMA_VERSION,
-            "session_id": core.session_id,
-            "max_artifact_size": core.max_artifact_size,
-            "workspace_path": core.workspace_path,
-            "state_version": core.version,
-            "head_seq": len(core.records),
-            "head_hash": core.head,
-        }
-        plan = SavePlan(target, metadata, list(core.records), dict(core.state), dict(core.blobs))
-        if mark is not None:
-            new = plan.records[mark.seq :]
-            plan.mark = mark
-            plan.changed_keys = {
-                decode(r.content)["key"] for r in new if r.entry_type in _STATE_KINDS
-            }
-            plan.new_digests = {
-                digest
-                for r in new
-                if r.entry_type == _ARTIFACT_WRITTEN
-                and (digest := decode(r.content).get("digest")) is not None
-            }
-        try:
-            await anyio.to_thread.run_sync(write_session, plan)
-        except BaseException:
-            core.truncate(length, head)
-            raise
-        self._mark = SaveMark(target, len(core.records), core.head, core.session_id)
-        return seq
+        # the file gets its own session_saved entry; the session only once the file is
+        # written, so a failed save leaves no trace and readers never see a tentative entry
+        saved = core.next_record("system", EntryType.SESSION_SAVED, {"path": path})
+        await anyio.to_thread.run_sync(write_session, plan_save(core, target, mark, saved))
+        core.add_record(saved)
+        self._mark = SaveMark(target, saved.seq, saved.hash, core.session_id)
+        return saved.seq
 
 
 def _noop() -> None:

@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from ._canonical import ENTRY_TEMPLATE as _ENTRY
-from ._canonical import ZERO_HASH, decode, encode, sha256_hex
+from ._canonical import ZERO_HASH, decode, encode, entry_hash, sha256_hex
 from ._exceptions import (
     ArtifactNotFoundError,
     ArtifactTooLargeError,
@@ -500,10 +500,22 @@ class SessionCore:
         )
         return past.all_state()
 
-    def truncate(self, length: int, head: str) -> None:
-        """Drop entries past ``length`` that changed no state (undo of a failed save)."""
-        del self.records[length:]
-        self.head = head
+    def next_record(self, agent_id: str, entry_type: EntryType, content: Any) -> Record:
+        """The record an append would add now, without adding it (a save writes its own
+        ``session_saved`` into the file first and adds it only once the file is written)."""
+        kind = entry_type.value
+        seq, prev, ts = len(self.records) + 1, self.head, _timestamp()
+        data = encode(content, "entry content")
+        return Record(
+            seq, ts, agent_id, kind, data, prev, entry_hash(seq, ts, agent_id, kind, data, prev)
+        )
+
+    def add_record(self, record: Record) -> None:
+        """Append a record made by :meth:`next_record` (nothing was appended since)."""
+        if record.seq != len(self.records) + 1 or record.prev_hash != self.head:
+            raise SessionCorruptedError("the trajectory moved on since this record was made")
+        self.records.append(record)
+        self.head = record.hash
 
     def snapshot_copy(self) -> SessionCore:
         """A shallow copy that later writes to this core do not affect (for worker threads)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from kaizen_async import Agent, EntryType, InvokeResult, Session, capability
 
@@ -22,7 +22,7 @@ class KeyParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    key: str
+    key: str = Field(min_length=1, pattern=r"\S", description="the state key to work on")
 
 
 async def _transform(

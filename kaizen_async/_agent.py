@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, cast, runtim
 import anyio
 from pydantic import BaseModel, ValidationError
 
-from ._exceptions import ErrorCode
+from ._exceptions import DispatchError, ErrorCode
 from ._mailbox import Mailbox, MailboxClosedError, MailboxStatistics, Reply
 from ._trajectory import EntryType
 from ._types import AgentInfo, CapabilitySpec, InvokeResult
@@ -215,7 +215,9 @@ class AgentRunner:
         self, agent: AgentProtocol, info: AgentInfo, *, mailbox_size: int, max_concurrency: int
     ) -> None:
         if max_concurrency < 1:
-            raise ValueError("max_concurrency must be at least 1")
+            raise DispatchError(f"max_concurrency must be at least 1, got {max_concurrency}")
+        if mailbox_size < 1:
+            raise DispatchError(f"mailbox_size must be at least 1, got {mailbox_size}")
         self.agent = agent
         self.info = info
         self.max_concurrency = max_concurrency

@@ -164,6 +164,8 @@ class Dispatcher:
     """
 
     def __init__(self, *, mailbox_size: int = 64, max_concurrency: int = 1) -> None:
+        if mailbox_size < 1 or max_concurrency < 1:
+            raise DispatchError("mailbox_size and max_concurrency must be at least 1")
         self.mailbox_size = mailbox_size
         self.max_concurrency = max_concurrency
         self._agents: dict[str, AgentRunner] = {}

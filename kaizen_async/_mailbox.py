@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from ._actor import on_trio
-from ._exceptions import MailboxFullError, SessionClosedError
+from ._exceptions import KaizenValidationError, MailboxFullError, SessionClosedError
 
 __all__ = ["Mailbox", "MailboxClosedError", "MailboxStatistics", "Reply", "create_reply"]
 
@@ -158,7 +158,7 @@ class Mailbox(Generic[T]):
 
     def __init__(self, max_size: int) -> None:
         if max_size < 1:
-            raise ValueError("max_size must be at least 1")
+            raise KaizenValidationError(f"max_size must be at least 1, got {max_size}")
         self.max_size = max_size
         self._items: deque[T] = deque()
         self._senders: deque[tuple[T, list[Any]]] = deque()

@@ -285,7 +285,7 @@ class Session:
         if since_seq is not None:
             records = records[max(since_seq, 0) :]
         if entry_types is not None:
-            kinds = {EntryType(k).value for k in entry_types}
+            kinds = {_entry_type(k) for k in entry_types}
             records = [r for r in records if r.entry_type in kinds]
         if agent_id is not None:
             records = [r for r in records if r.agent_id == agent_id]
@@ -359,6 +359,13 @@ class Session:
         core.add_record(saved)
         self._mark = SaveMark(target, saved.seq, saved.hash, core.session_id)
         return saved.seq
+
+
+def _entry_type(kind: EntryType | str) -> str:
+    try:
+        return EntryType(kind).value
+    except ValueError:
+        raise KaizenValidationError(f"unknown entry type {kind!r}") from None
 
 
 def _noop() -> None:

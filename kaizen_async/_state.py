@@ -48,7 +48,7 @@ _dumps = orjson.dumps
 _SORTED = orjson.OPT_SORT_KEYS
 _sha256 = hashlib.sha256
 _time_ns = time.time_ns
-_second_prefix: list[Any] = [-1, ""]
+_second_prefix: list[tuple[int, str]] = [(-1, "")]  # one tuple: swapped atomically
 
 
 def _timestamp() -> str:
@@ -58,13 +58,13 @@ def _timestamp() -> str:
     """
     micros = _time_ns() // 1000
     second, micro = divmod(micros, 1_000_000)
-    cache = _second_prefix
-    if cache[0] != second:
-        cache[0] = second
-        cache[1] = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    cached, prefix = _second_prefix[0]
+    if cached != second:
+        prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _second_prefix[0] = (second, prefix)
     if micro:
-        return f"{cache[1]}.{micro:06d}+00:00"
-    return f"{cache[1]}+00:00"
+        return f"{prefix}.{micro:06d}+00:00"
+    return f"{prefix}+00:00"
 
 
 def validate_key(key: object) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ._exceptions import DispatchError, ErrorCode
+from ._exceptions import DispatchError, ErrorCode, KaizenValidationError
 
 __all__ = ["AgentInfo", "CapabilityCall", "CapabilitySpec", "InvokeResult"]
 
@@ -145,9 +145,9 @@ class InvokeResult:
 
     def __post_init__(self) -> None:
         if self.success and self.error is not None:
-            raise ValueError("a successful result cannot carry an error")
+            raise KaizenValidationError("a successful result cannot carry an error")
         if not self.success and not self.error:
-            raise ValueError("a failed result needs an error")
+            raise KaizenValidationError("a failed result needs an error")
 
     @classmethod
     def ok(cls, result: Any = None, agent_id: str = "", capability: str = "") -> InvokeResult:
@@ -162,14 +162,20 @@ class InvokeResult:
         capability: str = "",
         details: dict[str, Any] | None = None,
     ) -> InvokeResult:
-        error: dict[str, Any] = {"error_code": str(ErrorCode(code)), "message": message}
+        error: dict[str, Any] = {"error_code": str(code), "message": message}
         if details:
             error["details"] = details
         return cls(False, None, error, agent_id, capability)
 
     @property
     def error_code(self) -> ErrorCode | None:
-        return None if self.error is None else ErrorCode(self.error["error_code"])
+        """The error's code as an :class:`ErrorCode` (None on success or for a custom code)."""
+        if self.error is None:
+            return None
+        try:
+            return ErrorCode(self.error["error_code"])
+        except ValueError:
+            return None
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -91,6 +92,7 @@ class LLMProvider(ABC):
         format: dict[str, Any] | str | None = None,
         options: dict[str, Any] | None = None,
         session: Session | None = None,
+        **more_options: Any,
     ) -> AsyncIterator[LLMChunk]:
         """Stream the reply; records an ``llm_exchange`` entry in ``session`` when given.
 
@@ -101,7 +103,7 @@ class LLMProvider(ABC):
         request = {
             "messages": normalize_messages(prompt, system),
             "format": format,
-            "options": dict(options or {}),
+            "options": {**(options or {}), **more_options},
         }
         return recorded(self, self._exchange(request), session=session, request=request)
 
@@ -120,11 +122,16 @@ class LLMProvider(ABC):
         format: dict[str, Any] | str | None = None,
         options: dict[str, Any] | None = None,
         session: Session | None = None,
+        **more_options: Any,
     ) -> LLMResponse:
-        """The whole reply at once (the stream, collected)."""
-        async for chunk in self.stream(
-            prompt, system=system, format=format, options=options, session=session
-        ):
-            if chunk.done and chunk.response is not None:
-                return chunk.response
+        """The whole reply at once (the stream, collected).
+
+        Options go in ``options`` or as keywords (``temperature=0``, ``seed=7``, ...).
+        """
+        merged = {**(options or {}), **more_options}
+        chunks = self.stream(prompt, system=system, format=format, options=merged, session=session)
+        async with aclosing(chunks) as stream:  # type: ignore[type-var]
+            async for chunk in stream:
+                if chunk.done and chunk.response is not None:
+                    return chunk.response
         raise LLMError("stream ended without a final response", provider=self.name)

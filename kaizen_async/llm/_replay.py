@@ -163,12 +163,12 @@ class ReplayProvider(LLMProvider):
         model: str | None = None,
     ) -> None:
         if chunk_size < 1:
-            raise ValueError("chunk_size must be >= 1")
+            raise KaizenValidationError("chunk_size must be >= 1")
         self._exchanges: list[dict[str, Any]] = []
         for item in exchanges:
             content = item.content if isinstance(item, TrajectoryEntry) else item
             if not isinstance(content, Mapping) or "request" not in content:
-                raise ValueError(f"not an llm_exchange record: {content!r:.200}")
+                raise KaizenValidationError(f"not an llm_exchange record: {content!r:.200}")
             self._exchanges.append(decode(encode(dict(content), "llm_exchange record")))
         self._keys = [request_key(e["request"]) for e in self._exchanges]
         self._used = [False] * len(self._exchanges)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.lowlevel
 
-from .._exceptions import LLMError
+from .._exceptions import KaizenValidationError, LLMError
 from ._base import LLMChunk, LLMProvider, LLMResponse
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ class ScriptedProvider(LLMProvider):
         done_reason: str = "stop",
     ) -> None:
         if chunk_size < 1:
-            raise ValueError("chunk_size must be >= 1")
+            raise KaizenValidationError("chunk_size must be >= 1")
         items = [responses] if isinstance(responses, str) else list(responses)
         self._responses: deque[str | LLMError] = deque(items)
         self._chunk_size = chunk_size

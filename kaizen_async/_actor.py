@@ -14,6 +14,7 @@ acknowledged-late write).
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -120,6 +121,8 @@ class Actor:
             except Exception as exc:
                 if waiter is not None:
                     answers.append((waiter, False, exc))
+                else:
+                    _lost(self.name, exc)
                 continue
             if waiter is not None:
                 answers.append((waiter, True, value))
@@ -196,6 +199,8 @@ class _AsyncioActor(Actor):
                     try:
                         answers.append((future, True, fn(*args)))
                     except Exception as exc:
+                        if future is None:
+                            _lost(self.name, exc)
                         answers.append((future, False, exc))
                 self.applied += len(answers)
                 for future, ok, value in answers:
@@ -273,6 +278,13 @@ class _TrioActor(Actor):
             return
         waiter[1] = 2
         self._lowlevel.reschedule(waiter[0], self._value(value) if ok else self._error(value))
+
+
+def _lost(name: str, exc: Exception) -> None:
+    """A write queued without a waiter failed (they are validated first: a bug)."""
+    logging.getLogger("kaizen_async.session").error(
+        "a queued write to %s failed: %r", name, exc, exc_info=exc
+    )
 
 
 def on_trio() -> bool:

@@ -2,9 +2,10 @@
 
 Each step appends ``plan_step_started`` before the call and ``plan_step_completed`` after
 it, whatever happens (success, failure, no agent, timeout, cancellation of the caller),
-so the trajectory never holds a started step without its end. The started entry is queued
-without waiting (the session applies it before anything queued after it); the completed
-entry is awaited, which acknowledges the whole step.
+so the trajectory never holds a started step without its end. Both are queued on the
+session without waiting (validated first; the session applies them in order, before
+anything queued after them, and every later read or save waits for them), which keeps the
+dispatcher off the session actor's round trip.
 """
 
 from __future__ import annotations
@@ -513,15 +514,24 @@ class Dispatcher:
         results: list[InvokeResult | None] = [None] * len(plan)
         limiter = anyio.CapacityLimiter(max_concurrency)
 
+        errors: list[Exception] = []
+
         async def run(index: int, call: CapabilityCall, params_json: bytes) -> None:
             async with limiter:
-                results[index] = await self._step(
-                    call.capability, call.params, params_json, session, plan_id, index, timeout
-                )
+                if errors:  # the session went away: start nothing more
+                    return
+                try:
+                    results[index] = await self._step(
+                        call.capability, call.params, params_json, session, plan_id, index, timeout
+                    )
+                except Exception as exc:  # e.g. the session was closed meanwhile
+                    errors.append(exc)
 
         async with anyio.create_task_group() as tg:
             for index, (call, params_json) in enumerate(plan):
                 tg.start_soon(run, index, call, params_json)
+        if errors:
+            raise errors[0]  # as itself, not wrapped in an ExceptionGroup
         return DispatchResult([r for r in results if r is not None], plan_id)
 
     async def dispatch_stream(

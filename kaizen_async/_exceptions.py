@@ -50,6 +50,7 @@ class ErrorCode(str, Enum):
     # session
     SESSION_NOT_FOUND = "session_not_found"
     SESSION_CORRUPTED = "session_corrupted"
+    SESSION_INVALID_STATE = "session_invalid_state"
     SESSION_CLOSED = "session_closed"
     SESSION_SCHEMA_MISMATCH = "session_schema_mismatch"
     STATE_KEY_NOT_FOUND = "state_key_not_found"
@@ -74,6 +75,8 @@ class ErrorCode(str, Enum):
     # persistence
     PERSIST_SAVE_FAILED = "persist_save_failed"
     PERSIST_LOAD_FAILED = "persist_load_failed"
+    PERSIST_FILE_NOT_FOUND = "persist_file_not_found"
+    PERSIST_SCHEMA_MISMATCH = "persist_schema_mismatch"
     # artifacts
     ARTIFACT_NOT_FOUND = "artifact_not_found"
     ARTIFACT_TOO_LARGE = "artifact_too_large"

@@ -58,12 +58,17 @@ class Session:
         max_artifact_size: int = DEFAULT_MAX_ARTIFACT_SIZE,
         workspace_path: str | os.PathLike[str] | None = None,
     ) -> None:
-        self._core = SessionCore(
-            session_id,
-            max_artifact_size=max_artifact_size,
-            workspace_path=None if workspace_path is None else os.fspath(workspace_path),
+        self._setup(
+            SessionCore(
+                session_id,
+                max_artifact_size=max_artifact_size,
+                workspace_path=None if workspace_path is None else os.fspath(workspace_path),
+            )
         )
-        self._load_path: str | None = None
+
+    def _setup(self, core: SessionCore, load_path: str | None = None) -> None:
+        self._core = core
+        self._load_path = load_path
         self._mark: SaveMark | None = None
         self._actor: Actor | None = None
         self._task_group: TaskGroup | None = None
@@ -78,23 +83,13 @@ class Session:
         :class:`SessionCorruptedError` or :class:`SchemaMismatchError`.
         """
         session = cls.__new__(cls)
-        session._core = SessionCore(created=False)
-        session._load_path = _check_path(path)
-        session._mark = None
-        session._actor = None
-        session._task_group = None
-        session._entered = False
+        session._setup(SessionCore(created=False), _check_path(path))
         return session
 
     @classmethod
     def _from_core(cls, core: SessionCore) -> Session:
         session = cls.__new__(cls)
-        session._core = core
-        session._load_path = None
-        session._mark = None
-        session._actor = None
-        session._task_group = None
-        session._entered = False
+        session._setup(core)
         return session
 
     # -- lifecycle -------------------------------------------------------------------------

@@ -24,9 +24,8 @@ import atexit
 import functools
 import os
 import threading
-import weakref
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from types import TracebackType
 from typing import Any, Self, TypeVar, cast
 
@@ -85,7 +84,7 @@ class _LoopThread:
 
 _lock = threading.Lock()
 _loop: _LoopThread | None = None
-_open: weakref.WeakSet[_Resource] = weakref.WeakSet()
+_open: set[_Resource] = set()  # kept until closed, so nothing is left running unseen
 
 
 def _runtime() -> _LoopThread:
@@ -124,6 +123,7 @@ class _Resource:
     def close(self) -> None:
         """Stop it (drains queued work); later calls raise SessionClosedError."""
         context, self._context = self._context, None
+        _open.discard(self)
         if context is not None:
             context.__exit__(None, None, None)
 
@@ -224,6 +224,23 @@ class Session(_Resource):
             since_seq=since_seq,
         )
 
+    def append_nowait(self, agent_id: str, entry_type: EntryType | str, content: Any) -> None:
+        """Validate an append now and queue it (see the async method)."""
+        self._call_sync(self._inner.append_nowait, agent_id, entry_type, content)
+
+    @contextmanager
+    def transaction(self) -> Iterator[_SyncTransaction]:
+        """Collect writes; leaving the block applies them in one message, all or none."""
+        tx = _SyncTransaction()
+        yield tx
+        tx.results = self._call(self._apply, tx.ops)
+
+    async def _apply(self, ops: list[tuple[str, tuple[Any, ...]]]) -> list[int] | None:
+        async with self._inner.transaction() as tx:
+            for name, args in ops:
+                getattr(tx, name)(*args)
+        return tx.results
+
     def get_trajectory_length(self) -> int:
         return self._call(self._inner.get_trajectory_length)
 
@@ -258,6 +275,29 @@ class Session(_Resource):
 
     def __repr__(self) -> str:
         return f"sync.{self._inner!r}"
+
+
+class _SyncTransaction:
+    """The writes of a blocking ``transaction()``, applied when its block ends."""
+
+    def __init__(self) -> None:
+        self.ops: list[tuple[str, tuple[Any, ...]]] = []
+        self.results: list[int] | None = None
+
+    def set(self, key: str, value: Any) -> None:
+        self.ops.append(("set", (key, value)))
+
+    def delete(self, key: str) -> None:
+        self.ops.append(("delete", (key,)))
+
+    def append(self, agent_id: str, entry_type: EntryType | str, content: Any) -> None:
+        self.ops.append(("append", (agent_id, entry_type, content)))
+
+    def write_artifact(self, name: str, data: bytes) -> None:
+        self.ops.append(("write_artifact", (name, data)))
+
+    def delete_artifact(self, name: str) -> None:
+        self.ops.append(("delete_artifact", (name,)))
 
 
 class Dispatcher(_Resource):

@@ -114,6 +114,9 @@ class Actor:
                     result = (True, await fn(*args))
                 except Exception as exc:
                     result = (False, exc)
+                except BaseException:  # the actor itself is cancelled mid-step
+                    self._resolve(waiter, False, SessionClosedError(f"{self.name} is closed"))
+                    raise
                 self._resolve(waiter, *result)
                 continue
             try:

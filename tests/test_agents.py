@@ -193,3 +193,11 @@ async def test_declarative_agent(session: Session) -> None:
 def test_capability_must_be_async() -> None:
     with pytest.raises(TypeError):
         capability("sync")(lambda self, session, params: None)  # type: ignore[arg-type,return-value]
+
+
+@pytest.mark.parametrize("key", ["", "   "])
+async def test_blank_key_is_invalid_params_and_records_nothing(session: Session, key: str) -> None:
+    result = await ReverseAgent().invoke("reverse", session, {"key": key})
+    assert result.error_code is ErrorCode.AGENT_INVALID_PARAMS
+    assert "key" in result.error["message"]  # type: ignore[index]
+    assert await session.get_trajectory_length() == 1

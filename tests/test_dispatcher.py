@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from agents import ReverseAgent, UppercaseAgent
@@ -602,3 +603,82 @@ async def test_64_callers_on_64_sessions(dispatcher: Dispatcher) -> None:
     async with anyio.create_task_group() as tg:
         for n in range(64):
             tg.start_soon(caller, n)
+
+
+class Stubborn(Agent):
+    """Finishes its work even when its caller gives up (a shielded cleanup)."""
+
+    agent_id = "stubborn"
+
+    @capability("slow")
+    async def slow(self, session: Session, params: dict[str, Any]) -> str:
+        with anyio.CancelScope(shield=True):
+            await anyio.sleep(0.1)
+        return "done anyway"
+
+    @capability("quick")
+    async def quick(self, session: Session, params: dict[str, Any]) -> str:
+        await anyio.lowlevel.checkpoint()
+        return "quick"
+
+
+async def test_message_after_a_timed_out_call_is_still_served(session: Session) -> None:
+    async with Dispatcher() as d:
+        d.register(Stubborn())
+        results: dict[str, Any] = {}
+
+        async def slow() -> None:
+            results["slow"] = await d.dispatch_single("slow", session, {}, timeout=0.02)
+
+        async def quick() -> None:
+            await anyio.sleep(0.005)  # queued behind the slow call
+            results["quick"] = await d.dispatch_single("quick", session, {})
+
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(slow)
+                tg.start_soon(quick)
+    assert results["slow"].error_code is ErrorCode.AGENT_TIMEOUT
+    assert results["quick"].success and results["quick"].result == "quick"
+
+
+class Odd(Agent):
+    agent_id = "odd"
+
+    @capability("odd")
+    async def odd(self, session: Session, params: dict[str, Any]) -> Any:
+        return {1: "int key", "big": 2**70}
+
+
+async def test_non_json_result_is_still_recorded(session: Session) -> None:
+    async with Dispatcher() as d:
+        d.register(Odd())
+        result = await d.dispatch_single("odd", session, {})
+    assert result.success
+    completed = (await session.get_trajectory(1))[0]
+    assert completed.entry_type is EntryType.PLAN_STEP_COMPLETED
+    assert "int key" in completed.content["result_summary"]
+    await session.verify()
+
+
+async def test_body_exceptions_propagate_unwrapped() -> None:
+    with pytest.raises(KeyError, match="mine"):
+        async with Session() as s, Dispatcher() as d:
+            d.register(ReverseAgent())
+            await s.set("text", "abc")
+            raise KeyError("mine")
+
+
+async def test_parallel_on_a_closed_session_raises_a_typed_error(dispatcher: Dispatcher) -> None:
+    async with Session() as closed:
+        pass
+    with pytest.raises(SessionClosedError):
+        await dispatcher.dispatch_parallel(
+            [{"capability": "reverse", "params": {"key": "k"}}] * 3, closed
+        )
+
+
+@pytest.mark.parametrize("kwargs", [{"mailbox_size": 0}, {"max_concurrency": 0}])
+def test_bad_dispatcher_configuration_is_typed(kwargs: dict[str, int]) -> None:
+    with pytest.raises(DispatchError):
+        Dispatcher(**kwargs)

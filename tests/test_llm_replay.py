@@ -391,3 +391,12 @@ def test_replay_rejects_records_that_are_not_exchanges() -> None:
     with pytest.raises(ValueError, match="chunk_size"):
         ReplayProvider([], chunk_size=0)
     assert ReplayProvider([]).model_name == "replay"
+
+
+async def test_options_may_be_given_as_keywords() -> None:
+    llm = ScriptedProvider(["a", "b"])
+    await llm.complete("hi", options={"seed": 1}, temperature=0, seed=7)
+    assert llm.requests[-1]["options"] == {"seed": 7, "temperature": 0}
+    chunks = [c async for c in llm.stream("again", num_predict=5)]
+    assert chunks[-1].done
+    assert llm.requests[-1]["options"] == {"num_predict": 5}

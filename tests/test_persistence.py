@@ -424,3 +424,49 @@ async def test_v1_file_with_inconsistent_state_is_corrupted(tmp_path: Path) -> N
     with pytest.raises(SessionCorruptedError):
         async with Session.load(path):
             pass
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "UPDATE metadata SET value = '123' WHERE key = 'session_id'",
+        "UPDATE metadata SET value = '\"big\"' WHERE key = 'max_artifact_size'",
+        "UPDATE trajectory SET timestamp = X'00' WHERE seq = 2",
+        "UPDATE trajectory SET agent_id = 7 WHERE seq = 2",
+        "UPDATE state SET value_json = 'true' WHERE key = 'flag'",
+    ],
+)
+async def test_wrong_types_in_a_file_are_corrupted(tmp_path: Path, sql: str) -> None:
+    path = tmp_path / "s.kaizen"
+    async with Session() as s:
+        await s.set("flag", 1)
+        await s.save(path)
+    conn = sqlite3.connect(path)
+    conn.execute(sql)
+    conn.commit()
+    conn.close()
+    with pytest.raises(SessionCorruptedError):
+        async with Session.load(path):
+            pass
+
+
+async def test_v1_values_outside_json_still_load(tmp_path: Path) -> None:
+    path = tmp_path / "legacy.kaizen"
+    _write_v1(path)
+    conn = sqlite3.connect(path)
+    big = 2**70
+    conn.execute(
+        "UPDATE trajectory SET content_json = ? WHERE seq_num = 3",
+        (
+            '{"capability": "reverse", "params": {"key": "text"}, "input_value": NaN, "n": '
+            + str(big)
+            + "}",
+        ),
+    )
+    conn.commit()
+    conn.close()
+    async with Session.load(path) as s:
+        entry = (await s.get_trajectory(entry_types=["agent_invoked"]))[0]
+        assert entry.content["input_value"] is None
+        assert entry.content["n"] == str(big)
+        await s.verify()

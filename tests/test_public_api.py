@@ -121,9 +121,16 @@ def test_original_vocabulary_is_kept() -> None:
     assert original_types <= {t.value for t in kaizen_async.EntryType}
     assert {"session_forked", "llm_exchange"} <= {t.value for t in kaizen_async.EntryType}
     original_codes = {  # all 22 of src/kaizen/types.py
-        "session_invalid_state", "agent_not_found", "agent_timeout", "dispatch_sequence_failed",
-        "persist_save_failed", "persist_load_failed", "persist_file_not_found",
-        "persist_schema_mismatch", "artifact_not_found", "artifact_too_large",
+        "session_invalid_state",
+        "agent_not_found",
+        "agent_timeout",
+        "dispatch_sequence_failed",
+        "persist_save_failed",
+        "persist_load_failed",
+        "persist_file_not_found",
+        "persist_schema_mismatch",
+        "artifact_not_found",
+        "artifact_too_large",
         "artifact_invalid_name",
         "agent_capability_not_found",
         "agent_invalid_params",

@@ -75,9 +75,11 @@ async def test_cancelled_caller_leaves_session_usable(session: Session) -> None:
 async def test_a_write_cancelled_before_it_is_applied_is_withdrawn(session: Session) -> None:
     with anyio.CancelScope() as scope:
         scope.cancel()
-        await session.set("k", 1)  # cancelled at its first checkpoint, before the actor ran
-    assert await session.get_state_version() in (0, 1)
-    assert await session.set("k", 2) == await session.get_state_version()
+        await session.set("k", 1)  # queued, then cancelled before the actor ran
+    assert scope.cancelled_caught
+    assert await session.get_state_version() == 0  # withdrawn, not applied
+    assert await session.get_trajectory_length() == 1
+    assert await session.set("k", 2) == 1
     await session.verify()
 
 
@@ -95,10 +97,38 @@ async def test_closing_drains_queued_writes() -> None:
 
 
 async def test_pending_callers_fail_when_the_actor_dies() -> None:
-    # a caller waiting on a dead session gets SessionClosedError, never a hang
-    async with Session() as s:
-        actor = s._actor
-        assert isinstance(actor, Actor)
-        actor.close()
-        with pytest.raises(SessionClosedError):
-            await s.set("k", 1)
+    # a caller waiting while the session's actor is cancelled gets SessionClosedError
+    outcome: list[BaseException] = []
+    release = anyio.Event()
+
+    async def stuck() -> None:  # keeps the actor busy (like a long save)
+        await release.wait()
+
+    async with anyio.create_task_group() as outer:
+        with anyio.CancelScope() as scope:
+            async with Session() as s:
+                actor = s._actor
+                assert isinstance(actor, Actor)
+
+                async def stuck_caller() -> None:
+                    try:
+                        await actor.call_async(stuck)
+                    except BaseException as exc:
+                        outcome.append(exc)
+
+                outer.start_soon(stuck_caller)
+
+                async def waiting_caller() -> None:
+                    try:
+                        await s.set("k", 1)
+                    except BaseException as exc:
+                        outcome.append(exc)
+
+                outer.start_soon(waiting_caller)
+                await anyio.wait_all_tasks_blocked()
+                assert len(actor.queue) >= 1  # the set is queued behind the stuck step
+                scope.cancel()  # the session's block is cancelled: its actor dies
+        release.set()
+        outer.cancel_scope.cancel()
+    assert len(outcome) == 2  # the step in progress and the one queued behind it
+    assert all(isinstance(exc, SessionClosedError) for exc in outcome)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -39,13 +40,18 @@ operations = st.lists(
 
 
 async def _run(ops: list[tuple[Any, ...]], directory: Path) -> None:
+    """Apply ``ops`` to a session and to a dict model; after every op they must agree.
+
+    ``fork`` and ``save_load`` switch to the forked or reloaded session and carry on there,
+    so later ops also exercise a forked or loaded session (and save_load always saves to
+    the same file: incremental saves).
+    """
     model: dict[str, Any] = {}
     history: list[dict[str, Any]] = [{}]  # history[v] = state right after version v
     artifacts: dict[str, bytes] = {}
-    session = Session()
-    async with session:
-        current = session
-        saves = 0
+    path = directory / "s.kaizen"
+    async with AsyncExitStack() as stack:
+        current = await stack.enter_async_context(Session())
         for op in ops:
             kind = op[0]
             if kind == "set":
@@ -66,17 +72,14 @@ async def _run(ops: list[tuple[Any, ...]], directory: Path) -> None:
                 await current.write_artifact(op[1], op[2])
                 artifacts[op[1]] = op[2]
             elif kind == "fork":
-                child = await current.fork()
-                async with child:
-                    assert await child.get_all_state() == model
-                    assert await child.state_at(len(history) - 1) == model
+                length = await current.get_trajectory_length()
+                current = await stack.enter_async_context(await current.fork())
+                assert await current.get_trajectory_length() == length + 1
             elif kind == "save_load":
-                saves += 1
-                path = directory / f"s{saves}.kaizen"
+                length = await current.get_trajectory_length()
                 await current.save(path)
-                async with Session.load(path) as loaded:
-                    assert await loaded.get_all_state() == model
-                    await loaded.verify()
+                current = await stack.enter_async_context(Session.load(path))
+                assert await current.get_trajectory_length() == length + 2  # saved, loaded
             assert await current.get_all_state() == model
         assert await current.get_state_version() == len(history) - 1
         for version, expected in enumerate(history):

@@ -223,3 +223,8 @@ async def test_append_nowait_is_validated_and_ordered(session: Session) -> None:
     assert await session.set("k", 1) == 1
     entries = await session.get_trajectory()
     assert [e.entry_type for e in entries[1:]] == [EntryType.SYSTEM_NOTE, EntryType.STATE_SET]
+
+
+async def test_unknown_entry_type_filter_is_typed(session: Session) -> None:
+    with pytest.raises(KaizenValidationError):
+        await session.get_trajectory(entry_types=["bogus"])

@@ -68,3 +68,16 @@ def test_dispatcher_on_sync_sessions() -> None:
             [{"capability": "reverse", "params": {"key": "text"}}] * 2, session
         )
         assert parallel.success and session.get("text") == "cba"
+
+
+def test_sync_transaction_and_append_nowait() -> None:
+    with Session() as session:
+        with session.transaction() as tx:
+            tx.append("me", EntryType.USER_INPUT, {"n": 1})
+            tx.set("k", "v")
+        assert tx.results == [2, 1]
+        session.append_nowait("me", EntryType.SYSTEM_NOTE, {"n": 2})
+        assert session.get_trajectory_length() == 4
+        with pytest.raises(KaizenValidationError), session.transaction() as tx:
+            tx.set("", 1)
+        assert session.get_state_version() == 1

@@ -299,7 +299,7 @@ def _read_v2(
     session_id = _meta_json(meta, "session_id", path)
     records = list(
         map(
-            Record._make,
+            Record,
             conn.execute(
                 "SELECT seq, timestamp, agent_id, entry_type, CAST(content_json AS BLOB), "
                 "prev_hash, hash FROM trajectory ORDER BY seq"
@@ -376,7 +376,7 @@ def _read_v1(
     ):
         content = encode(_v1_json(content_json))
         digest = entry_hash(seq, ts, agent, kind, content, prev)
-        records.append(Record(seq, ts, agent, kind, content, prev, digest))
+        records.append(Record((seq, ts, agent, kind, content, prev, digest)))
         prev = digest
     workspace = meta.get("workspace_path") or None
     core = SessionCore.replay(

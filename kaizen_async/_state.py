@@ -178,7 +178,7 @@ class SessionCore:
         digest = _sha256(
             _ENTRY % (agent, content, _JSON_STRINGS[entry_type], prev.encode(), seq, ts.encode())
         ).hexdigest()
-        record = Record(seq, ts, agent_id, entry_type, content, prev, digest)
+        record = Record((seq, ts, agent_id, entry_type, content, prev, digest))
         self.records.append(record)
         self.head = digest
         return record
@@ -506,9 +506,8 @@ class SessionCore:
         kind = entry_type.value
         seq, prev, ts = len(self.records) + 1, self.head, _timestamp()
         data = encode(content, "entry content")
-        return Record(
-            seq, ts, agent_id, kind, data, prev, entry_hash(seq, ts, agent_id, kind, data, prev)
-        )
+        digest = entry_hash(seq, ts, agent_id, kind, data, prev)
+        return Record((seq, ts, agent_id, kind, data, prev, digest))
 
     def add_record(self, record: Record) -> None:
         """Append a record made by :meth:`next_record` (nothing was appended since)."""

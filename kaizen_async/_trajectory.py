@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import Enum
-from typing import Any, NamedTuple
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
@@ -45,22 +45,47 @@ class EntryType(str, Enum):
         return self.value
 
 
-class Record(NamedTuple):
-    """One entry as a session holds it: canonical content bytes and the chain hashes."""
+class Record(tuple[int, str, str, str, bytes, str, str]):
+    """One entry as a session holds it: ``(seq, timestamp, agent_id, entry_type, content,
+    prev_hash, hash)`` with canonical content bytes.
 
-    seq: int
-    timestamp: str
-    agent_id: str
-    entry_type: str
-    content: bytes
-    prev_hash: str
-    hash: str
+    A plain tuple subclass, made with ``Record((seq, ...))``: building one is a C call, which
+    matters when a load turns 100,000 database rows into records (a namedtuple costs 3x).
+    """
+
+    __slots__ = ()
+
+    @property
+    def seq(self) -> int:
+        return self[0]
+
+    @property
+    def timestamp(self) -> str:
+        return self[1]
+
+    @property
+    def agent_id(self) -> str:
+        return self[2]
+
+    @property
+    def entry_type(self) -> str:
+        return self[3]
+
+    @property
+    def content(self) -> bytes:
+        return self[4]
+
+    @property
+    def prev_hash(self) -> str:
+        return self[5]
+
+    @property
+    def hash(self) -> str:
+        return self[6]
 
     def computed_hash(self) -> str:
         """The hash this record's fields imply (to compare with :attr:`hash`)."""
-        return entry_hash(
-            self.seq, self.timestamp, self.agent_id, self.entry_type, self.content, self.prev_hash
-        )
+        return entry_hash(*self[:6])
 
 
 class TrajectoryEntry(BaseModel):
@@ -103,13 +128,15 @@ class TrajectoryEntry(BaseModel):
     def to_record(self) -> Record:
         """The internal record of this entry (content re-encoded canonically)."""
         return Record(
-            self.seq,
-            self.timestamp.isoformat(),
-            self.agent_id,
-            self.entry_type.value,
-            encode(self.content, "content"),
-            self.prev_hash,
-            self.hash,
+            (
+                self.seq,
+                self.timestamp.isoformat(),
+                self.agent_id,
+                self.entry_type.value,
+                encode(self.content, "content"),
+                self.prev_hash,
+                self.hash,
+            )
         )
 
     def compute_hash(self) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import tempfile
 import time
 
@@ -52,13 +53,20 @@ async def persistence(entries: int, increment: int, directory: str) -> dict[str,
         start = time.perf_counter()
         await session.save(big)  # its session_saved entry makes `entries`
         save_s = time.perf_counter() - start
-    start = time.perf_counter()
-    async with Session.load(big) as loaded:
-        load_s = time.perf_counter() - start
-        await fill(loaded, increment - 1)  # + the session_loaded entry
+    load_times, incremental_times = [], []
+    for i in range(3):  # best of 3: each load starts from a copy of the same 100k file
+        copy = os.path.join(directory, f"copy{i}.kaizen")
+        shutil.copyfile(big, copy)
+        with open(copy, "rb+") as f:  # flush the copy now, not in the timed save's fsync
+            os.fsync(f.fileno())
         start = time.perf_counter()
-        await loaded.save(big)
-        incremental_s = time.perf_counter() - start
+        async with Session.load(copy) as loaded:
+            load_times.append(time.perf_counter() - start)
+            await fill(loaded, increment - 1)  # + the session_loaded entry
+            start = time.perf_counter()
+            await loaded.save(copy)
+            incremental_times.append(time.perf_counter() - start)
+    load_s, incremental_s = min(load_times), min(incremental_times)
     small_times = []
     for i in range(5):
         async with Session() as small:

@@ -192,7 +192,7 @@ async def test_declarative_agent(session: Session) -> None:
 
 def test_capability_must_be_async() -> None:
     with pytest.raises(TypeError):
-        capability("sync")(lambda self, session, params: None)  # type: ignore[arg-type,return-value]
+        capability("sync")(lambda self, session, params: None)  # type: ignore[type-var]
 
 
 @pytest.mark.parametrize("key", ["", "   "])

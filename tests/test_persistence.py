@@ -155,7 +155,6 @@ async def test_failed_save_changes_nothing(tmp_path: Path) -> None:
 async def test_crash_during_fresh_save_keeps_previous_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from kaizen_async import _persistence
 
     path = tmp_path / "s.kaizen"
     async with Session("one") as one:
@@ -167,7 +166,7 @@ async def test_crash_during_fresh_save_keeps_previous_file(
 
     async with Session("two") as two:  # another history: a fresh write + rename
         await two.set("k", "v2")
-        monkeypatch.setattr(_persistence.os, "replace", crash)
+        monkeypatch.setattr("kaizen_async._persistence.os.replace", crash)
         with pytest.raises(PersistError, match="disk on fire"):
             await two.save(path)
     assert [p.name for p in tmp_path.iterdir()] == ["s.kaizen"]  # no temp file left

@@ -85,6 +85,7 @@ class ChunkProvider(LLMProvider):
         format: dict[str, Any] | str | None = None,
         options: dict[str, Any] | None = None,
         session: Session | None = None,
+        **more_options: Any,
     ) -> AsyncIterator[LLMChunk]:
         self.calls += 1
         return self._gen()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from types import ModuleType
 
 import pytest
 
@@ -79,9 +80,9 @@ PUBLIC = {
 
 
 @pytest.mark.parametrize("module", list(PUBLIC), ids=lambda m: m.__name__)
-def test_all_is_pinned_and_importable(module: object) -> None:
-    assert sorted(module.__all__) == sorted(PUBLIC[module])  # type: ignore[attr-defined]
-    for name in module.__all__:  # type: ignore[attr-defined]
+def test_all_is_pinned_and_importable(module: ModuleType) -> None:
+    assert sorted(module.__all__) == sorted(PUBLIC[module])
+    for name in module.__all__:
         assert getattr(module, name) is not None
 
 

@@ -119,7 +119,7 @@ async def test_entries_are_frozen_and_isolated(session: Session) -> None:
     await session.append("a", EntryType.SYSTEM_NOTE, {"list": [1]})
     entry = (await session.get_trajectory())[-1]
     with pytest.raises(ValidationError):
-        entry.seq = 99  # type: ignore[misc]
+        entry.seq = 99
     entry.content["list"].append(2)
     assert (await session.get_trajectory())[-1].content == {"list": [1]}
     await session.verify()

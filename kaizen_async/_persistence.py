@@ -23,6 +23,7 @@ worker thread.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sqlite3
@@ -237,7 +238,23 @@ def _append_to_file(plan: SavePlan) -> bool:
 
 
 def read_session(path: str) -> tuple[SessionCore, int]:
-    """Load and fully verify a file; returns the rebuilt core and the file's schema version."""
+    """Load and fully verify a file; returns the rebuilt core and the file's schema version.
+
+    A load builds hundreds of thousands of acyclic objects (records, bytes); the cyclic
+    garbage collector would rescan the whole heap several times meanwhile for nothing, so it
+    is paused for the duration (it is process-wide: other threads skip cycle collection
+    for that long too, nothing else).
+    """
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        return _read_session(path)
+    finally:
+        if paused:
+            gc.enable()
+
+
+def _read_session(path: str) -> tuple[SessionCore, int]:
     if not os.path.exists(path):
         raise FileNotFoundError(path)
     if os.path.isdir(path):

@@ -158,6 +158,9 @@ class HTTPProvider(LLMProvider):
     #: seconds a health check (``is_available``) may take
     probe_timeout = 2.0
 
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(model={self._model!r}, base_url={self._base_url!r})"
+
     def __init__(
         self,
         *,

@@ -81,9 +81,6 @@ class OllamaProvider(HTTPProvider):
         self._keep_alive = keep_alive
         self._think = think
 
-    def __repr__(self) -> str:
-        return f"OllamaProvider(model={self._model!r}, base_url={self._base_url!r})"
-
     # -- requests ------------------------------------------------------------------------
 
     def request_body(

@@ -77,9 +77,6 @@ class OpenAICompatProvider(HTTPProvider):
         self._endpoint = endpoint if endpoint.startswith("/") else "/" + endpoint
         self._max_tokens = max_tokens
 
-    def __repr__(self) -> str:
-        return f"OpenAICompatProvider(model={self._model!r}, base_url={self._base_url!r})"
-
     # -- requests ------------------------------------------------------------------------
 
     def request_body(

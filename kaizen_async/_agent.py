@@ -9,6 +9,7 @@ pydantic's error details and record nothing.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import inspect
 from collections.abc import Awaitable, Callable
@@ -16,9 +17,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, cast, runtime_checkable
 
 import anyio
+from anyio.abc import TaskGroup
 from pydantic import BaseModel, ValidationError
 
-from ._exceptions import DispatchError, ErrorCode
+from ._exceptions import DispatchError, ErrorCode, SessionClosedError
 from ._mailbox import Mailbox, MailboxClosedError, MailboxStatistics, Reply
 from ._trajectory import EntryType
 from ._types import AgentInfo, CapabilitySpec, InvokeResult
@@ -185,7 +187,7 @@ class Agent:
         return f"{type(self).__name__}(agent_id={self.agent_id!r})"
 
 
-@dataclass
+@dataclass(eq=False)  # compared and hashed by identity
 class Invocation:
     """One message in an agent's mailbox: a call and where to send its result."""
 
@@ -201,6 +203,22 @@ class Invocation:
         self.cancelled = True
         if self.scope is not None:
             self.scope.cancel()
+
+
+class _StrayCancellation(Exception):
+    """Carries a CancelledError that escaped a capability without anyone cancelling it."""
+
+
+def _stray_cancellation(invocation: Invocation) -> bool:
+    """True when a cancellation came from the capability's own code, not from a cancel of
+    this call or of the worker (only possible on asyncio, where user code can raise one)."""
+    if invocation.scope is not None and invocation.scope.cancel_called:
+        return False
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # Trio: a Cancelled always comes from a real cancel scope
+        return False
+    return task is not None and task.cancelling() == 0
 
 
 class AgentRunner:
@@ -221,19 +239,52 @@ class AgentRunner:
         self.agent = agent
         self.info = info
         self.max_concurrency = max_concurrency
-        self.mailbox: Mailbox[Invocation] = Mailbox(mailbox_size)
+        self.mailbox_size = mailbox_size
+        self._mailbox: Mailbox[Invocation] | None = None
+        self._in_progress: set[Invocation] = set()
         self.served = 0
 
+    @property
+    def mailbox(self) -> Mailbox[Invocation]:
+        if self._mailbox is None:
+            raise SessionClosedError(f"agent {self.info.agent_id} is not running")
+        return self._mailbox
+
+    def start(self, task_group: TaskGroup) -> None:
+        """Open the mailbox (on the running loop's backend) and start serving it."""
+        self._mailbox = Mailbox(self.mailbox_size)
+        task_group.start_soon(self.run, name=f"agent {self.info.agent_id}")
+
+    def close(self) -> None:
+        """No new messages; what is queued is still served."""
+        if self._mailbox is not None:
+            self._mailbox.close()
+
     def statistics(self) -> MailboxStatistics:
-        return self.mailbox.statistics()
+        if self._mailbox is None:
+            return MailboxStatistics(0, self.mailbox_size, 0, 0)
+        return self._mailbox.statistics()
 
     async def run(self) -> None:
-        if self.max_concurrency == 1:
-            await self._worker()
-            return
-        async with anyio.create_task_group() as tg:
-            for _ in range(self.max_concurrency):
-                tg.start_soon(self._worker)
+        try:
+            if self.max_concurrency == 1:
+                await self._worker()
+                return
+            async with anyio.create_task_group() as tg:
+                for _ in range(self.max_concurrency):
+                    tg.start_soon(self._worker)
+        finally:
+            self._fail_pending()
+
+    def _fail_pending(self) -> None:
+        """The runner stopped (its dispatcher was cancelled): no caller waits forever."""
+        mailbox = self.mailbox
+        mailbox.close()
+        stopped = MailboxClosedError(f"agent {self.info.agent_id} stopped")
+        for invocation in self._in_progress:
+            invocation.reply.send_error(stopped)
+        while len(mailbox):
+            mailbox.receive_nowait().reply.send_error(stopped)
 
     async def _worker(self) -> None:
         # One cancel scope serves many messages: entering a scope costs more than a whole
@@ -260,10 +311,12 @@ class AgentRunner:
             if invocation.cancelled or invocation.reply.withdrawn:
                 continue
             invocation.scope = scope
+            self._in_progress.add(invocation)
             try:
                 result = await self._invoke(invocation)
             finally:
                 invocation.scope = None
+                self._in_progress.discard(invocation)
             invocation.reply.send(result)
             self.served += 1
             if scope.cancel_called:
@@ -273,8 +326,17 @@ class AgentRunner:
         capability = invocation.capability
         agent_id = self.info.agent_id
         try:
-            result = await self.agent.invoke(capability, invocation.session, invocation.params)
+            try:
+                result = await self.agent.invoke(capability, invocation.session, invocation.params)
+            except anyio.get_cancelled_exc_class() as exc:
+                if not _stray_cancellation(invocation):
+                    raise
+                # asyncio only: the capability let a CancelledError out (say it awaited a
+                # task that was cancelled) while nobody cancelled this worker: a failure
+                raise _StrayCancellation(str(exc) or "CancelledError") from exc
         except Exception as exc:
+            if isinstance(exc, _StrayCancellation):
+                exc = exc.__cause__ or exc  # type: ignore[assignment]
             details = {"exception_type": type(exc).__name__, "exception_message": str(exc)}
             message = f"Agent raised exception: {type(exc).__name__}: {exc}"
             # if the session itself is gone, the failed result still says why

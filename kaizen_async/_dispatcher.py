@@ -185,7 +185,7 @@ class Dispatcher:
         await task_group.__aenter__()
         self._task_group = task_group
         for runner in self._agents.values():
-            task_group.start_soon(runner.run, name=f"agent {runner.info.agent_id}")
+            runner.start(task_group)
         return self
 
     async def __aexit__(
@@ -197,7 +197,7 @@ class Dispatcher:
         assert self._task_group is not None
         self._closed = True
         for runner in self._agents.values():
-            runner.mailbox.close()
+            runner.close()
         return await _exit_task_group(self._task_group, exc_type, exc, tb)
 
     def _check_running(self) -> None:
@@ -242,7 +242,7 @@ class Dispatcher:
             self._routes[name] = runner
         self._agents[info.agent_id] = runner
         if self._task_group is not None:
-            self._task_group.start_soon(runner.run, name=f"agent {info.agent_id}")
+            runner.start(self._task_group)
         return info
 
     def unregister(self, agent_id: str) -> bool:
@@ -252,7 +252,7 @@ class Dispatcher:
             return False
         for name in [n for n, r in self._routes.items() if r is runner]:
             del self._routes[name]
-        runner.mailbox.close()
+        runner.close()
         return True
 
     def get_capabilities(self) -> list[str]:
@@ -338,7 +338,8 @@ class Dispatcher:
             except MailboxClosedError:
                 result = InvokeResult.fail(
                     ErrorCode.AGENT_NOT_FOUND,
-                    f"The agent for '{capability}' was unregistered before it ran the call",
+                    f"The agent for '{capability}' stopped (unregistered or shut down) "
+                    "before it answered",
                     runner.info.agent_id,
                     capability,
                     {"step_index": index},

@@ -208,19 +208,23 @@ class Mailbox(Generic[T]):
                 self._senders.remove(waiting)
             raise
 
+    def receive_nowait(self) -> T:
+        """The oldest item without waiting (``IndexError`` when empty); makes room for the
+        first waiting sender, whose item moves in."""
+        item = self._items.popleft()
+        senders = self._senders
+        while senders:
+            waiting_item, slot = senders.popleft()
+            if self._parker.wake(slot):
+                self._items.append(waiting_item)
+                break
+        return item
+
     async def receive(self) -> T:
         """The oldest item, waiting while empty; MailboxClosedError once closed and drained."""
         while True:
-            items = self._items
-            if items:
-                item = items.popleft()
-                senders = self._senders
-                while senders:
-                    waiting_item, slot = senders.popleft()
-                    if self._parker.wake(slot):
-                        items.append(waiting_item)
-                        break
-                return item
+            if self._items:
+                return self.receive_nowait()
             if self.closed:
                 raise MailboxClosedError("the mailbox is closed")
             slot = self._parker.new_slot()

@@ -331,6 +331,15 @@ def _read_v2(
         max_artifact_size=_meta_json(meta, "max_artifact_size", path),
         workspace_path=_meta_json(meta, "workspace_path", path),
     )
+    recorded = SessionCore.identity(records)  # what the hash chain says the session is
+    for key, value in recorded.items():
+        if key == "session_id" and value is None:  # forked before forks recorded their id
+            continue
+        if _meta_json(meta, key, path) != value:
+            raise SessionCorruptedError(
+                f"{path}: metadata {key} {_meta_json(meta, key, path)!r} differs from the "
+                f"trajectory's {value!r}"
+            )
     if (
         _meta_json(meta, "head_seq", path) != len(records)
         or _meta_json(meta, "head_hash", path) != core.head

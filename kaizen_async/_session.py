@@ -98,17 +98,19 @@ class Session:
         if self._entered:
             raise SessionClosedError("a Session can be entered only once")
         self._entered = True
-        loaded = None
         if self._load_path is not None:
             path = self._load_path
             core, version = await anyio.to_thread.run_sync(read_session, path)
             self._core = core
-            loaded = self._loaded_entry(path, version)
+            # recorded before the actor starts (nothing else can write yet), so nothing is
+            # awaited between entering the task group and returning
+            core.append("system", EntryType.SESSION_LOADED, self._loaded_entry(path, version))
             if version == SCHEMA_VERSION:
+                loaded = core.records[-2]  # the file's head: the entry before session_loaded
                 self._mark = SaveMark(
                     os.path.abspath(path),  # noqa: ASYNC240 - no I/O beyond getcwd
-                    len(core.records),
-                    core.head,
+                    loaded.seq,
+                    loaded.hash,
                     core.session_id,
                 )
         actor = create_actor(f"session {self._core.session_id}")
@@ -116,8 +118,6 @@ class Session:
         await task_group.__aenter__()
         task_group.start_soon(actor.run, name=actor.name)
         self._actor, self._task_group = actor, task_group
-        if loaded is not None:
-            await self.append("system", EntryType.SESSION_LOADED, loaded)
         return self
 
     def _loaded_entry(self, path: str, version: int) -> dict[str, Any]:

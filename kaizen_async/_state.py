@@ -483,6 +483,24 @@ class SessionCore:
         core.head = prev
         return core
 
+    @staticmethod
+    def identity(records: list[Record]) -> dict[str, Any]:
+        """Session id, artifact limit and workspace as the hash-chained entries record them:
+        ``session_created`` (entry 1), the id overridden by the last ``session_forked``."""
+        if not records or records[0].entry_type != EntryType.SESSION_CREATED.value:
+            raise SessionCorruptedError("entry 1 is not session_created", seq=1)
+        created = decode(records[0].content)
+        identity = {
+            "session_id": created.get("session_id"),
+            "max_artifact_size": created.get("max_artifact_size"),
+            "workspace_path": created.get("workspace_path"),
+        }
+        forked = EntryType.SESSION_FORKED.value
+        for record in records:
+            if record.entry_type == forked:
+                identity["session_id"] = decode(record.content).get("session_id")
+        return identity
+
     def verify(self) -> int:
         """Recompute chain and derived state; returns the number of entries checked."""
         check = SessionCore.replay(
@@ -574,6 +592,7 @@ class SessionCore:
             _SYSTEM,
             EntryType.SESSION_FORKED,
             {
+                "session_id": child.session_id,
                 "parent_session_id": self.session_id,
                 "forked_at_seq": at_seq,
                 "parent_hash": self.records[at_seq - 1].hash,

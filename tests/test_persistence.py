@@ -469,3 +469,36 @@ async def test_v1_values_outside_json_still_load(tmp_path: Path) -> None:
         assert entry.content["input_value"] is None
         assert entry.content["n"] == str(big)
         await s.verify()
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "UPDATE metadata SET value = '\"evil\"' WHERE key = 'session_id'",
+        "UPDATE metadata SET value = '1' WHERE key = 'max_artifact_size'",
+        "UPDATE metadata SET value = '\"/etc\"' WHERE key = 'workspace_path'",
+    ],
+)
+async def test_metadata_must_agree_with_the_chain(tmp_path: Path, sql: str) -> None:
+    path = tmp_path / "s.kaizen"
+    async with Session("sid", workspace_path="/ws") as s:
+        await s.set("k", 1)
+        await s.save(path)
+    conn = sqlite3.connect(path)
+    conn.execute(sql)
+    conn.commit()
+    conn.close()
+    with pytest.raises(SessionCorruptedError, match="metadata"):
+        async with Session.load(path):
+            pass
+
+
+async def test_a_saved_fork_keeps_its_own_id(tmp_path: Path) -> None:
+    path = tmp_path / "fork.kaizen"
+    async with Session("parent") as parent:
+        await parent.set("k", 1)
+        child = await parent.fork(session_id="child")
+        async with child:
+            await child.save(path)
+    async with Session.load(path) as loaded:
+        assert loaded.session_id == "child"

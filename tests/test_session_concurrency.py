@@ -116,17 +116,23 @@ async def test_pending_callers_fail_when_the_actor_dies() -> None:
                     except BaseException as exc:
                         outcome.append(exc)
 
-                outer.start_soon(stuck_caller)
-
                 async def waiting_caller() -> None:
                     try:
                         await s.set("k", 1)
                     except BaseException as exc:
                         outcome.append(exc)
 
-                outer.start_soon(waiting_caller)
-                await anyio.wait_all_tasks_blocked()
-                assert len(actor.queue) >= 1  # the set is queued behind the stuck step
+                try:
+                    with anyio.fail_after(5):
+                        outer.start_soon(stuck_caller)
+                        while actor.applied < 1:  # the stuck step is running
+                            await anyio.sleep(0.001)
+                        outer.start_soon(waiting_caller)
+                        while len(actor.queue) < 1:  # and the set is queued behind it
+                            await anyio.sleep(0.001)
+                except BaseException:
+                    release.set()  # never leave the actor stuck when the test fails
+                    raise
                 scope.cancel()  # the session's block is cancelled: its actor dies
         release.set()
         outer.cancel_scope.cancel()

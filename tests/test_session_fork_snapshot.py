@@ -72,6 +72,7 @@ async def test_fork_at_a_point(session: Session) -> None:
         forked = entries[3]
         assert forked.entry_type is EntryType.SESSION_FORKED
         assert forked.content == {
+            "session_id": "child",
             "parent_session_id": session.session_id,
             "forked_at_seq": 3,
             "parent_hash": parent_entries[2].hash,

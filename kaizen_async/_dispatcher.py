@@ -547,8 +547,10 @@ class Dispatcher:
 
         A capability declared ``streamable=False`` waits until the whole plan has been
         received and validated (``await calls.complete()`` when the source offers it);
-        if the plan turns out broken, it and everything after it do not run. When the
-        source ends with a failed plan result, the dispatch result says so.
+        if the plan turns out broken, it and everything after it do not run. When a step
+        fails, the rest of the plan is still received (so it is recorded and can be
+        resumed by its ``plan_id``) but not run. When the source ends with a failed plan
+        result, the dispatch result says so.
         """
         self._check_running()
         plan_id = plan_id or getattr(calls, "plan_id", None) or self._new_plan_id()
@@ -592,6 +594,10 @@ class Dispatcher:
                 )
                 results.append(result)
                 if not result.success:
+                    if complete is not None:
+                        # keep the whole plan (plan_created, its plan_id) so it can be fixed
+                        # and resumed with resume_sequence; nothing more of it is run
+                        await complete()
                     break
             else:
                 stopped_early = False

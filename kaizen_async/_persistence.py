@@ -49,6 +49,8 @@ CREATE TABLE trajectory (
 CREATE TABLE state (key TEXT PRIMARY KEY, value_json TEXT NOT NULL);
 CREATE TABLE blobs (digest TEXT PRIMARY KEY, data BLOB NOT NULL);
 """
+#: seconds a save waits for another connection's lock on the file before it fails
+LOCK_TIMEOUT = 5.0
 _STATE_KINDS = (EntryType.STATE_SET.value, EntryType.STATE_DELETED.value)
 _ARTIFACT_WRITTEN = EntryType.ARTIFACT_WRITTEN.value
 
@@ -190,11 +192,19 @@ def _append_to_file(plan: SavePlan) -> bool:
     assert mark is not None
     if not os.path.exists(plan.path):
         return False
-    conn = _connect(plan.path)
+    conn = sqlite3.connect(
+        plan.path, isolation_level=None, check_same_thread=False, timeout=LOCK_TIMEOUT
+    )
     try:
-        conn.execute("BEGIN IMMEDIATE")
         try:
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("BEGIN IMMEDIATE")
             meta = dict(conn.execute("SELECT key, value FROM metadata"))
+        except sqlite3.OperationalError:  # locked, disk full, ...: fail, never rewrite
+            raise
+        except sqlite3.DatabaseError:  # not one of our files (any more): rewrite it whole
+            return False
+        try:
             if (
                 meta.get("schema_version") != str(SCHEMA_VERSION)
                 or meta.get("session_id") != encode(mark.session_id).decode()
@@ -227,8 +237,6 @@ def _append_to_file(plan: SavePlan) -> bool:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-    except sqlite3.DatabaseError:
-        return False
     finally:
         conn.close()
     return True

@@ -331,7 +331,12 @@ class Session:
     async def fork(self, at_seq: int | None = None, session_id: str | None = None) -> Session:
         """A new, not yet started session: this trajectory up to ``at_seq`` + ``session_forked``."""
         await self._settled()
-        return Session._from_core(self._core.fork(at_seq, session_id))
+        core = self._core
+        if len(core.records) > _OFFLOAD_ABOVE:  # the prefix is replayed: not on the loop
+            child = await anyio.to_thread.run_sync(core.snapshot_copy().fork, at_seq, session_id)
+        else:
+            child = core.fork(at_seq, session_id)
+        return Session._from_core(child)
 
     # -- files -----------------------------------------------------------------------------
 

@@ -502,3 +502,40 @@ async def test_a_saved_fork_keeps_its_own_id(tmp_path: Path) -> None:
             await child.save(path)
     async with Session.load(path) as loaded:
         assert loaded.session_id == "child"
+
+
+async def test_a_locked_file_fails_the_save_without_rewriting_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("kaizen_async._persistence.LOCK_TIMEOUT", 0.05)
+    path = tmp_path / "s.kaizen"
+    async with Session() as s:
+        await s.set("k", 1)
+        await s.save(path)
+        await s.set("k", 2)
+        length = await s.get_trajectory_length()
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN EXCLUSIVE")  # someone else is writing the file
+        try:
+            with pytest.raises(PersistError, match="locked"):
+                await s.save(path)
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        assert await s.get_trajectory_length() == length
+        await s.save(path)  # once the lock is gone, the incremental save goes through
+    async with Session.load(path) as loaded:
+        assert await loaded.get("k") == 2
+
+
+async def test_a_file_replaced_by_garbage_is_rewritten_whole(tmp_path: Path) -> None:
+    path = tmp_path / "s.kaizen"
+    async with Session() as s:
+        await s.set("k", 1)
+        await s.save(path)
+        path.write_bytes(b"not a database" * 100)
+        await s.set("k", 2)
+        await s.save(path)
+    async with Session.load(path) as loaded:
+        assert await loaded.get("k") == 2
+        await loaded.verify()

@@ -239,3 +239,34 @@ async def test_replay_reproduces_plan_and_state_without_a_model(tmp_path: Path) 
         # a request the recording never saw is refused, not answered wrongly
         with pytest.raises(LLMError):
             await replay.complete("something else entirely")
+
+
+async def test_a_failed_streamed_plan_is_kept_and_resumable() -> None:
+    plan = {
+        "steps": [
+            {"capability": "reverse", "params": {"key": "text"}},
+            {"capability": "uppercase", "params": {"key": "other"}},
+            {"capability": "reverse", "params": {"key": "text"}},
+        ]
+    }
+    async with Session() as session, Dispatcher() as dispatcher:
+        dispatcher.register(ReverseAgent())
+        dispatcher.register(UppercaseAgent())
+        await session.set("text", "abc")
+        planner = Planner(
+            ScriptedProvider([json.dumps(plan)], chunk_size=7), dispatcher.capability_specs()
+        )
+        stream = planner.stream("go", session)
+        first = await dispatcher.dispatch_stream(stream, session)
+        assert first.failed_at == 1 and first.executed_count == 2
+        assert await session.get("text") == "cba"  # step 2 did not run
+        created = await session.get_trajectory(entry_types=[EntryType.PLAN_CREATED])
+        assert len(created) == 1 and created[0].content["plan_id"] == stream.plan_id
+        await session.set("other", "xyz")  # fix what step 1 needed
+        resumed = await dispatcher.resume_sequence(
+            created[0].content["calls"], session, plan_id=stream.plan_id
+        )
+        assert resumed.success
+        assert resumed.results[0].result == {"resumed": True, "step_index": 0}
+        assert await session.get("other") == "XYZ"
+        assert await session.get("text") == "abc"

@@ -24,7 +24,7 @@ import atexit
 import functools
 import os
 import threading
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from types import TracebackType
 from typing import Any, Self, TypeVar, cast
@@ -406,6 +406,29 @@ class Dispatcher(_Resource):
             list(calls),
             session.async_session,
             max_concurrency=max_concurrency,
+            plan_id=plan_id,
+            timeout=timeout,
+        )
+
+    def dispatch_stream(
+        self,
+        calls: Iterable[CallLike],
+        session: Session,
+        *,
+        plan_id: str | None = None,
+        timeout: float | None = None,
+    ) -> DispatchResult:
+        """Run calls in order as the iterable produces them (it is read on the facade's
+        loop thread, one call at a time, each only after the previous step ran)."""
+
+        async def produce() -> AsyncIterator[CallLike]:
+            for call in calls:
+                yield call
+
+        return self._call(
+            self._inner.dispatch_stream,
+            produce(),
+            session.async_session,
             plan_id=plan_id,
             timeout=timeout,
         )

@@ -270,3 +270,38 @@ async def test_a_failed_streamed_plan_is_kept_and_resumable() -> None:
         assert resumed.results[0].result == {"resumed": True, "step_index": 0}
         assert await session.get("other") == "XYZ"
         assert await session.get("text") == "abc"
+
+
+async def test_step_0_is_completed_in_the_session_before_the_last_step_is_sent() -> None:
+    text = json.dumps({"steps": [{"capability": "probe", "params": {}}] * 3})
+    pieces = _pieces(text)
+    last = f"content:{len(pieces) - 1}"
+    seen: list[tuple[bool, bool]] = []
+
+    class Probe(Agent):
+        agent_id = "probe"
+
+        def __init__(self, server: StandInLLMServer) -> None:
+            self.server = server
+
+        @capability("probe", description="Look at the session and the model's progress.")
+        async def probe(self, session: Session, params: dict[str, Any]) -> int:
+            completed = await session.get_trajectory(entry_types=[EntryType.PLAN_STEP_COMPLETED])
+            step_0_done = any(e.content["step_index"] == 0 for e in completed)
+            last_sent = last in self.server.exchanges[0].sent_at
+            seen.append((step_0_done, last_sent))
+            return len(seen)
+
+    async with (
+        StandInLLMServer([OllamaReply(pieces, delay=0.01)]) as server,
+        OllamaProvider("m", server.url) as llm,
+        Session() as session,
+        Dispatcher() as dispatcher,
+    ):
+        dispatcher.register(Probe(server))
+        planner = Planner(llm, dispatcher.capability_specs())
+        result = await dispatcher.dispatch_stream(planner.stream("go", session), session)
+    assert result.success
+    # when step 1 ran, step 0 was already completed in the session and the model had not
+    # yet sent the last step
+    assert seen[1] == (True, False)

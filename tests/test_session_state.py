@@ -5,6 +5,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+import anyio
 import pytest
 
 from kaizen_async import (
@@ -209,9 +210,13 @@ async def test_calls_before_start_and_after_close_raise() -> None:
 async def test_statistics_count_batches(session: Session) -> None:
     for i in range(10):
         await session.set("k", i)
+    assert session.statistics().batches == 10  # one caller: one write per batch
+    async with anyio.create_task_group() as tg:
+        for i in range(50):
+            tg.start_soon(session.set, f"k{i}", i)
     stats = session.statistics()
-    assert stats.applied == 10
-    assert 1 <= stats.batches <= 10
-    assert stats.state_version == 10
-    assert stats.trajectory_length == 11
+    assert stats.applied == 60
+    assert stats.batches < 10 + 50  # concurrent writes were drained together
+    assert stats.state_version == 60
+    assert stats.trajectory_length == 61
     assert stats.queued == 0

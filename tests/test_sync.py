@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -81,3 +83,19 @@ def test_sync_transaction_and_append_nowait() -> None:
         with pytest.raises(KaizenValidationError), session.transaction() as tx:
             tx.set("", 1)
         assert session.get_state_version() == 1
+
+
+def test_sync_dispatch_stream_reads_calls_lazily() -> None:
+    seen: list[str] = []
+    with Session() as session, Dispatcher() as dispatcher:
+        dispatcher.register(ReverseAgent())
+        session.set("text", "abc")
+
+        def calls() -> Iterator[dict[str, Any]]:
+            for _ in range(3):
+                seen.append(session.async_session._core.get("text"))
+                yield {"capability": "reverse", "params": {"key": "text"}}
+
+        result = dispatcher.dispatch_stream(calls(), session, plan_id="p")
+        assert result.success and result.executed_count == 3
+    assert seen == ["abc", "cba", "abc"]  # each call produced after the previous step ran

@@ -21,7 +21,6 @@ from ._exceptions import KaizenNotFoundError as KaizenNotFoundError
 from ._exceptions import KaizenTypeError as KaizenTypeError
 from ._exceptions import KaizenValidationError as KaizenValidationError
 from ._exceptions import LLMError as LLMError
-from ._exceptions import MailboxFullError as MailboxFullError
 from ._exceptions import PersistError as PersistError
 from ._exceptions import SchemaMismatchError as SchemaMismatchError
 from ._exceptions import SessionClosedError as SessionClosedError
@@ -69,7 +68,6 @@ __all__ = [
     "KaizenTypeError",
     "KaizenValidationError",
     "LLMError",
-    "MailboxFullError",
     "PersistError",
     "SchemaMismatchError",
     "Session",

@@ -16,7 +16,6 @@ subclasses it, so ``except ValueError`` / ``except KeyError`` keep working::
     │   ├── StateKeyNotFoundError
     │   └── ArtifactNotFoundError
     ├── DispatchError                a capability call that cannot be routed or formed
-    ├── MailboxFullError             a non-waiting send to a full mailbox
     └── LLMError                     any failure talking to a model (provider, status)
 """
 
@@ -35,7 +34,6 @@ __all__ = [
     "KaizenTypeError",
     "KaizenValidationError",
     "LLMError",
-    "MailboxFullError",
     "PersistError",
     "SchemaMismatchError",
     "SessionClosedError",
@@ -194,12 +192,6 @@ class DispatchError(KaizenError, ValueError):
     """A capability call that is malformed or cannot be formed."""
 
     default_code = ErrorCode.DISPATCH_INVALID_CALL
-
-
-class MailboxFullError(KaizenError):
-    """A non-waiting send found the mailbox full."""
-
-    default_code = ErrorCode.AGENT_MAILBOX_FULL
 
 
 class LLMError(KaizenError):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from ._actor import on_trio
-from ._exceptions import KaizenValidationError, MailboxFullError, SessionClosedError
+from ._exceptions import KaizenValidationError, SessionClosedError
 
 __all__ = ["Mailbox", "MailboxClosedError", "MailboxStatistics", "Reply", "create_reply"]
 
@@ -184,13 +184,6 @@ class Mailbox(Generic[T]):
         while receivers:
             if self._parker.wake(receivers.popleft()):
                 return
-
-    def send_nowait(self, item: T) -> None:
-        if self.closed:
-            raise MailboxClosedError("the mailbox is closed")
-        if len(self._items) >= self.max_size or self._senders:
-            raise MailboxFullError(f"the mailbox is full ({self.max_size} messages)")
-        self._put(item)
 
     async def send(self, item: T) -> None:
         """Append ``item``, waiting while the mailbox is full (FIFO among waiting senders)."""

@@ -33,7 +33,6 @@ PUBLIC = {
         "KaizenTypeError",
         "KaizenValidationError",
         "LLMError",
-        "MailboxFullError",
         "MailboxStatistics",
         "PersistError",
         "PlanResult",

@@ -4,9 +4,9 @@ Callers append requests to a FIFO and wait for their reply; one task drains what
 queued, applies it as one batch in arrival order, and then answers every caller of the
 batch (the place where a durable store flushes once per batch: group commit).
 
-The request/reply hop is the hot path of the whole runtime, so it is written against each
-backend's cheapest primitive: an ``asyncio.Future`` on asyncio, a parked task on Trio
-(``trio.lowlevel.wait_task_rescheduled``). A caller cancelled before its request is applied
+The request/reply hop is the hot path of the whole runtime: callers wait on a
+:class:`~kaizen_async._waiting.Parker` slot (a future on asyncio, a parked task on Trio), and
+the asyncio loop below inlines it. A caller cancelled before its request is applied
 withdraws it; one cancelled after that only stops waiting (the write stands, as with any
 acknowledged-late write).
 """
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 from collections import deque
 from collections.abc import Awaitable, Callable
 from types import TracebackType
@@ -25,8 +24,9 @@ import anyio
 from anyio.abc import TaskGroup
 
 from ._exceptions import SessionClosedError
+from ._waiting import create_parker, on_trio
 
-__all__ = ["Actor", "create_actor", "exit_task_group", "on_trio"]
+__all__ = ["Actor", "create_actor", "exit_task_group"]
 
 _Fn = Callable[..., Any]
 
@@ -36,6 +36,7 @@ class Actor:
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self._parker = create_parker()
         self.queue: deque[list[Any]] = deque()
         self.closing = False
         self.closed = False
@@ -43,14 +44,21 @@ class Actor:
         self.applied = 0
         self.async_queued = 0  # queued async requests (saves): they take the generic path
 
-    # backend hooks ------------------------------------------------------------------
-    async def call(self, fn: _Fn, *args: Any) -> Any:  # pragma: no cover - overridden
-        raise NotImplementedError
+    async def call(self, fn: _Fn, *args: Any) -> Any:
+        """Queue ``fn(*args)`` and wait for its result (or its exception)."""
+        return await self._request(fn, args, False)
 
-    async def call_async(
-        self, fn: Callable[..., Awaitable[Any]], *args: Any
-    ) -> Any:  # pragma: no cover - overridden
-        raise NotImplementedError
+    async def call_async(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+        """Queue ``await fn(*args)``: it runs alone, after what was queued before it."""
+        return await self._request(fn, args, True)
+
+    async def _request(self, fn: Callable[..., Any], args: tuple[Any, ...], is_async: bool) -> Any:
+        self._check_open()
+        slot = self._parker.new_slot()
+        self.queue.append([fn, args, slot, is_async])
+        self.async_queued += is_async
+        self._wake()
+        return await self._parker.park(slot)
 
     def post(self, fn: _Fn, *args: Any) -> None:
         """Queue a write without waiting for it (FIFO with every later request)."""
@@ -58,17 +66,21 @@ class Actor:
         self.queue.append([fn, args, None, False])
         self._wake()
 
+    # backend hooks: how the actor task itself sleeps and is woken
     def _wake(self) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
 
     async def _sleep(self) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
 
-    def _withdrawn(self, waiter: Any) -> bool:  # pragma: no cover - overridden
-        raise NotImplementedError
+    def _withdrawn(self, slot: list[Any]) -> bool:
+        return self._parker.withdrawn(slot)
 
-    def _resolve(self, waiter: Any, ok: bool, value: Any) -> None:  # pragma: no cover
-        raise NotImplementedError
+    def _resolve(self, slot: list[Any], ok: bool, value: Any) -> None:
+        if ok:
+            self._parker.wake(slot, value)
+        else:
+            self._parker.wake(slot, None, value)
 
     # shared ---------------------------------------------------------------------------
     def _check_open(self) -> None:
@@ -159,24 +171,14 @@ class _AsyncioActor(Actor):
         await self._wakeup
 
     async def call(self, fn: _Fn, *args: Any) -> Any:
+        """The hot path of every awaited write: the generic request, inlined."""
         if self.closing or self.closed:
             self._check_open()
         future = self._loop.create_future()
-        self.queue.append([fn, args, future, False])
+        self.queue.append([fn, args, [future], False])  # the asyncio parker's slot
         if self._wakeup is not None:
             self._wake()
         return await future
-
-    async def call_async(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
-        self._check_open()
-        future = self._loop.create_future()
-        self.queue.append([fn, args, future, True])
-        self.async_queued += 1
-        self._wake()
-        return await future
-
-    def _withdrawn(self, waiter: asyncio.Future[Any]) -> bool:
-        return waiter.done()
 
     async def run(self) -> None:
         """The generic loop, specialised for futures: this is the per-write hot path."""
@@ -187,8 +189,7 @@ class _AsyncioActor(Actor):
                 if not queue:
                     if self.closing:
                         return
-                    self._wakeup = self._loop.create_future()
-                    await self._wakeup
+                    await self._sleep()
                     continue
                 if self.async_queued:
                     await self._drain_once()
@@ -196,7 +197,8 @@ class _AsyncioActor(Actor):
                 self.batches += 1
                 answers = []
                 for _ in range(len(queue)):
-                    fn, args, future, _ = popleft()
+                    fn, args, slot, _ = popleft()
+                    future = None if slot is None else slot[0]
                     if future is not None and future.done():
                         continue
                     try:
@@ -216,24 +218,13 @@ class _AsyncioActor(Actor):
         finally:
             self._fail_pending()
 
-    def _resolve(self, waiter: asyncio.Future[Any], ok: bool, value: Any) -> None:
-        if waiter.done():
-            return
-        if ok:
-            waiter.set_result(value)
-        else:
-            waiter.set_exception(value)
-
 
 class _TrioActor(Actor):
     def __init__(self, name: str) -> None:
         super().__init__(name)
-        import outcome
         import trio
 
         self._lowlevel = trio.lowlevel
-        self._value = outcome.Value
-        self._error = outcome.Error
         self._sleeper: Any = None
 
     def _wake(self) -> None:
@@ -252,53 +243,12 @@ class _TrioActor(Actor):
 
         await lowlevel.wait_task_rescheduled(abort)
 
-    async def _park(self, fn: Callable[..., Any], args: tuple[Any, ...], is_async: bool) -> Any:
-        self._check_open()
-        lowlevel = self._lowlevel
-        # waiter: [task, state] with state 0 waiting, 1 withdrawn (cancelled), 2 answered
-        waiter = [lowlevel.current_task(), 0]
-        self.queue.append([fn, args, waiter, is_async])
-        self.async_queued += is_async
-        self._wake()
-
-        def abort(_: Any) -> Any:
-            waiter[1] = 1
-            return lowlevel.Abort.SUCCEEDED
-
-        return await lowlevel.wait_task_rescheduled(abort)
-
-    async def call(self, fn: _Fn, *args: Any) -> Any:
-        return await self._park(fn, args, False)
-
-    async def call_async(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
-        return await self._park(fn, args, True)
-
-    def _withdrawn(self, waiter: list[Any]) -> bool:
-        return bool(waiter[1] == 1)
-
-    def _resolve(self, waiter: list[Any], ok: bool, value: Any) -> None:
-        if waiter[1] != 0:
-            return
-        waiter[1] = 2
-        self._lowlevel.reschedule(waiter[0], self._value(value) if ok else self._error(value))
-
 
 def _lost(name: str, exc: Exception) -> None:
     """A write queued without a waiter failed (they are validated first: a bug)."""
     logging.getLogger("kaizen_async.session").error(
         "a queued write to %s failed: %r", name, exc, exc_info=exc
     )
-
-
-def on_trio() -> bool:
-    """Whether the running event loop is Trio's (else asyncio's)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        if "trio" in sys.modules:
-            return True
-        raise
-    return False
 
 
 def create_actor(name: str) -> Actor:

@@ -10,13 +10,12 @@ memory object streams: bounded (senders wait while it is full: backpressure), FI
 
 from __future__ import annotations
 
-import asyncio
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from ._actor import on_trio
 from ._exceptions import KaizenValidationError, SessionClosedError
+from ._waiting import Parker, create_parker
 
 __all__ = ["Mailbox", "MailboxClosedError", "MailboxStatistics", "Reply", "create_reply"]
 
@@ -37,91 +36,12 @@ class MailboxStatistics:
     tasks_waiting_receive: int
 
 
-class _Parker:
-    """Park the current task until woken (returns the value) or cancelled."""
-
-    async def park(self, slot: list[Any]) -> Any:  # pragma: no cover - overridden
-        raise NotImplementedError
-
-    def new_slot(self) -> list[Any]:  # pragma: no cover - overridden
-        raise NotImplementedError
-
-    def wake(self, slot: list[Any], value: Any = None, error: BaseException | None = None) -> bool:
-        raise NotImplementedError  # pragma: no cover - overridden
-
-
-class _AsyncioParker(_Parker):
-    # slot: [future]
-    def __init__(self) -> None:
-        self._loop = asyncio.get_running_loop()
-
-    def new_slot(self) -> list[Any]:
-        return [self._loop.create_future()]
-
-    async def park(self, slot: list[Any]) -> Any:
-        return await slot[0]
-
-    def wake(self, slot: list[Any], value: Any = None, error: BaseException | None = None) -> bool:
-        future = slot[0]
-        if future.done():
-            return False
-        if error is None:
-            future.set_result(value)
-        else:
-            future.set_exception(error)
-        return True
-
-
-class _TrioParker(_Parker):
-    # slot: [task or None, state (0 new, 1 parked, 2 done, 3 withdrawn), value, error]
-    def __init__(self) -> None:
-        import outcome
-        import trio
-
-        self._lowlevel = trio.lowlevel
-        self._outcome = outcome
-
-    def new_slot(self) -> list[Any]:
-        return [None, 0, None, None]
-
-    async def park(self, slot: list[Any]) -> Any:
-        if slot[1] == 2:  # answered before we waited
-            await self._lowlevel.checkpoint()
-            if slot[3] is not None:
-                raise slot[3]
-            return slot[2]
-        slot[0] = self._lowlevel.current_task()
-        slot[1] = 1
-
-        def abort(_: Any) -> Any:
-            slot[1] = 3
-            return self._lowlevel.Abort.SUCCEEDED
-
-        return await self._lowlevel.wait_task_rescheduled(abort)
-
-    def wake(self, slot: list[Any], value: Any = None, error: BaseException | None = None) -> bool:
-        state = slot[1]
-        if state == 0:
-            slot[1], slot[2], slot[3] = 2, value, error
-            return True
-        if state != 1:
-            return False
-        slot[1] = 2
-        result = self._outcome.Value(value) if error is None else self._outcome.Error(error)
-        self._lowlevel.reschedule(slot[0], result)
-        return True
-
-
-def _parker() -> _Parker:
-    return _TrioParker() if on_trio() else _AsyncioParker()
-
-
 class Reply:
     """A one-shot answer from a receiver to the sender that is waiting for it."""
 
     __slots__ = ("_parker", "_slot")
 
-    def __init__(self, parker: _Parker) -> None:
+    def __init__(self, parker: Parker) -> None:
         self._parker = parker
         self._slot = parker.new_slot()
 
@@ -135,10 +55,7 @@ class Reply:
     @property
     def withdrawn(self) -> bool:
         """True once the waiting side was cancelled."""
-        slot = self._slot
-        if isinstance(self._parker, _AsyncioParker):
-            return bool(slot[0].cancelled())
-        return bool(slot[1] == 3)
+        return self._parker.withdrawn(self._slot)
 
     async def wait(self) -> Any:
         return await self._parker.park(self._slot)
@@ -146,7 +63,7 @@ class Reply:
 
 def create_reply() -> Reply:
     """A :class:`Reply` for the running backend."""
-    return Reply(_parker())
+    return Reply(create_parker())
 
 
 class Mailbox(Generic[T]):
@@ -163,7 +80,7 @@ class Mailbox(Generic[T]):
         self._items: deque[T] = deque()
         self._senders: deque[tuple[T, list[Any]]] = deque()
         self._receivers: deque[list[Any]] = deque()
-        self._parker = _parker()
+        self._parker = create_parker()
         self.closed = False
 
     def reply(self) -> Reply:

@@ -1,0 +1,116 @@
+"""Parking a task until another task answers it, on each backend's cheapest primitive.
+
+A waiter is a *slot* (a small list) made by :meth:`Parker.new_slot`: an ``asyncio.Future``
+on asyncio, a parked task (``trio.lowlevel.wait_task_rescheduled``) on Trio. The session
+actor's callers and the agents' mailboxes and replies all wait this way; AnyIO's own
+primitives cost several times more on this hop, which every write and every step takes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any
+
+__all__ = ["Parker", "create_parker", "on_trio"]
+
+
+def on_trio() -> bool:
+    """Whether the running event loop is Trio's (else asyncio's)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        if "trio" in sys.modules:
+            return True
+        raise
+    return False
+
+
+class Parker:
+    """Park the current task until woken (returns the value) or cancelled."""
+
+    async def park(self, slot: list[Any]) -> Any:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def new_slot(self) -> list[Any]:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def wake(self, slot: list[Any], value: Any = None, error: BaseException | None = None) -> bool:
+        raise NotImplementedError  # pragma: no cover - overridden
+
+    def withdrawn(self, slot: list[Any]) -> bool:  # pragma: no cover - overridden
+        """True once the task that waits (or would wait) on ``slot`` was cancelled."""
+        raise NotImplementedError
+
+
+class _AsyncioParker(Parker):
+    # slot: [future]
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+
+    def new_slot(self) -> list[Any]:
+        return [self._loop.create_future()]
+
+    async def park(self, slot: list[Any]) -> Any:
+        return await slot[0]
+
+    def withdrawn(self, slot: list[Any]) -> bool:
+        return bool(slot[0].cancelled())
+
+    def wake(self, slot: list[Any], value: Any = None, error: BaseException | None = None) -> bool:
+        future = slot[0]
+        if future.done():
+            return False
+        if error is None:
+            future.set_result(value)
+        else:
+            future.set_exception(error)
+        return True
+
+
+class _TrioParker(Parker):
+    # slot: [task or None, state (0 new, 1 parked, 2 done, 3 withdrawn), value, error]
+    def __init__(self) -> None:
+        import outcome
+        import trio
+
+        self._lowlevel = trio.lowlevel
+        self._outcome = outcome
+
+    def new_slot(self) -> list[Any]:
+        return [None, 0, None, None]
+
+    def withdrawn(self, slot: list[Any]) -> bool:
+        return bool(slot[1] == 3)
+
+    async def park(self, slot: list[Any]) -> Any:
+        if slot[1] == 2:  # answered before we waited
+            await self._lowlevel.checkpoint()
+            if slot[3] is not None:
+                raise slot[3]
+            return slot[2]
+        slot[0] = self._lowlevel.current_task()
+        slot[1] = 1
+
+        def abort(_: Any) -> Any:
+            slot[1] = 3
+            return self._lowlevel.Abort.SUCCEEDED
+
+        return await self._lowlevel.wait_task_rescheduled(abort)
+
+    def wake(self, slot: list[Any], value: Any = None, error: BaseException | None = None) -> bool:
+        state = slot[1]
+        if state == 0:
+            slot[1], slot[2], slot[3] = 2, value, error
+            return True
+        if state != 1:
+            return False
+        slot[1] = 2
+        result = self._outcome.Value(value) if error is None else self._outcome.Error(error)
+        self._lowlevel.reschedule(slot[0], result)
+        return True
+
+
+def create_parker() -> Parker:
+    """A parker for the running event loop's backend."""
+    return _TrioParker() if on_trio() else _AsyncioParker()

@@ -25,6 +25,9 @@ from ._exceptions import PersistError as PersistError
 from ._exceptions import SchemaMismatchError as SchemaMismatchError
 from ._exceptions import SessionClosedError as SessionClosedError
 from ._exceptions import SessionCorruptedError as SessionCorruptedError
+from ._exceptions import SessionExistsError as SessionExistsError
+from ._exceptions import SessionNotFoundError as SessionNotFoundError
+from ._exceptions import SessionReadOnlyError as SessionReadOnlyError
 from ._exceptions import StateKeyNotFoundError as StateKeyNotFoundError
 from ._mailbox import MailboxStatistics as MailboxStatistics
 from ._planner import Planner as Planner
@@ -73,6 +76,9 @@ __all__ = [
     "Session",
     "SessionClosedError",
     "SessionCorruptedError",
+    "SessionExistsError",
+    "SessionNotFoundError",
+    "SessionReadOnlyError",
     "SessionStatistics",
     "StateKeyNotFoundError",
     "TrajectoryEntry",

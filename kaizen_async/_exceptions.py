@@ -6,6 +6,8 @@ subclasses it, so ``except ValueError`` / ``except KeyError`` keep working::
 
     KaizenError
     ├── SessionClosedError           session is not running (closed or never started)
+    ├── SessionReadOnlyError         a write to a session opened read-only
+    ├── SessionExistsError           (ValueError) creating a session whose id is taken
     ├── SessionCorruptedError        a file or trajectory fails verification (names the seq)
     ├── SchemaMismatchError          a file written by a newer schema
     ├── PersistError                 a save could not be written (OSError underneath)
@@ -14,7 +16,8 @@ subclasses it, so ``except ValueError`` / ``except KeyError`` keep working::
     ├── KaizenTypeError              (TypeError) e.g. artifact data that is not bytes
     ├── KaizenNotFoundError          (KeyError) missing state key or artifact
     │   ├── StateKeyNotFoundError
-    │   └── ArtifactNotFoundError
+    │   ├── ArtifactNotFoundError
+    │   └── SessionNotFoundError     no session with that id in the store
     ├── DispatchError                a capability call that cannot be routed or formed
     └── LLMError                     any failure talking to a model (provider, status)
 """
@@ -38,6 +41,9 @@ __all__ = [
     "SchemaMismatchError",
     "SessionClosedError",
     "SessionCorruptedError",
+    "SessionExistsError",
+    "SessionNotFoundError",
+    "SessionReadOnlyError",
     "StateKeyNotFoundError",
 ]
 
@@ -51,6 +57,8 @@ class ErrorCode(str, Enum):
     SESSION_INVALID_STATE = "session_invalid_state"
     SESSION_CLOSED = "session_closed"
     SESSION_SCHEMA_MISMATCH = "session_schema_mismatch"
+    SESSION_EXISTS = "session_exists"
+    SESSION_READ_ONLY = "session_read_only"
     STATE_KEY_NOT_FOUND = "state_key_not_found"
     # agents
     AGENT_NOT_FOUND = "agent_not_found"
@@ -65,6 +73,7 @@ class ErrorCode(str, Enum):
     DISPATCH_NO_AGENT_FOR_CAPABILITY = "dispatch_no_agent_for_capability"
     DISPATCH_INVALID_CALL = "dispatch_invalid_call"
     DISPATCH_SEQUENCE_FAILED = "dispatch_sequence_failed"
+    STEP_INTERRUPTED = "step_interrupted"
     # planning
     PLAN_GENERATION_FAILED = "plan_generation_failed"
     PLAN_INVALID_FORMAT = "plan_invalid_format"
@@ -75,6 +84,8 @@ class ErrorCode(str, Enum):
     PERSIST_LOAD_FAILED = "persist_load_failed"
     PERSIST_FILE_NOT_FOUND = "persist_file_not_found"
     PERSIST_SCHEMA_MISMATCH = "persist_schema_mismatch"
+    PERSIST_CONFLICT = "persist_conflict"
+    PERSIST_COMMIT_FAILED = "persist_commit_failed"
     # artifacts
     ARTIFACT_NOT_FOUND = "artifact_not_found"
     ARTIFACT_TOO_LARGE = "artifact_too_large"
@@ -121,6 +132,18 @@ class SessionClosedError(KaizenError):
     default_code = ErrorCode.SESSION_CLOSED
 
 
+class SessionReadOnlyError(KaizenError):
+    """A write to a session opened for reading only (``Session.load(path, read_only=True)``)."""
+
+    default_code = ErrorCode.SESSION_READ_ONLY
+
+
+class SessionExistsError(KaizenError, ValueError):
+    """Creating a session under an id that a store already holds."""
+
+    default_code = ErrorCode.SESSION_EXISTS
+
+
 class SessionCorruptedError(KaizenError):
     """A trajectory or file failed verification.
 
@@ -144,7 +167,13 @@ class SchemaMismatchError(KaizenError):
 
 
 class PersistError(KaizenError):
-    """A save could not be written; the previous file and the session are unchanged."""
+    """A save or a store commit could not be written.
+
+    A failed save leaves the previous file and the session unchanged; a failed commit is
+    not acknowledged (its callers get this error). ``code`` says which:
+    ``persist_save_failed``, ``persist_commit_failed``, ``persist_conflict`` (the file or
+    store holds a history this session does not continue), ``persist_file_not_found``.
+    """
 
     default_code = ErrorCode.PERSIST_SAVE_FAILED
 
@@ -186,6 +215,12 @@ class ArtifactNotFoundError(KaizenNotFoundError):
     """An artifact name that is not written (or was deleted)."""
 
     default_code = ErrorCode.ARTIFACT_NOT_FOUND
+
+
+class SessionNotFoundError(KaizenNotFoundError):
+    """No session with that id in the store."""
+
+    default_code = ErrorCode.SESSION_NOT_FOUND
 
 
 class DispatchError(KaizenError, ValueError):

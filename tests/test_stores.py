@@ -11,12 +11,13 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.abc
 import pytest
 
 from kaizen_async import (
@@ -524,7 +525,7 @@ async def test_pipelined_batches_of_one_session_apply_in_order(store: SessionSto
     async with anyio.create_task_group() as tg:
         for batch in batches:
             tg.start_soon(commit, batch)
-            await anyio.lowlevel.checkpoint()  # queued in order
+            await anyio.wait_all_tasks_blocked()  # its commit is queued (or done): in order
     assert sorted(done) == [b.base_seq for b in batches]
     await assert_matches(store, driver)
 
@@ -665,6 +666,65 @@ async def test_sqlite_a_conflict_fails_alone_in_its_transaction(db_path: Path) -
         await assert_matches(store, good1)
         await assert_matches(store, good2)
         assert (await store.load("c")).info.trajectory_length == 2
+
+
+async def _held(store: SQLiteStore, queue: Callable[[anyio.abc.TaskGroup], Awaitable[None]]) -> int:
+    """Hold the writer in a transaction, let ``queue`` start commits meanwhile, release;
+    returns how many transactions ran (what was queued lands in one)."""
+    blocker = await created(store, f"blocker-{store.statistics().commits}")
+    blocker.set("k", 0)
+    before = store.statistics()
+    gate = Gate(store)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(blocker.commit, store)
+        await gate.wait_entered()
+        await queue(tg)
+        await anyio.wait_all_tasks_blocked()
+        gate.release.set()
+    return store.statistics().commits - before.commits
+
+
+async def test_sqlite_batches_of_one_session_in_one_transaction(db_path: Path) -> None:
+    async with SQLiteStore(db_path) as store:
+        driver = await created(store, "s")
+        batches = []
+        for i in range(5):  # set, delete, set ... the same key and artifact
+            driver.set("k", i)
+            if i % 2:
+                driver.delete("k")
+            driver.write("a", bytes([i]))
+            if i == 3:
+                driver.remove("a")
+            batches.append(driver.batch())
+
+        async def queue(tg: anyio.abc.TaskGroup) -> None:
+            for batch in batches:  # queued in this order
+                tg.start_soon(store.commit, batch)
+                await anyio.wait_all_tasks_blocked()
+
+        assert await _held(store, queue) == 2
+        loaded = await assert_matches(store, driver)
+        assert loaded.state == {"k": b"4"}  # deleted, then set again by the last batch
+        assert loaded.artifacts == {"a": sha256_hex(bytes([4]))}
+
+
+async def test_sqlite_commit_then_delete_in_one_transaction(db_path: Path) -> None:
+    async with SQLiteStore(db_path) as store:
+        driver = await created(store, "s")
+        driver.set("k", 1).write("f", b"gone with the session")
+
+        async def queue(tg: anyio.abc.TaskGroup) -> None:
+            tg.start_soon(driver.commit, store)
+            await anyio.wait_all_tasks_blocked()
+            tg.start_soon(store.delete, "s")
+
+        assert await _held(store, queue) == 2
+        with pytest.raises(SessionNotFoundError):
+            await store.load("s")
+        with pytest.raises(ArtifactNotFoundError):
+            await store.read_blob(sha256_hex(b"gone with the session"))
+        again = await created(store, "s")  # no rows of the old session were left behind
+        await assert_matches(store, again)
 
 
 async def test_sqlite_reads_run_beside_the_writer_and_see_committed_data(

@@ -4,7 +4,8 @@ Nothing survives the process, but every rule of :class:`~kaizen_async.stores.Ses
 holds exactly as in the durable stores: a batch must continue the stored head
 (``persist_conflict``), ids are unique, reads are filtered and paged the same way, blobs are
 shared between sessions and dropped with the last session that uses them. Each call is
-applied whole before it returns, so its "transactions" hold one batch each.
+applied whole when called (in call order, like a durable store's queue) and the call then
+yields, so its "transactions" hold one batch each.
 """
 
 from __future__ import annotations
@@ -116,7 +117,6 @@ class MemoryStore:
         meta = check_metadata(metadata)
         if not isinstance(max_artifact_size, int) or max_artifact_size < 0:
             raise KaizenValidationError("max_artifact_size must be a non-negative int")
-        await anyio.lowlevel.checkpoint()
         if batch.session_id in self._sessions:
             raise exists(batch.session_id)
         stamp = now()
@@ -129,13 +129,13 @@ class MemoryStore:
         )
         self._sessions[batch.session_id] = stored
         self._apply(stored, batch, stamp)
+        await anyio.lowlevel.checkpoint()  # applied first: calls apply in call order
         return stored.info(batch.session_id)
 
     async def commit(self, batch: Batch) -> None:
         """Append ``batch`` if it continues the stored head (else ``persist_conflict``)."""
         self._check_open(ErrorCode.PERSIST_COMMIT_FAILED)
         check_batch(batch)
-        await anyio.lowlevel.checkpoint()
         stored = self._session(batch.session_id)
         head = len(stored.records)
         if batch.base_seq != head or (
@@ -143,6 +143,7 @@ class MemoryStore:
         ):
             raise conflict(batch.session_id, batch.base_seq, head)
         self._apply(stored, batch, now())
+        await anyio.lowlevel.checkpoint()
 
     def _apply(self, stored: _Session, batch: Batch, stamp: str) -> None:
         stored.records.extend(batch.records)
@@ -174,8 +175,8 @@ class MemoryStore:
         """Remove a session and the blobs no other session uses; False if absent."""
         self._check_open(ErrorCode.PERSIST_COMMIT_FAILED)
         check_session_id(session_id)
-        await anyio.lowlevel.checkpoint()
         stored = self._sessions.pop(session_id, None)
+        await anyio.lowlevel.checkpoint()
         if stored is None:
             return False
         for digest in stored.blobs:

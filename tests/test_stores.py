@@ -556,6 +556,10 @@ async def test_a_closed_store_refuses_calls(make_store: StoreFactory) -> None:
     assert caught.value.code is ErrorCode.PERSIST_COMMIT_FAILED
     async with store:
         await created(store, "s")
+        with pytest.raises(PersistError):  # entered twice at once
+            async with store:
+                pass
+        assert (await store.info("s")).session_id == "s"
     with pytest.raises(PersistError):
         await store.info("s")
     with pytest.raises(PersistError):

@@ -18,7 +18,7 @@ from typing import Any, Self
 import anyio
 
 from .._canonical import ZERO_HASH, decode
-from .._exceptions import ArtifactNotFoundError, ErrorCode, KaizenValidationError
+from .._exceptions import ArtifactNotFoundError, ErrorCode, KaizenValidationError, PersistError
 from .._storage import Batch, SessionInfo, StoredSession, StoreStatistics
 from .._trajectory import Record
 from ._common import (
@@ -79,6 +79,10 @@ class MemoryStore:
         self._commits = 0
 
     async def __aenter__(self) -> Self:
+        if self._open:
+            raise PersistError(
+                "this MemoryStore is already open", code=ErrorCode.PERSIST_LOAD_FAILED
+            )
         self._open = True
         await anyio.lowlevel.checkpoint()
         return self

@@ -83,15 +83,17 @@ def _timestamp() -> str:
 def validate_key(key: object) -> str:
     """A state key is a non-empty, non-blank ``str``."""
     if type(key) is not str and not isinstance(key, str):
-        raise KaizenValidationError(f"state key must be a str, got {type(key).__name__}")
+        raise KaizenValidationError(
+            f"state key must be a non-empty string, got {type(key).__name__}"
+        )
     if not key.strip():
-        raise KaizenValidationError("state key must be a non-empty, non-blank string")
+        raise KaizenValidationError("state key must be a non-empty string, not blank")
     return key
 
 
 def _validate_agent_id(agent_id: object) -> str:
     if not isinstance(agent_id, str) or not agent_id.strip():
-        raise KaizenValidationError("agent_id must be a non-empty, non-blank string")
+        raise KaizenValidationError("agent_id must be a non-empty string, not blank")
     return agent_id
 
 
@@ -120,7 +122,7 @@ def _validate_entry_type(entry_type: object) -> str:
 def validate_artifact_name(name: object) -> str:
     """Names may be path-like (``out/main.go``) but not absolute, ``..`` or control chars."""
     if not isinstance(name, str) or not name.strip():
-        raise KaizenValidationError("artifact name must be a non-empty, non-blank string")
+        raise KaizenValidationError("artifact name must be a non-empty string, not blank")
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
         raise KaizenValidationError(f"artifact name {name!r} contains NUL or control characters")
     if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
@@ -280,8 +282,8 @@ class SessionCore:
         size = len(data)
         if size > self.max_artifact_size:
             raise ArtifactTooLargeError(
-                f"artifact {name!r} is {size} bytes, which exceeds the maximum of "
-                f"{self.max_artifact_size} bytes",
+                f"artifact {name!r} size ({size} bytes) exceeds maximum "
+                f"({self.max_artifact_size} bytes)",
                 details={"name": name, "size": size, "max_artifact_size": self.max_artifact_size},
             )
         return (name, data, sha256_hex(data))

@@ -10,6 +10,7 @@ dispatcher off the session actor's round trip.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterable, Iterable, Sequence
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = ["DispatchResult", "Dispatcher"]
 
 _log = get_logger("kaizen_async.dispatcher")
+_INFO, _WARNING = logging.INFO, logging.WARNING
 _DISPATCHER = "dispatcher"
 _STARTED = EntryType.PLAN_STEP_STARTED
 _COMPLETED = EntryType.PLAN_STEP_COMPLETED
@@ -392,8 +394,10 @@ class Dispatcher:
                 b"true" if result.success else b"false",
             ),
         )
-        if _log.enabled():
-            _log.info(
+        level = _INFO if result.success else _WARNING
+        if _log.enabled(level):
+            _log.log(
+                level,
                 "dispatch.step",
                 session_id=session.session_id,
                 plan_id=plan_id,

@@ -328,6 +328,14 @@ async def test_bad_batches_are_refused_before_anything_is_written(
         await store.create(Driver("t").batch(), max_artifact_size=-1, workspace_path=None)
     with pytest.raises(KaizenValidationError):
         await store.load("")
+    with pytest.raises(KaizenValidationError):  # a lone surrogate: not valid UTF-8
+        await store.commit(Batch("s\ud800", 1, good.records, 1))
+    with pytest.raises(KaizenValidationError):
+        await store.read("s", agent_id="a\ud800")
+    with pytest.raises(KaizenValidationError):
+        await store.list_sessions(after="\ud800")
+    with pytest.raises(KaizenValidationError):
+        await store.create(Driver("t").batch(), max_artifact_size=1, workspace_path="\ud800")
     with pytest.raises(KaizenValidationError):
         await store.read("s", since_seq=-1)
     with pytest.raises(KaizenValidationError):

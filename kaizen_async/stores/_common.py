@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from .._canonical import encode
+from .._canonical import check_text, encode
 from .._exceptions import (
     ErrorCode,
     KaizenTypeError,
@@ -35,6 +35,7 @@ __all__ = [
     "check_entry_types",
     "check_limit",
     "check_metadata",
+    "check_optional_text",
     "check_range",
     "check_records",
     "check_session_id",
@@ -94,7 +95,16 @@ def check_session_id(session_id: object) -> str:
         raise KaizenValidationError(
             f"session_id must be a non-empty, non-blank string, got {session_id!r}"
         )
-    return session_id
+    return check_text(session_id, "session_id")
+
+
+def check_optional_text(value: object, what: str) -> str | None:
+    """None, or a ``str`` of valid UTF-8 (a filter value, a paging key, a path)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise KaizenValidationError(f"{what} must be a str or None, got {type(value).__name__}")
+    return check_text(value, what)
 
 
 def _check_int(value: object, what: str, minimum: int = 0) -> int:

@@ -26,6 +26,7 @@ from ._common import (
     check_entry_types,
     check_limit,
     check_metadata,
+    check_optional_text,
     check_range,
     check_session_id,
     closed_error,
@@ -119,18 +120,19 @@ class MemoryStore:
         self._check_open(ErrorCode.PERSIST_COMMIT_FAILED)
         check_batch(batch, create=True)
         meta = check_metadata(metadata)
-        if not isinstance(max_artifact_size, int) or max_artifact_size < 0:
+        if (
+            not isinstance(max_artifact_size, int)
+            or isinstance(max_artifact_size, bool)
+            or max_artifact_size < 0
+        ):
             raise KaizenValidationError("max_artifact_size must be a non-negative int")
+        workspace = check_optional_text(
+            None if workspace_path is None else str(workspace_path), "workspace_path"
+        )
         if batch.session_id in self._sessions:
             raise exists(batch.session_id)
         stamp = now()
-        stored = _Session(
-            stamp,
-            stamp,
-            max_artifact_size,
-            None if workspace_path is None else str(workspace_path),
-            meta,
-        )
+        stored = _Session(stamp, stamp, max_artifact_size, workspace, meta)
         self._sessions[batch.session_id] = stored
         self._apply(stored, batch, stamp)
         await anyio.lowlevel.checkpoint()  # applied first: calls apply in call order
@@ -229,6 +231,7 @@ class MemoryStore:
         since, until = check_range(since_seq, until_seq)
         kinds = check_entry_types(entry_types)
         count = check_limit(limit)
+        check_optional_text(agent_id, "agent_id")
         await anyio.lowlevel.checkpoint()
         stored = self._session(session_id)
         found = stored.records[since:until]
@@ -264,8 +267,7 @@ class MemoryStore:
         """Sessions ordered by id; ``after`` continues a page (keyset paging)."""
         self._check_open(ErrorCode.PERSIST_LOAD_FAILED)
         count = check_limit(limit)
-        if after is not None and not isinstance(after, str):
-            raise KaizenValidationError("after must be a session id (str) or None")
+        check_optional_text(after, "after")
         await anyio.lowlevel.checkpoint()
         ids = sorted(sid for sid in self._sessions if after is None or sid > after)
         if count is not None:

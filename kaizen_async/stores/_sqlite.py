@@ -42,6 +42,7 @@ from ._common import (
     check_entry_types,
     check_limit,
     check_metadata,
+    check_optional_text,
     check_range,
     check_session_id,
     closed_error,
@@ -191,7 +192,9 @@ class SQLiteStore:
             or max_artifact_size < 0
         ):
             raise KaizenValidationError("max_artifact_size must be a non-negative int")
-        workspace = None if workspace_path is None else str(workspace_path)
+        workspace = check_optional_text(
+            None if workspace_path is None else str(workspace_path), "workspace_path"
+        )
         info: SessionInfo = await self._committer.submit(
             "create", (batch, max_artifact_size, workspace, meta.decode())
         )
@@ -326,8 +329,7 @@ class SQLiteStore:
         since, until = check_range(since_seq, until_seq)
         kinds = check_entry_types(entry_types)
         count = check_limit(limit)
-        if agent_id is not None and not isinstance(agent_id, str):
-            raise KaizenValidationError("agent_id must be a str or None")
+        check_optional_text(agent_id, "agent_id")
         return await self._read(
             reads.read_entries, session_id, since, until, kinds, agent_id, count, bool(newest)
         )
@@ -345,8 +347,7 @@ class SQLiteStore:
     ) -> list[SessionInfo]:
         """Sessions ordered by id; ``after`` continues a page (keyset paging)."""
         count = check_limit(limit)
-        if after is not None and not isinstance(after, str):
-            raise KaizenValidationError("after must be a session id (str) or None")
+        check_optional_text(after, "after")
         return await self._read(reads.list_sessions, after, count)
 
     def statistics(self) -> StoreStatistics:

@@ -31,17 +31,25 @@ from .._trajectory import EntryType, Record
 
 __all__ = [
     "ENTRY_TYPES",
+    "check_artifact_rows",
     "check_batch",
     "check_entry_types",
     "check_limit",
     "check_metadata",
+    "check_metadata_text",
+    "check_open_steps",
     "check_optional_text",
     "check_range",
     "check_records",
     "check_session_id",
+    "check_state_rows",
     "check_tail",
     "closed_error",
+    "conflict",
     "corrupted",
+    "exists",
+    "is_digest",
+    "not_found",
     "now",
 ]
 

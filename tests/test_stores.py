@@ -1260,7 +1260,7 @@ def test_sqlite_killed_mid_write_keeps_every_acknowledged_commit(tmp_path: Path)
             stderr=subprocess.PIPE,
             env=env,
         )
-        time.sleep(rng.uniform(0.05, 0.8))  # the early rounds' early kills land in the open
+        time.sleep(rng.uniform(0.05, 0.8))  # early kills land while it starts or opens
         child.send_signal(signal.SIGKILL)
         out, err = child.communicate(timeout=30)
         assert child.returncode == -signal.SIGKILL, err.decode()

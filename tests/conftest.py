@@ -5,8 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
+from pgserver import pg_schema, postgres_dsn, postgres_server
 
 from kaizen_async import Session
+
+# PostgreSQL fixtures (tests/pgserver.py): a server for the session, a schema per test
+__all__ = ["pg_schema", "postgres_dsn", "postgres_server"]
 
 
 @pytest.fixture(

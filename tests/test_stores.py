@@ -39,6 +39,7 @@ from kaizen_async._trajectory import Record
 from kaizen_async.stores import (
     Batch,
     MemoryStore,
+    PostgresStore,
     SessionInfo,
     SessionStore,
     SQLiteStore,
@@ -162,22 +163,38 @@ async def assert_matches(store: SessionStore, driver: Driver, tail: int = 256) -
 StoreFactory = Callable[[], SessionStore]
 
 
-def _memory(tmp_path: Path) -> StoreFactory:
+def _memory(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
     store = MemoryStore()  # its data lives in the object: "reopening" re-enters it
     return lambda: store
 
 
-def _sqlite(tmp_path: Path) -> StoreFactory:
+def _sqlite(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
     return lambda: SQLiteStore(tmp_path / "sessions.db")
 
 
-STORES: dict[str, Callable[[Path], StoreFactory]] = {"memory": _memory, "sqlite": _sqlite}
+def _postgres(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
+    """A schema of its own on the test server (started only when a test needs it)."""
+    dsn: str = request.getfixturevalue("postgres_dsn")
+    schema: str = request.getfixturevalue("pg_schema")
+    return lambda: PostgresStore(dsn, schema=schema)
 
 
-@pytest.fixture(params=list(STORES))
+STORES: dict[str, Callable[[pytest.FixtureRequest, Path], StoreFactory]] = {
+    "memory": _memory,
+    "sqlite": _sqlite,
+    "postgres": _postgres,
+}
+
+
+@pytest.fixture(
+    params=[
+        pytest.param(name, marks=[pytest.mark.postgres] if name == "postgres" else [])
+        for name in STORES
+    ]
+)
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
     """Unentered stores over one backing (a new one per call, same data)."""
-    return STORES[request.param](tmp_path)
+    return STORES[request.param](request, tmp_path)
 
 
 @pytest.fixture

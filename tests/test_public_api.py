@@ -35,6 +35,7 @@ PUBLIC = {
         "LLMError",
         "MailboxStatistics",
         "PersistError",
+        "PersistFileNotFoundError",
         "PlanResult",
         "PlanStream",
         "Planner",
@@ -101,6 +102,8 @@ def test_every_error_is_a_kaizen_error_with_a_code() -> None:
     assert issubclass(kaizen_async.KaizenValidationError, ValueError)
     assert issubclass(kaizen_async.KaizenNotFoundError, KeyError)
     assert issubclass(kaizen_async.KaizenTypeError, TypeError)
+    assert issubclass(kaizen_async.PersistFileNotFoundError, kaizen_async.PersistError)
+    assert issubclass(kaizen_async.PersistFileNotFoundError, FileNotFoundError)
 
 
 def test_original_vocabulary_is_kept() -> None:

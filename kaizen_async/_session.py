@@ -23,7 +23,13 @@ from ._actor import Actor, create_actor
 from ._actor import exit_task_group as _exit_task_group
 from ._exceptions import KaizenValidationError, SessionClosedError, SessionReadOnlyError
 from ._persistence import plan_save, read_session, write_session
-from ._state import DEFAULT_MAX_ARTIFACT_SIZE, SCHEMA_VERSION, SessionCore, validate_key
+from ._state import (
+    DEFAULT_MAX_ARTIFACT_SIZE,
+    SCHEMA_VERSION,
+    SessionCore,
+    validate_artifact_name,
+    validate_key,
+)
 from ._trajectory import EntryType, Record, TrajectoryEntry
 
 __all__ = ["Session", "SessionStatistics"]
@@ -50,6 +56,10 @@ class Session:
         max_artifact_size: largest artifact accepted, in bytes (inclusive).
         workspace_path: an optional directory the session's agents work in.
     """
+
+    #: who ``set``/``delete``/``write_artifact``/``delete_artifact`` are recorded as: the
+    #: session itself is ``system``; the view a capability is handed is its agent
+    _writer: str = "system"
 
     def __init__(
         self,
@@ -160,7 +170,7 @@ class Session:
             )
         return actor
 
-    def _writer(self) -> Actor:
+    def _writable(self) -> Actor:
         """The running actor, for a write: refused on a session loaded read-only."""
         actor = self._running()
         if self._read_only:
@@ -230,13 +240,19 @@ class Session:
 
     # -- state -----------------------------------------------------------------------------
 
+    # Every write is validated (and its value encoded, so copied) here, in the caller, and
+    # only a valid write is queued: the actor applies it and cannot fail (a delete checks
+    # there that its key or artifact still exists).
+
     async def set(self, key: str, value: Any) -> int:
         """Set ``key`` to a copy of the JSON ``value``; returns the new state version."""
-        return await self._writer().call(self._core.set, key, value)  # type: ignore[no-any-return]
+        actor, core = self._writable(), self._core
+        return await actor.call(core.apply_set, *core.check_set(key, value), self._writer)  # type: ignore[no-any-return]
 
     async def delete(self, key: str) -> int:
         """Delete ``key`` (``StateKeyNotFoundError`` if absent); returns the new version."""
-        return await self._writer().call(self._core.delete, key)  # type: ignore[no-any-return]
+        actor = self._writable()
+        return await actor.call(self._core.delete, validate_key(key), self._writer)  # type: ignore[no-any-return]
 
     async def get(self, key: str, default: Any = None) -> Any:
         """A copy of the value at ``key``, or ``default``."""
@@ -265,8 +281,9 @@ class Session:
 
     async def append(self, agent_id: str, entry_type: EntryType | str, content: Any) -> int:
         """Append an entry; returns its seq."""
-        return await self._writer().call(  # type: ignore[no-any-return]
-            self._core.append, agent_id, entry_type, content
+        actor, core = self._writable(), self._core
+        return await actor.call(  # type: ignore[no-any-return]
+            core.apply_append, *core.check_append(agent_id, entry_type, content)
         )
 
     def append_nowait(self, agent_id: str, entry_type: EntryType | str, content: Any) -> None:
@@ -275,12 +292,12 @@ class Session:
         It is applied before any write queued after it (FIFO), so an awaited write that
         follows acknowledges both. Invalid input raises here, and nothing is queued.
         """
-        actor = self._writer()
+        actor = self._writable()
         actor.post(self._core.apply_append, *self._core.check_append(agent_id, entry_type, content))
 
     def _post_checked(self, agent_id: str, kind: str, content: bytes) -> None:
         """append_nowait for callers inside the library that built valid canonical content."""
-        self._writer().post(self._core.apply_append, agent_id, kind, content)
+        self._writable().post(self._core.apply_append, agent_id, kind, content)
 
     def transaction(self, *, wait: bool = True) -> Transaction:
         """Collect writes and apply them as one message, all or none::
@@ -290,12 +307,15 @@ class Session:
                 tx.set("text", "olleh")
             tx.results  # [seq, version]
 
-        Each write is validated when it is added; leaving the block with an exception
-        applies nothing. With ``wait=False`` the batch is queued without waiting (like
-        :meth:`append_nowait`); it may then hold only writes that cannot fail once
-        validated (append, set, write_artifact), and ``results`` stays None.
+        Each write is validated completely when it is added and raises there if it is
+        invalid. Leaving the block with an exception applies nothing; so does leaving it
+        normally after one of its writes was refused (the caller caught the error): the
+        transaction is then spoiled and raises :class:`KaizenValidationError` at the end of
+        the block instead of applying the rest. With ``wait=False`` the batch is queued
+        without waiting (like :meth:`append_nowait`); it may then hold only writes that
+        cannot fail once validated (append, set, write_artifact), and ``results`` stays None.
         """
-        self._writer()
+        self._writable()
         return Transaction(self, wait)
 
     async def get_trajectory(
@@ -338,7 +358,9 @@ class Session:
 
     async def write_artifact(self, name: str, data: bytes) -> int:
         """Store ``data`` under ``name`` (content-addressed); returns the entry's seq."""
-        return await self._writer().call(self._core.write_artifact, name, data)  # type: ignore[no-any-return]
+        actor, core = self._writable(), self._core
+        checked = core.check_write_artifact(name, data)
+        return await actor.call(core.apply_write_artifact, *checked, self._writer)  # type: ignore[no-any-return]
 
     async def read_artifact(self, name: str) -> bytes:
         await self._settled()
@@ -353,7 +375,8 @@ class Session:
         return self._core.artifact_size(name)
 
     async def delete_artifact(self, name: str) -> int:
-        return await self._writer().call(self._core.delete_artifact, name)  # type: ignore[no-any-return]
+        actor, name = self._writable(), validate_artifact_name(name)
+        return await actor.call(self._core.delete_artifact, name, self._writer)  # type: ignore[no-any-return]
 
     # -- snapshots and forks -------------------------------------------------------------
 
@@ -386,7 +409,7 @@ class Session:
         :class:`PersistError` is raised. A read-only session refuses to save (a save
         records ``session_saved``); copy its file to export it.
         """
-        return await self._writer().call_async(  # type: ignore[no-any-return]
+        return await self._writable().call_async(  # type: ignore[no-any-return]
             self._save, _check_path(path), bool(overwrite)
         )
 
@@ -414,13 +437,20 @@ def _noop() -> None:
 
 
 class Transaction:
-    """Writes validated one by one, applied together by one message to the session actor."""
+    """Writes validated one by one, applied together by one message to the session actor.
+
+    A write refused when it is added spoils the transaction: nothing of it is applied,
+    even if the caller caught the error and left the block normally (see
+    :meth:`Session.transaction`).
+    """
 
     def __init__(self, session: Session, wait: bool = True) -> None:
         self._session = session
         self._core = session._core
+        self._writer = session._writer
         self._wait = wait
         self._ops: list[tuple[str, tuple[Any, ...]]] = []
+        self._refused: Exception | None = None
         self.results: list[int] | None = None
 
     def _fallible(self, what: str) -> None:
@@ -430,21 +460,46 @@ class Transaction:
             )
 
     def set(self, key: str, value: Any) -> None:
-        self._ops.append(("set", self._core.check_set(key, value)))
+        try:
+            key, new = self._core.check_set(key, value)
+        except Exception as exc:
+            self._refused = self._refused or exc
+            raise
+        self._ops.append(("set", (key, new, self._writer)))
 
     def delete(self, key: str) -> None:
-        self._fallible("delete")
-        self._ops.append(("delete", (validate_key(key),)))
+        try:
+            self._fallible("delete")
+            validate_key(key)
+        except Exception as exc:
+            self._refused = self._refused or exc
+            raise
+        self._ops.append(("delete", (key, self._writer)))
 
     def append(self, agent_id: str, entry_type: EntryType | str, content: Any) -> None:
-        self._ops.append(("append", self._core.check_append(agent_id, entry_type, content)))
+        try:
+            op = self._core.check_append(agent_id, entry_type, content)
+        except Exception as exc:
+            self._refused = self._refused or exc
+            raise
+        self._ops.append(("append", op))
 
     def write_artifact(self, name: str, data: bytes) -> None:
-        self._ops.append(("write_artifact", self._core.check_write_artifact(name, data)))
+        try:
+            op = self._core.check_write_artifact(name, data)
+        except Exception as exc:
+            self._refused = self._refused or exc
+            raise
+        self._ops.append(("write_artifact", (*op, self._writer)))
 
     def delete_artifact(self, name: str) -> None:
-        self._fallible("delete_artifact")
-        self._ops.append(("delete_artifact", (name,)))
+        try:
+            self._fallible("delete_artifact")
+            validate_artifact_name(name)
+        except Exception as exc:
+            self._refused = self._refused or exc
+            raise
+        self._ops.append(("delete_artifact", (name, self._writer)))
 
     async def __aenter__(self) -> Transaction:
         return self
@@ -455,12 +510,35 @@ class Transaction:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if exc_type is None and self._refused is not None:
+            raise KaizenValidationError(
+                f"transaction not applied: one of its writes was refused ({self._refused})",
+                details={"refused": str(self._refused)},
+            ) from self._refused
         if exc_type is None and self._ops:
             actor = self._session._running()
             if self._wait:
                 self.results = await actor.call(self._core.apply_batch, self._ops)
             else:
                 actor.post(self._core.apply_batch, self._ops)
+
+
+class _AgentSession(Session):
+    """The session as an agent's capability sees it: the same session (it shares the
+    session's attributes, so the same actor, core and files; reads are identical), with its
+    state and artifact writes recorded under the agent's id instead of ``system``."""
+
+    __slots__ = ("_writer",)  # the one attribute of its own; the rest is the session's
+
+
+def agent_view(session: Session, agent_id: str) -> Session:
+    """``session`` as seen by agent ``agent_id`` (validated by the caller): cheap enough
+    (~0.2 us) to make one per capability call. The view shares the session's attribute
+    dict, so whatever one of them sets (the actor once started, say) the other sees."""
+    view = object.__new__(_AgentSession)
+    view.__dict__ = session.__dict__
+    view._writer = agent_id
+    return view
 
 
 def _check_path(path: object) -> str:

@@ -8,6 +8,11 @@ hash-chained ``state_set`` record and the one state key it changed. Records are 
 beforehand (from a real ``SessionCore``) so that every row compares only the writing.
 All databases are WAL with ``synchronous=FULL``, fresh per run, with the store's schema.
 
+PostgreSQL column (``PostgresStore``, asyncpg; a private server with fsync on, or the one
+at ``KAIZEN_BENCH_POSTGRES_DSN``): 64 callers on 64 sessions beside (c) asyncpg inserting
+the same entry and state rows in batches of 64, one multi-row statement per batch; the
+store is measured on asyncio (driver on the caller's loop) and on Trio (driver loop thread).
+
 Baselines (plain stdlib sqlite3, one worker-thread call per transaction):
   (a) one set's rows (its entry row and its state row) per transaction, one caller;
   (b) the same rows, 64 sets per transaction (what 64 concurrent callers could share).
@@ -19,11 +24,16 @@ answers.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import os
 import sqlite3
+import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -31,12 +41,14 @@ from _common import report
 
 from kaizen_async._state import SessionCore
 from kaizen_async._trajectory import Record
-from kaizen_async.stores import Batch, SQLiteStore
+from kaizen_async.stores import Batch, PostgresStore, SQLiteStore
 from kaizen_async.stores._sqlite_schema import MIGRATIONS
 
 CALLERS = 64
 TARGET_RATIO = 0.8
 TARGET_64_PER_S = 40_000
+PG_TARGET_RATIO = 0.7
+PG_TARGET_64_PER_S = 20_000
 
 Sets = list[tuple[Record, bytes]]  # per session: each set's record and new state value
 
@@ -178,6 +190,176 @@ async def long_session_load(directory: str, entries: int) -> float:
     return min(times)
 
 
+# -- PostgreSQL ------------------------------------------------------------------------------
+
+_PG_PLAIN = """
+WITH e AS (INSERT INTO {s}.entries SELECT * FROM unnest($1::bytea[], $2::bigint[],
+    $3::text[], $4::bytea[], $5::text[], $6::bytea[], $7::text[], $8::text[]))
+INSERT INTO {s}.state SELECT * FROM unnest($9::bytea[], $10::bytea[], $11::bytea[])
+ON CONFLICT (session_id, key) DO UPDATE SET value = excluded.value
+"""
+
+
+@contextlib.contextmanager
+def postgres_dsn() -> Iterator[str | None]:
+    """The server to measure on: ``KAIZEN_BENCH_POSTGRES_DSN``, else a private one (fsync
+    on) from the test helper; None when neither is available."""
+    if os.environ.get("KAIZEN_BENCH_POSTGRES_DSN"):
+        yield os.environ["KAIZEN_BENCH_POSTGRES_DSN"]
+        return
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from pgserver import PgServer, find_bindir
+
+    bindir = find_bindir()
+    if bindir is None:
+        yield None
+        return
+    server = PgServer(bindir, fsync=True)
+    try:
+        server.init()
+        server.start()
+        yield server.dsn
+    finally:
+        server.remove()
+
+
+def _schema() -> str:
+    return f"bench_{uuid.uuid4().hex[:12]}"
+
+
+async def _drop(dsn: str, schema: str) -> None:
+    """Drop a schema (asyncpg on a loop of its own: the caller may be on Trio)."""
+    import asyncpg
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await conn.close()
+
+    await anyio.to_thread.run_sync(asyncio.run, drop())
+
+
+async def pg_plain_batched(dsn: str, sessions: list[tuple[str, Sets]]) -> float:
+    """(c) asyncpg: round i inserts set i of every session (entry + state rows), one
+    statement (its own transaction) per round; returns the seconds taken."""
+    import asyncpg
+
+    schema = _schema()
+    async with PostgresStore(dsn, schema=schema):
+        pass  # the store's tables, so both write the same rows into the same layout
+    conn = await asyncpg.connect(dsn)
+    sql = _PG_PLAIN.replace("{s}", f'"{schema}"')
+    try:
+        rounds = []
+        for i in range(len(sessions[0][1])):
+            rows = [(sid.encode(), *sets[i]) for sid, sets in sessions]
+            rounds.append(
+                [
+                    [sid for sid, _, _ in rows],
+                    [r.seq for _, r, _ in rows],
+                    [r.timestamp for _, r, _ in rows],
+                    [r.agent_id.encode() for _, r, _ in rows],
+                    [r.entry_type for _, r, _ in rows],
+                    [r.content for _, r, _ in rows],
+                    [r.prev_hash for _, r, _ in rows],
+                    [r.hash for _, r, _ in rows],
+                    [sid for sid, _, _ in rows],
+                    [b"key"] * len(rows),
+                    [value for _, _, value in rows],
+                ]
+            )
+        start = time.perf_counter()
+        for arguments in rounds:
+            await conn.execute(sql, *arguments)
+        return time.perf_counter() - start
+    finally:
+        await conn.close()
+        await _drop(dsn, schema)
+
+
+async def pg_store_commits(dsn: str, sessions: list[tuple[str, Record, Sets]]) -> float:
+    """PostgresStore: each session's sets committed by its own caller, all at once."""
+    schema = _schema()
+    try:
+        async with PostgresStore(dsn, schema=schema) as store:
+            for sid, created, _ in sessions:
+                await store.create(
+                    Batch(sid, 0, [created], 0), max_artifact_size=1 << 20, workspace_path=None
+                )
+
+            async def caller(sid: str, sets: Sets) -> None:
+                commit = store.commit
+                for record, value in sets:
+                    await commit(
+                        Batch(sid, record.seq - 1, (record,), record.seq - 1, {"key": value})
+                    )
+
+            before = store.statistics()
+            start = time.perf_counter()
+            async with anyio.create_task_group() as tg:
+                for sid, _, sets in sessions:
+                    tg.start_soon(caller, sid, sets)
+            elapsed = time.perf_counter() - start
+            after = store.statistics()
+        commits, batches = after.commits - before.commits, after.batches - before.batches
+        print(
+            f"  PostgresStore, {len(sessions)} callers: {batches:,} commits in {commits:,} "
+            f"statements (mean batch {batches / commits:.1f})"
+        )
+        return elapsed
+    finally:
+        await _drop(dsn, schema)
+
+
+async def postgres_rows(dsn: str, quick: bool) -> tuple[list[tuple[str, str, str]], dict[str, Any]]:
+    repeats = 2 if quick else 3
+    per_caller = 100 if quick else 300
+    many = [(f"s{c:02d}", *make_sets(f"s{c:02d}", per_caller)) for c in range(CALLERS)]
+    plain = [(sid, sets) for sid, _, sets in many]
+    n = CALLERS * per_caller
+    base_c = min([await pg_plain_batched(dsn, plain) for _ in range(repeats)])
+    store_asyncio = min([await pg_store_commits(dsn, many) for _ in range(repeats)])
+
+    async def on_trio() -> float:
+        return min([await pg_store_commits(dsn, many) for _ in range(repeats)])
+
+    store_trio = await anyio.to_thread.run_sync(lambda: anyio.run(on_trio, backend="trio"))
+    rate_c, rate_a, rate_t = n / base_c, n / store_asyncio, n / store_trio
+    ratio = rate_a / rate_c
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "MISSED"
+
+    rows = [
+        (f"(c) asyncpg, {CALLERS} sets per statement (baseline)", f"{rate_c:,.0f}/s", "1.00"),
+        (
+            f"PostgresStore.commit, {CALLERS} callers on {CALLERS} sessions, asyncio "
+            f"[target >= {PG_TARGET_RATIO}x (c)]",
+            f"{rate_a:,.0f}/s",
+            f"{ratio:.2f} {verdict(ratio >= PG_TARGET_RATIO)}",
+        ),
+        (
+            f"  same, absolute [target >= {PG_TARGET_64_PER_S:,}/s on a quiet machine]",
+            f"{rate_a:,.0f}/s",
+            verdict(rate_a >= PG_TARGET_64_PER_S),
+        ),
+        (
+            "  same on Trio (driver loop thread)",
+            f"{rate_t:,.0f}/s",
+            f"{rate_t / rate_c:.2f}",
+        ),
+    ]
+    figures = {
+        "pg_plain_batched_per_s": rate_c,
+        "pg_store_64_callers_per_s": rate_a,
+        "pg_store_64_callers_trio_per_s": rate_t,
+        "pg_ratio_64_callers": ratio,
+    }
+    return rows, figures
+
+
 # -- hub-level rows ---------------------------------------------------------------------------
 # PLACE FOR THE HUB ROWS (added with SessionHub, issue 8), each beside its target:
 #   durable Session.set through a hub, 1 caller and 64 callers on 64 sessions
@@ -213,6 +395,13 @@ async def main(quick: bool) -> None:
             await store_commits(directory, one, single_times)
             await store_commits(directory, many, many_times)
         load_s = await long_session_load(directory, long_entries)
+    pg_rows: list[tuple[str, str, str]] = []
+    pg_figures: dict[str, Any] = {}
+    with postgres_dsn() as dsn:
+        if dsn is None:
+            pg_rows = [("PostgresStore (no PostgreSQL server binaries: not measured)", "-", "")]
+        else:
+            pg_rows, pg_figures = await postgres_rows(dsn, quick)
     rate_a = single_n / base_a
     rate_b = CALLERS * per_caller / base_b
     rate_one = single_n / min(single_times)
@@ -250,6 +439,7 @@ async def main(quick: bool) -> None:
             f"{load_s * 1000:,.1f} ms",
             verdict(load_s < 1.0),
         ),
+        *pg_rows,
         *[(f"{name} (hub: not measured here yet)", "-", "") for name in HUB_ROWS_PENDING],
     ]
     report(
@@ -265,6 +455,7 @@ async def main(quick: bool) -> None:
             "ratio_64_callers": ratio_many,
             "long_session_entries": long_entries,
             "long_session_load_s": load_s,
+            **pg_figures,
         },
     )
 

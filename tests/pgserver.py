@@ -68,8 +68,9 @@ def _free_port() -> int:
 class PgServer:
     """A private PostgreSQL server in a temporary directory."""
 
-    def __init__(self, bindir: Path) -> None:
+    def __init__(self, bindir: Path, *, fsync: bool = False) -> None:
         self.bindir = bindir
+        self.fsync = fsync
         self.root = Path(tempfile.mkdtemp(prefix="kaizen-pg-"))
         self.data = self.root / "data"
         self.log = self.root / "server.log"
@@ -122,7 +123,8 @@ class PgServer:
                 self.port = _free_port()
             options = (
                 f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} "
-                "-c fsync=off -c max_connections=300 -c shared_buffers=32MB"
+                f"-c fsync={'on' if self.fsync else 'off'} -c max_connections=300 "
+                "-c shared_buffers=32MB"
             )
             try:
                 self._run(

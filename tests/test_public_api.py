@@ -83,6 +83,7 @@ PUBLIC = {
     kaizen_async.stores: [
         "Batch",
         "MemoryStore",
+        "PostgresStore",
         "SQLiteStore",
         "SessionInfo",
         "SessionStore",

@@ -159,7 +159,7 @@ async def test_schema_is_created_versioned_and_marked(postgres_dsn: str, pg_sche
 
     tables, versions, mark = await _sql(postgres_dsn, inspect)
     assert tables == _postgres_schema.TABLES
-    assert versions == [1]
+    assert versions == list(range(1, len(_postgres_schema.MIGRATIONS) + 1))
     assert mark == _postgres_schema.MARK
 
 
@@ -180,7 +180,7 @@ async def test_several_stores_opening_a_fresh_schema_at_once(
     versions = await _sql(
         postgres_dsn, lambda c: c.fetch(f'SELECT version FROM "{pg_schema}".schema_version')
     )
-    assert [r[0] for r in versions] == [1]
+    assert [r[0] for r in versions] == list(range(1, len(_postgres_schema.MIGRATIONS) + 1))
 
 
 async def test_a_schema_holding_other_tables_is_corrupted(
@@ -223,6 +223,7 @@ async def test_migrations_apply_in_order_and_a_failing_one_changes_nothing(
 ) -> None:
     async with PostgresStore(postgres_dsn, schema=pg_schema) as store:
         driver = await created(store, "s")
+    current = list(range(1, len(_postgres_schema.MIGRATIONS) + 1))
     good = (
         "ALTER TABLE {s}.sessions ADD COLUMN note text",
         "UPDATE {s}.sessions SET note = 'migrated'",
@@ -242,13 +243,15 @@ async def test_migrations_apply_in_order_and_a_failing_one_changes_nothing(
         )
         return [r[0] for r in versions], extra
 
-    assert await _sql(postgres_dsn, columns) == ([1], 0)  # neither step 2 nor 3 stayed
-    monkeypatch.setattr(_postgres_schema, "MIGRATIONS", [*_postgres_schema.MIGRATIONS[:1], good])
+    assert await _sql(postgres_dsn, columns) == (current, 0)  # neither new step stayed
+    monkeypatch.setattr(
+        _postgres_schema, "MIGRATIONS", [*_postgres_schema.MIGRATIONS[: len(current)], good]
+    )
     async with PostgresStore(postgres_dsn, schema=pg_schema) as store:
         await assert_matches(store, driver)
     notes = await _sql(postgres_dsn, lambda c: c.fetch(f'SELECT note FROM "{pg_schema}".sessions'))
     assert [r[0] for r in notes] == ["migrated"]
-    assert (await _sql(postgres_dsn, columns))[0] == [1, 2]
+    assert (await _sql(postgres_dsn, columns))[0] == [*current, len(current) + 1]
 
 
 @pytest.mark.parametrize(
@@ -422,3 +425,68 @@ async def test_server_restart_under_load_loses_no_acknowledged_commit(
             assert len(history) >= seq  # every acknowledged commit is there
             replayed = SessionCore.replay(history, session_id=sid)  # and verifies
             assert (await store.load(sid)).state == replayed.state
+
+
+# -- watching commits made elsewhere ------------------------------------------------------------
+
+
+async def test_a_commit_of_another_process_wakes_a_waiter_by_notify(
+    postgres_dsn: str, pg_schema: str
+) -> None:
+    """Two stores on one schema stand for two processes: a commit through one wakes a
+    waiter on the other by its NOTIFY (the poll interval is far longer than the wait)."""
+    async with (
+        PostgresStore(postgres_dsn, schema=pg_schema) as writer,
+        PostgresStore(postgres_dsn, schema=pg_schema, poll_interval=600) as watcher,
+    ):
+        driver = await created(writer, "s")
+        heads: list[int] = []
+
+        async def wait() -> None:
+            heads.append(await watcher.wait_for_commit("s", 1, timeout=600))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait)
+            await anyio.sleep(0.2)  # the waiter listens
+            driver.set("k", 1)
+            await driver.commit(writer)
+            with anyio.fail_after(5):
+                while not heads:
+                    await anyio.sleep(0.01)
+        assert heads == [2]
+
+
+async def test_without_notify_a_waiter_finds_commits_by_polling(
+    postgres_dsn: str, pg_schema: str
+) -> None:
+    async with (
+        PostgresStore(postgres_dsn, schema=pg_schema, notify=False) as writer,
+        PostgresStore(postgres_dsn, schema=pg_schema, poll_interval=0.05) as watcher,
+    ):
+        driver = await created(writer, "s")
+        heads: list[int] = []
+
+        async def wait() -> None:
+            heads.append(await watcher.wait_for_commit("s", 1, timeout=600))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait)
+            await anyio.sleep(0.2)
+            driver.set("k", 1)
+            await driver.commit(writer)
+            with anyio.fail_after(5):
+                while not heads:
+                    await anyio.sleep(0.01)
+        assert heads == [2]
+
+
+async def test_a_version_1_store_gains_ownership(
+    postgres_dsn: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_postgres_schema, "MIGRATIONS", _postgres_schema.MIGRATIONS[:1])
+    async with PostgresStore(postgres_dsn, schema=pg_schema) as store:
+        driver = await created(store, "s")
+    monkeypatch.undo()
+    async with PostgresStore(postgres_dsn, schema=pg_schema) as store:
+        await assert_matches(store, driver)
+        assert (await store.acquire("s", "hub", lease_seconds=5)).epoch == 1

@@ -22,7 +22,10 @@ Trio they run on a private asyncio loop in a thread of the store's own
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
+import hashlib
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
@@ -40,21 +43,27 @@ from .._exceptions import (
     PersistError,
     SessionCorruptedError,
 )
-from .._storage import Batch, SessionInfo, StoredSession, StoreStatistics
+from .._storage import Batch, Ownership, SessionInfo, StoredSession, StoreStatistics
 from .._trajectory import Record
 from ._common import (
+    busy,
     check_batch,
+    check_claims,
     check_entry_types,
+    check_lease,
     check_limit,
     check_metadata,
     check_metadata_text,
     check_optional_text,
+    check_owner,
     check_range,
     check_session_id,
+    check_wait,
     closed_error,
     conflict,
     corrupted,
     exists,
+    fenced,
     is_digest,
     not_found,
     now,
@@ -107,6 +116,12 @@ class PostgresStore:
         connect_timeout: seconds to wait for a connection.
         command_timeout: seconds a statement may take before the driver cancels it (its
             callers then get a :class:`PersistError`).
+        notify: send one ``NOTIFY`` per committed statement (naming its sessions), which
+            wakes :meth:`wait_for_commit` in every process at once; without it waiters
+            find commits by reading the head every ``poll_interval``.
+        poll_interval: the longest :meth:`wait_for_commit` goes without reading the head
+            (with notifications this only makes up for one lost with a dropped listener
+            connection).
 
     Entering connects, creates or migrates the schema and starts the writer; leaving
     commits what is queued, then closes. Opening raises :class:`SessionCorruptedError` for
@@ -123,6 +138,8 @@ class PostgresStore:
         readers: int = 4,
         connect_timeout: float = 10.0,
         command_timeout: float = 60.0,
+        notify: bool = True,
+        poll_interval: float = 1.0,
     ) -> None:
         if not isinstance(dsn, str) or not dsn.strip():
             raise KaizenValidationError("dsn must be a non-empty connection string")
@@ -140,6 +157,14 @@ class PostgresStore:
             raise KaizenValidationError("readers must be an int >= 1")
         self._connect_timeout = _check_seconds(connect_timeout, "connect_timeout")
         self._command_timeout = _check_seconds(command_timeout, "command_timeout")
+        self._poll_interval = _check_seconds(poll_interval, "poll_interval")
+        #: the NOTIFY channel of this schema (an identifier: hashed to stay short)
+        self._channel = "kaizen_async_" + hashlib.sha256(schema.encode()).hexdigest()[:24]
+        self._notify = bool(notify)
+        # on the driver loop only: the listener connection and who waits for which session
+        self._listener: asyncpg.Connection | None = None
+        self._listener_lock: asyncio.Lock | None = None
+        self._watchers: dict[bytes, set[asyncio.Event]] = {}
         _asyncpg()  # fail at construction when the driver is missing
         self.dsn = dsn
         self.schema = schema
@@ -231,8 +256,13 @@ class PostgresStore:
             raise self._error(exc, ErrorCode.PERSIST_LOAD_FAILED, "cannot open the store") from None
 
     async def _close_driver(self) -> None:
-        writer, pool = self._writer, self._pool
-        self._writer, self._pool = None, None
+        writer, pool, listener = self._writer, self._pool, self._listener
+        self._writer, self._pool, self._listener = None, None, None
+        self._listener_lock = None
+        for event in [e for events in self._watchers.values() for e in events]:
+            event.set()  # waiters read the head once more (and find the store closed)
+        if listener is not None:
+            listener.terminate()
         if writer is not None:
             try:
                 await writer.close(timeout=self._connect_timeout)
@@ -348,9 +378,8 @@ class PostgresStore:
         outcomes: list[Outcome],
     ) -> None:
         first_kind, first_payload = writes[indices[0]]
-        if first_kind == "delete":
-            count = await conn.fetchval(self._sql.delete, first_payload.encode())
-            outcomes[indices[0]] = bool(count)
+        if first_kind not in ("create", "commit"):
+            outcomes[indices[0]] = await self._run_single(conn, first_kind, first_payload)
             return
         round_ = Round(stamp)
         for index in indices:
@@ -359,7 +388,9 @@ class PostgresStore:
                 round_.add_create(index, payload)
             else:
                 round_.add_commit(index, payload)
-        rows = await conn.fetch(self._sql.round, *round_.arguments())
+        rows = await conn.fetch(
+            self._sql.round, *round_.arguments(self._channel if self._notify else None)
+        )
         accepted = {row[0] for row in rows}
         refused: list[bytes] = []
         for sid, index in round_.writes.items():
@@ -381,16 +412,44 @@ class PostgresStore:
             elif sid not in accepted:
                 refused.append(sid)
         if refused:  # name each refusal: unknown session, or another head
-            heads = {row[0]: row[1] for row in await conn.fetch(self._sql.heads, refused)}
+            heads = {row[0]: row for row in await conn.fetch(self._sql.heads, refused)}
             for sid in refused:
                 index = round_.writes[sid]
                 batch = writes[index][1]
-                head = heads.get(sid)
-                outcomes[index] = (
-                    not_found(batch.session_id)
-                    if head is None
-                    else conflict(batch.session_id, batch.base_seq, head)
-                )
+                row = heads.get(sid)
+                if row is None:
+                    outcomes[index] = not_found(batch.session_id)
+                elif batch.epoch is not None and row[2] != batch.epoch:
+                    outcomes[index] = fenced(batch.session_id, batch.epoch, row[2], row[3])
+                else:
+                    outcomes[index] = conflict(batch.session_id, batch.base_seq, row[1])
+
+    async def _run_single(self, conn: asyncpg.Connection, kind: str, payload: Any) -> Outcome:
+        """A write that is a statement of its own: delete, acquire, renew, release."""
+        sql = self._sql
+        if kind == "delete":
+            return bool(await conn.fetchval(sql.delete, payload.encode()))
+        if kind == "acquire":
+            sid, owner, lease, take_over = payload
+            row = await conn.fetchrow(sql.acquire, sid.encode(), owner, lease, take_over)
+            if row is None:
+                return not_found(sid)
+            if row[3] is None:
+                return busy(sid, row[0], row[2])
+            return Ownership(sid, owner, row[3], row[4])
+        if kind == "renew":
+            owner, claims, lease = payload
+            rows = await conn.fetch(
+                sql.renew,
+                owner,
+                lease,
+                [sid.encode() for sid in claims],
+                list(claims.values()),
+            )
+            return {row[0].decode(): row[1] for row in rows}
+        sid, owner, epoch = payload
+        await conn.execute(sql.release, sid.encode(), owner, epoch)
+        return None
 
     def _abandon_writer(self) -> None:
         """Drop the writer connection; the next statement reconnects."""
@@ -546,3 +605,117 @@ class PostgresStore:
         return StoreStatistics(
             commits=committer.commits, batches=committer.batches, queued=committer.queued
         )
+
+    # -- ownership ---------------------------------------------------------------------------
+
+    async def acquire(
+        self, session_id: str, owner: str, *, lease_seconds: float, take_over: bool = False
+    ) -> Ownership:
+        """Make ``owner`` the owner under a new epoch unless another live lease holds it
+        (:class:`~kaizen_async.SessionBusyError`); one statement, the row locked, the
+        lease timed by the database server's clock."""
+        check_session_id(session_id)
+        check_owner(owner)
+        lease = check_lease(lease_seconds)
+        ownership: Ownership = await self._committer.submit(
+            "acquire", (session_id, owner, lease, bool(take_over))
+        )
+        return ownership
+
+    async def renew(
+        self, owner: str, claims: Mapping[str, int], *, lease_seconds: float
+    ) -> dict[str, float]:
+        """Extend the leases ``owner`` still holds at the given epochs (one statement)."""
+        check_owner(owner)
+        lease = check_lease(lease_seconds)
+        wanted = check_claims(claims)
+        if not wanted:
+            return {}
+        kept: dict[str, float] = await self._committer.submit("renew", (owner, wanted, lease))
+        return kept
+
+    async def release(self, session_id: str, owner: str, epoch: int) -> None:
+        """End ``owner``'s lease if it still holds the session at ``epoch``."""
+        check_owner(owner)
+        check_claims({session_id: epoch})
+        await self._committer.submit("release", (session_id, owner, epoch))
+
+    async def wait_for_commit(self, session_id: str, after_seq: int, *, timeout: float) -> int:
+        """The head once past ``after_seq``: woken by the ``NOTIFY`` of the statement that
+        committed it, in whichever process (a listener connection per store)."""
+        check_session_id(session_id)
+        after, limit = check_wait(after_seq, timeout)
+        if not self._open:
+            raise closed_error(ErrorCode.PERSIST_LOAD_FAILED)
+        return await self._loop.call(self._wait_async, session_id, after, limit)
+
+    async def _wait_async(self, session_id: str, after: int, limit: float) -> int:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit
+        key = session_id.encode()
+        while True:
+            event = asyncio.Event()
+            watchers = self._watchers.setdefault(key, set())
+            watchers.add(event)
+            try:
+                listening = await self._listen()
+                head = await self._read_async(self._head, session_id)
+                remaining = deadline - loop.time()
+                if head > after or remaining <= 0:
+                    return head
+                wait = remaining if listening else min(remaining, self._poll_interval)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), min(wait, self._poll_interval))
+            finally:
+                watchers.discard(event)
+                if not watchers and self._watchers.get(key) is watchers:
+                    del self._watchers[key]
+
+    async def _head(self, conn: asyncpg.Connection, session_id: str) -> int:
+        head = await conn.fetchval(self._sql.head, session_id.encode())
+        if head is None:
+            raise not_found(session_id)
+        if type(head) is not int:
+            raise corrupted(session_id, "malformed session row")
+        return head
+
+    async def _listen(self) -> bool:
+        """Make sure the listener connection runs (on the driver loop); False when it
+        cannot (the waiters then poll)."""
+        if not self._notify or self._pool is None:
+            return False
+        listener = self._listener
+        if listener is not None and not listener.is_closed():
+            return True
+        if self._listener_lock is None:
+            self._listener_lock = asyncio.Lock()
+        async with self._listener_lock:
+            if self._listener is not None and not self._listener.is_closed():
+                return True
+            try:
+                listener = await self._connect()
+                await listener.add_listener(self._channel, self._notified)
+            except Exception:
+                return False
+            self._listener = listener
+            # commits made while there was no listener are found by the head read next
+            for events in self._watchers.values():
+                for event in events:
+                    event.set()
+            return True
+
+    def _notified(self, conn: object, pid: int, channel: str, payload: object) -> None:
+        """A committed statement's session ids (hex, comma-separated) or ``*``."""
+        if payload == "*" or not isinstance(payload, str):
+            woken = [e for events in self._watchers.values() for e in events]
+        else:
+            woken = []
+            for text in payload.split(","):
+                try:
+                    events = self._watchers.get(bytes.fromhex(text))
+                except ValueError:
+                    continue
+                if events:
+                    woken.extend(events)
+        for event in woken:
+            event.set()

@@ -2,7 +2,8 @@
 
 All tables live in one PostgreSQL schema (``kaizen`` by default), so one database can hold
 several stores side by side. Schema version 1 (the same logical layout as the SQLite
-store)::
+store; version 2 adds ``sessions.owner``, ``epoch`` and ``lease_until``, the ownership of
+sessions by hubs)::
 
     schema_version(version PK, applied_at)      one row per applied migration; its table
                                                 comment marks the schema as a session store
@@ -85,6 +86,11 @@ MIGRATIONS: list[tuple[str, ...]] = [
             PRIMARY KEY (session_id, digest)
         )""",
         "CREATE INDEX session_blobs_by_digest ON {s}.session_blobs (digest)",
+    ),
+    (  # 2: ownership of sessions by hubs (owner, its lease, the fencing epoch)
+        "ALTER TABLE {s}.sessions ADD COLUMN owner text, "
+        "ADD COLUMN epoch bigint NOT NULL DEFAULT 0, "
+        "ADD COLUMN lease_until double precision NOT NULL DEFAULT 0",
     ),
 ]
 

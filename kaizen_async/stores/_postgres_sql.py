@@ -62,10 +62,11 @@ advanced AS (
         updated_at = $1,
         open_steps_json = coalesce(a.steps, s.open_steps_json)
     FROM unnest($10::bytea[], $11::bigint[], $12::text[], $13::bigint[], $14::text[],
-                $15::bigint[], $16::text[])
-        AS a(sid, base, prev, head, hash, ver, steps)
+                $15::bigint[], $16::text[], $40::bigint[])
+        AS a(sid, base, prev, head, hash, ver, steps, epoch)
     WHERE s.session_id = a.sid AND s.head_seq = a.base
         AND (a.prev IS NULL OR s.head_hash = a.prev)
+        AND (a.epoch IS NULL OR s.epoch = a.epoch)
     RETURNING s.session_id),
 ok AS (SELECT session_id FROM created UNION ALL SELECT session_id FROM advanced),
 new_entries AS (
@@ -102,8 +103,41 @@ new_refs AS (
     INSERT INTO {s}.session_blobs
     SELECT f.* FROM unnest($38::bytea[], $39::text[]) AS f(sid, digest)
     WHERE f.sid IN (SELECT session_id FROM ok)
-    ON CONFLICT (session_id, digest) DO NOTHING)
-SELECT session_id FROM ok
+    ON CONFLICT (session_id, digest) DO NOTHING),
+-- one notification per statement, delivered at commit: the committed session ids (hex),
+-- or "*" when they would not fit a payload (listeners then check every session they watch)
+notified AS (
+    SELECT pg_notify($41, CASE WHEN sum(octet_length(session_id)) * 2 + count(*) < 7000
+                          THEN string_agg(encode(session_id, 'hex'), ',') ELSE '*' END)
+    FROM ok WHERE $41 IS NOT NULL HAVING count(*) > 0)
+SELECT ok.session_id FROM ok, (SELECT count(*) FROM notified) AS n
+"""
+
+_ACQUIRE = """
+WITH now_s AS (SELECT extract(epoch FROM clock_timestamp())::double precision AS t),
+current AS (SELECT owner, epoch, lease_until FROM {s}.sessions WHERE session_id = $1 FOR UPDATE),
+taken AS (
+    UPDATE {s}.sessions AS s
+    SET owner = $2, epoch = s.epoch + 1, lease_until = (SELECT t FROM now_s) + $3
+    FROM current AS c
+    WHERE s.session_id = $1
+        AND ($4 OR c.owner IS NULL OR c.owner = $2 OR c.lease_until <= (SELECT t FROM now_s))
+    RETURNING s.epoch, s.lease_until)
+SELECT c.owner, c.epoch, c.lease_until, t.epoch, t.lease_until
+FROM current AS c LEFT JOIN taken AS t ON true
+"""
+
+_RENEW = """
+UPDATE {s}.sessions AS s
+SET lease_until = extract(epoch FROM clock_timestamp())::double precision + $2
+FROM unnest($3::bytea[], $4::bigint[]) AS c(sid, epoch)
+WHERE s.session_id = c.sid AND s.owner = $1 AND s.epoch = c.epoch
+RETURNING s.session_id, s.lease_until
+"""
+
+_RELEASE = """
+UPDATE {s}.sessions SET owner = NULL, lease_until = 0
+WHERE session_id = $1 AND owner = $2 AND epoch = $3
 """
 
 _DELETE = """
@@ -149,6 +183,10 @@ class Statements:
 
     round: str
     delete: str
+    acquire: str
+    renew: str
+    release: str
+    head: str
     heads: str
     session: str
     state: str
@@ -167,8 +205,13 @@ class Statements:
         return cls(
             round=fill(_ROUND),
             delete=fill(_DELETE),
+            acquire=fill(_ACQUIRE),
+            renew=fill(_RENEW),
+            release=fill(_RELEASE),
+            head=fill("SELECT head_seq FROM {s}.sessions WHERE session_id = $1"),
             heads=fill(
-                "SELECT session_id, head_seq FROM {s}.sessions WHERE session_id = ANY($1::bytea[])"
+                "SELECT session_id, head_seq, epoch, owner FROM {s}.sessions "
+                "WHERE session_id = ANY($1::bytea[])"
             ),
             session=fill(f"SELECT {_SESSION_COLUMNS} FROM {{s}}.sessions WHERE session_id = $1"),
             state=fill("SELECT key, value FROM {s}.state WHERE session_id = $1"),
@@ -200,7 +243,7 @@ class Round:
 
     stamp: str
     creates: list[list[Any]] = field(default_factory=lambda: [[] for _ in range(8)])
-    advances: list[list[Any]] = field(default_factory=lambda: [[] for _ in range(7)])
+    advances: list[list[Any]] = field(default_factory=lambda: [[] for _ in range(8)])
     entries: list[list[Any]] = field(default_factory=lambda: [[] for _ in range(8)])
     set_state: list[list[Any]] = field(default_factory=lambda: [[], [], []])
     unset_state: list[list[Any]] = field(default_factory=lambda: [[], []])
@@ -241,6 +284,7 @@ class Round:
                 records[-1][6],
                 batch.state_version,
                 steps_json(batch.open_steps),
+                batch.epoch,
             )
         else:  # only the state version or the open steps changed: guarded by the seq alone
             row = (
@@ -251,6 +295,7 @@ class Round:
                 None,
                 batch.state_version,
                 steps_json(batch.open_steps),
+                batch.epoch,
             )
         for column, value in zip(self.advances, row, strict=True):
             column.append(value)
@@ -296,12 +341,13 @@ class Round:
             self.refs[0].append(sid)
             self.refs[1].append(digest)
 
-    def arguments(self) -> list[Any]:
-        """The round statement's arguments, in ``$n`` order."""
+    def arguments(self, channel: str | None) -> list[Any]:
+        """The round statement's arguments, in ``$n`` order (``channel``: where to notify
+        the commit, or None)."""
         return [
             self.stamp,
             *self.creates,
-            *self.advances,
+            *self.advances[:7],
             *self.entries,
             *self.set_state,
             *self.unset_state,
@@ -309,17 +355,20 @@ class Round:
             *self.unset_artifacts,
             *self.blobs,
             *self.refs,
+            self.advances[7],
+            channel,
         ]
 
 
 def plan_rounds(writes: list[tuple[str, Any]]) -> list[list[int]]:
     """Cut a group into rounds, in queue order: a round holds at most one write per session;
-    a delete is a round of its own (so writes before it land first, as queued)."""
+    any write other than a create or commit (delete, acquire, renew, release) is a round of
+    its own (so writes before it land first, as queued)."""
     rounds: list[list[int]] = []
     current: list[int] = []
     seen: set[str] = set()
     for index, (kind, payload) in enumerate(writes):
-        if kind == "delete":
+        if kind not in ("commit", "create"):
             if current:
                 rounds.append(current)
             rounds.append([index])

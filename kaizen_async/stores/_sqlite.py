@@ -34,23 +34,35 @@ from .._exceptions import (
     KaizenValidationError,
     PersistError,
 )
-from .._storage import Batch, SessionInfo, StoredSession, StoreStatistics
+from .._storage import Batch, Ownership, SessionInfo, StoredSession, StoreStatistics
 from .._trajectory import Record
 from . import _sqlite_reads as reads
 from ._common import (
     check_batch,
+    check_claims,
     check_entry_types,
+    check_lease,
     check_limit,
     check_metadata,
     check_optional_text,
+    check_owner,
     check_range,
     check_session_id,
+    check_wait,
     closed_error,
     now,
 )
 from ._group_commit import GroupCommitter, Outcome, Write
 from ._sqlite_schema import configure, migrate, storage_error
-from ._sqlite_writes import DELETE_SESSION, Staged, stage_commit, stage_create
+from ._sqlite_writes import (
+    DELETE_SESSION,
+    Staged,
+    acquire,
+    release,
+    renew,
+    stage_commit,
+    stage_create,
+)
 
 __all__ = ["SQLiteStore"]
 
@@ -64,6 +76,9 @@ class SQLiteStore:
         path: the database file (created with its schema when missing or empty).
         readers: read connections (reads beyond this many wait for one to be free).
         busy_timeout: seconds a connection waits for another process's lock.
+        poll_interval: seconds between reads of a session's head while
+            :meth:`wait_for_commit` waits for another process's commit (this process's own
+            commits wake it at once).
 
     Entering opens (creating or migrating) the database and starts the writer; leaving
     commits what is queued, then closes. Opening raises :class:`SessionCorruptedError`
@@ -72,12 +87,21 @@ class SQLiteStore:
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, readers: int = 4, busy_timeout: float = 5.0
+        self,
+        path: str | os.PathLike[str],
+        *,
+        readers: int = 4,
+        busy_timeout: float = 5.0,
+        poll_interval: float = 0.05,
     ) -> None:
         if not isinstance(readers, int) or isinstance(readers, bool) or readers < 1:
             raise KaizenValidationError("readers must be an int >= 1")
         if not isinstance(busy_timeout, int | float) or busy_timeout < 0:
             raise KaizenValidationError("busy_timeout must be a number of seconds >= 0")
+        if not isinstance(poll_interval, int | float) or not 0 < poll_interval < 3600:
+            raise KaizenValidationError("poll_interval must be a number of seconds > 0")
+        self._poll_interval = float(poll_interval)
+        self._waiters: dict[str, set[anyio.Event]] = {}
         self.path = os.fspath(path)
         self._reader_count = readers
         self._busy_timeout = float(busy_timeout)
@@ -217,7 +241,14 @@ class SQLiteStore:
         return deleted
 
     async def _transact(self, writes: list[Write]) -> tuple[bool, list[Outcome]]:
-        return await anyio.to_thread.run_sync(self._transact_sync, writes)
+        committed, outcomes = await anyio.to_thread.run_sync(self._transact_sync, writes)
+        if self._waiters:  # this process's commits wake its waiters at once
+            for (kind, payload), outcome in zip(writes, outcomes, strict=True):
+                if kind in ("commit", "create") and not isinstance(outcome, BaseException):
+                    sid = payload.session_id if kind == "commit" else payload[0].session_id
+                    for event in self._waiters.pop(sid, ()):
+                        event.set()
+        return committed, outcomes
 
     def _transact_sync(self, writes: list[Write]) -> tuple[bool, list[Outcome]]:
         """One transaction for all ``writes`` (runs in a worker thread)."""
@@ -236,6 +267,12 @@ class SQLiteStore:
                     outcomes[index] = stage_commit(conn, payload, stamp, staged)
                 elif kind == "create":
                     outcomes[index] = stage_create(conn, payload, stamp, staged)
+                elif kind == "acquire":
+                    outcomes[index] = acquire(conn, payload)
+                elif kind == "renew":
+                    outcomes[index] = renew(conn, payload)
+                elif kind == "release":
+                    release(conn, payload)
                 else:
                     staged.flush(conn)  # rows of earlier batches go in before the delete
                     outcomes[index] = conn.execute(DELETE_SESSION[0], (payload,)).rowcount > 0
@@ -355,6 +392,61 @@ class SQLiteStore:
         return StoreStatistics(
             commits=committer.commits, batches=committer.batches, queued=committer.queued
         )
+
+    # -- ownership ---------------------------------------------------------------------------
+
+    async def acquire(
+        self, session_id: str, owner: str, *, lease_seconds: float, take_over: bool = False
+    ) -> Ownership:
+        """Make ``owner`` the owner under a new epoch unless another live lease holds it
+        (:class:`~kaizen_async.SessionBusyError`); in the writer's transaction."""
+        check_session_id(session_id)
+        check_owner(owner)
+        lease = check_lease(lease_seconds)
+        ownership: Ownership = await self._committer.submit(
+            "acquire", (session_id, owner, lease, bool(take_over))
+        )
+        return ownership
+
+    async def renew(
+        self, owner: str, claims: Mapping[str, int], *, lease_seconds: float
+    ) -> dict[str, float]:
+        """Extend the leases ``owner`` still holds at the given epochs."""
+        check_owner(owner)
+        lease = check_lease(lease_seconds)
+        wanted = check_claims(claims)
+        if not wanted:
+            return {}
+        kept: dict[str, float] = await self._committer.submit("renew", (owner, wanted, lease))
+        return kept
+
+    async def release(self, session_id: str, owner: str, epoch: int) -> None:
+        """End ``owner``'s lease if it still holds the session at ``epoch``."""
+        check_owner(owner)
+        check_claims({session_id: epoch})
+        await self._committer.submit("release", (session_id, owner, epoch))
+
+    async def wait_for_commit(self, session_id: str, after_seq: int, *, timeout: float) -> int:
+        """The head once past ``after_seq``: woken at once by this store's own commits,
+        found within ``poll_interval`` when another process commits."""
+        check_session_id(session_id)
+        after, limit = check_wait(after_seq, timeout)
+        deadline = anyio.current_time() + limit
+        while True:
+            event = anyio.Event()
+            waiters = self._waiters.setdefault(session_id, set())
+            waiters.add(event)
+            try:
+                head = await self._read(reads.head, session_id)
+                remaining = deadline - anyio.current_time()
+                if head > after or remaining <= 0:
+                    return head
+                with anyio.move_on_after(min(remaining, self._poll_interval)):
+                    await event.wait()
+            finally:
+                waiters.discard(event)
+                if not waiters and self._waiters.get(session_id) is waiters:
+                    del self._waiters[session_id]
 
 
 def _close_all(connections: list[sqlite3.Connection]) -> None:

@@ -29,7 +29,7 @@ from ._common import (
     not_found,
 )
 
-__all__ = ["HEAD", "info", "list_sessions", "load", "read_blob", "read_entries"]
+__all__ = ["HEAD", "head", "info", "list_sessions", "load", "read_blob", "read_entries"]
 
 HEAD = "SELECT head_seq FROM sessions WHERE session_id = ?"
 _SESSION_COLUMNS = (
@@ -164,6 +164,16 @@ def read_blob(conn: sqlite3.Connection, digest: str) -> bytes:
             details={"digest": digest},
         )
     return data
+
+
+def head(conn: sqlite3.Connection, session_id: str) -> int:
+    """The session's committed head seq."""
+    row = conn.execute(HEAD, (session_id,)).fetchone()
+    if row is None:
+        raise not_found(session_id)
+    if type(row[0]) is not int:
+        raise corrupted(session_id, "malformed session row")
+    return row[0]
 
 
 def info(conn: sqlite3.Connection, session_id: str) -> SessionInfo:

@@ -1,6 +1,7 @@
 """The SQLite store's schema, its migrations and the checks that a file is one of ours.
 
-Schema version 1::
+Schema version 1 (version 2 adds ``sessions.owner``, ``epoch`` and ``lease_until``: the
+ownership of sessions by hubs, see :meth:`SessionStore.acquire`)::
 
     schema_version(version PK, applied_at)         one row per applied migration
     sessions(session_id PK, created_at, updated_at, head_seq, head_hash, state_version,
@@ -84,6 +85,11 @@ MIGRATIONS: list[tuple[str, ...]] = [
         ) WITHOUT ROWID""",
         "CREATE INDEX session_blobs_by_digest ON session_blobs (digest)",
         f"PRAGMA application_id = {APPLICATION_ID}",
+    ),
+    (  # 2: ownership of sessions by hubs (owner, its lease, the fencing epoch)
+        "ALTER TABLE sessions ADD COLUMN owner TEXT",
+        "ALTER TABLE sessions ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE sessions ADD COLUMN lease_until REAL NOT NULL DEFAULT 0",
     ),
 ]
 

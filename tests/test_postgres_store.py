@@ -480,13 +480,20 @@ async def test_without_notify_a_waiter_finds_commits_by_polling(
         assert heads == [2]
 
 
-async def test_a_version_1_store_gains_ownership(
-    postgres_dsn: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(_postgres_schema, "MIGRATIONS", _postgres_schema.MIGRATIONS[:1])
+async def test_a_version_1_store_gains_ownership(postgres_dsn: str, pg_schema: str) -> None:
+    """A store written before ownership existed (its schema taken back to version 1 here)
+    migrates: its sessions have no owner and epoch 0, and can be acquired at once."""
     async with PostgresStore(postgres_dsn, schema=pg_schema) as store:
         driver = await created(store, "s")
-    monkeypatch.undo()
+
+    async def back_to_1(conn: asyncpg.Connection) -> None:
+        await conn.execute(
+            f'ALTER TABLE "{pg_schema}".sessions DROP COLUMN owner, DROP COLUMN epoch, '
+            "DROP COLUMN lease_until"
+        )
+        await conn.execute(f'DELETE FROM "{pg_schema}".schema_version WHERE version > 1')
+
+    await _sql(postgres_dsn, back_to_1)
     async with PostgresStore(postgres_dsn, schema=pg_schema) as store:
         await assert_matches(store, driver)
         assert (await store.acquire("s", "hub", lease_seconds=5)).epoch == 1

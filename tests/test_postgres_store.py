@@ -497,3 +497,20 @@ async def test_a_version_1_store_gains_ownership(postgres_dsn: str, pg_schema: s
     async with PostgresStore(postgres_dsn, schema=pg_schema) as store:
         await assert_matches(store, driver)
         assert (await store.acquire("s", "hub", lease_seconds=5)).epoch == 1
+
+
+async def test_a_paused_transaction_is_ended_by_the_server(store: PostgresStore) -> None:
+    """Every connection of the store has the server end a transaction left idle for 10 s
+    (a paused process never holds locks longer than that)."""
+
+    async def setting(conn: asyncpg.Connection) -> str:
+        value: str = await conn.fetchval("SHOW idle_in_transaction_session_timeout")
+        return value
+
+    assert await store._read(setting) == "10s"
+    assert await store._loop.call(lambda: setting(_writer(store))) == "10s"
+
+
+def _writer(store: PostgresStore) -> asyncpg.Connection:
+    assert store._writer is not None
+    return store._writer

@@ -81,6 +81,11 @@ __all__ = ["PostgresStore"]
 _T = TypeVar("_T")
 #: rows past which a read pauses the cyclic GC while it builds its records
 _LONG_READ = 10_000
+#: every connection's settings. Writes are single statements, so no connection of the
+#: store sits in a transaction between round trips except a migration and ``load``'s
+#: read snapshot; should its process be paused there, the server ends that transaction
+#: after 10 s, so its locks (a migration's) never hold other processes up for longer.
+_SETTINGS = {"application_name": "kaizen_async", "idle_in_transaction_session_timeout": "10s"}
 
 
 def _asyncpg() -> Any:
@@ -228,7 +233,7 @@ class PostgresStore:
             self.dsn,
             timeout=self._connect_timeout,
             command_timeout=self._command_timeout,
-            server_settings={"application_name": "kaizen_async"},
+            server_settings=_SETTINGS,
         )
         return connection
 
@@ -245,7 +250,7 @@ class PostgresStore:
                 max_size=self._reader_count,
                 timeout=self._connect_timeout,
                 command_timeout=self._command_timeout,
-                server_settings={"application_name": "kaizen_async"},
+                server_settings=_SETTINGS,
             )
             return writer, pool
         except BaseException as exc:

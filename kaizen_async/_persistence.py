@@ -28,7 +28,7 @@ import json
 import os
 import sqlite3
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -245,8 +245,15 @@ def _append_to_file(plan: SavePlan) -> bool:
 # -- reading -------------------------------------------------------------------------------
 
 
-def read_session(path: str) -> tuple[SessionCore, int]:
+#: ``progress(done, total)``: entries verified so far, out of how many
+Progress = Callable[[int, int], None]
+_PROGRESS_EVERY = 4096
+
+
+def read_session(path: str, progress: Progress | None = None) -> tuple[SessionCore, int]:
     """Load and fully verify a file; returns the rebuilt core and the file's schema version.
+
+    ``progress`` is called every few thousand entries verified (a command line shows a bar).
 
     A load builds hundreds of thousands of acyclic objects (records, bytes); the cyclic
     garbage collector would rescan the whole heap several times meanwhile for nothing, so it
@@ -256,13 +263,13 @@ def read_session(path: str) -> tuple[SessionCore, int]:
     paused = gc.isenabled()
     gc.disable()
     try:
-        return _read_session(path)
+        return _read_session(path, progress)
     finally:
         if paused:
             gc.enable()
 
 
-def _read_session(path: str) -> tuple[SessionCore, int]:
+def _read_session(path: str, progress: Progress | None) -> tuple[SessionCore, int]:
     if not os.path.exists(path):
         raise FileNotFoundError(path)
     if os.path.isdir(path):
@@ -291,7 +298,7 @@ def _read_session(path: str) -> tuple[SessionCore, int]:
                 details={"file_version": version, "supported": SCHEMA_VERSION},
             )
         if version == SCHEMA_VERSION:
-            return _read_v2(conn, path, meta, tables), version
+            return _read_v2(conn, path, meta, tables, progress), version
         if version == 1:
             return _read_v1(conn, path, meta, tables), version
         raise SchemaMismatchError(f"{path} has unsupported schema version {version}")
@@ -317,8 +324,20 @@ def _meta_json(meta: dict[str, str], key: str, path: str) -> Any:
     return decode(meta[key])
 
 
+def _reporting(records: list[Record], progress: Progress) -> Iterator[Record]:
+    """``records``, calling ``progress`` after each stretch of them has been taken."""
+    total = len(records)
+    for start in range(0, total, _PROGRESS_EVERY):
+        yield from records[start : start + _PROGRESS_EVERY]
+        progress(min(start + _PROGRESS_EVERY, total), total)
+
+
 def _read_v2(
-    conn: sqlite3.Connection, path: str, meta: dict[str, str], tables: set[str]
+    conn: sqlite3.Connection,
+    path: str,
+    meta: dict[str, str],
+    tables: set[str],
+    progress: Progress | None = None,
 ) -> SessionCore:
     _require(tables, path, "trajectory", "state", "blobs")
     session_id = _meta_json(meta, "session_id", path)
@@ -334,7 +353,7 @@ def _read_v2(
     if not records:
         raise SessionCorruptedError(f"{path}: the trajectory is empty")
     core = SessionCore.replay(
-        records,
+        records if progress is None else _reporting(records, progress),
         session_id=session_id,
         max_artifact_size=_meta_json(meta, "max_artifact_size", path),
         workspace_path=_meta_json(meta, "workspace_path", path),

@@ -1,8 +1,10 @@
 """``kaizen tail``: print a session's entries as they are written, until stopped.
 
-On a ``.kaizen`` file it polls: each poll opens the file read-only, checks that the last
-entry it printed is still there with the same hash (so a file replaced by another history is
-noticed), and reads what follows, checking the hash chain entry by entry.
+Both files and stores are polled, because the writer is usually another process. Each
+poll of a ``.kaizen`` file opens it read-only, checks that the last entry printed is still
+there with the same hash (so a file replaced by another history is noticed) and reads what
+follows; a store is asked for the entries after the last seq. The hash chain is checked
+entry by entry either way.
 """
 
 from __future__ import annotations
@@ -15,13 +17,14 @@ import anyio
 import click
 
 from .._canonical import ZERO_HASH, decode
-from .._exceptions import SessionCorruptedError
+from .._exceptions import SessionCorruptedError, SessionNotFoundError
 from .._state import SCHEMA_VERSION
 from .._trajectory import EntryType, Record
 from ._common import SESSION_HELP, json_option, run, session_argument, wide_option
 from ._errors import DIFFERENT, OK, BadInput
 from ._naming import SessionName, parse_session_names
 from ._output import compact, emit_json, entry_json, short_time
+from ._sources import open_store
 
 __all__ = ["FileFollower", "tail"]
 
@@ -170,7 +173,7 @@ def _wanted(record: Record, types: Collection[str], agent: str | None) -> bool:
     default=0.2,
     show_default=True,
     metavar="SECONDS",
-    help="How often a file is polled for new entries.",
+    help="How often the file or store is polled for new entries.",
 )
 @wide_option()
 @json_option("Print each entry as one JSON object per line (TrajectoryEntry.to_dict()).")
@@ -229,9 +232,36 @@ def tail(
         return OK  # Ctrl-C is how a tail is meant to end
 
 
-async def _follow(name: SessionName, interval: float) -> AsyncIterator[list[Record]]:
-    if name.path is not None:
-        async for batch in follow_file(name.path, interval):
+async def follow_store(name: SessionName, interval: float) -> AsyncIterator[list[Record]]:
+    """Batches of new entries of a stored session, read by polling the store.
+
+    Not ``hub.subscribe``: that follows the commits of the hub in this process, while the
+    session being tailed is written by another process (opening it in a hub here could
+    also write to it, closing steps that are in fact running over there).
+    """
+    assert name.store is not None and name.session_id is not None
+    session_id = name.session_id
+    async with open_store(name.store) as store:
+        try:
+            await store.info(session_id)
+        except SessionNotFoundError:
+            raise BadInput(f"no session {session_id!r} in {name.store}") from None
+        last_seq, last_hash = 0, ZERO_HASH
+        while True:
+            batch = await store.read(session_id, since_seq=last_seq)
+            for record in batch:
+                if record.seq != last_seq + 1 or record.prev_hash != last_hash:
+                    raise SessionCorruptedError(
+                        f"session {session_id!r} in {name.store}: entry {record.seq} does "
+                        f"not chain onto entry {last_seq}",
+                        seq=record.seq,
+                    )
+                last_seq, last_hash = record.seq, record.hash
             yield batch
-        return
-    raise BadInput(f"{name.store}: stores are not available in this build yet")
+            await anyio.sleep(interval)
+
+
+async def _follow(name: SessionName, interval: float) -> AsyncIterator[list[Record]]:
+    follow = follow_file(name.path, interval) if name.path is not None else None
+    async for batch in follow or follow_store(name, interval):
+        yield batch

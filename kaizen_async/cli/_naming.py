@@ -9,6 +9,7 @@ arguments: a URL always takes the argument after it as its id.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import unquote
@@ -26,6 +27,10 @@ class StoreURL:
 
     url: str
     path: str
+
+    @property
+    def abspath(self) -> str:
+        return os.path.abspath(self.path)
 
     def __str__(self) -> str:
         return self.url

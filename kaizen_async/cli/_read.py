@@ -15,7 +15,7 @@ from .._state import SessionCore
 from .._trajectory import EntryType
 from ._common import SESSION_HELP, json_option, run, session_argument, wide_option
 from ._errors import DIFFERENT, OK, BadInput, IOFailure
-from ._naming import parse_session_names
+from ._naming import StoreURL, is_url, parse_session_names, parse_store_url
 from ._output import (
     compact,
     emit_json,
@@ -27,7 +27,7 @@ from ._output import (
     short_time,
     table,
 )
-from ._sources import open_source
+from ._sources import open_source, open_store
 
 __all__ = ["artifacts", "log", "show", "state", "verify"]
 
@@ -77,11 +77,54 @@ def _one(tokens: tuple[str, ...]) -> Any:
     return parse_session_names(tokens, count=1)[0]
 
 
+async def _list_store(url: StoreURL, as_json: bool) -> int:
+    async with open_store(url) as store:
+        sessions = await store.list_sessions()
+    rows: list[dict[str, Any]] = [
+        {
+            "session_id": info.session_id,
+            "entries": info.trajectory_length,
+            "state_version": info.state_version,
+            "created_at": info.created_at,
+            "updated_at": info.updated_at,
+            "metadata": dict(info.metadata),
+        }
+        for info in sessions
+    ]
+    if as_json:
+        for row in rows:
+            emit_json(row)
+        return OK
+    if not rows:
+        click.echo(f"{url}: no sessions")
+        return OK
+    table(
+        ("SESSION", "ENTRIES", "VERSION", "UPDATED", "METADATA"),
+        [
+            [
+                r["session_id"],
+                str(r["entries"]),
+                str(r["state_version"]),
+                short_time(r["updated_at"]),
+                compact(r["metadata"]) if r["metadata"] else "",
+            ]
+            for r in rows
+        ],
+    )
+    return OK
+
+
 @click.command(epilog=SESSION_HELP)
-@session_argument()
-@json_option("Print one JSON object.")
+@session_argument(metavar="SESSION | URL")
+@json_option("Print one JSON object (a store's listing: one per line).")
 def show(session: tuple[str, ...], as_json: bool) -> int:
-    """Summarize a session: id, size, state, artifacts, plans, where it came from."""
+    """Summarize a session: id, size, state, artifacts, plans, where it came from.
+
+    Given only a store URL, list the sessions the store holds.
+    """
+    if len(session) == 1 and is_url(session[0]):
+        url = parse_store_url(session[0])
+        return run(lambda: _list_store(url, as_json))
     name = _one(session)
 
     async def body() -> int:
@@ -124,7 +167,9 @@ def show(session: tuple[str, ...], as_json: bool) -> int:
 
 
 def _schema(info: dict[str, Any]) -> str:
-    return f", schema {info['schema_version']}" if "schema_version" in info else ""
+    if "schema_version" in info:
+        return f", schema {info['schema_version']}"
+    return ""
 
 
 @click.command(epilog=SESSION_HELP)

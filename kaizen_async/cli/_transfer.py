@@ -8,19 +8,22 @@ into place, so a failed export leaves nothing half-written.
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
+from typing import Any, cast
 
 import click
 
+from .._exceptions import SessionExistsError
 from .._persistence import SavePlan, plan_save, write_session
 from .._session import Session
 from .._state import SCHEMA_VERSION, SessionCore
 from ._common import SESSION_HELP, json_option, run, session_argument
 from ._errors import OK, BadInput, Unavailable
-from ._naming import parse_session_names
+from ._naming import SessionName, is_url, parse_session_names, parse_store_url
 from ._output import emit_json, progress_bar
-from ._sources import FileSource, open_source
+from ._sources import FileSource, open_source, open_store
 
 __all__ = ["export", "import_", "plan_export"]
 
@@ -96,10 +99,59 @@ def export(session: tuple[str, ...], output: str, force: bool, as_json: bool) ->
     return run(body)
 
 
-@click.command("import", epilog=SESSION_HELP)
+def _hub_class() -> type[Any]:
+    try:
+        module = importlib.import_module("kaizen_async")
+        return cast("type[Any]", module.SessionHub)
+    except (ImportError, AttributeError):
+        raise Unavailable("stores are not available in this build of kaizen_async") from None
+
+
+@click.command("import")
 @click.argument("arguments", nargs=-1, required=True, metavar="FILE... URL")
-@click.option("--id", "session_id", metavar="ID", help="Store the session under this id.")
 @json_option("Print one JSON object per imported session.")
-def import_(arguments: tuple[str, ...], session_id: str | None, as_json: bool) -> int:
-    """Import .kaizen files into a store (each verified first)."""
-    raise Unavailable("kaizen import needs a store; stores are not available in this build yet")
+def import_(arguments: tuple[str, ...], as_json: bool) -> int:
+    """Import .kaizen files into a store: kaizen import run.kaizen sqlite:///sessions.db
+
+    Each file is verified first; it is stored under its own session id (an id the store
+    holds already is an error) with a session_loaded entry, as SessionHub.import_file does.
+    A missing database file is created.
+    """
+    if len(arguments) < 2 or not is_url(arguments[-1]):
+        raise click.UsageError("expected FILE... URL: one or more .kaizen files, then a store URL")
+    *paths, url_text = arguments
+    url = parse_store_url(url_text)
+    for path in paths:
+        if is_url(path):
+            raise click.UsageError(f"{path}: import reads .kaizen files (export reads stores)")
+    hub_class = _hub_class()
+
+    async def body() -> int:
+        for path in paths:  # verified before anything is written
+            with progress_bar(f"verifying {path}") as progress:
+                async with open_source(SessionName(path=path), progress=progress):
+                    pass
+        async with open_store(url, create=True) as store, hub_class(store) as hub:
+            for path in paths:
+                try:
+                    session_id = await hub.import_file(path)
+                except SessionExistsError as exc:
+                    raise BadInput(f"{path}: {url} already holds this session ({exc})") from None
+                info = await store.info(session_id)
+                report = {
+                    "file": path,
+                    "store": str(url),
+                    "session_id": session_id,
+                    "entries": info.trajectory_length,
+                    "state_version": info.state_version,
+                }
+                if as_json:
+                    emit_json(report)
+                else:
+                    click.echo(
+                        f"imported {path} into {url} as {session_id}: "
+                        f"{info.trajectory_length} entries, state version {info.state_version}"
+                    )
+        return OK
+
+    return run(body)

@@ -22,7 +22,7 @@ from anyio.abc import TaskGroup
 
 from ._actor import exit_task_group as _exit_task_group
 from ._agent import AgentProtocol, AgentRunner, Invocation
-from ._canonical import encode
+from ._canonical import check_text, encode
 from ._exceptions import DispatchError, ErrorCode, KaizenValidationError, SessionClosedError
 from ._logging import get_logger
 from ._mailbox import MailboxClosedError, MailboxStatistics
@@ -145,6 +145,7 @@ def _normalize(calls: Iterable[CallLike]) -> list[tuple[CapabilityCall, bytes]]:
     for index, raw in enumerate(calls):
         try:
             call = CapabilityCall.from_dict(raw)
+            check_text(call.capability, "capability")
             normalized.append((call, encode(call.params, "params")))
         except (DispatchError, KaizenValidationError) as exc:
             raise DispatchError(
@@ -401,6 +402,10 @@ class Dispatcher:
         self._check_running()
         if not isinstance(capability, str) or not capability.strip():
             raise DispatchError(f"capability must be a non-empty string, got {capability!r}")
+        try:
+            check_text(capability, "capability")
+        except KaizenValidationError as exc:
+            raise DispatchError(str(exc)) from None
         if params is None:
             params = {}
         elif not isinstance(params, dict):

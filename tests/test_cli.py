@@ -663,3 +663,14 @@ def test_corrupt_file_error_names_the_file(files: dict[str, Path]) -> None:
     with pytest.raises(SessionCorruptedError) as caught:
         anyio.run(read)
     assert str(files["tampered"]) in caught.value.message and caught.value.seq == 5
+
+
+def test_python_dash_m_runs_the_same_command(files: dict[str, Path]) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "kaizen_async.cli", "verify", str(files["run"]), "--json"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=120,
+    )
+    assert done.returncode == 0 and json.loads(done.stdout)["ok"] is True

@@ -10,6 +10,7 @@ dispatcher off the session actor's round trip.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterable, Iterable, Sequence
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = ["DispatchResult", "Dispatcher"]
 
 _log = get_logger("kaizen_async.dispatcher")
+_INFO, _WARNING = logging.INFO, logging.WARNING
 _DISPATCHER = "dispatcher"
 _STARTED = EntryType.PLAN_STEP_STARTED
 _COMPLETED = EntryType.PLAN_STEP_COMPLETED
@@ -57,11 +59,11 @@ class DispatchResult:
 
     def __init__(
         self,
-        results: list[InvokeResult],
-        plan_id: str,
+        results: list[InvokeResult] | None = None,
+        plan_id: str = "",
         plan_error: dict[str, Any] | None = None,
     ) -> None:
-        self.results = results
+        self.results = [] if results is None else results
         self.plan_id = plan_id
         self.plan_error = plan_error
 
@@ -100,7 +102,25 @@ class DispatchResult:
             "executed_count": self.executed_count,
             "completed_indices": self.completed_indices,
             "results": [r.to_dict() for r in self.results],
+            "plan_error": self.plan_error,
         }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> DispatchResult:
+        """The inverse of :meth:`to_dict` (the derived keys are not read back)."""
+        if not isinstance(data, dict):
+            raise KaizenValidationError(
+                f"DispatchResult.from_dict needs a dict, got {type(data).__name__}"
+            )
+        results, plan_id = data.get("results", []), data.get("plan_id", "")
+        plan_error = data.get("plan_error")
+        if not isinstance(results, list) or not isinstance(plan_id, str):
+            raise KaizenValidationError(
+                "DispatchResult.from_dict: 'results' must be a list and 'plan_id' a str"
+            )
+        if plan_error is not None and not isinstance(plan_error, dict):
+            raise KaizenValidationError("DispatchResult.from_dict: 'plan_error' must be a dict")
+        return cls([InvokeResult.from_dict(r) for r in results], plan_id, plan_error)
 
     def __repr__(self) -> str:
         if self.success:
@@ -265,9 +285,10 @@ class Dispatcher:
     def get_registered_agents(self) -> list[AgentInfo]:
         return [runner.info for runner in self._agents.values()]
 
-    def get_agent_for_capability(self, name: str) -> AgentInfo | None:
+    def get_agent_for_capability(self, name: str) -> AgentProtocol | None:
+        """The agent serving ``name`` (None when no agent does), as in the original Kaizen."""
         runner = self._routes.get(name)
-        return None if runner is None else runner.info
+        return None if runner is None else runner.agent
 
     def capability_specs(self) -> list[CapabilitySpec]:
         """What a planner needs: each routed capability's name, description, params schema."""
@@ -276,6 +297,9 @@ class Dispatcher:
     def statistics(self, agent_id: str) -> MailboxStatistics:
         """The mailbox statistics of one agent."""
         return self._agents[agent_id].statistics()
+
+    def __repr__(self) -> str:
+        return f"Dispatcher(agents={list(self._agents)}, capabilities={self.get_capabilities()})"
 
     # -- one step ----------------------------------------------------------------------------
 
@@ -371,8 +395,10 @@ class Dispatcher:
                 b"true" if result.success else b"false",
             ),
         )
-        if _log.enabled():
-            _log.info(
+        level = _INFO if result.success else _WARNING
+        if _log.enabled(level):
+            _log.log(
+                level,
                 "dispatch.step",
                 session_id=session.session_id,
                 plan_id=plan_id,

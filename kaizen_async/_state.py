@@ -84,16 +84,18 @@ def _timestamp() -> str:
 def validate_key(key: object) -> str:
     """A state key is a non-empty, non-blank ``str`` of valid UTF-8."""
     if type(key) is not str and not isinstance(key, str):
-        raise KaizenValidationError(f"state key must be a str, got {type(key).__name__}")
+        raise KaizenValidationError(
+            f"state key must be a non-empty string, got {type(key).__name__}"
+        )
     if not key.strip():
-        raise KaizenValidationError("state key must be a non-empty, non-blank string")
+        raise KaizenValidationError("state key must be a non-empty string, not blank")
     return check_text(key, "state key")
 
 
 def _validate_agent_id(agent_id: object) -> str:
     """An agent id is a non-empty, non-blank ``str`` of valid UTF-8."""
     if not isinstance(agent_id, str) or not agent_id.strip():
-        raise KaizenValidationError("agent_id must be a non-empty, non-blank string")
+        raise KaizenValidationError("agent_id must be a non-empty string, not blank")
     return check_text(agent_id, "agent_id")
 
 
@@ -123,7 +125,7 @@ def validate_artifact_name(name: object) -> str:
     """Names may be path-like (``out/main.go``) but not absolute, ``..``, control chars
     or text that is not valid UTF-8."""
     if not isinstance(name, str) or not name.strip():
-        raise KaizenValidationError("artifact name must be a non-empty, non-blank string")
+        raise KaizenValidationError("artifact name must be a non-empty string, not blank")
     check_text(name, "artifact name")
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
         raise KaizenValidationError(f"artifact name {name!r} contains NUL or control characters")
@@ -284,8 +286,8 @@ class SessionCore:
         size = len(data)
         if size > self.max_artifact_size:
             raise ArtifactTooLargeError(
-                f"artifact {name!r} is {size} bytes, which exceeds the maximum of "
-                f"{self.max_artifact_size} bytes",
+                f"artifact {name!r} size ({size} bytes) exceeds maximum "
+                f"({self.max_artifact_size} bytes)",
                 details={"name": name, "size": size, "max_artifact_size": self.max_artifact_size},
             )
         return (name, data, sha256_hex(data))

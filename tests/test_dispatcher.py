@@ -182,10 +182,11 @@ async def test_registry(session: Session, caplog: pytest.LogCaptureFixture) -> N
             async def rev(self, session: Session, params: dict[str, Any]) -> str:
                 return "other"
 
+        other = Other()
         with caplog.at_level(logging.WARNING, logger="kaizen_async"):
-            d.register(Other())
+            d.register(other)
         assert any("capability_replaced" in r.getMessage() for r in caplog.records)
-        assert d.get_agent_for_capability("reverse").agent_id == "other"  # type: ignore[union-attr]
+        assert d.get_agent_for_capability("reverse") is other
         result = await d.dispatch_single("reverse", session, {})
         assert result.result == "other"
         assert d.unregister("other") is True

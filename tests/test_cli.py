@@ -38,6 +38,7 @@ from kaizen_async._persistence import read_session
 from kaizen_async.cli._errors import BadInput, Unavailable
 from kaizen_async.cli._naming import parse_session_names, parse_store_url
 from kaizen_async.llm import ScriptedProvider
+from kaizen_async.stores import Batch, SQLiteStore
 
 ROOT = Path(__file__).resolve().parent.parent
 PLAN = (
@@ -521,6 +522,134 @@ def test_export_writes_a_verified_copy(files: dict[str, Path], tmp_path: Path) -
 def test_import_needs_a_store(files: dict[str, Path], tmp_path: Path) -> None:
     done = kaizen("import", files["run"], f"sqlite:///{tmp_path}/s.db")
     assert done.returncode == 4 and "store" in done.stderr
+
+
+# -- stores -----------------------------------------------------------------------------
+
+
+async def _into_store(db: Path, path: Path, metadata: dict[str, Any] | None = None) -> str:
+    """Put a file's session into an SQLite store as it is (through the store contract)."""
+    core, _ = read_session(str(path))
+    async with SQLiteStore(db) as store:
+        await store.create(
+            Batch(
+                core.session_id,
+                0,
+                core.records,
+                core.version,
+                state=dict(core.state),
+                artifacts=dict(core.artifacts),
+                blobs=dict(core.blobs),
+            ),
+            max_artifact_size=core.max_artifact_size,
+            workspace_path=core.workspace_path,
+            metadata=metadata,
+        )
+    return core.session_id
+
+
+async def _commit_more(db: Path, path: Path, count: int) -> int:
+    """Commit ``count`` more state_set entries onto the stored copy of ``path``'s session."""
+    core, _ = read_session(str(path))
+    base = len(core.records)
+    async with SQLiteStore(db) as store:
+        for index in range(count):
+            core.set("counter", index)
+            await store.commit(
+                Batch(
+                    core.session_id,
+                    base + index,
+                    core.records[base + index :],
+                    core.version,
+                    state={"counter": core.state["counter"]},
+                )
+            )
+    return len(core.records)
+
+
+@pytest.fixture(scope="module")
+def store(files: dict[str, Path]) -> tuple[str, str, str]:
+    """A store holding the run's session and the fork's: (url, run id, fork id)."""
+    db = files["base"] / "sessions.db"
+    run_id = anyio.run(lambda: _into_store(db, files["run"], {"job": "run"}))
+    fork_id = anyio.run(_into_store, db, files["fork"])
+    return f"sqlite:///{db}", run_id, fork_id
+
+
+def test_store_sessions_read_like_files(
+    files: dict[str, Path], store: tuple[str, str, str], tmp_path: Path
+) -> None:
+    url, run_id, fork_id = store
+    listing = json_lines(kaizen("show", url, "--json").stdout)
+    assert {row["session_id"] for row in listing} == {run_id, fork_id}
+    assert next(r for r in listing if r["session_id"] == run_id)["metadata"] == {"job": "run"}
+    assert run_id in kaizen("show", url).stdout
+    info = json.loads(kaizen("show", url, run_id, "--json").stdout)
+    assert info["entries"] == len(_trajectory(files["run"])) and info["kind"] == "sqlite store"
+    assert json_lines(kaizen("log", url, run_id, "--json").stdout) == _trajectory(files["run"])
+    last = json_lines(
+        kaizen("log", url, run_id, "--type", "state_set", "--limit", "1", "--json").stdout
+    )
+    assert [e["seq"] for e in last] == [11]
+    assert json.loads(kaizen("state", url, run_id, "--at", "2", "--json").stdout)["state"] == {
+        "text": "dlrow olleh"
+    }
+    assert kaizen("verify", url, run_id).returncode == 0
+    assert kaizen("artifacts", url, run_id, "--get", "out/a.txt").stdout == "artifact data"
+    # a file and its stored copy are the same session; the store's fork diverges from it
+    assert kaizen("diff", files["run"], url, run_id).returncode == 0
+    forked = json.loads(kaizen("diff", url, run_id, url, fork_id, "--json").stdout)
+    assert forked["history"]["diverged_at_seq"] == 4
+    assert json.loads(kaizen("replay", url, run_id, "--json").stdout)["same"] is True
+    exported = tmp_path / "exported.kaizen"
+    assert kaizen("export", url, run_id, "-o", exported).returncode == 0
+    assert _trajectory(exported) == _trajectory(files["run"])
+
+
+def test_store_errors(store: tuple[str, str, str], files: dict[str, Path], tmp_path: Path) -> None:
+    url, _, _ = store
+    unknown = kaizen("log", url, "no-such-id")
+    assert unknown.returncode == 2 and "no session 'no-such-id'" in unknown.stderr
+    missing = kaizen("log", f"sqlite:///{tmp_path}/absent.db", "x")
+    assert missing.returncode == 2 and "no such database file" in missing.stderr
+    assert not (tmp_path / "absent.db").exists()  # reading never creates a database
+    not_a_store = kaizen("show", f"sqlite:///{files['run']}")
+    assert not_a_store.returncode == 2 and "not a kaizen_async session store" in not_a_store.stderr
+
+
+def test_store_relative_url_is_relative_to_the_working_directory(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    session_id = anyio.run(_into_store, tmp_path / "here.db", files["run"])
+    done = kaizen("show", "sqlite:///here.db", session_id, "--json", cwd=tmp_path)
+    assert done.returncode == 0 and json.loads(done.stdout)["session_id"] == session_id
+
+
+def test_tail_follows_a_store_written_by_another_process(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    db = tmp_path / "live.db"
+    session_id = anyio.run(_into_store, db, files["run"])
+    start = len(_trajectory(files["run"]))
+    proc = _tail(
+        f"sqlite:///{db}",
+        session_id,
+        "-n",
+        "1",
+        "--json",
+        "--until-seq",
+        str(start + 3),
+        "--timeout",
+        "60",
+    )
+    assert proc.stdout is not None
+    assert json.loads(proc.stdout.readline())["seq"] == start
+    assert anyio.run(_commit_more, db, files["run"], 3) == start + 3
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    entries = json_lines(out)
+    assert [e["seq"] for e in entries] == [start + 1, start + 2, start + 3]
+    assert [e["content"]["new_value"] for e in entries] == [0, 1, 2]
 
 
 # -- replay -----------------------------------------------------------------------------

@@ -10,7 +10,8 @@ entry by entry either way.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncGenerator, Collection
+from contextlib import aclosing
 from pathlib import Path
 
 import anyio
@@ -105,7 +106,7 @@ class FileFollower:
         return new
 
 
-async def follow_file(path: str, interval: float) -> AsyncIterator[list[Record]]:
+async def follow_file(path: str, interval: float) -> AsyncGenerator[list[Record], None]:
     """Batches of new entries of a file: everything first, then what each poll finds."""
     follower = FileFollower(path)
     while True:
@@ -206,21 +207,24 @@ def tail(
         reached = False
         with anyio.move_on_after(timeout):
             first = True
-            async for batch in _follow(name, interval):
-                shown = batch
-                if first:
-                    if since_seq is not None:
-                        shown = [r for r in batch if r.seq > since_seq]
-                    else:
-                        matching = [r for r in batch if _wanted(r, entry_types, agent_id)]
-                        shown = matching[-last:] if last else []
-                    first = False
-                for record in shown:
-                    if _wanted(record, entry_types, agent_id):
-                        emit(record)
-                if until_seq is not None and batch and batch[-1].seq >= until_seq:
-                    reached = True
-                    break
+            # closed here, in this task, when left early: the store it holds open must be
+            # left by the task that entered it (not by the loop's generator finalizer)
+            async with aclosing(_follow(name, interval)) as batches:
+                async for batch in batches:
+                    shown = batch
+                    if first:
+                        if since_seq is not None:
+                            shown = [r for r in batch if r.seq > since_seq]
+                        else:
+                            matching = [r for r in batch if _wanted(r, entry_types, agent_id)]
+                            shown = matching[-last:] if last else []
+                        first = False
+                    for record in shown:
+                        if _wanted(record, entry_types, agent_id):
+                            emit(record)
+                    if until_seq is not None and batch and batch[-1].seq >= until_seq:
+                        reached = True
+                        break
         if until_seq is not None and not reached:
             click.echo(f"kaizen: seq {until_seq} was not written within {timeout}s", err=True)
             return DIFFERENT
@@ -232,7 +236,7 @@ def tail(
         return OK  # Ctrl-C is how a tail is meant to end
 
 
-async def follow_store(name: SessionName, interval: float) -> AsyncIterator[list[Record]]:
+async def follow_store(name: SessionName, interval: float) -> AsyncGenerator[list[Record], None]:
     """Batches of new entries of a stored session, read by polling the store.
 
     Not ``hub.subscribe``: that follows the commits of the hub in this process, while the
@@ -261,7 +265,7 @@ async def follow_store(name: SessionName, interval: float) -> AsyncIterator[list
             await anyio.sleep(interval)
 
 
-async def _follow(name: SessionName, interval: float) -> AsyncIterator[list[Record]]:
-    follow = follow_file(name.path, interval) if name.path is not None else None
-    async for batch in follow or follow_store(name, interval):
-        yield batch
+def _follow(name: SessionName, interval: float) -> AsyncGenerator[list[Record], None]:
+    if name.path is not None:
+        return follow_file(name.path, interval)
+    return follow_store(name, interval)

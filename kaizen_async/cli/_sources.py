@@ -8,12 +8,11 @@ verified on open (hash chain, state, blobs); nothing is appended to it, not even
 
 from __future__ import annotations
 
-import importlib
 import os
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
-from typing import Any, cast
+from typing import Any
 
 from .._canonical import sha256_hex
 from .._exceptions import SessionCorruptedError, SessionNotFoundError
@@ -21,7 +20,8 @@ from .._persistence import read_session
 from .._state import SessionCore
 from .._storage import SessionInfo, SessionStore
 from .._trajectory import Record
-from ._errors import BadInput, Unavailable
+from ..stores import SQLiteStore
+from ._errors import BadInput
 from ._naming import SessionName, StoreURL
 from ._output import Progress
 
@@ -32,7 +32,6 @@ __all__ = [
     "filter_records",
     "open_source",
     "open_store",
-    "store_class",
 ]
 
 
@@ -245,15 +244,6 @@ class StoreSource(Source):
         }
 
 
-def store_class() -> type[SessionStore]:
-    """``SQLiteStore``, or :class:`Unavailable` when this build has no stores."""
-    try:
-        stores = importlib.import_module("kaizen_async.stores")
-    except ImportError:
-        raise Unavailable("stores are not available in this build of kaizen_async") from None
-    return cast("type[SessionStore]", stores.SQLiteStore)
-
-
 def _check_database(url: StoreURL, create: bool) -> None:
     if not create and not os.path.exists(url.path):
         raise BadInput(f"no such database file: {url.path} (from {url})")
@@ -264,9 +254,8 @@ def _check_database(url: StoreURL, create: bool) -> None:
 @asynccontextmanager
 async def open_store(url: StoreURL, *, create: bool = False) -> AsyncIterator[SessionStore]:
     """Open the store at ``url``; a missing database file is an error unless ``create``."""
-    cls = store_class()
     _check_database(url, create)
-    async with cls(url.path) as store:  # type: ignore[call-arg]
+    async with SQLiteStore(url.path) as store:
         yield store
 
 

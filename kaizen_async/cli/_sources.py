@@ -121,7 +121,9 @@ class FileSource(Source):
         """Read and verify ``name.path`` (``FileNotFoundError``, ``SessionCorruptedError``,
         ``SchemaMismatchError``)."""
         assert name.path is not None
-        core, version = read_session(name.path, progress)
+        if os.path.isdir(name.path):
+            raise BadInput(f"{name.path} is a directory, not a .kaizen file")
+        core, version = read_session(name.path, progress, read_only=True)
         facts = {
             "path": os.path.abspath(name.path),
             "schema_version": version,

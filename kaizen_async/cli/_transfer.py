@@ -28,11 +28,11 @@ from ._sources import FileSource, open_source, open_store
 __all__ = ["export", "import_", "plan_export"]
 
 
-def plan_export(core: SessionCore, path: str) -> SavePlan:
-    """What writing ``core`` as it stands to a new file writes: its own last entry is the
+def plan_export(core: SessionCore, path: str, *, overwrite: bool = False) -> SavePlan:
+    """What writing ``core`` as it stands to a file writes: its own last entry is the
     file's head (a save would add a ``session_saved`` entry and make that the head)."""
     head = core.records[-1]
-    plan = plan_save(core, path, None, head)
+    plan = plan_save(core, path, head, overwrite=overwrite)
     plan.records = list(core.records)
     return plan
 
@@ -71,10 +71,10 @@ def export(session: tuple[str, ...], output: str, force: bool, as_json: bool) ->
             # an original-Kaizen file: its artifacts are known only from its own table, so
             # it is converted the library's way (session_loaded carries the artifact map)
             async with Session.load(source.name.path or "") as loaded:
-                await loaded.save(target)
+                await loaded.save(target, overwrite=force)
                 entries = await loaded.get_trajectory_length()
         else:
-            write_session(plan_export(core, target))
+            write_session(plan_export(core, target, overwrite=force))
             entries = len(core.records)
         report = {
             "source": str(name),

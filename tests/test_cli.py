@@ -34,7 +34,7 @@ from kaizen_async import (
     SessionCorruptedError,
     capability,
 )
-from kaizen_async._persistence import read_session
+from kaizen_async._persistence import _HOST, read_session
 from kaizen_async.cli._errors import BadInput, Unavailable
 from kaizen_async.cli._naming import parse_session_names, parse_store_url
 from kaizen_async.llm import ScriptedProvider
@@ -143,6 +143,12 @@ async def _big(path: Path, count: int) -> None:
         for index in range(count):
             session.append_nowait("bulk", EntryType.SYSTEM_NOTE, {"i": index})
         await session.save(path)
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
 
 
 def _digest(path: Path) -> tuple[str, int]:
@@ -355,6 +361,9 @@ def test_reading_never_changes_the_file(files: dict[str, Path], tmp_path: Path) 
     path = tmp_path / "copy.kaizen"
     shutil.copy(files["run"], path)
     before = _digest(path)
+    # what a killed save leaves: a load would remove it, a read-only read leaves it alone
+    leftover = tmp_path / f".copy.kaizen.{_HOST}-{_dead_pid()}.{'0' * 16}.tmp"
+    leftover.write_bytes(b"")
     for args in (
         ("show",),
         ("log",),
@@ -368,7 +377,8 @@ def test_reading_never_changes_the_file(files: dict[str, Path], tmp_path: Path) 
         assert done.returncode == 0, (args, done.stderr)
     assert kaizen("diff", path, files["run"]).returncode == 0
     assert _digest(path) == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["copy.kaizen"]  # no journal left
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == sorted(["copy.kaizen", leftover.name])  # no journal, nothing removed
 
 
 # -- artifacts --------------------------------------------------------------------------

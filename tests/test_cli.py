@@ -23,6 +23,7 @@ from typing import Any
 import anyio
 import pytest
 
+import kaizen_async
 from agents import KeyParams, ReverseAgent, UppercaseAgent
 from kaizen_async import (
     Agent,
@@ -529,9 +530,33 @@ def test_export_writes_a_verified_copy(files: dict[str, Path], tmp_path: Path) -
     assert itself.returncode == 2
 
 
-def test_import_needs_a_store(files: dict[str, Path], tmp_path: Path) -> None:
-    done = kaizen("import", files["run"], f"sqlite:///{tmp_path}/s.db")
-    assert done.returncode == 4 and "store" in done.stderr
+def test_import_files_into_a_store(files: dict[str, Path], tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/s.db"
+    done = kaizen("import", files["run"], files["other"], url, "--json")
+    if not hasattr(kaizen_async, "SessionHub"):  # the hub is not in this build yet
+        assert done.returncode == 4 and "not available" in done.stderr
+        assert not (tmp_path / "s.db").exists()
+        return
+    assert done.returncode == 0, done.stderr
+    reports = json_lines(done.stdout)
+    run_id = _trajectory(files["run"])[0]["content"]["session_id"]
+    assert len(reports) == 2 and reports[0]["session_id"] == run_id
+    stored = json_lines(kaizen("log", url, run_id, "--json").stdout)
+    assert stored[:-1] == _trajectory(files["run"])
+    assert stored[-1]["entry_type"] == "session_loaded"
+    assert kaizen("verify", url, run_id).returncode == 0
+    again = kaizen("import", files["run"], url)
+    assert again.returncode == 2 and "already holds" in again.stderr
+    corrupt = kaizen("import", files["tampered"], url)
+    assert corrupt.returncode == 2 and "seq 5" in corrupt.stderr
+    assert len(json_lines(kaizen("show", url, "--json").stdout)) == 2
+
+
+def test_import_usage(files: dict[str, Path]) -> None:
+    no_url = kaizen("import", files["run"])
+    assert no_url.returncode == 2 and "FILE... URL" in no_url.stderr
+    from_store = kaizen("import", "sqlite:///a.db", "x", "sqlite:///b.db")
+    assert from_store.returncode == 2
 
 
 # -- stores -----------------------------------------------------------------------------

@@ -104,7 +104,10 @@ def _hub_class() -> type[Any]:
         module = importlib.import_module("kaizen_async")
         return cast("type[Any]", module.SessionHub)
     except (ImportError, AttributeError):
-        raise Unavailable("stores are not available in this build of kaizen_async") from None
+        raise Unavailable(
+            "kaizen import is not available: it imports through SessionHub, which is not "
+            "in this build of kaizen_async yet"
+        ) from None
 
 
 @click.command("import")

@@ -514,3 +514,17 @@ async def test_a_paused_transaction_is_ended_by_the_server(store: PostgresStore)
 def _writer(store: PostgresStore) -> asyncpg.Connection:
     assert store._writer is not None
     return store._writer
+
+
+async def test_a_cancelled_wait_leaves_nothing_behind(store: PostgresStore) -> None:
+    driver = await created(store, "s")
+    with anyio.move_on_after(0.2):
+        await store.wait_for_commit("s", 1, timeout=600)
+    assert await store._loop.call(lambda: _watched(store)) == {}
+    driver.set("k", 1)
+    await driver.commit(store)
+    assert await store.wait_for_commit("s", 1, timeout=600) == 2
+
+
+async def _watched(store: PostgresStore) -> dict[bytes, Any]:
+    return dict(store._watchers)

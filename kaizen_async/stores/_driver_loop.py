@@ -93,24 +93,42 @@ class DriverLoop:
         args: tuple[Any, ...],
         shield: bool,
     ) -> T:
+        """Run ``fn(*args)`` as a task of the loop thread; the Trio caller sleeps until the
+        task is done. Cancelled, the caller cancels the task and waits for it to end, so no
+        work of the call outlives the caller's cancellation."""
         import trio  # the caller runs on Trio: it is importable
-
-        async def run() -> T:
-            return await fn(*args)
 
         token = trio.lowlevel.current_trio_token()
         done = trio.Event()
+        box: dict[str, Any] = {}
 
-        def wake(_: object) -> None:
+        def finished(task: asyncio.Task[T]) -> None:
+            box["task_done"] = task
             with contextlib.suppress(trio.RunFinishedError):
                 token.run_sync_soon(done.set)
 
-        future = asyncio.run_coroutine_threadsafe(run(), loop)
-        future.add_done_callback(wake)
+        def start() -> None:
+            task = loop.create_task(_awaited(fn, args))
+            box["task"] = task
+            task.add_done_callback(finished)
+
+        def cancel() -> None:
+            task = box.get("task")
+            if task is not None:
+                task.cancel()
+
+        loop.call_soon_threadsafe(start)
         try:
             with anyio.CancelScope(shield=shield):
                 await done.wait()
         except BaseException:
-            future.cancel()
+            loop.call_soon_threadsafe(cancel)
+            with anyio.CancelScope(shield=True):
+                await done.wait()
             raise
-        return future.result()
+        task: asyncio.Task[T] = box["task_done"]
+        return task.result()
+
+
+async def _awaited(fn: Callable[..., Awaitable[T]], args: tuple[Any, ...]) -> T:
+    return await fn(*args)

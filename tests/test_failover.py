@@ -86,13 +86,15 @@ def _start(spec: str, go: Path) -> list[Worker]:
     return workers
 
 
-def _wait(condition: object, what: str, workers: list[Worker], timeout: float = 60.0) -> None:
+def _wait(
+    condition: Callable[[], bool], what: str, workers: list[Worker], timeout: float = 60.0
+) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         for worker in workers:  # a worker that died by itself: say why at once
             if worker.process.returncode is None and worker.process.poll() not in (None, -9):
                 stderr = worker.process.stderr.read() if worker.process.stderr else ""
-                raise AssertionError(f"worker {worker.index} exited: {stderr[-3000:]}")  # type: ignore[operator]
+                raise AssertionError(f"worker {worker.index} exited: {stderr[-3000:]}")
         if time.monotonic() > deadline:
             states = [
                 (w.index, w.process.poll(), len(w.lines), w.lines[-1:] if w.lines else None)

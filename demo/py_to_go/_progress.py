@@ -8,6 +8,7 @@ plain line with the elapsed time in front, and there is no status line.
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -65,8 +66,8 @@ class Progress:
         return " | ".join(parts)
 
     def _draw(self) -> None:
-        if self.live:
-            width = 200
+        if self.live:  # one line only: a wrapped status line could not be redrawn
+            width = shutil.get_terminal_size((100, 24)).columns - 1
             self.out.write("\r\033[K" + self.status()[:width])
             self.out.flush()
             self._status_shown = True

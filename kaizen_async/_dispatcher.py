@@ -10,6 +10,7 @@ dispatcher off the session actor's round trip.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterable, Iterable, Sequence
@@ -22,7 +23,7 @@ from anyio.abc import TaskGroup
 
 from ._actor import exit_task_group as _exit_task_group
 from ._agent import AgentProtocol, AgentRunner, Invocation
-from ._canonical import encode
+from ._canonical import check_text, encode
 from ._exceptions import DispatchError, ErrorCode, KaizenValidationError, SessionClosedError
 from ._logging import get_logger
 from ._mailbox import MailboxClosedError, MailboxStatistics
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = ["DispatchResult", "Dispatcher"]
 
 _log = get_logger("kaizen_async.dispatcher")
+_INFO, _WARNING = logging.INFO, logging.WARNING
 _DISPATCHER = "dispatcher"
 _STARTED = EntryType.PLAN_STEP_STARTED
 _COMPLETED = EntryType.PLAN_STEP_COMPLETED
@@ -57,11 +59,11 @@ class DispatchResult:
 
     def __init__(
         self,
-        results: list[InvokeResult],
-        plan_id: str,
+        results: list[InvokeResult] | None = None,
+        plan_id: str = "",
         plan_error: dict[str, Any] | None = None,
     ) -> None:
-        self.results = results
+        self.results = [] if results is None else results
         self.plan_id = plan_id
         self.plan_error = plan_error
 
@@ -100,7 +102,25 @@ class DispatchResult:
             "executed_count": self.executed_count,
             "completed_indices": self.completed_indices,
             "results": [r.to_dict() for r in self.results],
+            "plan_error": self.plan_error,
         }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> DispatchResult:
+        """The inverse of :meth:`to_dict` (the derived keys are not read back)."""
+        if not isinstance(data, dict):
+            raise KaizenValidationError(
+                f"DispatchResult.from_dict needs a dict, got {type(data).__name__}"
+            )
+        results, plan_id = data.get("results", []), data.get("plan_id", "")
+        plan_error = data.get("plan_error")
+        if not isinstance(results, list) or not isinstance(plan_id, str):
+            raise KaizenValidationError(
+                "DispatchResult.from_dict: 'results' must be a list and 'plan_id' a str"
+            )
+        if plan_error is not None and not isinstance(plan_error, dict):
+            raise KaizenValidationError("DispatchResult.from_dict: 'plan_error' must be a dict")
+        return cls([InvokeResult.from_dict(r) for r in results], plan_id, plan_error)
 
     def __repr__(self) -> str:
         if self.success:
@@ -145,6 +165,7 @@ def _normalize(calls: Iterable[CallLike]) -> list[tuple[CapabilityCall, bytes]]:
     for index, raw in enumerate(calls):
         try:
             call = CapabilityCall.from_dict(raw)
+            check_text(call.capability, "capability")
             normalized.append((call, encode(call.params, "params")))
         except (DispatchError, KaizenValidationError) as exc:
             raise DispatchError(
@@ -264,9 +285,10 @@ class Dispatcher:
     def get_registered_agents(self) -> list[AgentInfo]:
         return [runner.info for runner in self._agents.values()]
 
-    def get_agent_for_capability(self, name: str) -> AgentInfo | None:
+    def get_agent_for_capability(self, name: str) -> AgentProtocol | None:
+        """The agent serving ``name`` (None when no agent does), as in the original Kaizen."""
         runner = self._routes.get(name)
-        return None if runner is None else runner.info
+        return None if runner is None else runner.agent
 
     def capability_specs(self) -> list[CapabilitySpec]:
         """What a planner needs: each routed capability's name, description, params schema."""
@@ -275,6 +297,9 @@ class Dispatcher:
     def statistics(self, agent_id: str) -> MailboxStatistics:
         """The mailbox statistics of one agent."""
         return self._agents[agent_id].statistics()
+
+    def __repr__(self) -> str:
+        return f"Dispatcher(agents={list(self._agents)}, capabilities={self.get_capabilities()})"
 
     # -- one step ----------------------------------------------------------------------------
 
@@ -370,8 +395,10 @@ class Dispatcher:
                 b"true" if result.success else b"false",
             ),
         )
-        if _log.enabled():
-            _log.info(
+        level = _INFO if result.success else _WARNING
+        if _log.enabled(level):
+            _log.log(
+                level,
                 "dispatch.step",
                 session_id=session.session_id,
                 plan_id=plan_id,
@@ -401,6 +428,10 @@ class Dispatcher:
         self._check_running()
         if not isinstance(capability, str) or not capability.strip():
             raise DispatchError(f"capability must be a non-empty string, got {capability!r}")
+        try:
+            check_text(capability, "capability")
+        except KaizenValidationError as exc:
+            raise DispatchError(str(exc)) from None
         if params is None:
             params = {}
         elif not isinstance(params, dict):

@@ -12,13 +12,13 @@ subclasses it, so ``except ValueError`` / ``except KeyError`` keep working::
     ├── SchemaMismatchError          a file written by a newer schema
     ├── PersistError                 a save could not be written (OSError underneath)
     ├── KaizenValidationError        (ValueError) bad key, non-JSON value, bad name ...
-    │   └── ArtifactTooLargeError    data over the session's artifact size limit
+    │   ├── ArtifactTooLargeError    data over the session's artifact size limit
+    │   └── DispatchError            a capability call that cannot be routed or formed
     ├── KaizenTypeError              (TypeError) e.g. artifact data that is not bytes
     ├── KaizenNotFoundError          (KeyError) missing state key or artifact
     │   ├── StateKeyNotFoundError
     │   ├── ArtifactNotFoundError
     │   └── SessionNotFoundError     no session with that id in the store
-    ├── DispatchError                a capability call that cannot be routed or formed
     └── LLMError                     any failure talking to a model (provider, status)
 """
 
@@ -223,8 +223,9 @@ class SessionNotFoundError(KaizenNotFoundError):
     default_code = ErrorCode.SESSION_NOT_FOUND
 
 
-class DispatchError(KaizenError, ValueError):
-    """A capability call that is malformed or cannot be formed."""
+class DispatchError(KaizenValidationError):
+    """A capability call that is malformed or cannot be formed (bad input, like every
+    :class:`KaizenValidationError`; still a ``ValueError``)."""
 
     default_code = ErrorCode.DISPATCH_INVALID_CALL
 

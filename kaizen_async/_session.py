@@ -23,7 +23,13 @@ from ._actor import Actor, create_actor
 from ._actor import exit_task_group as _exit_task_group
 from ._exceptions import KaizenValidationError, SessionClosedError
 from ._persistence import SaveMark, plan_save, read_session, write_session
-from ._state import DEFAULT_MAX_ARTIFACT_SIZE, SCHEMA_VERSION, SessionCore, validate_key
+from ._state import (
+    DEFAULT_MAX_ARTIFACT_SIZE,
+    SCHEMA_VERSION,
+    SessionCore,
+    validate_artifact_name,
+    validate_key,
+)
 from ._trajectory import EntryType, Record, TrajectoryEntry
 
 __all__ = ["Session", "SessionStatistics"]
@@ -50,6 +56,10 @@ class Session:
         max_artifact_size: largest artifact accepted, in bytes (inclusive).
         workspace_path: an optional directory the session's agents work in.
     """
+
+    #: who ``set``/``delete``/``write_artifact``/``delete_artifact`` are recorded as: the
+    #: session itself is ``system``; the view a capability is handed is its agent
+    _writer: str = "system"
 
     def __init__(
         self,
@@ -196,13 +206,19 @@ class Session:
 
     # -- state -----------------------------------------------------------------------------
 
+    # Every write is validated (and its value encoded, so copied) here, in the caller, and
+    # only a valid write is queued: the actor applies it and cannot fail (a delete checks
+    # there that its key or artifact still exists).
+
     async def set(self, key: str, value: Any) -> int:
         """Set ``key`` to a copy of the JSON ``value``; returns the new state version."""
-        return await self._running().call(self._core.set, key, value)  # type: ignore[no-any-return]
+        actor, core = self._running(), self._core
+        return await actor.call(core.apply_set, *core.check_set(key, value), self._writer)  # type: ignore[no-any-return]
 
     async def delete(self, key: str) -> int:
         """Delete ``key`` (``StateKeyNotFoundError`` if absent); returns the new version."""
-        return await self._running().call(self._core.delete, key)  # type: ignore[no-any-return]
+        actor = self._running()
+        return await actor.call(self._core.delete, validate_key(key), self._writer)  # type: ignore[no-any-return]
 
     async def get(self, key: str, default: Any = None) -> Any:
         """A copy of the value at ``key``, or ``default``."""
@@ -231,8 +247,9 @@ class Session:
 
     async def append(self, agent_id: str, entry_type: EntryType | str, content: Any) -> int:
         """Append an entry; returns its seq."""
-        return await self._running().call(  # type: ignore[no-any-return]
-            self._core.append, agent_id, entry_type, content
+        actor, core = self._running(), self._core
+        return await actor.call(  # type: ignore[no-any-return]
+            core.apply_append, *core.check_append(agent_id, entry_type, content)
         )
 
     def append_nowait(self, agent_id: str, entry_type: EntryType | str, content: Any) -> None:
@@ -256,10 +273,13 @@ class Session:
                 tx.set("text", "olleh")
             tx.results  # [seq, version]
 
-        Each write is validated when it is added; leaving the block with an exception
-        applies nothing. With ``wait=False`` the batch is queued without waiting (like
-        :meth:`append_nowait`); it may then hold only writes that cannot fail once
-        validated (append, set, write_artifact), and ``results`` stays None.
+        Each write is validated completely when it is added and raises there if it is
+        invalid. Leaving the block with an exception applies nothing; so does leaving it
+        normally after one of its writes was refused (the caller caught the error): the
+        transaction is then spoiled and raises :class:`KaizenValidationError` at the end of
+        the block instead of applying the rest. With ``wait=False`` the batch is queued
+        without waiting (like :meth:`append_nowait`); it may then hold only writes that
+        cannot fail once validated (append, set, write_artifact), and ``results`` stays None.
         """
         self._running()
         return Transaction(self, wait)
@@ -304,7 +324,9 @@ class Session:
 
     async def write_artifact(self, name: str, data: bytes) -> int:
         """Store ``data`` under ``name`` (content-addressed); returns the entry's seq."""
-        return await self._running().call(self._core.write_artifact, name, data)  # type: ignore[no-any-return]
+        actor, core = self._running(), self._core
+        checked = core.check_write_artifact(name, data)
+        return await actor.call(core.apply_write_artifact, *checked, self._writer)  # type: ignore[no-any-return]
 
     async def read_artifact(self, name: str) -> bytes:
         await self._settled()
@@ -319,7 +341,8 @@ class Session:
         return self._core.artifact_size(name)
 
     async def delete_artifact(self, name: str) -> int:
-        return await self._running().call(self._core.delete_artifact, name)  # type: ignore[no-any-return]
+        actor, name = self._running(), validate_artifact_name(name)
+        return await actor.call(self._core.delete_artifact, name, self._writer)  # type: ignore[no-any-return]
 
     # -- snapshots and forks -------------------------------------------------------------
 
@@ -373,13 +396,20 @@ def _noop() -> None:
 
 
 class Transaction:
-    """Writes validated one by one, applied together by one message to the session actor."""
+    """Writes validated one by one, applied together by one message to the session actor.
+
+    A write refused when it is added spoils the transaction: nothing of it is applied,
+    even if the caller caught the error and left the block normally (see
+    :meth:`Session.transaction`).
+    """
 
     def __init__(self, session: Session, wait: bool = True) -> None:
         self._session = session
         self._core = session._core
+        self._writer = session._writer
         self._wait = wait
         self._ops: list[tuple[str, tuple[Any, ...]]] = []
+        self._refused: Exception | None = None
         self.results: list[int] | None = None
 
     def _fallible(self, what: str) -> None:
@@ -389,21 +419,46 @@ class Transaction:
             )
 
     def set(self, key: str, value: Any) -> None:
-        self._ops.append(("set", self._core.check_set(key, value)))
+        try:
+            key, new = self._core.check_set(key, value)
+        except Exception as exc:
+            self._refused = self._refused or exc
+            raise
+        self._ops.append(("set", (key, new, self._writer)))
 
     def delete(self, key: str) -> None:
-        self._fallible("delete")
-        self._ops.append(("delete", (validate_key(key),)))
+        try:
+            self._fallible("delete")
+            validate_key(key)
+        except Exception as exc:
+            self._refused = self._refused or exc
+            raise
+        self._ops.append(("delete", (key, self._writer)))
 
     def append(self, agent_id: str, entry_type: EntryType | str, content: Any) -> None:
-        self._ops.append(("append", self._core.check_append(agent_id, entry_type, content)))
+        try:
+            op = self._core.check_append(agent_id, entry_type, content)
+        except Exception as exc:
+            self._refused = self._refused or exc
+            raise
+        self._ops.append(("append", op))
 
     def write_artifact(self, name: str, data: bytes) -> None:
-        self._ops.append(("write_artifact", self._core.check_write_artifact(name, data)))
+        try:
+            op = self._core.check_write_artifact(name, data)
+        except Exception as exc:
+            self._refused = self._refused or exc
+            raise
+        self._ops.append(("write_artifact", (*op, self._writer)))
 
     def delete_artifact(self, name: str) -> None:
-        self._fallible("delete_artifact")
-        self._ops.append(("delete_artifact", (name,)))
+        try:
+            self._fallible("delete_artifact")
+            validate_artifact_name(name)
+        except Exception as exc:
+            self._refused = self._refused or exc
+            raise
+        self._ops.append(("delete_artifact", (name, self._writer)))
 
     async def __aenter__(self) -> Transaction:
         return self
@@ -414,12 +469,35 @@ class Transaction:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if exc_type is None and self._refused is not None:
+            raise KaizenValidationError(
+                f"transaction not applied: one of its writes was refused ({self._refused})",
+                details={"refused": str(self._refused)},
+            ) from self._refused
         if exc_type is None and self._ops:
             actor = self._session._running()
             if self._wait:
                 self.results = await actor.call(self._core.apply_batch, self._ops)
             else:
                 actor.post(self._core.apply_batch, self._ops)
+
+
+class _AgentSession(Session):
+    """The session as an agent's capability sees it: the same session (it shares the
+    session's attributes, so the same actor, core and files; reads are identical), with its
+    state and artifact writes recorded under the agent's id instead of ``system``."""
+
+    __slots__ = ("_writer",)  # the one attribute of its own; the rest is the session's
+
+
+def agent_view(session: Session, agent_id: str) -> Session:
+    """``session`` as seen by agent ``agent_id`` (validated by the caller): cheap enough
+    (~0.2 us) to make one per capability call. The view shares the session's attribute
+    dict, so whatever one of them sets (a save's mark, say) the other sees."""
+    view = object.__new__(_AgentSession)
+    view.__dict__ = session.__dict__
+    view._writer = agent_id
+    return view
 
 
 def _check_path(path: object) -> str:

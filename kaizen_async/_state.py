@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from ._canonical import ENTRY_TEMPLATE as _ENTRY
-from ._canonical import ZERO_HASH, decode, encode, entry_hash, sha256_hex
+from ._canonical import ZERO_HASH, check_text, decode, encode, entry_hash, sha256_hex
 from ._exceptions import (
     ArtifactNotFoundError,
     ArtifactTooLargeError,
@@ -58,6 +58,7 @@ _NO_STATE_EFFECT = frozenset(
 )
 _ENTRY_TYPES = {member.value for member in EntryType}
 _dumps = orjson.dumps
+_join = b"".join
 _SORTED = orjson.OPT_SORT_KEYS
 _sha256 = hashlib.sha256
 _time_ns = time.time_ns
@@ -81,18 +82,21 @@ def _timestamp() -> str:
 
 
 def validate_key(key: object) -> str:
-    """A state key is a non-empty, non-blank ``str``."""
+    """A state key is a non-empty, non-blank ``str`` of valid UTF-8."""
     if type(key) is not str and not isinstance(key, str):
-        raise KaizenValidationError(f"state key must be a str, got {type(key).__name__}")
+        raise KaizenValidationError(
+            f"state key must be a non-empty string, got {type(key).__name__}"
+        )
     if not key.strip():
-        raise KaizenValidationError("state key must be a non-empty, non-blank string")
-    return key
+        raise KaizenValidationError("state key must be a non-empty string, not blank")
+    return check_text(key, "state key")
 
 
 def _validate_agent_id(agent_id: object) -> str:
+    """An agent id is a non-empty, non-blank ``str`` of valid UTF-8."""
     if not isinstance(agent_id, str) or not agent_id.strip():
-        raise KaizenValidationError("agent_id must be a non-empty, non-blank string")
-    return agent_id
+        raise KaizenValidationError("agent_id must be a non-empty string, not blank")
+    return check_text(agent_id, "agent_id")
 
 
 _JSON_STRINGS: dict[str, bytes] = {kind: _dumps(kind) for kind in _ENTRY_TYPES}
@@ -100,7 +104,7 @@ _JSON_STRINGS: dict[str, bytes] = {kind: _dumps(kind) for kind in _ENTRY_TYPES}
 
 def _json_string(text: str) -> bytes:
     """JSON of an agent id, remembered (there are few): one dict lookup per entry."""
-    encoded = _dumps(text)
+    encoded = _join((_dumps(text), b""))  # exact size: orjson's own output holds 4 KiB
     if len(_JSON_STRINGS) < 4096:
         _JSON_STRINGS[text] = encoded
     return encoded
@@ -118,9 +122,11 @@ def _validate_entry_type(entry_type: object) -> str:
 
 
 def validate_artifact_name(name: object) -> str:
-    """Names may be path-like (``out/main.go``) but not absolute, ``..`` or control chars."""
+    """Names may be path-like (``out/main.go``) but not absolute, ``..``, control chars
+    or text that is not valid UTF-8."""
     if not isinstance(name, str) or not name.strip():
-        raise KaizenValidationError("artifact name must be a non-empty, non-blank string")
+        raise KaizenValidationError("artifact name must be a non-empty string, not blank")
+    check_text(name, "artifact name")
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
         raise KaizenValidationError(f"artifact name {name!r} contains NUL or control characters")
     if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
@@ -221,11 +227,11 @@ class SessionCore:
     # -- state ---------------------------------------------------------------------------
 
     def check_set(self, key: str, value: Any) -> tuple[str, bytes]:
-        if type(key) is not str or not key or key.isspace():
+        if type(key) is not str or not key or key.isspace() or not key.isascii():
             validate_key(key)
         return (key, encode(value))
 
-    def apply_set(self, key: str, new: bytes) -> int:
+    def apply_set(self, key: str, new: bytes, agent_id: str = _SYSTEM) -> int:
         version = self.version + 1
         content = b'{"key":%b,"new_value":%b,"old_value":%b,"state_version":%d}' % (
             _dumps(key),
@@ -233,13 +239,13 @@ class SessionCore:
             self.state.get(key, b"null"),
             version,
         )
-        self._push(_SYSTEM, _STATE_SET, content)
+        self._push(agent_id, _STATE_SET, content)
         self.state[key] = new
         self.version = version
         return version
 
-    def set(self, key: str, value: Any) -> int:
-        return self.apply_set(*self.check_set(key, value))
+    def set(self, key: str, value: Any, agent_id: str = _SYSTEM) -> int:
+        return self.apply_set(*self.check_set(key, value), agent_id)
 
     def check_delete(self, key: str) -> tuple[str]:
         key = validate_key(key)
@@ -247,20 +253,20 @@ class SessionCore:
             raise StateKeyNotFoundError(f"state key not found: {key!r}", details={"key": key})
         return (key,)
 
-    def apply_delete(self, key: str) -> int:
+    def apply_delete(self, key: str, agent_id: str = _SYSTEM) -> int:
         version = self.version + 1
         content = b'{"key":%b,"old_value":%b,"state_version":%d}' % (
             _dumps(key),
             self.state[key],
             version,
         )
-        self._push(_SYSTEM, _STATE_DELETED, content)
+        self._push(agent_id, _STATE_DELETED, content)
         del self.state[key]
         self.version = version
         return version
 
-    def delete(self, key: str) -> int:
-        return self.apply_delete(*self.check_delete(key))
+    def delete(self, key: str, agent_id: str = _SYSTEM) -> int:
+        return self.apply_delete(*self.check_delete(key), agent_id)
 
     def get(self, key: str, default: Any = None) -> Any:
         data = self.state.get(key)
@@ -280,13 +286,15 @@ class SessionCore:
         size = len(data)
         if size > self.max_artifact_size:
             raise ArtifactTooLargeError(
-                f"artifact {name!r} is {size} bytes, which exceeds the maximum of "
-                f"{self.max_artifact_size} bytes",
+                f"artifact {name!r} size ({size} bytes) exceeds maximum "
+                f"({self.max_artifact_size} bytes)",
                 details={"name": name, "size": size, "max_artifact_size": self.max_artifact_size},
             )
         return (name, data, sha256_hex(data))
 
-    def apply_write_artifact(self, name: str, data: bytes, digest: str) -> int:
+    def apply_write_artifact(
+        self, name: str, data: bytes, digest: str, agent_id: str = _SYSTEM
+    ) -> int:
         old_digest = self.artifacts.get(name)
         content = encode(
             {
@@ -297,25 +305,25 @@ class SessionCore:
                 "digest": digest,
             }
         )
-        record = self._push(_SYSTEM, _ARTIFACT_WRITTEN, content)
+        record = self._push(agent_id, _ARTIFACT_WRITTEN, content)
         self.blobs.setdefault(digest, data)
         self.artifacts[name] = digest
         return record.seq
 
-    def write_artifact(self, name: str, data: bytes) -> int:
-        return self.apply_write_artifact(*self.check_write_artifact(name, data))
+    def write_artifact(self, name: str, data: bytes, agent_id: str = _SYSTEM) -> int:
+        return self.apply_write_artifact(*self.check_write_artifact(name, data), agent_id)
 
     def check_delete_artifact(self, name: str) -> tuple[str]:
         self._artifact_digest(name)
         return (name,)
 
-    def apply_delete_artifact(self, name: str) -> int:
+    def apply_delete_artifact(self, name: str, agent_id: str = _SYSTEM) -> int:
         digest = self.artifacts.pop(name)
         content = encode({"name": name, "size": len(self.blobs[digest]), "digest": digest})
-        return self._push(_SYSTEM, _ARTIFACT_DELETED, content).seq
+        return self._push(agent_id, _ARTIFACT_DELETED, content).seq
 
-    def delete_artifact(self, name: str) -> int:
-        return self.apply_delete_artifact(*self.check_delete_artifact(name))
+    def delete_artifact(self, name: str, agent_id: str = _SYSTEM) -> int:
+        return self.apply_delete_artifact(*self.check_delete_artifact(name), agent_id)
 
     def apply_batch(self, ops: list[tuple[str, tuple[Any, ...]]]) -> list[int]:
         """Apply checked writes ``(kind, args)`` all or none; returns each one's result.
@@ -354,6 +362,7 @@ class SessionCore:
     def _artifact_digest(self, name: str) -> str:
         digest = self.artifacts.get(name) if isinstance(name, str) else None
         if digest is None:
+            validate_artifact_name(name)  # a name that could never exist is a validation error
             raise ArtifactNotFoundError(f"artifact not found: {name!r}", details={"name": name})
         return digest
 
@@ -479,6 +488,8 @@ class SessionCore:
                 version = core.version
             append(record)
             prev = digest
+        for key, data in state.items():  # keep exact-size bytes (see _canonical.encode)
+            state[key] = _join((data, b""))
         core.version = version
         core.head = prev
         return core

@@ -182,10 +182,11 @@ async def test_registry(session: Session, caplog: pytest.LogCaptureFixture) -> N
             async def rev(self, session: Session, params: dict[str, Any]) -> str:
                 return "other"
 
+        other = Other()
         with caplog.at_level(logging.WARNING, logger="kaizen_async"):
-            d.register(Other())
+            d.register(other)
         assert any("capability_replaced" in r.getMessage() for r in caplog.records)
-        assert d.get_agent_for_capability("reverse").agent_id == "other"  # type: ignore[union-attr]
+        assert d.get_agent_for_capability("reverse") is other
         result = await d.dispatch_single("reverse", session, {})
         assert result.result == "other"
         assert d.unregister("other") is True
@@ -648,14 +649,14 @@ class Odd(Agent):
         return {1: "int key", "big": 2**70}
 
 
-async def test_non_json_result_is_still_recorded(session: Session) -> None:
+async def test_non_json_result_fails_the_step(session: Session) -> None:
     async with Dispatcher() as d:
         d.register(Odd())
         result = await d.dispatch_single("odd", session, {})
-    assert result.success
+    assert result.error_code is ErrorCode.AGENT_INVALID_RESULT
     completed = (await session.get_trajectory(1))[0]
     assert completed.entry_type is EntryType.PLAN_STEP_COMPLETED
-    assert "int key" in completed.content["result_summary"]
+    assert "agent_invalid_result" in completed.content["result_summary"]
     await session.verify()
 
 

@@ -101,6 +101,8 @@ def test_every_error_is_a_kaizen_error_with_a_code() -> None:
     assert issubclass(kaizen_async.KaizenValidationError, ValueError)
     assert issubclass(kaizen_async.KaizenNotFoundError, KeyError)
     assert issubclass(kaizen_async.KaizenTypeError, TypeError)
+    # a malformed capability call is bad input like any other
+    assert issubclass(kaizen_async.DispatchError, kaizen_async.KaizenValidationError)
 
 
 def test_original_vocabulary_is_kept() -> None:

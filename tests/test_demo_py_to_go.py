@@ -19,17 +19,25 @@ from typing import Any
 
 import anyio
 import pytest
+from anyio.from_thread import start_blocking_portal
 
 from demo.py_to_go._converter import ConverterAgent
 from demo.py_to_go._fixer import FixerAgent
 from demo.py_to_go._job import interrupted_steps
 from demo.py_to_go._mapper import MapperAgent, go_package_name, plan_package
-from demo.py_to_go._models import MISTAKE, SAMPLE_DIR, SCRIPTED_DIR, ScriptedGoModel
+from demo.py_to_go._models import (
+    MISTAKE,
+    SAMPLE_DIR,
+    SCRIPTED_DIR,
+    ScriptedGoModel,
+    scripted_answer,
+)
 from demo.py_to_go._progress import Progress
 from demo.py_to_go._prompts import convert_prompt, extract_go, fix_prompt, prompt_field
 from demo.py_to_go._rules import apply_rules
 from demo.py_to_go._toolchain import blame, find_go, sanitize
 from kaizen_async import Dispatcher, EntryType, LLMError, Session
+from kaizen_async.testing import OllamaReply, StandInLLMServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -645,3 +653,33 @@ def test_killed_run_resumes_without_redoing_finished_conversions(tmp_path: Path)
     assert run["state"]["result"]["passed"] is True
     for name in ("money.go", "sku.go", "items.go", "ledger.go"):  # converted once only
         assert run["asked"].count(f"convert {name}") == 1, run["asked"]
+
+
+def test_default_model_is_a_reachable_ollama(tmp_path: Path) -> None:
+    """With an Ollama answering (here the stand-in server), the default run uses it: the
+    first local coder model, real HTTP exchanges, every answer recorded."""
+    _need_go()
+    plan = plan_package(SAMPLE_DIR)
+    order = [f["go"] for f in plan["files"]]  # --jobs 1: the files are asked in plan order
+    answers = [scripted_answer(go, fixing=False) for go in order]
+    answers.append(scripted_answer("inventory.go", fixing=True))
+    replies = [OllamaReply(pieces=["Here it is:\n```go\n", text, "```\n"]) for text in answers]
+    server = StandInLLMServer(replies, models=["nomic-embed-text", "qwen2.5-coder:7b", "llama3"])
+    with start_blocking_portal() as portal, portal.wrap_async_context_manager(server):
+        env = {**os.environ, "OLLAMA_HOST": server.url}
+        done = _demo("--out", str(tmp_path), "--jobs", "1", env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"model:  Ollama qwen2.5-coder:7b at {server.url}" in done.stdout
+    assert "SCRIPTED" not in done.stdout
+    posts = [e.request.json for e in server.exchanges if e.request.method == "POST"]
+    asked = [
+        prompt_field(p["messages"][-1]["content"], "Go file to fix")
+        or prompt_field(p["messages"][-1]["content"], "Go file")
+        for p in posts
+    ]
+    assert asked == [*order, "inventory.go"]
+    assert {p["model"] for p in posts} == {"qwen2.5-coder:7b"}
+    assert posts[0]["options"] == {"temperature": 0, "num_ctx": 16384}
+    run = anyio.run(_read_run, tmp_path / "runs", _run_id(done.stdout))
+    assert len(run["asked"]) == len(posts)
+    assert run["state"]["job"]["provider"] == "ollama"

@@ -18,6 +18,7 @@ from typing import Any
 from kaizen_async import Dispatcher, DispatchResult, EntryType, Session
 
 from ._progress import Progress
+from ._report import shown
 from ._toolchain import CHECKS
 
 __all__ = [
@@ -176,7 +177,7 @@ class Job:
     # -- the phases ------------------------------------------------------------------------
 
     async def map(self, params: dict[str, Any]) -> dict[str, Any]:
-        self.progress.note("phase", text=f"mapping {params['source']}")
+        self.progress.note("phase", text=f"mapping {shown(params['source'])}")
         result = await self.sequence("map", [{"capability": "map_package", "params": params}])
         if not result.success:
             raise JobFailed(f"mapping failed: {_error(result)}")
@@ -196,7 +197,8 @@ class Job:
         if not result.success:
             raise JobFailed(f"go mod init failed: {_error(result)}")
         toolchain = (await self.state())["toolchain"]
-        self.progress.note("phase", text=f"Go module ready ({toolchain['version']})")
+        version = toolchain["version"].removeprefix("go version ")
+        self.progress.note("phase", text=f"Go module ready ({version})")
 
     async def convert(self, plan: dict[str, Any]) -> None:
         for number, wave in enumerate(plan["waves"]):

@@ -28,7 +28,7 @@ from ._job import SETTING_KEYS, Interrupted, Job, JobFailed, Outcome
 from ._mapper import MapperAgent
 from ._models import SAMPLE_DIR, ModelChoice, ScriptedGoModel
 from ._progress import Progress
-from ._report import ReportAgent
+from ._report import ReportAgent, shown
 from ._runs import Run, RunNotFound, Runs, new_run_id
 from ._toolchain import GoToolchainAgent, find_go, go_environment, run_command
 
@@ -323,8 +323,8 @@ def _header(
         f"py_to_go: {verb} run {run.run_id}",
         f"  store:  {runs.describe()}",
         f"  model:  {choice.description}",
-        f"  go:     {version} ({go})",
-        f"  output: {workdir}",
+        f"  go:     {version.removeprefix('go version ')} ({go})",
+        f"  output: {shown(workdir)}",
         f"  resume after a stop with: python -m demo.py_to_go --resume {run.run_id}"
         + (f" --store {args.store}" if args.store else "")
         + (f" --out {args.out}" if args.out != Path(DEFAULT_OUT) and not args.store else ""),

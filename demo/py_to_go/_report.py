@@ -3,6 +3,7 @@ state ``result``) and printed by the job."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -11,7 +12,7 @@ from kaizen_async import Agent, InvokeResult, Session, capability
 
 from ._toolchain import CHECKS
 
-__all__ = ["ReportAgent", "ReportParams", "checks_by_round", "render_report"]
+__all__ = ["ReportAgent", "ReportParams", "checks_by_round", "render_report", "shown"]
 
 REPORTER_ID = "py2go_reporter"
 
@@ -26,6 +27,15 @@ class ReportParams(BaseModel):
     max_rounds: int
     resumed: bool
     stopped: str | None = None
+
+
+def shown(path: str) -> str:
+    """``path`` relative to the working directory when it lies inside it (shorter to read)."""
+    try:
+        relative = os.path.relpath(path)
+    except ValueError:  # another drive (Windows)
+        return path
+    return path if relative.startswith("..") else relative
 
 
 def checks_by_round(state: dict[str, Any]) -> dict[int, dict[str, dict[str, Any]]]:
@@ -69,8 +79,9 @@ def render_report(
     lines = [
         f"py_to_go report, run {run_id}",
         f"  status:      {status}",
-        f"  source:      {job.get('source', '?')} ({plan.get('python_lines', 0)} Python lines)",
-        f"  Go module:   {job.get('workdir', '?')} ({job.get('module', '?')})",
+        f"  source:      {shown(job.get('source', '?'))} "
+        f"({plan.get('python_lines', 0)} Python lines)",
+        f"  Go module:   {shown(job.get('workdir', '?'))} ({job.get('module', '?')})",
         f"  model:       {params.model}",
         f"  files:       {len(converted)}/{len(plan['files'])} converted, {go_lines} Go lines",
         f"  rounds:      {fix_rounds} fix round(s) used of at most {params.max_rounds}",

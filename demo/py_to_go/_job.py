@@ -185,10 +185,10 @@ class Job:
         plan: dict[str, Any] = state["plan"]
         done = sum(f"converted/{f['py']}" in state for f in plan["files"])
         self.progress.note("plan", total=len(plan["files"]), done=done)
-        waves = " | ".join(", ".join(w) for w in plan["waves"])
         self.progress.note(
             "phase",
-            text=f"plan: {len(plan['files'])} files in {len(plan['waves'])} waves: {waves}",
+            text=f"plan: {len(plan['files'])} files ({plan['python_lines']} Python lines) "
+            f"in {len(plan['waves'])} waves of files that do not import each other",
         )
         return plan
 

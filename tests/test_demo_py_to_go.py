@@ -21,6 +21,7 @@ import anyio
 import pytest
 from anyio.from_thread import start_blocking_portal
 
+from demo import py_to_go
 from demo.py_to_go._converter import ConverterAgent
 from demo.py_to_go._fixer import FixerAgent
 from demo.py_to_go._job import interrupted_steps
@@ -683,3 +684,24 @@ def test_default_model_is_a_reachable_ollama(tmp_path: Path) -> None:
     run = anyio.run(_read_run, tmp_path / "runs", _run_id(done.stdout))
     assert len(run["asked"]) == len(posts)
     assert run["state"]["job"]["provider"] == "ollama"
+
+
+def test_main_runs_in_process(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``main(argv)`` is what ``kaizen demo`` calls: it returns the exit code."""
+    _need_go()
+    assert py_to_go.main(["--provider", "scripted", "--out", str(tmp_path), "--jobs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "PASSED" in out and "SCRIPTED STAND-IN" in out
+    assert py_to_go.main(["--max-rounds", "-1"]) == 2
+
+
+def test_readme_run_command_is_what_ci_runs() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    setup = readme.split("## Set-up", 1)[1].split("```", 2)[1]
+    assert setup.strip().splitlines() == [
+        'pip install -e ".[dev]"',
+        "pytest",
+        "python -m demo.py_to_go",
+    ]
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    assert "python -m demo.py_to_go" in ci

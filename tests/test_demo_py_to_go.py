@@ -705,3 +705,33 @@ def test_readme_run_command_is_what_ci_runs() -> None:
     ]
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
     assert "python -m demo.py_to_go" in ci
+
+
+def test_ctrl_c_stops_with_130_and_names_the_run(tmp_path: Path) -> None:
+    _need_go()
+    env = {**os.environ, "PY_TO_GO_SCRIPTED_PAUSE": "items.go=120"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "demo.py_to_go", "--provider", "scripted", "--out", str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        seen = []
+        for line in process.stdout:
+            seen.append(line)
+            if "pausing" in line:
+                break
+        process.send_signal(signal.SIGINT)
+        rest = process.stdout.read()
+        process.wait(timeout=60)
+    finally:
+        process.kill()
+    run_id = _run_id("".join(seen))
+    assert process.returncode == 130, rest
+    assert f"interrupted; carry on with --resume {run_id}" in rest
+    done = _demo("--resume", run_id, "--out", str(tmp_path))
+    assert done.returncode == 0, done.stdout + done.stderr

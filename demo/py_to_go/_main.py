@@ -114,13 +114,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if value is not None and value < (0 if name == "max_rounds" else 1):
             print(f"py_to_go: --{name.replace('_', '-')} is too small: {value}", file=sys.stderr)
             return EXIT_USAGE
+    started: list[str] = []  # the run id, once there is one
     try:
-        return anyio.run(_run, args)
+        return anyio.run(_run, args, started)
     except UsageError as exc:
         print(f"py_to_go: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("\npy_to_go: interrupted; carry on with --resume RUN", file=sys.stderr)
+        run = started[0] if started else "RUN"
+        print(f"\npy_to_go: interrupted; carry on with --resume {run}", file=sys.stderr)
         return 130
 
 
@@ -219,7 +221,7 @@ async def _ask(question: str) -> bool:
     return await anyio.to_thread.run_sync(prompt)
 
 
-async def _run(args: argparse.Namespace) -> int:
+async def _run(args: argparse.Namespace, started_runs: list[str]) -> int:
     started = time.monotonic()
     out: Path = args.out
     runs = Runs(args.store or out / "runs")
@@ -232,6 +234,8 @@ async def _run(args: argparse.Namespace) -> int:
     progress = Progress(live=False if args.plain else None)
     async with AsyncExitStack() as stack:
         job_state: dict[str, Any] | None = None
+        if args.resume and args.source is not None:
+            raise UsageError("a resumed run keeps its --source")
         if args.resume:
             try:
                 run: Run = await stack.enter_async_context(runs.open(args.resume))
@@ -281,6 +285,7 @@ async def _run(args: argparse.Namespace) -> int:
             map_settings = dict(settings)
             workdir = str((out / run.run_id).resolve())
         map_params = {"source": str(source.resolve()), "workdir": workdir, "settings": map_settings}
+        started_runs.append(run.run_id)
         _header(progress, run, runs, args, choice, go, version, workdir)
         outcome = await _work(run, choice, go, args, settings, progress, map_params)
         if outcome is None:

@@ -20,9 +20,11 @@ from typing import TYPE_CHECKING, Any, Self
 import anyio
 import orjson
 from anyio.abc import TaskGroup
+from pydantic import ValidationError
 
 from ._actor import exit_task_group as _exit_task_group
 from ._agent import AgentProtocol, AgentRunner, Invocation
+from ._agent import _format_errors as _params_errors
 from ._canonical import check_text, encode
 from ._exceptions import DispatchError, ErrorCode, KaizenValidationError, SessionClosedError
 from ._logging import get_logger
@@ -53,19 +55,25 @@ class DispatchResult:
     ``success`` means every step succeeded (an empty plan succeeds) and, for a streamed
     plan, that the plan itself arrived whole. ``failed_at`` and ``error`` describe the
     first failure; ``executed_count`` counts results, resumed ones included.
+
+    A sequence refused before anything ran (a call with no agent, or params that do not
+    validate) has no results: ``failed_at`` is that call's index, ``error`` its error.
     """
 
-    __slots__ = ("plan_error", "plan_id", "results")
+    __slots__ = ("_failed_at", "plan_error", "plan_id", "results")
 
     def __init__(
         self,
         results: list[InvokeResult] | None = None,
         plan_id: str = "",
         plan_error: dict[str, Any] | None = None,
+        *,
+        failed_at: int | None = None,
     ) -> None:
         self.results = [] if results is None else results
         self.plan_id = plan_id
         self.plan_error = plan_error
+        self._failed_at = failed_at
 
     @property
     def success(self) -> bool:
@@ -73,6 +81,8 @@ class DispatchResult:
 
     @property
     def failed_at(self) -> int | None:
+        if self._failed_at is not None:
+            return self._failed_at
         for index, result in enumerate(self.results):
             if not result.success:
                 return index
@@ -120,7 +130,17 @@ class DispatchResult:
             )
         if plan_error is not None and not isinstance(plan_error, dict):
             raise KaizenValidationError("DispatchResult.from_dict: 'plan_error' must be a dict")
-        return cls([InvokeResult.from_dict(r) for r in results], plan_id, plan_error)
+        calls = [InvokeResult.from_dict(r) for r in results]
+        # a refused sequence fails at a call it has no result for: read that index back
+        failed_at = data.get("failed_at")
+        if (
+            plan_error is None
+            or not isinstance(failed_at, int)
+            or isinstance(failed_at, bool)
+            or not all(r.success for r in calls)
+        ):
+            failed_at = None
+        return cls(calls, plan_id, plan_error, failed_at=failed_at)
 
     def __repr__(self) -> str:
         if self.success:
@@ -156,6 +176,16 @@ def _encode_params(params: dict[str, Any]) -> bytes:
         raise DispatchError(str(exc)) from None
 
 
+def _no_agent(capability: str, available: list[str], index: int) -> InvokeResult:
+    return InvokeResult.fail(
+        ErrorCode.DISPATCH_NO_AGENT_FOR_CAPABILITY,
+        f"No agent registered for capability '{capability}'",
+        _DISPATCHER,
+        capability,
+        {"available_capabilities": available, "step_index": index},
+    )
+
+
 def _normalize(calls: Iterable[CallLike]) -> list[tuple[CapabilityCall, bytes]]:
     """Validate every call before any runs: a malformed plan has no side effects.
 
@@ -172,6 +202,14 @@ def _normalize(calls: Iterable[CallLike]) -> list[tuple[CapabilityCall, bytes]]:
                 f"call {index} is malformed: {exc}", details={"step_index": index}
             ) from None
     return normalized
+
+
+def _refused(failure: InvokeResult, plan_id: str) -> DispatchResult:
+    """The result of a sequence refused before any step ran."""
+    assert failure.error is not None
+    return DispatchResult(
+        [], plan_id, failure.error, failed_at=failure.error["details"]["step_index"]
+    )
 
 
 class Dispatcher:
@@ -323,13 +361,7 @@ class Dispatcher:
         )
         runner = self._routes.get(capability)
         if runner is None:
-            result = InvokeResult.fail(
-                ErrorCode.DISPATCH_NO_AGENT_FOR_CAPABILITY,
-                f"No agent registered for capability '{capability}'",
-                _DISPATCHER,
-                capability,
-                {"available_capabilities": sorted(self._routes), "step_index": index},
-            )
+            result = _no_agent(capability, sorted(self._routes), index)
         else:
             invocation = Invocation(capability, session, params, runner.mailbox.reply())
             try:
@@ -441,6 +473,46 @@ class Dispatcher:
             capability, params, params_json, session, plan_id or self._new_plan_id(), 0, timeout
         )
 
+    def _refusal(
+        self, plan: list[tuple[CapabilityCall, bytes]], skip: set[int] | None = None
+    ) -> InvokeResult | None:
+        """The failure of the first call that cannot run as given, before any runs.
+
+        A call cannot run when no agent is registered for its capability, or when its
+        params do not validate against the params model of the capability's spec
+        (strictly, as :meth:`Agent.invoke` validates them). Indices in ``skip`` (steps a
+        resume will not run) are not checked. What depends on the session (say, a value
+        at a key) is the agent's to check when the step runs.
+        """
+        for index, (call, _) in enumerate(plan):
+            if skip and index in skip:
+                continue
+            name = call.capability
+            runner = self._routes.get(name)
+            if runner is None:
+                return _no_agent(name, sorted(self._routes), index)
+            model = runner.info.spec(name).params_model
+            if model is None:
+                continue
+            try:
+                model.model_validate(call.params, strict=True)
+            except ValidationError as exc:
+                message = _params_errors(name, exc)
+                details = {
+                    "errors": exc.errors(include_url=False, include_context=False),
+                    "received": call.params,
+                    "step_index": index,
+                }
+            except Exception as exc:  # a validator that crashed: not valid either
+                message = f"Invalid params for '{name}': {type(exc).__name__}: {exc}"
+                details = {"received": call.params, "step_index": index}
+            else:
+                continue
+            return InvokeResult.fail(
+                ErrorCode.AGENT_INVALID_PARAMS, message, runner.info.agent_id, name, details
+            )
+        return None
+
     def _new_plan_id(self) -> str:
         """Unique plan ids without a uuid4 per step: a random prefix and a counter."""
         self._plans += 1
@@ -454,10 +526,18 @@ class Dispatcher:
         plan_id: str | None = None,
         timeout: float | None = None,
     ) -> DispatchResult:
-        """Run calls in order, stopping at the first failure. All are validated first."""
+        """Run calls in order, stopping at the first failure.
+
+        All are checked before any runs: a malformed call raises :class:`DispatchError`;
+        a call with no agent for its capability, or with params that do not validate,
+        refuses the whole plan (a failed result at that call, nothing run or recorded).
+        """
         self._check_running()
         plan = _normalize(calls)
         plan_id = plan_id or self._new_plan_id()
+        refused = self._refusal(plan)
+        if refused is not None:
+            return _refused(refused, plan_id)
         results: list[InvokeResult] = []
         for index, (call, params_json) in enumerate(plan):
             result = await self._step(
@@ -477,10 +557,17 @@ class Dispatcher:
         timeout: float | None = None,
     ) -> DispatchResult:
         """Re-run plan ``plan_id``, skipping its steps that already succeeded with the same
-        capability and params; the rest run (and record) as in :meth:`dispatch_sequence`."""
+        capability and params; the rest are checked up front and run (and record) as in
+        :meth:`dispatch_sequence`."""
         self._check_running()
         plan = _normalize(calls)
         done = await self._completed_steps(session, plan_id)
+        refused = self._refusal(
+            plan,
+            {i for i, (call, params) in enumerate(plan) if (i, call.capability, params) in done},
+        )
+        if refused is not None:
+            return _refused(refused, plan_id)
         results: list[InvokeResult] = []
         for index, (call, params_json) in enumerate(plan):
             if (index, call.capability, params_json) in done:

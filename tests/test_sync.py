@@ -58,13 +58,13 @@ def test_dispatcher_on_sync_sessions() -> None:
         result = dispatcher.dispatch_sequence(
             [
                 {"capability": "reverse", "params": {"key": "text"}},
-                {"capability": "nope", "params": {}},
+                {"capability": "reverse", "params": {"key": "nope"}},  # fails when run
             ],
             session,
             plan_id="p",
         )
         assert result.failed_at == 1
-        assert result.error["error_code"] == ErrorCode.DISPATCH_NO_AGENT_FOR_CAPABILITY.value  # type: ignore[index]
+        assert result.error["error_code"] == ErrorCode.AGENT_INVALID_PARAMS.value  # type: ignore[index]
         assert session.get("text") == "cba"
         resumed = dispatcher.resume_sequence(
             [{"capability": "reverse", "params": {"key": "text"}}], session, plan_id="p"

@@ -84,5 +84,5 @@ class Runs:
         """A run to read (replay): never written back."""
         if not self.exists(run_id):
             raise RunNotFound(run_id)
-        async with Session.load(self._path(run_id)) as session:
+        async with Session.load(self._path(run_id), read_only=True) as session:
             yield session

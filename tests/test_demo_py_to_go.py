@@ -420,7 +420,8 @@ async def test_interrupted_steps_are_found(session: Session) -> None:
             "result_summary": '{"error_code":"step_interrupted","message":"..."}',
         },
     )
-    await session.append("dispatcher", EntryType.PLAN_STEP_STARTED, {**step, "step_index": 1})
+    other = {**step, "params": {"file": "b.py"}, "step_index": 1}
+    await session.append("dispatcher", EntryType.PLAN_STEP_STARTED, other)
     await session.append(
         "dispatcher",
         EntryType.PLAN_STEP_COMPLETED,
@@ -437,6 +438,14 @@ async def test_interrupted_steps_are_found(session: Session) -> None:
         {"capability": "convert_file", "params": {"file": "a.py"}, "plan_id": "p", "step_index": 0}
     ]
     assert await interrupted_steps(session, "rewrite_file") == []
+    # run again since (here it failed in another way): no longer an interruption to decide on
+    await session.append("dispatcher", EntryType.PLAN_STEP_STARTED, {**step, "step_index": 2})
+    await session.append(
+        "dispatcher",
+        EntryType.PLAN_STEP_COMPLETED,
+        {"capability": "convert_file", "plan_id": "p", "step_index": 2, "success": False},
+    )
+    assert await interrupted_steps(session, "convert_file") == []
 
 
 # -- the sample itself -----------------------------------------------------------------------

@@ -11,6 +11,7 @@ under fixed plan ids, which skips their steps that already succeeded.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,11 +61,13 @@ class Outcome:
 
 
 async def interrupted_steps(session: Session, capability: str) -> list[dict[str, Any]]:
-    """The steps of ``capability`` recorded as interrupted (``step_interrupted``): the
-    process died while they ran, so whatever they do outside the session (ask a model)
-    may have happened. Each as ``{"capability", "params", "plan_id", "step_index"}``."""
+    """The calls of ``capability`` whose latest attempt was interrupted (closed as
+    ``step_interrupted`` when the session was opened again): the process died while they
+    ran, so whatever they do outside the session (ask a model) may have happened. Each as
+    ``{"capability", "params", "plan_id", "step_index"}``; a call run again since (with
+    any outcome) is not listed."""
     started: dict[tuple[str, int], dict[str, Any]] = {}
-    found: list[dict[str, Any]] = []
+    latest: dict[str, dict[str, Any] | None] = {}  # params (JSON) -> the interruption
     entries = await session.get_trajectory(
         entry_types=[EntryType.PLAN_STEP_STARTED, EntryType.PLAN_STEP_COMPLETED]
     )
@@ -75,20 +78,21 @@ async def interrupted_steps(session: Session, capability: str) -> list[dict[str,
         key = (str(content.get("plan_id")), int(content.get("step_index", -1)))
         if entry.entry_type is EntryType.PLAN_STEP_STARTED:
             started[key] = content
-        elif not content.get("success") and "step_interrupted" in str(
-            content.get("result_summary", "")
-        ):
-            step = started.get(key)
-            if step is not None:
-                found.append(
-                    {
-                        "capability": capability,
-                        "params": step.get("params", {}),
-                        "plan_id": key[0],
-                        "step_index": key[1],
-                    }
-                )
-    return found
+            continue
+        step = started.pop(key, None)
+        if step is None:
+            continue
+        params = step.get("params", {})
+        interrupted = not content.get("success") and (
+            content.get("error_code") == "step_interrupted"
+            or "step_interrupted" in str(content.get("result_summary", ""))
+        )
+        latest[json.dumps(params, sort_keys=True)] = (
+            {"capability": capability, "params": params, "plan_id": key[0], "step_index": key[1]}
+            if interrupted
+            else None
+        )
+    return [step for step in latest.values() if step is not None]
 
 
 def _error(result: DispatchResult) -> str:

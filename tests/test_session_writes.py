@@ -6,7 +6,7 @@ from __future__ import annotations
 import gc
 import math
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from agents import ReverseAgent
 from kaizen_async import (
     Agent,
     AgentInfo,
+    DispatchError,
     Dispatcher,
     EntryType,
     ErrorCode,
@@ -240,6 +241,35 @@ async def test_dispatch_refuses_text_that_is_not_utf8_before_anything_runs(
         ]
         for attempt in attempts:
             with pytest.raises(KaizenValidationError):
+                await attempt()
+    assert await session.get("text") == "abc"
+    await _unchanged(session, length=2, version=1)
+
+
+async def _calls(*calls: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    for call in calls:
+        yield call
+
+
+@pytest.mark.parametrize("plan_id", [BAD, "p" + BAD, 5, b"p", "", "  "])
+async def test_dispatch_refuses_a_bad_plan_id_before_anything_runs(
+    session: Session, plan_id: Any
+) -> None:
+    # a lone surrogate used to be a raw TypeError from the step's encoding; 5 and "" were
+    # recorded (resume_sequence) as the plan's id
+    good = {"capability": "reverse", "params": {"key": "text"}}
+    await session.set("text", "abc")
+    async with Dispatcher() as d:
+        d.register(ReverseAgent())
+        attempts: list[Callable[[], Any]] = [
+            lambda: d.dispatch_single("reverse", session, {"key": "text"}, plan_id=plan_id),
+            lambda: d.dispatch_sequence([good], session, plan_id=plan_id),
+            lambda: d.dispatch_parallel([good, good], session, plan_id=plan_id),
+            lambda: d.resume_sequence([good], session, plan_id=plan_id),
+            lambda: d.dispatch_stream(_calls(good), session, plan_id=plan_id),
+        ]
+        for attempt in attempts:
+            with pytest.raises(DispatchError, match="plan_id"):
                 await attempt()
     assert await session.get("text") == "abc"
     await _unchanged(session, length=2, version=1)

@@ -21,6 +21,7 @@ from anyio.abc import TaskGroup
 
 from ._actor import Actor, create_actor
 from ._actor import exit_task_group as _exit_task_group
+from ._canonical import check_text
 from ._exceptions import KaizenValidationError, SessionClosedError, SessionReadOnlyError
 from ._persistence import plan_save, read_session, write_session
 from ._state import (
@@ -542,7 +543,8 @@ def agent_view(session: Session, agent_id: str) -> Session:
 
 
 def _check_path(path: object) -> str:
-    """A file path to save or load: a non-empty str (or PathLike of one) without NUL."""
+    """A file path to save or load: a non-empty str (or PathLike of one) of valid UTF-8
+    text without NUL (a lone surrogate would fail later as a raw ``UnicodeEncodeError``)."""
     if not isinstance(path, str | os.PathLike):
         raise KaizenValidationError(f"path must be a str or os.PathLike, got {type(path).__name__}")
     text = os.fspath(path)
@@ -550,4 +552,4 @@ def _check_path(path: object) -> str:
         raise KaizenValidationError(f"path must be a non-empty str, got {text!r}")
     if "\x00" in text:
         raise KaizenValidationError(f"path {text!r} contains a NUL byte")
-    return text
+    return check_text(text, "path")

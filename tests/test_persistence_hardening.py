@@ -574,7 +574,12 @@ async def test_bad_paths_raise_kaizen_errors(tmp_path: Path) -> None:
     directory.mkdir()
     async with Session() as s:
         length = await s.get_trajectory_length()
-        for bad in ("a\x00b.kaizen", str(tmp_path / "x\x00.kaizen"), ""):
+        for bad in (
+            "a\x00b.kaizen",
+            str(tmp_path / "x\x00.kaizen"),
+            "",
+            str(tmp_path / "\ud800.kaizen"),  # not UTF-8: was a raw UnicodeEncodeError
+        ):
             with pytest.raises(KaizenValidationError):
                 await s.save(bad)
             with pytest.raises(KaizenValidationError):

@@ -17,8 +17,8 @@ from agents import ReverseAgent
 from kaizen_async import (
     Agent,
     AgentInfo,
-    DispatchError,
     Dispatcher,
+    DispatchError,
     EntryType,
     ErrorCode,
     InvokeResult,

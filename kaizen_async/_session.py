@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -93,8 +94,9 @@ class Session:
 
         Entering reads the file in one read transaction, verifies the hash chain, rebuilds
         state by replay, checks it against the stored state and every name, key and agent
-        id in it, and records ``session_loaded {path}``. With ``read_only=True`` nothing is
-        recorded and every write (``set``, ``delete``, ``append``, ``append_nowait``,
+        id in it, and records ``session_loaded {path}``. With ``read_only=True`` the file is
+        opened read-only, nothing changes on disk (not even killed saves' leftovers are
+        removed), nothing is recorded and every write (``set``, ``delete``, ``append``, ``append_nowait``,
         ``transaction``, artifacts, ``save``, dispatching onto it) raises
         :class:`SessionReadOnlyError`; reads, ``verify`` and ``fork`` (a new, writable
         session) work. Raises :class:`PersistFileNotFoundError` (also a
@@ -119,7 +121,11 @@ class Session:
         self._entered = True
         if self._load_path is not None:
             path = self._load_path
-            core, version = await anyio.to_thread.run_sync(read_session, path)
+            # read_only: the file is opened read-only and dead savers' temporary files are
+            # left alone (nothing on disk changes), as for the `kaizen` command
+            core, version = await anyio.to_thread.run_sync(
+                partial(read_session, path, read_only=self._read_only)
+            )
             self._core = core
             # recorded before the actor starts (nothing else can write yet), so nothing is
             # awaited between entering the task group and returning

@@ -670,7 +670,7 @@ async def _killed_save(path: Path, when: str) -> list[str]:
 
 
 @pytest.mark.skipif(os.name != "posix", reason="leftovers are recognised by pid on POSIX")
-async def test_leftovers_of_killed_saves_are_removed_by_the_next_load_or_save(
+async def test_leftovers_of_killed_saves_are_removed_by_the_next_writable_load_or_save(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "s.kaizen"
@@ -696,7 +696,13 @@ async def test_leftovers_of_killed_saves_are_removed_by_the_next_load_or_save(
         await s.save(path)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*alive, "s.kaizen"])
 
-    await _killed_save(path, "before-rename")  # a killed save over an existing file
-    async with Session.load(path, read_only=True) as loaded:
+    left = await _killed_save(path, "before-rename")  # a killed save over an existing file
+    (dead,) = set(left) - set(alive)
+    before = path.stat()
+    async with Session.load(path, read_only=True) as loaded:  # changes nothing on disk
+        assert loaded.session_id == s.session_id
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*alive, dead, "s.kaizen"])
+    assert (path.stat().st_mtime_ns, path.stat().st_size) == (before.st_mtime_ns, before.st_size)
+    async with Session.load(path) as loaded:  # a writable load removes the leftover
         assert loaded.session_id == s.session_id
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*alive, "s.kaizen"])

@@ -96,8 +96,8 @@ class Session:
         state by replay, checks it against the stored state and every name, key and agent
         id in it, and records ``session_loaded {path}``. With ``read_only=True`` the file is
         opened read-only, nothing changes on disk (not even killed saves' leftovers are
-        removed), nothing is recorded and every write (``set``, ``delete``, ``append``, ``append_nowait``,
-        ``transaction``, artifacts, ``save``, dispatching onto it) raises
+        removed), nothing is recorded and every write (``set``, ``delete``, ``append``,
+        ``append_nowait``, ``transaction``, artifacts, ``save``, dispatching onto it) raises
         :class:`SessionReadOnlyError`; reads, ``verify`` and ``fork`` (a new, writable
         session) work. Raises :class:`PersistFileNotFoundError` (also a
         ``FileNotFoundError``), :class:`PersistError` (a directory, unreadable, locked),

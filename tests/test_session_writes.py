@@ -3,14 +3,18 @@ that made them, and keep compact bytes; capability results must be JSON (issue 7
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import gc
 import math
 import tracemalloc
+import uuid
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime
+from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from agents import ReverseAgent
@@ -28,6 +32,7 @@ from kaizen_async import (
     Transaction,
     capability,
 )
+from kaizen_async._canonical import check_json, encode
 
 pytestmark = pytest.mark.anyio
 
@@ -442,6 +447,57 @@ async def test_the_agent_view_shares_the_session_files(session: Session, tmp_pat
 # -- 4. results are JSON ------------------------------------------------------------------------
 
 
+class Color(enum.Enum):
+    RED = "red"
+
+
+class Level(enum.IntEnum):
+    LOW = 1
+
+
+class Mode(enum.StrEnum):
+    FAST = "fast"
+
+
+@dataclasses.dataclass
+class Point:
+    x: int = 1
+
+
+class Text(str):
+    pass
+
+
+class Mapping(dict[str, Any]):
+    pass
+
+
+#: values orjson writes (some natively: UUID, enums, Fragment) but that are not JSON values:
+#: stored, they would come back as something else (a UUID as a str, an enum as its value)
+NOT_PLAIN_JSON: list[Any] = [
+    uuid.UUID(int=1),
+    {"id": uuid.UUID(int=2)},
+    [1, {"ids": (uuid.UUID(int=3),)}],
+    Color.RED,
+    Level.LOW,
+    {"mode": Mode.FAST},
+    orjson.Fragment(b'{"raw": 1}'),
+    [orjson.Fragment(b"1,2")],
+    date(2020, 1, 1),
+    time(12, 0),
+    {"at": datetime(2020, 1, 1)},
+    Point(),
+    Text("x"),
+    Mapping(a=1),
+]
+
+
+def _value_id(value: Any) -> str:
+    """A stable test id: repr() unless it holds an address."""
+    text = repr(value)
+    return type(value).__name__ if " at 0x" in text else text
+
+
 class Returner(Agent):
     agent_id = "returner"
 
@@ -468,8 +524,9 @@ class Returner(Agent):
         BAD,
         InvokeResult.ok(object(), "returner", "give"),
         InvokeResult.ok({"n": math.nan}, "returner", "give"),
+        *NOT_PLAIN_JSON,
     ],
-    ids=repr,
+    ids=_value_id,
 )
 async def test_a_result_that_is_not_json_fails_the_step(session: Session, value: Any) -> None:
     async with Dispatcher() as d:
@@ -493,6 +550,41 @@ async def test_json_results_succeed(session: Session, value: Any) -> None:
         d.register(Returner(value))
         result = await d.dispatch_single("give", session)
     assert result.success and result.result == value
+
+
+@pytest.mark.parametrize("value", NOT_PLAIN_JSON, ids=_value_id)
+async def test_values_and_contents_must_be_plain_json(session: Session, value: Any) -> None:
+    # a UUID stored as a value used to come back as a str, an enum member as its value, and
+    # a Fragment went into the file as raw, unchecked bytes
+    writes: list[Callable[[], Any]] = [
+        lambda: session.set("k", value),
+        lambda: session.set("k", {"nested": [value]}),
+        lambda: session.append("a", EntryType.SYSTEM_NOTE, value),
+        lambda: session.append("a", EntryType.SYSTEM_NOTE, {"v": value}),
+    ]
+    for write in writes:
+        with pytest.raises(KaizenValidationError, match="not JSON"):
+            await write()
+    with pytest.raises(KaizenValidationError, match="not JSON"):
+        session.append_nowait("a", EntryType.SYSTEM_NOTE, {"v": value})
+    with pytest.raises(KaizenValidationError):
+        async with session.transaction() as tx:
+            tx.set("ok", 1)
+            tx.set("k", value)
+    async with Dispatcher() as d:
+        d.register(ReverseAgent())
+        with pytest.raises(DispatchError, match="not JSON"):
+            await d.dispatch_single("reverse", session, {"key": value})
+    await _unchanged(session)
+
+
+def test_numpy_numbers_are_not_json_values() -> None:
+    np = pytest.importorskip("numpy")
+    for value in (np.float64(1.5), np.int64(3), np.bool_(True), np.array([1, 2])):
+        with pytest.raises(KaizenValidationError):
+            encode(value)
+        with pytest.raises(KaizenValidationError):
+            check_json({"v": [value]})
 
 
 # -- 5. memory per entry --------------------------------------------------------------------------

@@ -208,8 +208,9 @@ class Session:
     def workspace_file(self, *parts: str) -> Path | None:
         """``workspace_path`` joined with ``parts``, or None without a workspace.
 
-        The result never leaves the workspace: a part that is not a str, is absolute,
-        holds NUL or a ``..`` segment raises :class:`KaizenValidationError`. The check is
+        The result never leaves the workspace: a part that is not a str (of valid UTF-8
+        text), is absolute, holds NUL or a ``..`` segment raises
+        :class:`KaizenValidationError`. The check is
         lexical (no file system access): symlinks inside the workspace are followed by
         whoever opens the path, as the workspace's owner set them up.
         """
@@ -218,6 +219,7 @@ class Session:
                 raise KaizenValidationError(
                     f"workspace path parts must be str, got {type(part).__name__}"
                 )
+            check_text(part, "workspace path part")
             if "\x00" in part:
                 raise KaizenValidationError(f"workspace path part {part!r} contains NUL")
             if os.path.isabs(part) or part.startswith(("/", "\\")) or part[1:2] == ":":

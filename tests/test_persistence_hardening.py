@@ -472,8 +472,16 @@ async def test_an_imported_artifact_map_in_a_file_is_validated(tmp_path: Path) -
 
 @pytest.mark.parametrize(
     "parts",
-    [("/etc/passwd",), ("..", "x"), ("a", "../../x"), ("a/../../b",), ("a\x00b",), (7,)],
-    ids=["absolute", "dotdot", "nested-dotdot", "joined-dotdot", "nul", "not-str"],
+    [
+        ("/etc/passwd",),
+        ("..", "x"),
+        ("a", "../../x"),
+        ("a/../../b",),
+        ("a\x00b",),
+        (7,),
+        ("a", "b\ud800.txt"),
+    ],
+    ids=["absolute", "dotdot", "nested-dotdot", "joined-dotdot", "nul", "not-str", "not-utf8"],
 )
 async def test_workspace_file_never_leaves_the_workspace(
     tmp_path: Path, parts: tuple[Any, ...]

@@ -9,6 +9,7 @@ import pytest
 
 import kaizen_async
 import kaizen_async.llm
+import kaizen_async.stores
 import kaizen_async.sync
 import kaizen_async.testing
 from kaizen_async import ErrorCode, KaizenError
@@ -82,6 +83,15 @@ PUBLIC = {
         "StandInLLMServer",
     ],
     kaizen_async.sync: ["Dispatcher", "Session"],
+    kaizen_async.stores: [
+        "Batch",
+        "MemoryStore",
+        "SQLiteStore",
+        "SessionInfo",
+        "SessionStore",
+        "StoreStatistics",
+        "StoredSession",
+    ],
 }
 
 

@@ -24,7 +24,7 @@ from kaizen_async.llm import ScriptedProvider
 #: strings that must render as text: none may open a dialog or run
 XSS = [
     "<script>alert('xss-script')</script>",
-    '<img src=x onerror="alert(\'xss-img\')">',
+    "<img src=x onerror=\"alert('xss-img')\">",
     "javascript:alert('xss-js')",
     "</script><script>alert('xss-close')</script>",
 ]
@@ -66,7 +66,11 @@ async def planned_run(session: Session) -> None:
         dispatcher.register(ExplodingAgent())
         reply = json.dumps(PLAN)
         llm = ScriptedProvider([reply], chunk_size=16, model="scripted-model")
-        planner = Planner(llm, dispatcher.capability_specs(), system_prompt=f"system {SECRET}\nline two {{capabilities}}")
+        planner = Planner(
+            llm,
+            dispatcher.capability_specs(),
+            system_prompt=f"system {SECRET}\nline two {{capabilities}}",
+        )
         plan = await planner.plan(f"do it {SECRET}\nsecond line", session)
         assert plan.success, plan.error
         await dispatcher.dispatch_sequence(plan.calls, session, plan_id=plan.plan_id)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -173,7 +173,9 @@ class _Pages:
         query = urlencode(pairs, quote_via=quote)
         return f"{root}{path}" + (f"?{query}" if query else "")
 
-    def page(self, request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+    def page(
+        self, request: Request, template: str, status: int = 200, **context: Any
+    ) -> HTMLResponse:
         html = self.env.get_template(template).render(
             url=lambda path, **params: self.url(request, path, **params),
             static=lambda name: self.url(request, f"/static/{name}"),
@@ -199,9 +201,13 @@ class _Pages:
         if isinstance(exc, BadRequest):
             return self.page(request, "error.html", 400, title="Bad request", message=str(exc))
         if isinstance(exc, SessionNotFoundError):
-            return self.page(request, "error.html", 404, title="No such session", message=exc.message)
+            return self.page(
+                request, "error.html", 404, title="No such session", message=exc.message
+            )
         if isinstance(exc, KaizenError):
-            return self.page(request, "error.html", 400, title="Cannot show this", message=exc.message)
+            return self.page(
+                request, "error.html", 400, title="Cannot show this", message=exc.message
+            )
         raise exc
 
     # -- sessions ----------------------------------------------------------------------------
@@ -252,7 +258,9 @@ class _Pages:
         filters = _filters(request)
         header = await self._header(request, session_id)
         window = await self.reader.window(session_id, filters)
-        rows, axis = await self._rows(session_id, window.records, window.lower, window.upper, filters)
+        rows, axis = await self._rows(
+            session_id, window.records, window.lower, window.upper, filters
+        )
         live = self.settings.follow and window.at_head and not filters.narrowing
         agents = sorted({r.agent_id for r in window.records})
         first = header["first"]
@@ -279,15 +287,19 @@ class _Pages:
         if filters.narrowing:
             rows = [Row(r, is_step=r.entry_type in (_STARTED, _COMPLETED)) for r in records]
             return rows, Axis.of(rows)
-        ends_wanted = [
-            k for k in (step_key(r) for r in records if r.entry_type == _COMPLETED) if k
-        ]
-        starts = await self.reader.step_starts(session_id, ends_wanted, lower) if ends_wanted else {}
+        ends_wanted = [k for k in (step_key(r) for r in records if r.entry_type == _COMPLETED) if k]
+        starts = (
+            await self.reader.step_starts(session_id, ends_wanted, lower) if ends_wanted else {}
+        )
         running_before = await open_steps_before(self.reader, session_id, lower)
         rows = build_rows(records, starts, running_before=running_before)
         open_keys = [
             k
-            for k in (step_key(row.record) for row in rows if row.is_step and row.end is None and row.record.entry_type == _STARTED)
+            for k in (
+                step_key(row.record)
+                for row in rows
+                if row.is_step and row.end is None and row.record.entry_type == _STARTED
+            )
             if k
         ]
         if open_keys and upper < (await self.reader.info(session_id)).trajectory_length:
@@ -319,7 +331,8 @@ class _Pages:
                 "error.html",
                 404,
                 title="No such entry",
-                message=f"session {session_id} has {info.trajectory_length} entries; there is no entry {seq}",
+                message=f"session {session_id} has {info.trajectory_length} entries; "
+                f"there is no entry {seq}",
             )
         content = _content(record)
         partner: Record | None = None
@@ -417,14 +430,20 @@ class _Pages:
         data = await self.reader.artifact(session_id, name)
         if data is None:
             return self.page(
-                request, "error.html", 404, title="No such artifact", message=f"no artifact {name!r} in session {session_id}"
+                request,
+                "error.html",
+                404,
+                title="No such artifact",
+                message=f"no artifact {name!r} in session {session_id}",
             )
         safe = _download_name(name)
+        utf8_name = quote(name.replace("\\", "/").rsplit("/", 1)[-1] or safe, safe="")
         return Response(
             data,
             media_type="application/octet-stream",
             headers={
-                "content-disposition": f"attachment; filename=\"{safe}\"; filename*=UTF-8''{quote(name.rsplit('/', 1)[-1] or safe, safe='')}",
+                "content-disposition": f'attachment; filename="{safe}"; '
+                f"filename*=UTF-8''{utf8_name}",
                 "content-security-policy": DOWNLOAD_CSP,
                 "cache-control": "no-store",
             },
@@ -459,7 +478,7 @@ class _Pages:
             lines(),
             media_type="application/x-ndjson",
             headers={
-                "content-disposition": f"attachment; filename=\"{safe}.jsonl\"",
+                "content-disposition": f'attachment; filename="{safe}.jsonl"',
                 "cache-control": "no-store",
             },
         )
@@ -479,11 +498,20 @@ class _Pages:
             since = _int(request, "since_seq", 0)
         assert since is not None
         await self.reader.info(session_id)
-        axis = Axis(
-            float(request.query_params.get("axis_start") or 0.0),
-            float(request.query_params.get("axis_end") or 0.0),
-        ) if _is_float(request.query_params.get("axis_start")) and _is_float(request.query_params.get("axis_end")) else Axis(0.0, 0.0)
-        origin = float(request.query_params.get("origin") or 0.0) if _is_float(request.query_params.get("origin")) else 0.0
+        axis = (
+            Axis(
+                float(request.query_params.get("axis_start") or 0.0),
+                float(request.query_params.get("axis_end") or 0.0),
+            )
+            if _is_float(request.query_params.get("axis_start"))
+            and _is_float(request.query_params.get("axis_end"))
+            else Axis(0.0, 0.0)
+        )
+        origin = (
+            float(request.query_params.get("origin") or 0.0)
+            if _is_float(request.query_params.get("origin"))
+            else 0.0
+        )
 
         def render(where: str, row: Row, record: Record) -> str:
             return self.fragment(
@@ -521,10 +549,24 @@ class _Pages:
         b = _text(request, "b")
         if not a or not b:
             choices, _ = await self.reader.sessions_page()
-            return self.page(request, "compare.html", title="Compare two sessions", a=a or "", b=b or "", result=None, choices=choices)
+            return self.page(
+                request,
+                "compare.html",
+                title="Compare two sessions",
+                a=a or "",
+                b=b or "",
+                result=None,
+                choices=choices,
+            )
         result = await self._compare(a, b)
         return self.page(
-            request, "compare.html", title=f"Compare {a} and {b}", a=a, b=b, result=result, choices=[]
+            request,
+            "compare.html",
+            title=f"Compare {a} and {b}",
+            a=a,
+            b=b,
+            result=result,
+            choices=[],
         )
 
     async def _compare(self, a: str, b: str) -> dict[str, Any]:
@@ -553,7 +595,12 @@ class _Pages:
             sa = steps_a[index] if index < len(steps_a) else None
             sb = steps_b[index] if index < len(steps_b) else None
             delta = None
-            if sa is not None and sb is not None and sa.duration_ms is not None and sb.duration_ms is not None:
+            if (
+                sa is not None
+                and sb is not None
+                and sa.duration_ms is not None
+                and sb.duration_ms is not None
+            ):
                 delta = sb.duration_ms - sa.duration_ms
             deltas.append({"index": index + 1, "a": sa, "b": sb, "delta": delta})
         head_a = (await reader.head(a))[1]

@@ -26,7 +26,10 @@ It binds 127.0.0.1. Binding another --host prints a warning, requires a random t
 @click.argument("target", nargs=-1, required=True, metavar="URL [ID] | FILE...")
 @click.option("--host", default=DEFAULT_HOST, show_default=True, help="Address to bind.")
 @click.option(
-    "--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(0, 65535),
+    "--port",
+    default=DEFAULT_PORT,
+    show_default=True,
+    type=click.IntRange(0, 65535),
     help="Port to bind (0: any free port).",
 )
 @click.option(

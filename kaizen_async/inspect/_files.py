@@ -55,9 +55,6 @@ async def load_files(store: SessionStore, paths: Iterable[str | os.PathLike[str]
     for path in paths:
         name = os.fspath(path)
         core, version = await anyio.to_thread.run_sync(read_session, name)
-        ids.append(
-            await store_core(
-                store, core, {"file": os.path.abspath(name), "schema_version": version}
-            )
-        )
+        where = await anyio.to_thread.run_sync(os.path.abspath, name)
+        ids.append(await store_core(store, core, {"file": where, "schema_version": version}))
     return ids

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
 
 import anyio
 from starlette.types import Receive, Scope, Send
@@ -170,7 +169,7 @@ class EventStream:
             async def watch() -> None:
                 nonlocal gone
                 while True:
-                    message: dict[str, Any] = await receive()
+                    message = await receive()
                     if message["type"] == "http.disconnect":
                         gone = True
                         group.cancel_scope.cancel()

@@ -367,9 +367,7 @@ class Reader:
         for _ in range(3):
             if not wanted or pos <= 0:
                 break
-            page = await self.read(
-                session_id, until=pos, types=[_STARTED], limit=PAGE, newest=True
-            )
+            page = await self.read(session_id, until=pos, types=[_STARTED], limit=PAGE, newest=True)
             for record in reversed(page):
                 key = step_key(record)
                 if key in wanted:
@@ -453,9 +451,8 @@ class Reader:
         version (0 for version 0). Replays only the state entries, page by page."""
         stored = await self.store.load(session_id, tail=0)
         if version >= stored.info.state_version:
-            state = {key: decode(value) for key, value in stored.state.items()}
-            seq = await self._version_seq(session_id, stored.info.state_version)
-            return state, seq
+            now = {key: decode(value) for key, value in stored.state.items()}
+            return now, await self._version_seq(session_id, stored.info.state_version)
         state: dict[str, Any] = {}
         seq = 0
         if version <= 0:
@@ -538,7 +535,9 @@ class Reader:
         self._verified[session_id] = (head, stored.head_hash, result)
         return result
 
-    async def _verify(self, session_id: str, head_hash: str, head: int, stored: Any) -> VerifyResult:
+    async def _verify(
+        self, session_id: str, head_hash: str, head: int, stored: Any
+    ) -> VerifyResult:
         store = self.store
         checked = 0
 
@@ -546,13 +545,9 @@ class Reader:
             nonlocal checked
             pos = 0
             while pos < head:
-                page = anyio.from_thread.run(
-                    _read_raw, store, session_id, pos, head
-                )
+                page = anyio.from_thread.run(_read_raw, store, session_id, pos, head)
                 if not page:
-                    raise SessionCorruptedError(
-                        f"the store has no entry {pos + 1}", seq=pos + 1
-                    )
+                    raise SessionCorruptedError(f"the store has no entry {pos + 1}", seq=pos + 1)
                 for record in page:
                     checked = record.seq
                     yield record

@@ -64,14 +64,14 @@ def summary_line(record: Record) -> str:
         return _short(content, LINE_CHARS)
     kind = record.entry_type
     if kind == "state_set":
-        return f"{_short(content.get('key'))} = {_short(content.get('new_value'))} (version {content.get('state_version')})"
+        key, value = _short(content.get("key")), _short(content.get("new_value"))
+        return f"{key} = {value} (version {content.get('state_version')})"
     if kind == "state_deleted":
         return f"{_short(content.get('key'))} deleted (version {content.get('state_version')})"
     if kind in ("artifact_written", "artifact_deleted"):
         return f"{_short(content.get('name'))} ({content.get('size')} bytes)"
     if kind == "llm_exchange":
-        usage = content.get("usage") if isinstance(content.get("usage"), dict) else {}
-        tokens = _tokens(usage)
+        tokens = tokens_text(content)
         parts = [str(content.get("model") or "model")]
         if tokens:
             parts.append(tokens)
@@ -103,7 +103,9 @@ def _tokens(usage: dict[str, Any]) -> str:
     completion = usage.get("completion_tokens", usage.get("eval_count"))
     if prompt is None and completion is None:
         return ""
-    return f"{prompt if prompt is not None else '?'} in / {completion if completion is not None else '?'} out tokens"
+    given = "?" if prompt is None else prompt
+    made = "?" if completion is None else completion
+    return f"{given} in / {made} out tokens"
 
 
 def tokens_text(content: dict[str, Any]) -> str:
@@ -135,7 +137,9 @@ class KeyDiff:
     lines: list[DiffLine]
 
 
-def diff_values(old: Any, new: Any, *, old_label: str = "before", new_label: str = "after") -> list[DiffLine]:
+def diff_values(
+    old: Any, new: Any, *, old_label: str = "before", new_label: str = "after"
+) -> list[DiffLine]:
     """A unified diff of two JSON values, pretty-printed line by line."""
     a = [] if old is ABSENT else pretty(old).splitlines()
     b = [] if new is ABSENT else pretty(new).splitlines()

@@ -79,7 +79,7 @@ def duration_text(ms: float | None) -> str:
     seconds = ms / 1000
     if seconds < 60:
         return f"{seconds:.2f} s"
-    minutes, sec = divmod(int(round(seconds)), 60)
+    minutes, sec = divmod(round(seconds), 60)
     if minutes < 60:
         return f"{minutes} min {sec} s"
     hours, minutes = divmod(minutes, 60)
@@ -265,10 +265,9 @@ class StepTracker:
                 return "end", row
             return "new", Row(record, is_step=True)
         running = self.running()
-        if kind not in _NEVER_NESTED and record.agent_id != _OUTSIDER:
-            if len(running) == 1:
-                running[0].children.append(record)
-                return "child", running[0]
+        if kind not in _NEVER_NESTED and record.agent_id != _OUTSIDER and len(running) == 1:
+            running[0].children.append(record)
+            return "child", running[0]
         row = Row(record)
         if len(running) > 1:
             row.during = tuple(sorted(r.seq for r in running))

@@ -548,6 +548,7 @@ async def test_events_of_a_session_open_in_the_hub_follow_it_until_it_closes() -
     events = parse_events(result["r"].text)
     assert [int(i) for i, kind, _ in events if kind == "entry" and i] == result["expected"]
     assert events[-1][1] == "end"
+    assert ": ping\n\n" in result["r"].text
 
 
 async def _follow_open_session(result: dict[str, Any]) -> None:

@@ -113,7 +113,9 @@ class Writer:
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if not line.startswith("head "):
-            raise RuntimeError(f"writer said {line!r}: {self.proc.stderr.read() if self.proc.stderr else ''}")
+            raise RuntimeError(
+                f"writer said {line!r}: {self.proc.stderr.read() if self.proc.stderr else ''}"
+            )
         return int(line.split()[1])
 
     def write(self, count: int, delay: float = 0.0) -> int:

@@ -557,7 +557,7 @@ async def _follow_open_session(result: dict[str, Any]) -> None:
         async with hub.open("live") as session:
             await session.set("k", 0)
             # a poll would stall the test: the subscription must be what serves it
-            app = create_app(hub, poll_interval=3600.0)
+            app = create_app(hub, poll_interval=3600.0, heartbeat=0.05)
 
             async def get() -> None:
                 async with client(app) as c:
@@ -574,6 +574,7 @@ async def _follow_open_session(result: dict[str, Any]) -> None:
                 tx.append("agent", EntryType.SYSTEM_NOTE, {"x": 2})
             length = await session.get_trajectory_length()
             result["expected"] = list(range(2, length + 1))
+            await anyio.sleep(0.3)  # idle: keep-alive comments go out
 
 
 # -- files, mounting, errors

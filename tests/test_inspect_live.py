@@ -47,9 +47,7 @@ def server(store_path: Path) -> Iterator[Server]:
     running.stop()
 
 
-async def read_events(
-    response: httpx.Response, until_seq: int
-) -> AsyncIterator[tuple[int, str]]:
+async def read_events(response: httpx.Response, until_seq: int) -> AsyncIterator[tuple[int, str]]:
     """(seq, data) of each entry event until ``until_seq``."""
     seq: int | None = None
     data: list[str] = []

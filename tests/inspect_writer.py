@@ -8,6 +8,7 @@ records started, the agent's entries and completed), and prints the new ``head N
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 import anyio
@@ -20,10 +21,8 @@ from kaizen_async.stores import SQLiteStore
 async def main(db: str, session_id: str) -> None:
     async with SessionHub(SQLiteStore(db)) as hub, Dispatcher() as dispatcher:
         dispatcher.register(ReverseAgent())
-        try:
+        with contextlib.suppress(SessionExistsError):
             await hub.create(session_id)
-        except SessionExistsError:
-            pass
         async with hub.open(session_id) as session:
             await session.set("text", "hello")
             print(f"head {await session.get_trajectory_length()}", flush=True)

@@ -87,7 +87,8 @@
     }
   }
   window.addEventListener("hashchange", followHash);
-  followHash();
+  // after the browser's own jump to the fragment (which would take the focus back)
+  window.addEventListener("load", function () { window.setTimeout(followHash, 0); });
 
   // the live tail
   const events = timeline.dataset.events;

@@ -236,9 +236,9 @@ class _Pages:
         if first is not None and last is not None:
             total_ms = (parse_time(last.timestamp) - parse_time(first.timestamp)) * 1000.0
         summary: Summary | None = self.reader.cached_summary(session_id)
-        if summary is None or length - summary.upto <= INLINE_SUMMARY:
+        if length - (0 if summary is None else summary.upto) <= INLINE_SUMMARY:
             summary = await self.reader.summary(session_id)
-        summary_ready = summary.upto >= length
+        summary_ready = summary is not None and summary.upto >= length
         verified = self.reader.cached_verify(session_id, length, head_hash)
         if verified is None and length <= INLINE_VERIFY:
             verified = await self.reader.verify(session_id)

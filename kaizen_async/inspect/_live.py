@@ -25,7 +25,7 @@ from starlette.types import Receive, Scope, Send
 from .._exceptions import KaizenError, SessionClosedError, SessionNotFoundError
 from .._hub import SessionHub
 from .._trajectory import EntryType, Record
-from ._reader import PAGE, Reader, step_key
+from ._reader import PAGE, STEP_REACH, Reader, step_key
 from ._timeline import Row, StepTracker
 
 __all__ = ["EventStream", "entries_after", "held_open", "sse_event"]
@@ -114,6 +114,7 @@ async def open_steps_before(reader: Reader, session_id: str, seq: int) -> list[R
         return []
     records = await reader.read(
         session_id,
+        since=max(seq - STEP_REACH, 0),
         until=seq,
         types=[EntryType.PLAN_STEP_STARTED.value, EntryType.PLAN_STEP_COMPLETED.value],
         limit=PAGE,

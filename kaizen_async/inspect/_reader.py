@@ -46,6 +46,9 @@ SCAN_BUDGET = 20_000
 SESSIONS_PAGE = 50
 #: sessions a filtered sessions list scans per request before it offers to go on
 SESSIONS_SCAN = 5_000
+#: entries looked back (or ahead) to pair a step's start and end across a window's edge:
+#: a step longer than this many entries is shown without its other half
+STEP_REACH = 20_000
 
 _STATE_SET = EntryType.STATE_SET.value
 _STATE_DELETED = EntryType.STATE_DELETED.value
@@ -364,10 +367,13 @@ class Reader:
         wanted = set(keys)
         found: dict[tuple[str, int], Record] = {}
         pos = before
+        floor = max(before - STEP_REACH, 0)
         for _ in range(3):
-            if not wanted or pos <= 0:
+            if not wanted or pos <= floor:
                 break
-            page = await self.read(session_id, until=pos, types=[_STARTED], limit=PAGE, newest=True)
+            page = await self.read(
+                session_id, since=floor, until=pos, types=[_STARTED], limit=PAGE, newest=True
+            )
             for record in reversed(page):
                 key = step_key(record)
                 if key in wanted:
@@ -386,7 +392,9 @@ class Reader:
         if not wanted:
             return {}
         found: dict[tuple[str, int], Record] = {}
-        for record in await self.read(session_id, since=after, types=[_COMPLETED], limit=PAGE):
+        for record in await self.read(
+            session_id, since=after, until=after + STEP_REACH, types=[_COMPLETED], limit=PAGE
+        ):
             key = step_key(record)
             if key in wanted:
                 found[key] = record

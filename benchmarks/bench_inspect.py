@@ -42,9 +42,18 @@ def pattern(total: int) -> Iterator[tuple[str, str, bytes]]:
             (
                 "dispatcher",
                 "plan_step_started",
-                {"capability": "convert", "params": {"file": f"f{step}.py"}, "plan_id": plan, "step_index": index},
+                {
+                    "capability": "convert",
+                    "params": {"file": f"f{step}.py"},
+                    "plan_id": plan,
+                    "step_index": index,
+                },
             ),
-            ("converter", "agent_invoked", {"capability": "convert", "params": {"file": f"f{step}.py"}}),
+            (
+                "converter",
+                "agent_invoked",
+                {"capability": "convert", "params": {"file": f"f{step}.py"}},
+            ),
             (
                 "llm",
                 "llm_exchange",
@@ -62,7 +71,13 @@ def pattern(total: int) -> Iterator[tuple[str, str, bytes]]:
             (
                 "dispatcher",
                 "plan_step_completed",
-                {"capability": "convert", "plan_id": plan, "result_summary": "{}", "step_index": index, "success": True},
+                {
+                    "capability": "convert",
+                    "plan_id": plan,
+                    "result_summary": "{}",
+                    "step_index": index,
+                    "success": True,
+                },
             ),
             *(("worker", "system_note", {"n": step, "i": i}) for i in range(5)),
         ]
@@ -85,7 +100,8 @@ async def build(path: str, entries: int, sessions: int) -> None:
             batch: list[Record] = []
             for agent, kind, content in pattern(entries - seq):
                 seq += 1
-                stamp = f"2026-01-01T00:{(seq // 60000) % 60:02d}:{(seq // 1000) % 60:02d}.{seq % 1000:03d}000+00:00"
+                minute, second, milli = (seq // 60000) % 60, (seq // 1000) % 60, seq % 1000
+                stamp = f"2026-01-01T00:{minute:02d}:{second:02d}.{milli:03d}000+00:00"
                 digest = entry_hash(seq, stamp, agent, kind, content, prev)
                 batch.append(Record((seq, stamp, agent, kind, content, prev, digest)))
                 prev = digest
@@ -114,7 +130,10 @@ async def measure(path: str, entries: int) -> None:
             rows = [
                 ("session page, latest window (first visit)", "/session?id=big"),
                 ("session page, latest window (again)", "/session?id=big"),
-                ("session page, a window in the middle", f"/session?id=big&until_seq={entries // 2}"),
+                (
+                    "session page, a window in the middle",
+                    f"/session?id=big&until_seq={entries // 2}",
+                ),
                 ("session page, filtered by type", "/session?id=big&type=llm_exchange"),
                 ("one entry", f"/entry?id=big&seq={entries // 2}"),
                 ("sessions page (first)", "/"),
@@ -122,7 +141,10 @@ async def measure(path: str, entries: int) -> None:
             ]
             for label, url in rows:
                 elapsed, size, count = await timed(c, url)
-                print(f"{label:45s} {elapsed * 1000:8.1f} ms  {size / 1024:7.1f} KiB  {count} entries shown")
+                print(
+                    f"{label:45s} {elapsed * 1000:8.1f} ms  {size / 1024:7.1f} KiB  "
+                    f"{count} entries shown"
+                )
 
 
 def main() -> None:
@@ -140,7 +162,10 @@ def main() -> None:
         if not os.path.exists(path):
             started = time.perf_counter()
             anyio.run(build, path, args.entries, args.sessions)
-            print(f"built {args.entries:,} entries and {args.sessions:,} sessions in {time.perf_counter() - started:.1f} s")
+            print(
+                f"built {args.entries:,} entries and {args.sessions:,} sessions "
+                f"in {time.perf_counter() - started:.1f} s"
+            )
         anyio.run(measure, path, args.entries)
 
 

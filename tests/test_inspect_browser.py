@@ -32,7 +32,7 @@ def _need_browser() -> str:
     if exe is None:
         missing.append("Debian's chromium (apt-get install chromium)")
     try:
-        import axe_playwright_python.sync_playwright  # noqa: F401
+        import axe_playwright_python.sync_playwright  # type: ignore[import-untyped]  # noqa: F401
         import playwright.sync_api  # noqa: F401
     except ImportError:
         missing.append("playwright and axe-playwright-python (pip install -e '.[dev]')")
@@ -60,7 +60,7 @@ def browser() -> Iterator[Any]:
 def page(browser: Any) -> Iterator[Any]:
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     opened = context.new_page()
-    opened.dialogs = []  # type: ignore[attr-defined]
+    opened.dialogs = []
     opened.on("dialog", lambda d: (opened.dialogs.append(d.message), d.dismiss()))
     yield opened
     context.close()
@@ -192,7 +192,8 @@ def test_a_reconnect_after_the_server_restarts_loses_nothing(
         page.locator(f"#timeline[data-last-seq='{first}']").wait_for(state="attached")
         server.kill()
         page.wait_for_function(
-            "['reconnecting', 'closed'].includes(document.getElementById('timeline').dataset.stream)"
+            "['reconnecting', 'closed']"
+            ".includes(document.getElementById('timeline').dataset.stream)"
         )
         head = writer.write(7)  # written while nobody serves the page
         server = start_server([f"sqlite:///{path}"], port=port)
@@ -289,9 +290,7 @@ def test_collapse_expand_and_the_keyboard(page: Any, shared: tuple[Server, Path]
     page.fill("#f-q", "DLROW")
     page.get_by_role("button", name="Apply").click()
     page.wait_for_url("**q=DLROW**")
-    assert all(
-        "dlrow" in t.lower() for t in page.locator("#timeline > li").all_text_contents()
-    )
+    assert all("dlrow" in t.lower() for t in page.locator("#timeline > li").all_text_contents())
 
 
 def test_escaped_payloads_open_no_dialog(page: Any, shared: tuple[Server, Path]) -> None:

@@ -1,11 +1,13 @@
-"""Processes for the inspector's live and browser tests: the server (``python -m
-kaizen_async.inspect``, the same command as ``kaizen inspect``) and a writer that commits
-entries to an SQLite store when told to, each importing this worktree's code."""
+"""Processes for the inspector's live and browser tests: the server (``kaizen inspect``:
+the installed console script when there is one, else ``python -m kaizen_async.cli``) and a
+writer that commits entries to an SQLite store when told to, each importing this
+worktree's code (PYTHONPATH)."""
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -55,10 +57,19 @@ class Server:
             self.proc.wait(timeout=10)
 
 
+def kaizen_command() -> list[str]:
+    """The ``kaizen`` console script next to this Python, else the same through ``-m``."""
+    script = Path(sys.executable).with_name("kaizen")
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("kaizen")
+    return [found] if found else [sys.executable, "-m", "kaizen_async.cli"]
+
+
 def start_server(args: Sequence[str], *, port: int = 0, timeout: float = 30.0) -> Server:
-    """Start the inspector on 127.0.0.1 (unless ``args`` say otherwise) and wait for the
-    URL it prints."""
-    cmd = [sys.executable, "-m", "kaizen_async.inspect", *args, "--port", str(port)]
+    """Start ``kaizen inspect ARGS`` on 127.0.0.1 (unless ``args`` say otherwise) and wait
+    for the URL it prints."""
+    cmd = [*kaizen_command(), "inspect", *args, "--port", str(port)]
     proc = subprocess.Popen(
         cmd,
         stdout=subprocess.PIPE,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import anyio
 import httpx
 import pytest
 from inspect_data import SECRET, populate
-from inspect_procs import ROOT, Server, child_env, start_server
+from inspect_procs import ROOT, Server, child_env, kaizen_command, start_server
 
 from kaizen_async import EntryType, Session, SessionHub
 from kaizen_async.stores import SQLiteStore
@@ -224,20 +223,26 @@ async def test_kaizen_inspect_serves_a_kaizen_file_as_it_is(tmp_path: Path) -> N
 
 
 def test_kaizen_inspect_refuses_bad_targets(tmp_path: Path) -> None:
+    corrupt = tmp_path / "corrupt.kaizen"
+    corrupt.write_bytes(b"not a database at all" * 100)
     cases = [
-        ([str(tmp_path / "missing.kaizen")], "no such file"),
-        (["sqlite:///" + str(tmp_path / "missing.db")], "no such database file"),
-        (["postgresql://host/db"], "only sqlite"),
+        ([str(tmp_path / "missing.kaizen")], "no such file", 2),
+        (["sqlite:///" + str(tmp_path / "missing.db")], "no such database file", 2),
+        (["sqlite:///" + str(tmp_path / "x.db"), "a", "b"], "at most one session id", 2),
+        (["postgresql://host/db"], "not supported yet", 4),
+        (["ftp://host/db"], "unknown store URL scheme", 2),
+        ([str(corrupt)], "corrupt.kaizen", 2),
     ]
-    for args, message in cases:
+    (tmp_path / "x.db").write_bytes(b"")
+    for args, message, code in cases:
         done = subprocess.run(
-            [sys.executable, "-m", "kaizen_async.inspect", *args],
+            [*kaizen_command(), "inspect", *args],
             capture_output=True,
             text=True,
             env=child_env(),
             cwd=str(ROOT),
             timeout=60,
         )
-        assert done.returncode == 2, (args, done.stderr)
+        assert done.returncode == code, (args, done.stderr)
         assert message in done.stderr, done.stderr
         assert "Traceback" not in done.stderr

@@ -1,8 +1,10 @@
-"""``python -m kaizen_async.inspect``: the same as ``kaizen inspect``."""
+"""``python -m kaizen_async.inspect ARGS``: the same as ``kaizen inspect ARGS``."""
 
 from __future__ import annotations
 
-from ._command import inspect
+import sys
+
+from ..cli import main
 
 if __name__ == "__main__":  # pragma: no cover - a console entry
-    inspect(prog_name="kaizen inspect")
+    sys.exit(main(["inspect", *sys.argv[1:]]))

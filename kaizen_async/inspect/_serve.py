@@ -9,13 +9,12 @@ model text unless ``show_llm_content`` says otherwise.
 
 from __future__ import annotations
 
-import os
 import secrets
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 import anyio
 
@@ -25,14 +24,10 @@ from ._app import create_app
 from ._files import load_files
 from ._security import LOOPBACK_HOSTS, is_loopback
 
-__all__ = ["InspectTarget", "parse_target", "serve"]
+__all__ = ["InspectTarget", "serve"]
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
-
-
-class TargetError(ValueError):
-    """What to inspect was named wrongly (a message for the user, no traceback)."""
 
 
 @dataclass(frozen=True)
@@ -43,35 +38,6 @@ class InspectTarget:
     store_path: str | None = None
     session_id: str | None = None
     files: tuple[str, ...] = ()
-
-
-def parse_target(args: Sequence[str]) -> InspectTarget:
-    """``sqlite:///path.db [ID]`` or ``FILE.kaizen [FILE.kaizen ...]``."""
-    if not args:
-        raise TargetError("name a store URL (sqlite:///sessions.db) or .kaizen file(s)")
-    first = args[0]
-    scheme, sep, rest = first.partition("://")
-    if sep:
-        if scheme.lower() != "sqlite":
-            raise TargetError(f"{first!r}: only sqlite:///PATH store URLs can be inspected")
-        if not rest.startswith("/") or "?" in rest or "#" in rest:
-            raise TargetError(
-                f"{first!r}: a SQLite URL is sqlite:///relative/path.db or sqlite:////abs/path.db"
-            )
-        path = unquote(rest[1:])
-        if not path or path == ":memory:":
-            raise TargetError(f"{first!r} names no database file")
-        if not os.path.isfile(path):
-            raise TargetError(f"no such database file: {path} (from {first})")
-        if len(args) > 2:
-            raise TargetError("a store URL takes at most one session id after it")
-        return InspectTarget(store_path=path, session_id=args[1] if len(args) == 2 else None)
-    for path in args:
-        if "://" in path:
-            raise TargetError("give either one store URL or .kaizen files, not both")
-        if not os.path.isfile(path):
-            raise TargetError(f"no such file: {path}")
-    return InspectTarget(files=tuple(args))
 
 
 def _store_for(target: InspectTarget) -> SessionStore:

@@ -79,6 +79,22 @@ async def planned_run(session: Session) -> None:
         assert not failed.success
 
 
+async def tidy_run(session: Session) -> None:
+    """A plain planned run (no hostile strings): the README's picture."""
+    await session.set("text", "hello world")
+    async with Dispatcher() as dispatcher:
+        dispatcher.register(ReverseAgent())
+        dispatcher.register(UppercaseAgent())
+        dispatcher.register(ExplodingAgent())
+        reply = json.dumps(PLAN)
+        llm = ScriptedProvider([reply], chunk_size=16, delay_per_chunk=0.01, model="qwen3:8b")
+        planner = Planner(llm, dispatcher.capability_specs())
+        plan = await planner.plan("reverse the text, shout it, then blow up", session)
+        assert plan.success, plan.error
+        await dispatcher.dispatch_sequence(plan.calls, session, plan_id=plan.plan_id)
+    await session.write_artifact("report.txt", b"text: DLROW OLLEH\n")
+
+
 async def populate(hub: SessionHub) -> dict[str, str]:
     """Create ``run``, ``run-fork`` (run's first entries, then its own) and ``other``."""
     ids = {"run": "run-1", "fork": "run-1-fork", "other": "other"}

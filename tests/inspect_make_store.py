@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 
 import anyio
-from inspect_data import populate
+from inspect_data import populate, tidy_run
 
 from kaizen_async import EntryType, SessionHub
 from kaizen_async.stores import SQLiteStore
@@ -17,6 +17,9 @@ from kaizen_async.stores import SQLiteStore
 async def main(path: str, long_entries: int) -> None:
     async with SessionHub(SQLiteStore(path)) as hub:
         await populate(hub)
+        await hub.create("demo-run", metadata={"job": "readme picture"})
+        async with hub.open("demo-run") as session:
+            await tidy_run(session)
         if long_entries:
             await hub.create("long")
             async with hub.open("long") as session, session.transaction() as tx:

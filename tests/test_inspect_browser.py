@@ -389,21 +389,23 @@ def test_axe_finds_no_violations(page: Any, shared: tuple[Server, Path]) -> None
 
 
 def test_screenshot_for_the_readme(page: Any, shared: tuple[Server, Path], tmp_path: Path) -> None:
-    """The README's picture: the session page of the sample run, a step opened. Set
-    KAIZEN_UPDATE_SCREENSHOT=1 to write it to docs/inspector.png."""
+    """The README's picture: the session page of a planned run, its second step opened.
+    Set KAIZEN_UPDATE_SCREENSHOT=1 to write it to docs/inspector.png."""
     server, path = shared
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     step = conn.execute(
-        "SELECT seq FROM entries WHERE session_id = 'run-1' AND entry_type = "
+        "SELECT seq FROM entries WHERE session_id = 'demo-run' AND entry_type = "
         "'plan_step_started' ORDER BY seq LIMIT 1 OFFSET 1"
     ).fetchone()[0]
     conn.close()
-    page.set_viewport_size({"width": 1280, "height": 1000})
-    page.goto(f"{server.base}/session?id=run-1#seq-{step}")
+    page.set_viewport_size({"width": 1200, "height": 1250})
+    page.goto(f"{server.base}/session?id=demo-run#seq-{step}")
     page.locator(f"#seq-{step} > details[open]").wait_for()
+    page.locator(f"#seq-{step} ol.nested > li > details").first.evaluate("d => d.open = true")
     page.evaluate("window.scrollTo(0, 0)")
+    page.evaluate("document.activeElement.blur()")
     shot = tmp_path / "inspector.png"
-    page.screenshot(path=str(shot), full_page=True)
+    page.screenshot(path=str(shot))
     data = shot.read_bytes()
     assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 10_000
     if os.environ.get("KAIZEN_UPDATE_SCREENSHOT") == "1":

@@ -247,6 +247,7 @@ class _Pages:
             "length": length,
             "head_hash": head_hash,
             "first": first,
+            "last": last,
             "total_ms": total_ms,
             "summary": summary,
             "summary_ready": summary_ready,

@@ -7,8 +7,11 @@ streams are tested against a real server in ``test_inspect_live.py``.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import sqlite3
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -630,3 +633,20 @@ async def test_unknown_sessions_and_bad_parameters_get_error_pages() -> None:
             "/compare?a=run-1&b=nope",
         ):
             assert (await c.get(path)).status_code in (400, 404), path
+
+
+def test_the_readme_example_runs_as_written(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(# example: inspector\n.*?)```", readme, re.S)
+    assert len(blocks) == 1
+    root = str(Path(__file__).resolve().parent.parent)
+    done = subprocess.run(
+        [sys.executable, "-c", blocks[0]],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": root},
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "200 True"

@@ -246,3 +246,26 @@ def test_kaizen_inspect_refuses_bad_targets(tmp_path: Path) -> None:
         assert done.returncode == code, (args, done.stderr)
         assert message in done.stderr, done.stderr
         assert "Traceback" not in done.stderr
+
+
+async def test_export_is_what_kaizen_log_json_prints(tmp_path: Path) -> None:
+    from inspect_data import planned_run
+
+    from kaizen_async.inspect import create_app
+    from kaizen_async.inspect._files import load_files
+    from kaizen_async.stores import MemoryStore
+
+    path = tmp_path / "run.kaizen"
+    async with Session(session_id="exported") as session:
+        await planned_run(session)
+        await session.save(path)
+    done = await anyio.run_process(
+        [*kaizen_command(), "log", str(path), "--json"], env=child_env(), check=False
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    async with SessionHub(MemoryStore()) as hub:
+        await load_files(hub.store, [path])
+        transport = httpx.ASGITransport(app=create_app(hub, follow=False))
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
+            exported = (await c.get("/export.jsonl?id=exported")).content
+    assert exported == done.stdout

@@ -358,6 +358,8 @@ class SessionHub:
         slot.state = _CLOSING
         slot.ready = anyio.Event()
         self._open -= 1
+        if slot.session is not None and slot.session._actor is not None:
+            slot.session._actor.close()  # no request is taken from now on
         assert self._task_group is not None
         self._task_group.start_soon(self._stop_slot, slot, name=f"close session {slot.session_id}")
 

@@ -181,7 +181,7 @@ class Session:
         actor = self._actor
         if actor is None:
             return
-        actor.close()
+        actor.close()  # at once: from here on requests raise SessionClosedError
         if actor.finished is not None:
             await actor.finished.wait()
 

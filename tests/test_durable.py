@@ -207,7 +207,9 @@ async def test_evicted_session_commits_what_was_posted(store: ControlledStore) -
             for n in range(50):
                 session.append_nowait("me", EntryType.USER_INPUT, {"n": n})
         await wait_until(lambda: hub.statistics().evicted == 1)
-        assert (await store.inner.info("s")).trajectory_length == 51
+        async with hub.open("s") as again:  # waits until the eviction is over
+            assert again is not session
+            assert (await store.inner.info("s")).trajectory_length == 51
 
 
 # -- memory: a bounded tail ----------------------------------------------------------------

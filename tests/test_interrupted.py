@@ -61,6 +61,16 @@ class PaymentAgent(Agent):
         return {"found": params.amount}
 
 
+class DecliningAgent(Agent):
+    """``charge`` that always fails (a retry that fails in the ordinary way)."""
+
+    agent_id = "declines"
+
+    @capability("charge", params=Amount)
+    async def charge(self, session: Session, params: Amount) -> dict[str, Any]:
+        raise RuntimeError("card declined")
+
+
 def _started(plan_id: str, index: int, capability_name: str, amount: int) -> dict[str, Any]:
     return {
         "capability": capability_name,
@@ -186,11 +196,14 @@ async def test_a_failed_retry_after_an_interruption_is_an_ordinary_failure(
 ) -> None:
     await _crashed_plan(store, "charge")
     async with SessionHub(store) as hub, Dispatcher() as dispatcher, hub.open("s") as session:
-        # no agent registered: the forced re-run fails normally, which ends the doubt
+        # the forced re-run runs and fails normally (the charge raises), which ends the doubt
+        failing = DecliningAgent()
+        dispatcher.register(failing)
         result = await dispatcher.resume_sequence(
             PLAN, session, plan_id="p", rerun_interrupted=True
         )
-        assert result.results[1].error_code is ErrorCode.DISPATCH_NO_AGENT_FOR_CAPABILITY
+        assert result.results[1].error_code is ErrorCode.AGENT_INVOCATION_FAILED
+        dispatcher.unregister(failing.agent_id)
         dispatcher.register(PaymentAgent())
         result = await dispatcher.resume_sequence(PLAN, session, plan_id="p")
         assert result.success

@@ -222,13 +222,15 @@ async def test_kaizen_inspect_serves_a_kaizen_file_as_it_is(tmp_path: Path) -> N
     assert path.read_bytes() == data  # only read
 
 
-def test_kaizen_inspect_refuses_bad_targets(tmp_path: Path) -> None:
+def test_kaizen_inspect_refuses_bad_targets(tmp_path: Path, store_path: Path) -> None:
     corrupt = tmp_path / "corrupt.kaizen"
     corrupt.write_bytes(b"not a database at all" * 100)
     cases = [
         ([str(tmp_path / "missing.kaizen")], "no such file", 2),
         (["sqlite:///" + str(tmp_path / "missing.db")], "no such database file", 2),
         (["sqlite:///" + str(tmp_path / "x.db"), "a", "b"], "at most one session id", 2),
+        (["sqlite:///" + str(tmp_path / "x.db")], "is empty, not a session store", 2),
+        ([f"sqlite:///{store_path}", "no-such-session"], "no-such-session", 2),
         (["postgresql://host/db"], "not supported yet", 4),
         (["ftp://host/db"], "unknown store URL scheme", 2),
         ([str(corrupt)], "corrupt.kaizen", 2),
@@ -246,6 +248,7 @@ def test_kaizen_inspect_refuses_bad_targets(tmp_path: Path) -> None:
         assert done.returncode == code, (args, done.stderr)
         assert message in done.stderr, done.stderr
         assert "Traceback" not in done.stderr
+    assert (tmp_path / "x.db").read_bytes() == b""  # left as it was
 
 
 async def test_export_is_what_kaizen_log_json_prints(tmp_path: Path) -> None:

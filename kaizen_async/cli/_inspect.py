@@ -53,10 +53,12 @@ def inspect(target: tuple[str, ...], host: str, port: int, show_llm_content: boo
     first = target[0]
     if is_url(first):
         url = parse_store_url(first)
-        if not os.path.isfile(url.path):
-            raise BadInput(f"no such database file: {url.path} (from {url})")
         if len(target) > 2:
             raise BadInput(f"{first} takes at most one session id after it")
+        if not os.path.isfile(url.path):
+            raise BadInput(f"no such database file: {url.path} (from {url})")
+        if os.path.getsize(url.path) == 0:  # opening would write a store's schema into it
+            raise BadInput(f"{url.path} is empty, not a session store (from {url})")
         chosen = InspectTarget(
             store_path=url.path, session_id=target[1] if len(target) == 2 else None
         )

@@ -82,6 +82,8 @@ def serve(
             if target.files:
                 ids = await load_files(store, target.files)
                 first = ids[0] if len(ids) == 1 else None
+            elif first is not None:
+                await store.info(first)  # SessionNotFoundError: say so before serving
             app = create_app(
                 hub,
                 show_llm_content=shown,

@@ -386,6 +386,33 @@ async def test_a_page_never_sends_or_reads_the_whole_trajectory() -> None:
                 assert (await c.get(f"/entry?id=long&seq={seq}")).status_code == 200
 
 
+async def test_a_step_across_a_window_edge_is_still_one_step() -> None:
+    step = {"capability": "c", "plan_id": "p", "step_index": 0}
+    async with SessionHub(MemoryStore()) as hub:
+        await hub.create("edge")
+        async with hub.open("edge") as session:
+            await session.append("dispatcher", EntryType.PLAN_STEP_STARTED, {**step, "params": {}})
+            async with session.transaction() as tx:
+                for index in range(250):  # seqs 3..252, by the step's agent
+                    tx.append("worker", EntryType.SYSTEM_NOTE, {"i": index})
+            await session.append(
+                "dispatcher",
+                EntryType.PLAN_STEP_COMPLETED,
+                {**step, "result_summary": "{}", "success": True},
+            )
+        async with client(create_app(hub)) as c:
+            latest = (await c.get("/session?id=edge")).text
+            assert entry_seqs(latest)[0] == 54 and entry_seqs(latest)[-1] == 253
+            row = step_block(latest, 253)  # the end, drawn as the step it closes
+            assert "started <a" in row and "seq=2" in row and "(before this window)" in row
+            assert 'status-ok">ok<' in row
+            assert 'written while steps <a href="#seq-2">2</a> were running' in latest
+            earlier = (await c.get("/session?id=edge&until_seq=53")).text
+            row = step_block(earlier, 2)  # the start, with its end after the window
+            assert "completed <a" in row and "seq=253" in row and 'status-ok">ok<' in row
+            assert '<li id="seq-3" class="entry' in row  # nested: it was the only step running
+
+
 async def test_sessions_page_keyset_paging_and_filter() -> None:
     async with SessionHub(MemoryStore()) as hub:
         for index in range(120):

@@ -8,6 +8,7 @@ id, slashes included, names exactly one page.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import unicodedata
@@ -293,22 +294,19 @@ class _Pages:
             await self.reader.step_starts(session_id, ends_wanted, lower) if ends_wanted else {}
         )
         running_before = await open_steps_before(self.reader, session_id, lower)
-        rows = build_rows(records, starts, running_before=running_before)
         open_keys = [
             k
             for k in (
-                step_key(row.record)
-                for row in rows
-                if row.is_step and row.end is None and row.record.entry_type == _STARTED
+                step_key(r.record)
+                for r in build_rows(records)
+                if r.is_step and r.end is None and r.record.entry_type == _STARTED
             )
             if k
         ]
+        ends = {}
         if open_keys and upper < (await self.reader.info(session_id)).trajectory_length:
             ends = await self.reader.step_ends(session_id, open_keys, upper)
-            for row in rows:
-                key = step_key(row.record)
-                if row.is_step and row.end is None and key in ends:
-                    row.end = ends[key]
+        rows = build_rows(records, starts, ends, running_before=running_before)
         return rows, Axis.of(rows)
 
     async def summary(self, request: Request) -> Response:
@@ -499,20 +497,9 @@ class _Pages:
             since = _int(request, "since_seq", 0)
         assert since is not None
         await self.reader.info(session_id)
-        axis = (
-            Axis(
-                float(request.query_params.get("axis_start") or 0.0),
-                float(request.query_params.get("axis_end") or 0.0),
-            )
-            if _is_float(request.query_params.get("axis_start"))
-            and _is_float(request.query_params.get("axis_end"))
-            else Axis(0.0, 0.0)
-        )
-        origin = (
-            float(request.query_params.get("origin") or 0.0)
-            if _is_float(request.query_params.get("origin"))
-            else 0.0
-        )
+        # the page's time axis and origin, so live rows draw on the same scale
+        axis = Axis(_float(request, "axis_start"), _float(request, "axis_end"))
+        origin = _float(request, "origin")
 
         def render(where: str, row: Row, record: Record) -> str:
             return self.fragment(
@@ -629,14 +616,13 @@ class _Pages:
         return [row for row in rows if row.is_step and row.record.entry_type == _STARTED]
 
 
-def _is_float(value: str | None) -> bool:
-    if not value:
-        return False
+def _float(request: Request, name: str) -> float:
+    """A number from the query string; 0.0 when absent or not a finite number."""
     try:
-        float(value)
+        value = float(request.query_params.get(name) or 0.0)
     except ValueError:
-        return False
-    return True
+        return 0.0
+    return value if math.isfinite(value) else 0.0
 
 
 def _export_line(record: Record) -> bytes:

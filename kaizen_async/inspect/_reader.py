@@ -10,7 +10,7 @@ and a page reads a bounded window of entries however long the session is.
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Callable, Collection, Iterator
+from collections.abc import AsyncIterator, Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +22,7 @@ from .._canonical import decode, sha256_hex
 from .._exceptions import SessionCorruptedError
 from .._hub import SessionHub
 from .._state import SessionCore
-from .._storage import SessionInfo, SessionStore
+from .._storage import SessionInfo, SessionStore, StoredSession
 from .._trajectory import EntryType, Record
 from ._redact import redact_record
 
@@ -544,7 +544,7 @@ class Reader:
         return result
 
     async def _verify(
-        self, session_id: str, head_hash: str, head: int, stored: Any
+        self, session_id: str, head_hash: str, head: int, stored: StoredSession
     ) -> VerifyResult:
         store = self.store
         checked = 0
@@ -628,6 +628,3 @@ def step_key(record: Record) -> tuple[str, int] | None:
     if isinstance(plan_id, str) and type(index) is int:
         return (plan_id, index)
     return None
-
-
-RecordFilter = Callable[[Record], bool]

@@ -110,6 +110,7 @@ class FixerAgent(Agent):
         "apply_rules",
         params=FixRoundParams,
         description="Apply the deterministic fixes to the files the last check blamed.",
+        idempotent=True,  # its edits and its record are one transaction: all or nothing
     )
     async def apply_rules(self, session: Session, params: FixRoundParams) -> InvokeResult:
         state = await session.get_all_state()

@@ -140,7 +140,9 @@ class Job:
 
     async def sequence(self, plan_id: str, calls: list[dict[str, Any]]) -> DispatchResult:
         """Run ``calls`` as plan ``plan_id``, skipping its steps that already succeeded."""
-        result = await self.dispatcher.resume_sequence(calls, self.session, plan_id=plan_id)
+        result = await self.dispatcher.resume_sequence(
+            calls, self.session, plan_id=plan_id, rerun_interrupted=self.rerun_interrupted
+        )
         await self._checkpoint()
         return result
 

@@ -121,8 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"py_to_go: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        run = started[0] if started else "RUN"
-        print(f"\npy_to_go: interrupted; carry on with --resume {run}", file=sys.stderr)
+        how = resume_command(args, started[0]) if started else "--resume RUN"
+        print(f"\npy_to_go: interrupted; carry on with: {how}", file=sys.stderr)
         return 130
 
 
@@ -224,7 +224,7 @@ async def _ask(question: str) -> bool:
 async def _run(args: argparse.Namespace, started_runs: list[str]) -> int:
     started = time.monotonic()
     out: Path = args.out
-    runs = Runs(args.store or out / "runs")
+    runs = Runs(args.store or out / "runs.db")
     go = find_go()
     if go is None:
         raise UsageError(
@@ -233,6 +233,7 @@ async def _run(args: argparse.Namespace, started_runs: list[str]) -> int:
         )
     progress = Progress(live=False if args.plain else None)
     async with AsyncExitStack() as stack:
+        await stack.enter_async_context(runs)
         job_state: dict[str, Any] | None = None
         if args.resume and args.source is not None:
             raise UsageError("a resumed run keeps its --source")
@@ -308,9 +309,19 @@ async def _run(args: argparse.Namespace, started_runs: list[str]) -> int:
             print(f"py_to_go: the report failed: {report.error}", file=sys.stderr)
             return EXIT_FAILED
         print(report.result["text"], end="")
-        print(f"run id: {run.run_id} (store: {runs.describe()})")
+        print(f"run id: {run.run_id}; look inside: kaizen show {runs.url()} {run.run_id}")
         return EXIT_PASSED if outcome.passed else EXIT_FAILED
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def resume_command(args: argparse.Namespace, run_id: str) -> str:
+    """The command that carries on with run ``run_id`` (same store)."""
+    command = f"python -m demo.py_to_go --resume {run_id}"
+    if args.store:
+        return f"{command} --store {args.store}"
+    if args.out != Path(DEFAULT_OUT):
+        return f"{command} --out {args.out}"
+    return command
 
 
 def _header(
@@ -326,13 +337,11 @@ def _header(
     verb = "resuming" if args.resume else "starting"
     lines = [
         f"py_to_go: {verb} run {run.run_id}",
-        f"  store:  {runs.describe()}",
+        f"  store:  {runs.describe()} ({runs.url()})",
         f"  model:  {choice.description}",
         f"  go:     {version.removeprefix('go version ')} ({go})",
         f"  output: {shown(workdir)}",
-        f"  resume after a stop with: python -m demo.py_to_go --resume {run.run_id}"
-        + (f" --store {args.store}" if args.store else "")
-        + (f" --out {args.out}" if args.out != Path(DEFAULT_OUT) and not args.store else ""),
+        f"  resume after a stop with: {resume_command(args, run.run_id)}",
     ]
     for line in lines:
         progress.out.write(line + "\n")
@@ -382,8 +391,7 @@ async def _work(
             print(
                 f"py_to_go: run {run.run_id} stopped: {len(exc.steps)} step(s) were interrupted "
                 f"mid-flight and may have asked the model already ({names}).\n"
-                f"Run them again with: python -m demo.py_to_go --resume {run.run_id} "
-                "--rerun-interrupted",
+                f"Run them again with: {resume_command(args, run.run_id)} --rerun-interrupted",
                 file=sys.stderr,
             )
             return None

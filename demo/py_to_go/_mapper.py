@@ -289,6 +289,7 @@ class MapperAgent(Agent):
         "map_package",
         params=MapParams,
         description="Read the Python package at `source` and plan its conversion to Go.",
+        idempotent=True,
     )
     async def map_package(self, session: Session, params: MapParams) -> InvokeResult:
         root = Path(params.source)

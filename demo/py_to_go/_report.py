@@ -132,7 +132,9 @@ class ReportAgent(Agent):
     name = "Reporter"
     description = "Summarizes the run."
 
-    @capability("write_report", params=ReportParams, description="Write the run's report.")
+    @capability(
+        "write_report", params=ReportParams, description="Write the run's report.", idempotent=True
+    )
     async def write_report(self, session: Session, params: ReportParams) -> InvokeResult:
         state = await session.get_all_state()
         artifacts = await session.list_artifacts()

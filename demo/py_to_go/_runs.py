@@ -1,7 +1,10 @@
-"""Where runs live: one ``.kaizen`` file per run in the store directory, saved
-incrementally after every step of the job (each save appends only what is new).
+"""Where runs live: one embedded SQLite database (``SQLiteStore``) holding every run as a
+session, opened by id through a ``SessionHub``.
 
-A run that was killed loses only what happened after its last save.
+Each write of the run is acknowledged once it is on disk (the dispatcher's step entries by
+the next commit, which :meth:`Run.checkpoint` waits for), so a run killed at any moment
+keeps everything acknowledged before the kill. A step that was running at that moment is
+closed as ``step_interrupted`` when the run is opened again.
 """
 
 from __future__ import annotations
@@ -11,8 +14,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
+from typing import Self
 
-from kaizen_async import Session
+import anyio
+
+from kaizen_async import Session, SessionHub, SessionNotFoundError
+from kaizen_async.stores import SQLiteStore
+
+from ._report import shown
 
 __all__ = ["Run", "RunNotFound", "Runs", "new_run_id"]
 
@@ -28,61 +38,95 @@ class RunNotFound(LookupError):
 
 @dataclass
 class Run:
-    """An open run: its session and how to make what it has done durable."""
+    """An open run: its session (leased from the hub)."""
 
     session: Session
-    path: Path
 
     @property
     def run_id(self) -> str:
         return self.session.session_id
 
     async def checkpoint(self) -> None:
-        """Make everything written so far durable."""
-        await self.session.save(self.path)
+        """Return once everything written so far, posted step entries included, is durable."""
+        await self.session.flush()
 
 
 class Runs:
-    """The runs of one store (a directory of ``.kaizen`` files)."""
+    """The runs of one store: ``async with Runs(path) as runs:``."""
 
-    def __init__(self, store: Path) -> None:
-        self.store = store
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._hub: SessionHub | None = None
 
     def describe(self) -> str:
-        return f"{self.store}/<run>.kaizen"
+        return shown(str(self.path))
 
-    def _path(self, run_id: str) -> Path:
-        return self.store / f"{run_id}.kaizen"
+    def url(self) -> str:
+        """The store as the ``kaizen`` command names it (``sqlite:///relative/path.db``)."""
+        return f"sqlite:///{shown(str(self.path))}"  # an absolute path gets four slashes
 
-    def exists(self, run_id: str) -> bool:
-        return self._path(run_id).is_file()
+    @property
+    def hub(self) -> SessionHub:
+        if self._hub is None:
+            raise RuntimeError("use Runs inside `async with`")
+        return self._hub
+
+    async def __aenter__(self) -> Self:
+        await anyio.to_thread.run_sync(lambda: self.path.parent.mkdir(parents=True, exist_ok=True))
+        hub = SessionHub(SQLiteStore(self.path))
+        await hub.__aenter__()
+        self._hub = hub
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        hub, self._hub = self._hub, None
+        assert hub is not None
+        return await hub.__aexit__(exc_type, exc, tb)
 
     @asynccontextmanager
     async def create(self, run_id: str) -> AsyncIterator[Run]:
-        self.store.mkdir(parents=True, exist_ok=True)
-        async with Session(run_id) as session:
-            run = Run(session, self._path(run_id))
-            await run.checkpoint()
+        """A new run."""
+        await self.hub.create(run_id, metadata={"kind": "py_to_go"})
+        async with self.hub.open(run_id) as session:
+            run = Run(session)
             try:
                 yield run
             finally:
-                await run.checkpoint()
+                with anyio.CancelScope(shield=True):
+                    await run.checkpoint()
 
     @asynccontextmanager
     async def open(self, run_id: str) -> AsyncIterator[Run]:
-        if not self.exists(run_id):
-            raise RunNotFound(run_id)
-        async with Session.load(self._path(run_id)) as session:
-            run = Run(session, self._path(run_id))
+        """An existing run, to carry on with (its interrupted steps closed as such)."""
+        try:
+            lease = self.hub.open(run_id)
+            session = await lease.acquire()
+        except SessionNotFoundError:
+            raise RunNotFound(run_id) from None
+        try:
+            run = Run(session)
             try:
                 yield run
             finally:
-                await run.checkpoint()
+                with anyio.CancelScope(shield=True):
+                    await run.checkpoint()
+        finally:
+            lease.release()
 
     @asynccontextmanager
     async def read(self, run_id: str) -> AsyncIterator[Session]:
-        """A run to read (replay): never written back."""
-        if not self.exists(run_id):
-            raise RunNotFound(run_id)
-        async with Session.load(self._path(run_id), read_only=True) as session:
+        """An existing run whose recorded answers a replay reads."""
+        try:
+            lease = self.hub.open(run_id)
+            session = await lease.acquire()
+        except SessionNotFoundError:
+            raise RunNotFound(run_id) from None
+        try:
             yield session
+        finally:
+            lease.release()

@@ -237,7 +237,11 @@ class GoToolchainAgent(Agent):
             [self.go, *args], cwd=workdir, timeout=self.timeout, env=go_environment()
         )
 
-    @capability("go_mod_init", description="Create the Go module the files are written to.")
+    @capability(
+        "go_mod_init",
+        description="Create the Go module the files are written to.",
+        idempotent=True,
+    )
     async def go_mod_init(self, session: Session, params: dict[str, Any]) -> InvokeResult:
         job = await self._job(session)
         workdir = Path(job["workdir"])
@@ -310,15 +314,27 @@ class GoToolchainAgent(Agent):
             summary,
         )
 
-    @capability("go_build", params=RoundParams, description="`go build ./...` of the module.")
+    @capability(
+        "go_build",
+        params=RoundParams,
+        description="`go build ./...` of the module.",
+        idempotent=True,
+    )
     async def go_build(self, session: Session, params: RoundParams) -> InvokeResult:
         return await self._check(session, "build", params.round)
 
-    @capability("go_vet", params=RoundParams, description="`go vet ./...` of the module.")
+    @capability(
+        "go_vet", params=RoundParams, description="`go vet ./...` of the module.", idempotent=True
+    )
     async def go_vet(self, session: Session, params: RoundParams) -> InvokeResult:
         return await self._check(session, "vet", params.round)
 
-    @capability("go_test", params=RoundParams, description="`go test ./...` of the module.")
+    @capability(
+        "go_test",
+        params=RoundParams,
+        description="`go test ./...` of the module.",
+        idempotent=True,
+    )
     async def go_test(self, session: Session, params: RoundParams) -> InvokeResult:
         return await self._check(session, "test", params.round)
 

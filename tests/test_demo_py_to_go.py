@@ -23,7 +23,7 @@ from anyio.from_thread import start_blocking_portal
 from demo import py_to_go
 from demo.py_to_go._converter import ConverterAgent
 from demo.py_to_go._fixer import FixerAgent
-from demo.py_to_go._job import interrupted_steps
+from demo.py_to_go._job import Interrupted, Job, interrupted_steps
 from demo.py_to_go._mapper import MapperAgent, go_package_name, plan_package
 from demo.py_to_go._models import (
     MISTAKE,
@@ -35,7 +35,7 @@ from demo.py_to_go._models import (
 from demo.py_to_go._progress import Progress
 from demo.py_to_go._prompts import convert_prompt, extract_go, fix_prompt, prompt_field
 from demo.py_to_go._rules import apply_rules
-from demo.py_to_go._toolchain import blame, find_go, sanitize
+from demo.py_to_go._toolchain import blame, find_go, run_command, sanitize
 from kaizen_async import Dispatcher, EntryType, LLMError, Session, SessionHub
 from kaizen_async.stores import SQLiteStore
 from kaizen_async.testing import OllamaReply, StandInLLMServer
@@ -765,3 +765,77 @@ def test_ctrl_c_stops_with_130_and_names_the_run(tmp_path: Path) -> None:
     assert f"interrupted; carry on with: python -m demo.py_to_go --resume {run_id} --out" in rest
     done = _demo("--resume", run_id, "--out", str(tmp_path))
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+# -- the toolchain's commands and the interrupted-step decision ------------------------------
+
+
+def test_find_go_prefers_the_one_next_to_python(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    beside, on_path = tmp_path / "venv" / "bin", tmp_path / "path"
+    for folder in (beside, on_path):
+        folder.mkdir(parents=True)
+        (folder / "go").write_text("#!/bin/sh\n")
+        (folder / "go").chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(beside / "python"))
+    monkeypatch.setenv("PATH", str(on_path))
+    assert find_go() == str(beside / "go")
+    (beside / "go").unlink()
+    assert find_go() == str(on_path / "go")
+    (on_path / "go").unlink()
+    assert find_go() is None
+
+
+@pytest.mark.anyio
+async def test_a_command_past_its_time_limit_is_killed_with_its_children(tmp_path: Path) -> None:
+    marker = tmp_path / "child-finished"
+    script = f"(sleep 1; touch {marker}) & echo started; sleep 30"
+    result = await run_command(["sh", "-c", script], cwd=tmp_path, timeout=0.5)
+    assert result.timed_out and result.exit_code is None and not result.ok
+    assert result.output.startswith("started")
+    assert "killed after" in result.log(["sh"])
+    await anyio.sleep(1.5)
+    assert not marker.exists()  # the whole process group went, the background child too
+    done = await run_command(
+        ["sh", "-c", "echo out; echo err >&2; exit 3"], cwd=tmp_path, timeout=30
+    )
+    assert done.exit_code == 3 and not done.timed_out and done.output == "out\nerr\n"
+
+
+@pytest.mark.anyio
+async def test_an_interrupted_conversion_is_run_again_only_when_the_user_says_so(
+    session: Session,
+) -> None:
+    step = {"capability": "convert_file", "params": {"file": "a.py"}, "plan_id": "p"}
+    await session.append("dispatcher", EntryType.PLAN_STEP_STARTED, {**step, "step_index": 0})
+    await session.append(
+        "dispatcher",
+        EntryType.PLAN_STEP_COMPLETED,
+        {**step, "error_code": "step_interrupted", "success": False, "step_index": 0},
+    )
+    asked: list[str] = []
+
+    async def answer_no(question: str) -> bool:
+        asked.append(question)
+        return False
+
+    async def answer_yes(question: str) -> bool:
+        return True
+
+    async with Dispatcher() as dispatcher:
+        progress = Progress(_Terminal(tty=False))  # type: ignore[arg-type]
+        job = Job(session, dispatcher, progress, max_rounds=1, jobs=1, ask=answer_no)
+        await job.confirm_interrupted("convert_file", {"b.py"}, "file")  # not pending: fine
+        with pytest.raises(Interrupted) as caught:
+            await job.confirm_interrupted("convert_file", {"a.py"}, "file")
+        assert caught.value.steps[0]["params"] == {"file": "a.py"}
+        assert "convert_file a.py" in asked[0]
+        no_terminal = Job(session, dispatcher, progress, max_rounds=1, jobs=1, ask=None)
+        with pytest.raises(Interrupted):
+            await no_terminal.confirm_interrupted("convert_file", {"a.py"}, "file")
+        agreed = Job(session, dispatcher, progress, max_rounds=1, jobs=1, ask=answer_yes)
+        await agreed.confirm_interrupted("convert_file", {"a.py"}, "file")
+        assert agreed.rerun_interrupted
+        flagged = Job(session, dispatcher, progress, max_rounds=1, jobs=1, rerun_interrupted=True)
+        await flagged.confirm_interrupted("convert_file", {"a.py"}, "file")

@@ -616,14 +616,18 @@ def test_max_rounds_is_used(tmp_path: Path) -> None:
 
 
 def test_bad_usage_exits_2(tmp_path: Path) -> None:
-    missing = _demo("--source", str(tmp_path / "nowhere"), "--provider", "scripted")
+    missing = _demo("--source", str(tmp_path / "nowhere"), "--out", str(tmp_path))
     assert missing.returncode == 2 and "not a directory" in missing.stderr
     other = _demo(
         "--source", str(ROOT / "agents"), "--provider", "scripted", "--out", str(tmp_path)
     )
     assert other.returncode == 2 and "only knows the shipped sample" in other.stderr
-    unknown = _demo("--resume", "py2go-nothing", "--out", str(tmp_path))
+    fresh = tmp_path / "fresh"
+    unknown = _demo("--resume", "py2go-nothing", "--out", str(fresh))
     assert unknown.returncode == 2 and "no run py2go-nothing" in unknown.stderr
+    assert not fresh.exists()  # no store made just to say so
+    absent = _demo("--resume", "py2go-nothing", "--out", str(tmp_path))
+    assert absent.returncode == 2 and "no run py2go-nothing in" in absent.stderr
     replay = _demo("--provider", "replay", "--out", str(tmp_path))
     assert replay.returncode == 2 and "needs --from RUN" in replay.stderr
 

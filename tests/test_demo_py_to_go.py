@@ -35,7 +35,7 @@ from demo.py_to_go._models import (
 from demo.py_to_go._progress import Progress
 from demo.py_to_go._prompts import convert_prompt, extract_go, fix_prompt, prompt_field
 from demo.py_to_go._rules import apply_rules
-from demo.py_to_go._toolchain import blame, find_go, run_command, sanitize
+from demo.py_to_go._toolchain import blame, find_go, go_environment, run_command, sanitize
 from kaizen_async import Dispatcher, EntryType, LLMError, Session, SessionHub
 from kaizen_async.stores import SQLiteStore
 from kaizen_async.testing import OllamaReply, StandInLLMServer
@@ -843,3 +843,17 @@ async def test_an_interrupted_conversion_is_run_again_only_when_the_user_says_so
         assert agreed.rerun_interrupted
         flagged = Job(session, dispatcher, progress, max_rounds=1, jobs=1, rerun_interrupted=True)
         await flagged.confirm_interrupted("convert_file", {"a.py"}, "file")
+
+
+def test_go_environment_is_offline_and_works_without_a_home(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HOME", "/home/someone")
+    monkeypatch.delenv("GOCACHE", raising=False)
+    env = go_environment()
+    assert (env["GOPROXY"], env["GOTOOLCHAIN"], env["GOFLAGS"]) == ("off", "local", "-mod=mod")
+    assert env["CGO_ENABLED"] == "0" and "GOCACHE" not in env
+    for name in ("HOME", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    homeless = go_environment()
+    assert homeless["GOCACHE"].endswith("cache") and homeless["GOPATH"].endswith("path")

@@ -18,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,8 +65,14 @@ def find_go() -> str | None:
 
 def go_environment() -> dict[str, str]:
     """The environment the Go commands run in: no module downloads, no toolchain switch,
-    no cgo (no C compiler needed), no workspace file from a parent directory."""
+    no cgo (no C compiler needed), no workspace file from a parent directory; a build
+    cache under the temporary directory when there is no home to keep one in."""
     env = dict(os.environ)
+    if not (env.get("HOME") or env.get("XDG_CACHE_HOME") or env.get("GOCACHE")):
+        # go needs a build cache and a module path; without a home, keep them in /tmp
+        base = Path(tempfile.gettempdir(), "py_to_go-go")
+        env.setdefault("GOCACHE", str(base / "cache"))
+        env.setdefault("GOPATH", str(base / "path"))
     env.update(
         GOPROXY="off",
         GOTOOLCHAIN="local",

@@ -29,9 +29,13 @@ from ._exceptions import SessionClosedError as SessionClosedError
 from ._exceptions import SessionCorruptedError as SessionCorruptedError
 from ._exceptions import SessionExistsError as SessionExistsError
 from ._exceptions import SessionFencedError as SessionFencedError
+from ._exceptions import SessionInUseError as SessionInUseError
 from ._exceptions import SessionNotFoundError as SessionNotFoundError
 from ._exceptions import SessionReadOnlyError as SessionReadOnlyError
 from ._exceptions import StateKeyNotFoundError as StateKeyNotFoundError
+from ._hub import HubStatistics as HubStatistics
+from ._hub import SessionHub as SessionHub
+from ._hub import SessionLease as SessionLease
 from ._mailbox import MailboxStatistics as MailboxStatistics
 from ._planner import Planner as Planner
 from ._planner import PlanResult as PlanResult
@@ -58,6 +62,7 @@ __all__ = [
     "CapabilitySpec",
     "DispatchResult",
     "Dispatcher",
+    "HubStatistics",
     "InvokeResult",
     "MailboxStatistics",
     "PlanResult",
@@ -83,6 +88,9 @@ __all__ = [
     "SessionBusyError",
     "SessionExistsError",
     "SessionFencedError",
+    "SessionHub",
+    "SessionInUseError",
+    "SessionLease",
     "SessionNotFoundError",
     "SessionReadOnlyError",
     "SessionStatistics",

@@ -8,6 +8,7 @@ subclasses it, so ``except ValueError`` / ``except KeyError`` keep working::
     ├── SessionClosedError           session is not running (closed or never started)
     ├── SessionReadOnlyError         a write to a session opened read-only
     ├── SessionExistsError           (ValueError) creating a session whose id is taken
+    ├── SessionInUseError            deleting a session that someone holds open
     ├── SessionCorruptedError        a file or trajectory fails verification (names the seq)
     ├── SchemaMismatchError          a file written by a newer schema
     ├── SessionBusyError             opening a session whose lease another live hub holds
@@ -50,6 +51,7 @@ __all__ = [
     "SessionCorruptedError",
     "SessionExistsError",
     "SessionFencedError",
+    "SessionInUseError",
     "SessionNotFoundError",
     "SessionReadOnlyError",
     "StateKeyNotFoundError",
@@ -69,6 +71,7 @@ class ErrorCode(str, Enum):
     SESSION_BUSY = "session_busy"
     SESSION_FENCED = "session_fenced"
     SESSION_READ_ONLY = "session_read_only"
+    SESSION_IN_USE = "session_in_use"
     STATE_KEY_NOT_FOUND = "state_key_not_found"
     # agents
     AGENT_NOT_FOUND = "agent_not_found"
@@ -152,6 +155,13 @@ class SessionExistsError(KaizenError, ValueError):
     """Creating a session under an id that a store already holds."""
 
     default_code = ErrorCode.SESSION_EXISTS
+
+
+class SessionInUseError(KaizenError):
+    """An operation that needs a session nobody holds (``SessionHub.delete_session``) on a
+    session that is leased."""
+
+    default_code = ErrorCode.SESSION_IN_USE
 
 
 class SessionCorruptedError(KaizenError):

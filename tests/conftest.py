@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from pgserver import pg_schema, postgres_dsn, postgres_server
+from storefakes import ControlledStore, FakeStore
 
 from kaizen_async import Session
 
@@ -27,3 +28,9 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
 async def session() -> AsyncIterator[Session]:
     async with Session() as s:
         yield s
+
+
+@pytest.fixture(params=[pytest.param("fake", id="fake-store")])
+def store(request: pytest.FixtureRequest) -> ControlledStore:
+    """A store for hub tests, wrapped so a test can hold, fail and count its calls."""
+    return ControlledStore(FakeStore())

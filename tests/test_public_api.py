@@ -8,6 +8,7 @@ from types import ModuleType
 import pytest
 
 import kaizen_async
+import kaizen_async.inspect
 import kaizen_async.llm
 import kaizen_async.stores
 import kaizen_async.sync
@@ -27,6 +28,7 @@ PUBLIC = {
         "DispatchResult",
         "Dispatcher",
         "EntryType",
+        "HubStatistics",
         "ErrorCode",
         "InvokeResult",
         "KaizenError",
@@ -48,6 +50,9 @@ PUBLIC = {
         "SessionBusyError",
         "SessionExistsError",
         "SessionFencedError",
+        "SessionHub",
+        "SessionInUseError",
+        "SessionLease",
         "SessionNotFoundError",
         "SessionReadOnlyError",
         "SessionStatistics",
@@ -82,6 +87,7 @@ PUBLIC = {
         "StandInLLMServer",
     ],
     kaizen_async.sync: ["Dispatcher", "Session"],
+    kaizen_async.inspect: ["create_app"],
     kaizen_async.stores: [
         "Batch",
         "MemoryStore",

@@ -29,6 +29,7 @@ from ._exceptions import (
     KaizenValidationError,
     PersistError,
     SessionCorruptedError,
+    SessionFencedError,
 )
 from ._session import Session, Transaction, _entry_type
 from ._state import SessionCore, _timestamp, validate_key
@@ -58,6 +59,7 @@ class StoredCore(SessionCore):
     __slots__ = (
         "base",
         "committed",
+        "epoch",
         "interrupted",
         "keys",
         "names",
@@ -78,6 +80,9 @@ class StoredCore(SessionCore):
             created=False,
         )
         self.tail_max = tail_max
+        #: the hub's ownership epoch of the session (None: not owned); every batch
+        #: carries it, so the store refuses it once another hub has taken the session over
+        self.epoch: int | None = None
         self.sizes: dict[str, int] = {}  # digest -> size: known sizes outlive reloads
         self.reset(stored, steps)
 
@@ -193,6 +198,7 @@ class StoredCore(SessionCore):
             artifacts={name: artifacts.get(name) for name in self.names},
             blobs=dict(self.new_blobs),
             open_steps=self.open_steps.seqs() if self.steps_changed else None,
+            epoch=self.epoch,
         )
 
     def committed_ok(self) -> None:
@@ -276,6 +282,10 @@ class StoreLink:
             return None
         try:
             await self.store.commit(core.batch())
+        except SessionFencedError as exc:
+            # another hub owns the session now: this copy must not write (or reload) again
+            self.broken = exc
+            return exc
         except Exception as exc:
             error = _persist_error(exc, core.session_id)
             try:

@@ -7,6 +7,7 @@ commits or loads fail, and count what was called.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Collection, Mapping
 from types import TracebackType
 from typing import Any, Self
@@ -17,10 +18,19 @@ from kaizen_async import (
     ArtifactNotFoundError,
     ErrorCode,
     PersistError,
+    SessionBusyError,
     SessionExistsError,
+    SessionFencedError,
     SessionNotFoundError,
 )
-from kaizen_async._storage import Batch, SessionInfo, SessionStore, StoredSession, StoreStatistics
+from kaizen_async._storage import (
+    Batch,
+    Ownership,
+    SessionInfo,
+    SessionStore,
+    StoredSession,
+    StoreStatistics,
+)
 from kaizen_async._trajectory import Record
 
 
@@ -133,6 +143,24 @@ class ControlledStore:
     def statistics(self) -> StoreStatistics:
         return self.inner.statistics()
 
+    async def acquire(
+        self, session_id: str, owner: str, *, lease_seconds: float, take_over: bool = False
+    ) -> Ownership:
+        return await self.inner.acquire(
+            session_id, owner, lease_seconds=lease_seconds, take_over=take_over
+        )
+
+    async def renew(
+        self, owner: str, claims: Mapping[str, int], *, lease_seconds: float
+    ) -> dict[str, float]:
+        return await self.inner.renew(owner, claims, lease_seconds=lease_seconds)
+
+    async def release(self, session_id: str, owner: str, epoch: int) -> None:
+        await self.inner.release(session_id, owner, epoch)
+
+    async def wait_for_commit(self, session_id: str, after_seq: int, *, timeout: float) -> int:
+        return await self.inner.wait_for_commit(session_id, after_seq, timeout=timeout)
+
 
 class FakeStore:
     """A small in-memory store following the contract (used until the real stores land)."""
@@ -173,6 +201,8 @@ class FakeStore:
             stored["open_steps"] = tuple(batch.open_steps)
         stored["updated"] = str(anyio.current_time())
         self.commits += 1
+        for event in stored.pop("waiters", ()):
+            event.set()
 
     async def create(
         self,
@@ -225,6 +255,8 @@ class FakeStore:
     async def commit(self, batch: Batch) -> None:
         await anyio.lowlevel.checkpoint()
         s = self._get(batch.session_id)
+        if batch.epoch is not None and batch.epoch != s.get("epoch", 0):
+            raise SessionFencedError("fenced", details={"owner": s.get("owner")})
         if batch.base_seq != len(s["records"]):
             raise PersistError("conflict", code=ErrorCode.PERSIST_CONFLICT)
         self._apply(s, batch)
@@ -270,3 +302,43 @@ class FakeStore:
 
     def statistics(self) -> StoreStatistics:
         return StoreStatistics(self.commits, self.commits, 0)
+
+    async def acquire(
+        self, session_id: str, owner: str, *, lease_seconds: float, take_over: bool = False
+    ) -> Ownership:
+        await anyio.lowlevel.checkpoint()
+        s = self._get(session_id)
+        now = time.time()
+        holder = s.get("owner")
+        if not take_over and holder not in (None, owner) and s.get("lease_until", 0.0) > now:
+            raise SessionBusyError(f"owned by {holder}", details={"owner": holder})
+        s["owner"], s["epoch"], s["lease_until"] = owner, s.get("epoch", 0) + 1, now + lease_seconds
+        return Ownership(session_id, owner, s["epoch"], s["lease_until"])
+
+    async def renew(
+        self, owner: str, claims: Mapping[str, int], *, lease_seconds: float
+    ) -> dict[str, float]:
+        await anyio.lowlevel.checkpoint()
+        kept = {}
+        for sid, epoch in claims.items():
+            s = self.sessions.get(sid)
+            if s is not None and s.get("owner") == owner and s.get("epoch") == epoch:
+                s["lease_until"] = kept[sid] = time.time() + lease_seconds
+        return kept
+
+    async def release(self, session_id: str, owner: str, epoch: int) -> None:
+        await anyio.lowlevel.checkpoint()
+        s = self.sessions.get(session_id)
+        if s is not None and s.get("owner") == owner and s.get("epoch") == epoch:
+            s["owner"], s["lease_until"] = None, 0.0
+
+    async def wait_for_commit(self, session_id: str, after_seq: int, *, timeout: float) -> int:
+        s = self._get(session_id)
+        if len(s["records"]) <= after_seq:
+            event = anyio.Event()
+            s.setdefault("waiters", []).append(event)
+            with anyio.move_on_after(timeout):
+                await event.wait()
+        else:
+            await anyio.lowlevel.checkpoint()
+        return len(self._get(session_id)["records"])

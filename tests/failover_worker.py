@@ -1,18 +1,18 @@
-"""A worker process of the failover tests (tests/test_failover.py): one of several owners
-of the sessions in one store, each serving the sessions routed to it by id.
+"""A worker process of the failover tests (tests/test_failover.py): a SessionHub, one of
+several on one store, serving the sessions routed to it by id.
 
 Run as ``python failover_worker.py STORE INDEX WORKERS LEASE BACKEND GO SID...`` where
 STORE is ``sqlite:PATH`` or ``postgres:SCHEMA:DSN``. The worker acquires the sessions routed
-to it (``index(sid) % WORKERS == INDEX``), renews its leases every third of a lease, and
-keeps committing to each session it owns; once the file GO exists (the test creates it
-when every worker serves its own) it also tries, every half lease, to acquire the others
+to it (``index(sid) % WORKERS == INDEX``: ``hub.open``; the hub renews its leases every
+third of a lease) and keeps appending to each; once the file GO exists (the test creates
+it when every worker serves its own) it also tries, every half lease, to open the others
 (which succeeds only once their owner's lease has expired: the owner died or was paused).
-Each record it writes carries its owner id and epoch.
+Each entry it writes carries its owner id, epoch and a counter.
 
 It prints one line per event, flushed, to standard output:
-``ack SID SEQ HASH`` (a commit acknowledged), ``own SID EPOCH`` (acquired),
-``fenced SID`` (a commit refused: the session was taken over), ``lost SID`` (a renewal
-found it taken over). It runs until killed (SIGKILL, or SIGTERM: a clean stop).
+``ack SID SEQ OWNER/EPOCH/N`` (an append acknowledged), ``own SID EPOCH`` (opened),
+``fenced SID`` (a write refused: another hub took the session over). It runs until
+killed (SIGKILL, or SIGTERM: a clean stop).
 """
 
 from __future__ import annotations
@@ -25,9 +25,17 @@ from typing import Any
 
 import anyio
 
-from kaizen_async import PersistError, SessionBusyError, SessionFencedError
-from kaizen_async._state import SessionCore
-from kaizen_async._storage import Batch, SessionStore
+from kaizen_async import (
+    EntryType,
+    PersistError,
+    Session,
+    SessionBusyError,
+    SessionClosedError,
+    SessionFencedError,
+    SessionHub,
+    SessionLease,
+)
+from kaizen_async._storage import SessionStore
 from kaizen_async.stores import PostgresStore, SQLiteStore
 
 
@@ -44,78 +52,52 @@ def say(*parts: Any) -> None:
 
 
 class Worker:
-    def __init__(self, store: SessionStore, index: int, workers: int, lease: float) -> None:
-        self.store = store
+    def __init__(self, hub: SessionHub, index: int, workers: int, lease: float) -> None:
+        self.hub = hub
         self.index = index
         self.workers = workers
         self.lease = lease
-        self.owner = f"worker{index}-{os.getpid()}"
-        self.epochs: dict[str, int] = {}  # sessions owned now -> epoch
-        self.scopes: dict[str, anyio.CancelScope] = {}
+        self.owner = hub.owner
+        self.serving: set[str] = set()
         self.rng = random.Random(index)
 
     def routed(self, sid: str) -> bool:
         return int(sid.removeprefix("s")) % self.workers == self.index
 
     async def take(self, tg: anyio.abc.TaskGroup, sid: str) -> None:
-        if sid in self.epochs:
+        if sid in self.serving:
             return
+        lease = self.hub.open(sid)
         try:
-            ownership = await self.store.acquire(sid, self.owner, lease_seconds=self.lease)
+            session = await lease.acquire()
         except (SessionBusyError, PersistError):
             return
-        self.epochs[sid] = ownership.epoch
-        say("own", sid, ownership.epoch)
-        tg.start_soon(self.write, sid, ownership.epoch)
+        epoch = self.hub._slots[sid].epoch  # the test records it in every entry
+        assert epoch is not None
+        self.serving.add(sid)
+        say("own", sid, epoch)
+        tg.start_soon(self.write, sid, lease, session, epoch)
 
-    async def write(self, sid: str, epoch: int) -> None:
-        """Commit to ``sid`` steadily under ``epoch`` until fenced or lost."""
-        with anyio.CancelScope() as scope:
-            self.scopes[sid] = scope
-            try:
-                core = SessionCore.replay(await self.store.read(sid), session_id=sid)
-                while True:
-                    base = len(core.records)
-                    core.append(
-                        self.owner,
-                        "system_note",
-                        {"owner": self.owner, "epoch": epoch, "n": base + 1},
-                    )
-                    batch = Batch(sid, base, core.records[base:], core.version, epoch=epoch)
-                    try:
-                        await self.store.commit(batch)
-                    except SessionFencedError:
-                        say("fenced", sid)
-                        return
-                    say("ack", sid, len(core.records), core.records[-1].hash)
-                    await anyio.sleep(self.rng.uniform(0.002, 0.02))
-            except PersistError as exc:  # the store failed: give the session up
-                say("error", sid, exc.code)
-            finally:
-                if self.scopes.get(sid) is scope:
-                    del self.scopes[sid]
-                if self.epochs.get(sid) == epoch:
-                    del self.epochs[sid]
-
-    async def renew(self) -> None:
-        while True:
-            await anyio.sleep(self.lease / 3)
-            claims = dict(self.epochs)
-            try:
-                kept = await self.store.renew(self.owner, claims, lease_seconds=self.lease)
-            except PersistError:
-                continue
-            for sid, epoch in claims.items():
-                if sid not in kept and self.epochs.get(sid) == epoch:
-                    say("lost", sid)
-                    del self.epochs[sid]
-                    scope = self.scopes.get(sid)
-                    if scope is not None:
-                        scope.cancel()
+    async def write(self, sid: str, lease: SessionLease, session: Session, epoch: int) -> None:
+        """Append to ``sid`` steadily (each append returns once committed) until fenced."""
+        try:
+            n = 0
+            while True:
+                n += 1
+                token = {"owner": self.owner, "epoch": epoch, "n": n}
+                seq = await session.append(self.owner, EntryType.SYSTEM_NOTE, token)
+                say("ack", sid, seq, f"{self.owner}/{epoch}/{n}")
+                await anyio.sleep(self.rng.uniform(0.002, 0.02))
+        except SessionFencedError:
+            say("fenced", sid)
+        except (SessionClosedError, PersistError) as exc:
+            say("error", sid, getattr(exc, "code", "closed"))
+        finally:
+            lease.release()
+            self.serving.discard(sid)
 
     async def run(self, sids: list[str], go: anyio.Path) -> None:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self.renew)
             for sid in sids:
                 if self.routed(sid):
                     await self.take(tg, sid)
@@ -130,7 +112,9 @@ class Worker:
 
 async def main(argv: list[str]) -> None:
     spec, index, workers, lease, _backend, go, *sids = argv
-    async with open_store(spec) as store:
+    async with SessionHub(
+        open_store(spec), owner=f"worker{index}-{os.getpid()}", lease_seconds=float(lease)
+    ) as hub:
         with anyio.open_signal_receiver(signal.SIGTERM) as signals:
             async with anyio.create_task_group() as tg:
 
@@ -139,9 +123,7 @@ async def main(argv: list[str]) -> None:
                         tg.cancel_scope.cancel()
 
                 tg.start_soon(stop)
-                await Worker(store, int(index), int(workers), float(lease)).run(
-                    sids, anyio.Path(go)
-                )
+                await Worker(hub, int(index), int(workers), float(lease)).run(sids, anyio.Path(go))
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from ._durable import DEFAULT_TAIL, DurableSession, load_core
 from ._exceptions import (
     KaizenValidationError,
     PersistError,
+    SessionBusyError,
     SessionClosedError,
     SessionExistsError,
     SessionFencedError,
@@ -210,7 +211,7 @@ class SessionHub:
                 f"lease_seconds must be a number of seconds > 0, got {lease_seconds!r}"
             )
         if owner is None:
-            owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+            owner = f"{_LOCAL}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         elif not isinstance(owner, str) or not owner.strip() or not owner.isprintable():
             raise KaizenValidationError(f"owner must be a non-blank printable str, got {owner!r}")
         self._lease_seconds = float(lease_seconds)
@@ -360,10 +361,21 @@ class SessionHub:
 
     async def _take(self, session_id: str, take_over: bool) -> int:
         """Own the session in the store (its new epoch); SessionBusyError if another live
-        hub does."""
-        ownership = await self._store.acquire(
-            session_id, self._owner, lease_seconds=self._lease_seconds, take_over=take_over
-        )
+        hub does. A holder that was a process of this machine (same boot, same process
+        namespace) that no longer exists is taken over at once (a restarted server does
+        not wait out its predecessor's lease)."""
+        store, lease = self._store, self._lease_seconds
+        try:
+            ownership = await store.acquire(
+                session_id, self._owner, lease_seconds=lease, take_over=take_over
+            )
+        except SessionBusyError as busy:
+            holder = busy.details.get("owner")
+            if not isinstance(holder, str) or not _dead_local_owner(holder):
+                raise
+            ownership = await store.acquire(
+                session_id, self._owner, lease_seconds=lease, replace_owner=holder
+            )
         return ownership.epoch
 
     async def _load(self, slot: _Slot, create: bool, take_over: bool) -> None:
@@ -745,6 +757,39 @@ class SessionHub:
 
     def __repr__(self) -> str:
         return f"SessionHub(store={self._store!r}, open={self._open})"
+
+
+def _local_key() -> str:
+    """This machine boot and process namespace, as the prefix of a default owner id: two
+    processes with the same prefix see each other's process ids."""
+    parts = [socket.gethostname()]
+    with contextlib.suppress(OSError):
+        with open("/proc/sys/kernel/random/boot_id") as boot:
+            parts.append(boot.read().strip()[:8])
+        parts.append(str(os.stat("/proc/self/ns/pid").st_ino))
+    return "/".join(parts)
+
+
+_LOCAL = _local_key()
+
+
+def _dead_local_owner(owner: str) -> bool:
+    """Whether ``owner`` is a default owner id of a process of this machine (same boot
+    and process namespace) that has exited."""
+    prefix, _, rest = owner.rpartition(":")
+    local, _, pid_text = prefix.rpartition(":")
+    if local != _LOCAL or not pid_text.isdigit() or not rest:
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # it exists (another user's): alive
+        return False
+    return False
 
 
 def _check_id(session_id: object) -> str:

@@ -212,13 +212,21 @@ class SessionStore(Protocol):
     # -- ownership (several hubs on one store) ---------------------------------------------
 
     async def acquire(
-        self, session_id: str, owner: str, *, lease_seconds: float, take_over: bool = False
+        self,
+        session_id: str,
+        owner: str,
+        *,
+        lease_seconds: float,
+        take_over: bool = False,
+        replace_owner: str | None = None,
     ) -> Ownership:
         """Make ``owner`` the session's owner under a new epoch, leased for
         ``lease_seconds``; durable on return.
 
         Refused with :class:`~kaizen_async.SessionBusyError` (naming the holder) while
-        another owner's lease runs, unless ``take_over``; an expired lease is taken over.
+        another owner's lease runs, unless ``take_over``, or unless that owner is
+        ``replace_owner`` (one the caller knows is dead: a takeover that does not also take
+        the session from whoever took it meanwhile); an expired lease is taken over.
         """
         ...
 

@@ -144,10 +144,20 @@ class ControlledStore:
         return self.inner.statistics()
 
     async def acquire(
-        self, session_id: str, owner: str, *, lease_seconds: float, take_over: bool = False
+        self,
+        session_id: str,
+        owner: str,
+        *,
+        lease_seconds: float,
+        take_over: bool = False,
+        replace_owner: str | None = None,
     ) -> Ownership:
         return await self.inner.acquire(
-            session_id, owner, lease_seconds=lease_seconds, take_over=take_over
+            session_id,
+            owner,
+            lease_seconds=lease_seconds,
+            take_over=take_over,
+            replace_owner=replace_owner,
         )
 
     async def renew(
@@ -304,13 +314,23 @@ class FakeStore:
         return StoreStatistics(self.commits, self.commits, 0)
 
     async def acquire(
-        self, session_id: str, owner: str, *, lease_seconds: float, take_over: bool = False
+        self,
+        session_id: str,
+        owner: str,
+        *,
+        lease_seconds: float,
+        take_over: bool = False,
+        replace_owner: str | None = None,
     ) -> Ownership:
         await anyio.lowlevel.checkpoint()
         s = self._get(session_id)
         now = time.time()
         holder = s.get("owner")
-        if not take_over and holder not in (None, owner) and s.get("lease_until", 0.0) > now:
+        if (
+            not take_over
+            and holder not in (None, owner, replace_owner)
+            and s.get("lease_until", 0.0) > now
+        ):
             raise SessionBusyError(f"owned by {holder}", details={"owner": holder})
         s["owner"], s["epoch"], s["lease_until"] = owner, s.get("epoch", 0) + 1, now + lease_seconds
         return Ownership(session_id, owner, s["epoch"], s["lease_until"])

@@ -7,6 +7,8 @@ schema), on asyncio and Trio.
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -158,3 +160,28 @@ async def test_hub_arguments_are_checked() -> None:
         with pytest.raises(KaizenValidationError):
             SessionHub(MemoryStore(), **kwargs)
     assert SessionHub(MemoryStore(), owner="me").owner == "me"
+
+
+async def test_a_dead_process_of_this_machine_is_taken_over_at_once(make: Make) -> None:
+    """A restarted server does not wait out its predecessor's lease: a default owner id
+    names this machine and the process, and a process that has exited holds nothing."""
+    from kaizen_async._hub import _LOCAL
+
+    child = await anyio.run_process([sys.executable, "-c", "import os; print(os.getpid())"])
+    dead = f"{_LOCAL}:{int(child.stdout)}:deadbeef"
+    alive = f"{_LOCAL}:{os.getppid()}:cafe0123"
+    async with SessionHub(make(), owner="creator") as hub:
+        await hub.create("gone")
+        await hub.create("here")
+        await hub.store.acquire("gone", dead, lease_seconds=600)
+        await hub.store.acquire("here", alive, lease_seconds=600)
+        async with hub.open("gone") as session:  # at once, though the lease runs 600 s
+            await session.set("k", 1)
+        with pytest.raises(SessionBusyError):  # that process lives: its lease holds
+            async with hub.open("here"):
+                pass
+        await hub.create("far")
+        await hub.store.acquire("far", "elsewhere/0/0:12345:deadbeef", lease_seconds=600)
+        with pytest.raises(SessionBusyError):  # another machine's process: no way to tell
+            async with hub.open("far"):
+                pass

@@ -648,6 +648,19 @@ async def test_an_expired_lease_is_taken_over(store: SessionStore) -> None:
     assert again.epoch == second.epoch + 1
 
 
+async def test_replace_owner_takes_only_from_the_owner_named(store: SessionStore) -> None:
+    await created(store, "s")
+    first = await store.acquire("s", "hub-a", lease_seconds=60)
+    with pytest.raises(SessionBusyError):  # hub-a holds it, not hub-x
+        await store.acquire("s", "hub-b", lease_seconds=60, replace_owner="hub-x")
+    second = await store.acquire("s", "hub-b", lease_seconds=60, replace_owner="hub-a")
+    assert second.epoch == first.epoch + 1
+    with pytest.raises(SessionBusyError):  # hub-b took it meanwhile: hub-c's is refused
+        await store.acquire("s", "hub-c", lease_seconds=60, replace_owner="hub-a")
+    with pytest.raises(KaizenValidationError):
+        await store.acquire("s", "hub-c", lease_seconds=60, replace_owner="")
+
+
 async def test_renew_extends_held_leases_and_reports_lost_ones(store: SessionStore) -> None:
     for sid in ("s1", "s2", "s3"):
         await created(store, sid)

@@ -296,18 +296,26 @@ class MemoryStore:
     # -- ownership ---------------------------------------------------------------------------
 
     async def acquire(
-        self, session_id: str, owner: str, *, lease_seconds: float, take_over: bool = False
+        self,
+        session_id: str,
+        owner: str,
+        *,
+        lease_seconds: float,
+        take_over: bool = False,
+        replace_owner: str | None = None,
     ) -> Ownership:
         """Make ``owner`` the owner under a new epoch unless another live lease holds it."""
         self._check_open(ErrorCode.PERSIST_COMMIT_FAILED)
         check_owner(owner)
+        if replace_owner is not None:
+            check_owner(replace_owner)
         lease = check_lease(lease_seconds)
         stored = self._session(session_id)
         now_s = time.time()
         if (
             not take_over
             and stored.owner is not None
-            and stored.owner != owner
+            and stored.owner not in (owner, replace_owner)
             and stored.lease_until > now_s
         ):
             raise busy(session_id, stored.owner, stored.lease_until)

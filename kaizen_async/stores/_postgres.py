@@ -435,8 +435,8 @@ class PostgresStore:
         if kind == "delete":
             return bool(await conn.fetchval(sql.delete, payload.encode()))
         if kind == "acquire":
-            sid, owner, lease, take_over = payload
-            row = await conn.fetchrow(sql.acquire, sid.encode(), owner, lease, take_over)
+            sid, owner, lease, take_over, replace = payload
+            row = await conn.fetchrow(sql.acquire, sid.encode(), owner, lease, take_over, replace)
             if row is None:
                 return not_found(sid)
             if row[3] is None:
@@ -614,16 +614,24 @@ class PostgresStore:
     # -- ownership ---------------------------------------------------------------------------
 
     async def acquire(
-        self, session_id: str, owner: str, *, lease_seconds: float, take_over: bool = False
+        self,
+        session_id: str,
+        owner: str,
+        *,
+        lease_seconds: float,
+        take_over: bool = False,
+        replace_owner: str | None = None,
     ) -> Ownership:
         """Make ``owner`` the owner under a new epoch unless another live lease holds it
         (:class:`~kaizen_async.SessionBusyError`); one statement, the row locked, the
         lease timed by the database server's clock."""
         check_session_id(session_id)
         check_owner(owner)
+        if replace_owner is not None:
+            check_owner(replace_owner)
         lease = check_lease(lease_seconds)
         ownership: Ownership = await self._committer.submit(
-            "acquire", (session_id, owner, lease, bool(take_over))
+            "acquire", (session_id, owner, lease, bool(take_over), replace_owner)
         )
         return ownership
 

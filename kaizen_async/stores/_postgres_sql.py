@@ -121,7 +121,8 @@ taken AS (
     SET owner = $2, epoch = s.epoch + 1, lease_until = (SELECT t FROM now_s) + $3
     FROM current AS c
     WHERE s.session_id = $1
-        AND ($4 OR c.owner IS NULL OR c.owner = $2 OR c.lease_until <= (SELECT t FROM now_s))
+        AND ($4 OR c.owner IS NULL OR c.owner = $2 OR c.owner = $5::text
+             OR c.lease_until <= (SELECT t FROM now_s))
     RETURNING s.epoch, s.lease_until)
 SELECT c.owner, c.epoch, c.lease_until, t.epoch, t.lease_until
 FROM current AS c LEFT JOIN taken AS t ON true

@@ -396,15 +396,23 @@ class SQLiteStore:
     # -- ownership ---------------------------------------------------------------------------
 
     async def acquire(
-        self, session_id: str, owner: str, *, lease_seconds: float, take_over: bool = False
+        self,
+        session_id: str,
+        owner: str,
+        *,
+        lease_seconds: float,
+        take_over: bool = False,
+        replace_owner: str | None = None,
     ) -> Ownership:
         """Make ``owner`` the owner under a new epoch unless another live lease holds it
         (:class:`~kaizen_async.SessionBusyError`); in the writer's transaction."""
         check_session_id(session_id)
         check_owner(owner)
+        if replace_owner is not None:
+            check_owner(replace_owner)
         lease = check_lease(lease_seconds)
         ownership: Ownership = await self._committer.submit(
-            "acquire", (session_id, owner, lease, bool(take_over))
+            "acquire", (session_id, owner, lease, bool(take_over), replace_owner)
         )
         return ownership
 

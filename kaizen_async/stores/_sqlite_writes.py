@@ -177,16 +177,16 @@ def stage_commit(
 
 
 def acquire(
-    conn: sqlite3.Connection, payload: tuple[str, str, float, bool]
+    conn: sqlite3.Connection, payload: tuple[str, str, float, bool, str | None]
 ) -> KaizenError | Ownership:
     """Take a session for ``owner`` unless another owner's lease runs (or ``take_over``).
     Times are this machine's clock: every process on one SQLite file shares it."""
-    sid, owner, lease, take_over = payload
+    sid, owner, lease, take_over, replace = payload
     row = conn.execute(_OWNER, (sid,)).fetchone()
     if row is None:
         return not_found(sid)
     now_s = time.time()
-    if not take_over and row[2] is not None and row[2] != owner and row[3] > now_s:
+    if not take_over and row[2] is not None and row[2] not in (owner, replace) and row[3] > now_s:
         return busy(sid, row[2], row[3])
     conn.execute(_ACQUIRE, (owner, now_s + lease, sid))
     return Ownership(sid, owner, row[1] + 1, now_s + lease)

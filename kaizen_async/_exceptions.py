@@ -59,6 +59,12 @@ class ErrorCode(str, Enum):
     SESSION_SCHEMA_MISMATCH = "session_schema_mismatch"
     SESSION_EXISTS = "session_exists"
     SESSION_READ_ONLY = "session_read_only"
+    # signed checkpoints (tamper evidence)
+    CHECKPOINT_INVALID = "checkpoint_invalid"
+    CHECKPOINT_HEAD_MISMATCH = "checkpoint_head_mismatch"
+    UNKNOWN_KEY = "unknown_key"
+    UNSIGNED_TAIL = "unsigned_tail"
+    ROLLBACK_DETECTED = "rollback_detected"
     STATE_KEY_NOT_FOUND = "state_key_not_found"
     # agents
     AGENT_NOT_FOUND = "agent_not_found"
@@ -147,6 +153,10 @@ class SessionExistsError(KaizenError, ValueError):
 class SessionCorruptedError(KaizenError):
     """A trajectory or file failed verification.
 
+    ``code`` is ``session_corrupted`` for a broken chain or state, or, for signed
+    checkpoints, ``checkpoint_invalid``, ``checkpoint_head_mismatch``, ``unknown_key``,
+    ``unsigned_tail`` or ``rollback_detected``.
+
     Attributes:
         seq: the first bad entry's seq, when the problem is tied to one entry.
     """
@@ -154,9 +164,14 @@ class SessionCorruptedError(KaizenError):
     default_code = ErrorCode.SESSION_CORRUPTED
 
     def __init__(
-        self, message: str, *, seq: int | None = None, details: dict[str, Any] | None = None
+        self,
+        message: str,
+        *,
+        seq: int | None = None,
+        details: dict[str, Any] | None = None,
+        code: ErrorCode | None = None,
     ) -> None:
-        super().__init__(message, details=details)
+        super().__init__(message, details=details, code=code)
         self.seq = seq
 
 

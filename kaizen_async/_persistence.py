@@ -34,7 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from ._canonical import decode, encode, sha256_hex
+from ._checkpoint import Checkpoint
 from ._exceptions import KaizenError, PersistError, SchemaMismatchError, SessionCorruptedError
+from ._file_checkpoints import read_checkpoints, write_checkpoints
 from ._state import SCHEMA_VERSION, SessionCore
 from ._trajectory import EntryType, Record
 
@@ -78,6 +80,8 @@ class SavePlan:
     mark: SaveMark | None = None
     changed_keys: set[str] = field(default_factory=set)
     new_digests: set[str] = field(default_factory=set)
+    #: signed checkpoints kept beside the trajectory (see _file_checkpoints)
+    checkpoints: list[Checkpoint] = field(default_factory=list)
 
 
 def plan_save(core: SessionCore, path: str, mark: SaveMark | None, saved: Record) -> SavePlan:
@@ -165,6 +169,7 @@ def _write_fresh(plan: SavePlan) -> None:
                 ((key, value.decode()) for key, value in plan.state.items()),
             )
             conn.executemany("INSERT INTO blobs VALUES (?, ?)", plan.blobs.items())
+            write_checkpoints(conn, plan.checkpoints)
             conn.execute("COMMIT")
         finally:
             conn.close()
@@ -232,6 +237,7 @@ def _append_to_file(plan: SavePlan) -> bool:
             conn.executemany(
                 "INSERT OR REPLACE INTO metadata VALUES (?, ?)", _meta_rows(plan.metadata)
             )
+            write_checkpoints(conn, plan.checkpoints)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -370,6 +376,7 @@ def _read_v2(
     missing = wanted - core.blobs.keys()
     if missing:
         raise SessionCorruptedError(f"{path}: {len(missing)} artifact blob(s) are missing")
+    core.checkpoints = read_checkpoints(conn, tables, path)
     return core
 
 

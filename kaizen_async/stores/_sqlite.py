@@ -10,6 +10,11 @@ database, I/O error) is rolled back whole and every batch in it fails with
 ``persist_commit_failed``; the writer then reopens its connection, so the store works
 again once the fault is gone.
 
+With a signer, the writer also signs the new head of every session the transaction
+advanced (per :class:`~kaizen_async.signing.CheckpointPolicy`; one signature per
+transaction) and writes the checkpoint rows in that same transaction, after the guarded
+updates: a refused batch, a rolled-back transaction or a fenced writer commits none.
+
 Reads run on a small pool of read connections in worker threads, concurrently with the
 writer (WAL readers see the last committed state and never block it); a read that spans
 several statements (``load``, ``read``) runs in one read transaction: one snapshot.
@@ -28,12 +33,16 @@ import anyio
 from anyio.abc import TaskGroup
 
 from .._actor import exit_task_group
+from .._anchors import AnchorPublisher, AnchorSink
+from .._checkpoint import Checkpoint
+from .._checkpointing import Checkpointer, CheckpointPolicy, Head
 from .._exceptions import (
     ErrorCode,
     KaizenError,
     KaizenValidationError,
     PersistError,
 )
+from .._keys import Signer
 from .._storage import Batch, SessionInfo, StoredSession, StoreStatistics
 from .._trajectory import Record
 from . import _sqlite_reads as reads
@@ -50,7 +59,14 @@ from ._common import (
 )
 from ._group_commit import GroupCommitter, Outcome, Write
 from ._sqlite_schema import configure, migrate, storage_error
-from ._sqlite_writes import DELETE_SESSION, Staged, stage_commit, stage_create
+from ._sqlite_writes import (
+    DELETE_SESSION,
+    Staged,
+    stage_checkpoint,
+    stage_commit,
+    stage_create,
+    write_checkpoints,
+)
 
 __all__ = ["SQLiteStore"]
 
@@ -64,6 +80,10 @@ class SQLiteStore:
         path: the database file (created with its schema when missing or empty).
         readers: read connections (reads beyond this many wait for one to be free).
         busy_timeout: seconds a connection waits for another process's lock.
+        signer: signs checkpoints of session heads at commits (see
+            :mod:`kaizen_async.signing`); None (the default): no checkpoints.
+        checkpoints: when to sign (default: at every durable commit of a session).
+        anchor: receives each committed checkpoint, off the write path.
 
     Entering opens (creating or migrating) the database and starts the writer; leaving
     commits what is queued, then closes. Opening raises :class:`SessionCorruptedError`
@@ -72,7 +92,14 @@ class SQLiteStore:
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, readers: int = 4, busy_timeout: float = 5.0
+        self,
+        path: str | os.PathLike[str],
+        *,
+        readers: int = 4,
+        busy_timeout: float = 5.0,
+        signer: Signer | None = None,
+        checkpoints: CheckpointPolicy | None = None,
+        anchor: AnchorSink | AnchorPublisher | None = None,
     ) -> None:
         if not isinstance(readers, int) or isinstance(readers, bool) or readers < 1:
             raise KaizenValidationError("readers must be an int >= 1")
@@ -90,6 +117,7 @@ class SQLiteStore:
         #: test seam: called with the writer connection in the writer thread before each
         #: transaction (fault injection: ``PRAGMA max_page_count``, ``query_only``)
         self._writer_hook: Callable[[sqlite3.Connection], None] | None = None
+        self._checkpointer = None if signer is None else Checkpointer(signer, checkpoints, anchor)
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r})"
@@ -110,6 +138,9 @@ class SQLiteStore:
         self._reader_slots = anyio.Semaphore(len(readers))
         self._committer.open()
         task_group.start_soon(self._committer.run, name=f"writer of {self!r}")
+        anchor = self._checkpointer.anchor if self._checkpointer is not None else None
+        if anchor is not None:
+            task_group.start_soon(anchor.run, name=f"anchor of {self!r}")
         self._task_group = task_group
         self._open = True
         return self
@@ -125,6 +156,8 @@ class SQLiteStore:
             return None
         self._task_group = None
         self._committer.close()
+        if self._checkpointer is not None and self._checkpointer.anchor is not None:
+            self._checkpointer.anchor.close()
         try:
             return await exit_task_group(task_group, exc_type, exc, tb)
         finally:
@@ -216,12 +249,45 @@ class SQLiteStore:
         deleted: bool = await self._committer.submit("delete", session_id)
         return deleted
 
-    async def _transact(self, writes: list[Write]) -> tuple[bool, list[Outcome]]:
-        return await anyio.to_thread.run_sync(self._transact_sync, writes)
+    async def checkpoint(self, session_id: str) -> Checkpoint | None:
+        """Sign the session's head now, in its own transaction, unless this store's key
+        signed that head already (then that checkpoint is not repeated: None). What a
+        store-backed session's close calls. None without a signer."""
+        check_session_id(session_id)
+        if self._checkpointer is None:
+            return None
+        made: Checkpoint | None = await self._committer.submit("checkpoint", session_id)
+        return made
 
-    def _transact_sync(self, writes: list[Write]) -> tuple[bool, list[Outcome]]:
-        """One transaction for all ``writes`` (runs in a worker thread)."""
+    async def read_checkpoints(self, session_id: str, *, since_seq: int = 0) -> list[Checkpoint]:
+        """The session's committed checkpoints with ``seq > since_seq``, oldest first."""
+        check_session_id(session_id)
+        since, _ = check_range(since_seq, None)
+        return await self._read(reads.read_checkpoints, session_id, since)
+
+    async def _transact(self, writes: list[Write]) -> tuple[bool, list[Outcome]]:
+        heads: list[Head] = []
+        made: list[Checkpoint] = []
+        committed, outcomes = await anyio.to_thread.run_sync(
+            self._transact_sync, writes, heads, made
+        )
+        if committed and self._checkpointer is not None:
+            self._checkpointer.committed(heads, made)
+        return committed, outcomes
+
+    def _transact_sync(
+        self,
+        writes: list[Write],
+        heads: list[Head] | None = None,
+        made: list[Checkpoint] | None = None,
+    ) -> tuple[bool, list[Outcome]]:
+        """One transaction for all ``writes`` (runs in a worker thread). With a signer,
+        ``heads`` receives the session heads it advanced and ``made`` the checkpoints it
+        committed."""
         outcomes: list[Outcome] = [None] * len(writes)
+        signer = self._checkpointer
+        heads = [] if heads is None else heads
+        forced: list[tuple[int, Head]] = []  # (write index, head) of explicit checkpoints
         conn = self._writer
         try:
             if conn is None:  # the previous transaction failed: start afresh
@@ -234,15 +300,34 @@ class SQLiteStore:
             for index, (kind, payload) in enumerate(writes):
                 if kind == "commit":
                     outcomes[index] = stage_commit(conn, payload, stamp, staged)
+                    if signer is not None and outcomes[index] is None and payload.records:
+                        heads.append(_head(payload))
                 elif kind == "create":
                     outcomes[index] = stage_create(conn, payload, stamp, staged)
+                    if signer is not None and isinstance(outcomes[index], SessionInfo):
+                        heads.append(_head(payload[0]))
+                elif kind == "checkpoint":
+                    assert signer is not None
+                    staged.flush(conn)
+                    found = stage_checkpoint(conn, payload, signer.key_id)
+                    if isinstance(found, tuple):
+                        forced.append((index, (payload, found[0], found[1], 0, 0)))
+                    else:
+                        outcomes[index] = found
                 else:
                     staged.flush(conn)  # rows of earlier batches go in before the delete
                     outcomes[index] = conn.execute(DELETE_SESSION[0], (payload,)).rowcount > 0
                     if outcomes[index]:
                         for statement in DELETE_SESSION[1:]:
                             conn.execute(statement, (payload,))
+                        heads[:] = [h for h in heads if h[0] != payload]
+                        forced = [f for f in forced if f[1][0] != payload]
             staged.flush(conn)
+            if signer is not None and (heads or forced):
+                signed = self._sign_heads(signer, heads, forced, outcomes)
+                write_checkpoints(conn, signed)
+                if made is not None:
+                    made.extend(signed)
             conn.execute("COMMIT")
             return True, outcomes
         except Exception as exc:
@@ -263,6 +348,28 @@ class SQLiteStore:
                     code=ErrorCode.PERSIST_COMMIT_FAILED,
                 )
             return False, [o if isinstance(o, KaizenError) else error for o in outcomes]
+
+    @staticmethod
+    def _sign_heads(
+        signer: Checkpointer,
+        heads: list[Head],
+        forced: list[tuple[int, Head]],
+        outcomes: list[Outcome],
+    ) -> list[Checkpoint]:
+        """Sign the due heads and the explicit checkpoints together (one signature);
+        each explicit checkpoint's caller gets its own."""
+        newest = {head[0]: head for head in signer.due(heads)}
+        for _, head in forced:  # the newest head of the session this transaction holds
+            for later in heads:
+                if later[0] == head[0] and later[1] > head[1]:
+                    head = later
+            newest[head[0]] = head
+        wanted = list(newest.values())
+        signed = signer.sign(wanted) if wanted else []
+        by_session = {c.session_id: c for c in signed}
+        for index, head in forced:
+            outcomes[index] = by_session[head[0]]
+        return signed
 
     def _abandon_writer(self) -> None:
         """Roll back and drop the writer connection; the next transaction reconnects."""
@@ -355,6 +462,13 @@ class SQLiteStore:
         return StoreStatistics(
             commits=committer.commits, batches=committer.batches, queued=committer.queued
         )
+
+
+def _head(batch: Batch) -> Head:
+    """The head a committed batch leaves; its fencing epoch once sessions carry one
+    (issue 9: ownership and fencing), 0 until then."""
+    last = batch.records[-1]
+    return (batch.session_id, last[0], last[6], 0, len(batch.records))
 
 
 def _close_all(connections: list[sqlite3.Connection]) -> None:

@@ -13,6 +13,7 @@ import sqlite3
 from typing import Any
 
 from .._canonical import sha256_hex
+from .._checkpoint import Checkpoint, proof_from_leaves
 from .._exceptions import ArtifactNotFoundError, KaizenValidationError, SessionCorruptedError
 from .._storage import SessionInfo, StoredSession
 from .._trajectory import Record
@@ -29,7 +30,15 @@ from ._common import (
     not_found,
 )
 
-__all__ = ["HEAD", "info", "list_sessions", "load", "read_blob", "read_entries"]
+__all__ = [
+    "HEAD",
+    "info",
+    "list_sessions",
+    "load",
+    "read_blob",
+    "read_checkpoints",
+    "read_entries",
+]
 
 HEAD = "SELECT head_seq FROM sessions WHERE session_id = ?"
 _SESSION_COLUMNS = (
@@ -178,3 +187,52 @@ def list_sessions(
         ("" if after is None else after, -1 if count is None else count),
     ).fetchall()
     return [_session_info(tuple(row)) for row in rows]
+
+
+_CHECKPOINTS = (
+    "SELECT c.session_id, c.seq, c.head_hash, c.epoch, t.writer_id, t.time, t.key_id, "
+    "t.signature, c.tree_index, t.size, t.leaves FROM checkpoints AS c "
+    "JOIN checkpoint_trees AS t USING (tree_id) WHERE c.session_id = ? AND c.seq > ? "
+    "ORDER BY c.seq, t.tree_id"
+)
+
+
+def read_checkpoints(conn: sqlite3.Connection, session_id: str, since: int) -> list[Checkpoint]:
+    """The session's checkpoints after ``since``, oldest first, each with its audit path
+    rebuilt from its tree's leaves."""
+    conn.execute("BEGIN")
+    if conn.execute(HEAD, (session_id,)).fetchone() is None:
+        raise not_found(session_id)
+    rows = conn.execute(_CHECKPOINTS, (session_id, since)).fetchall()
+    conn.execute("COMMIT")
+    # a row whose fields were changed keeps the tree's original leaf: its audit path then
+    # leads to another root and its signature fails (checkpoint_invalid), as it should
+    found = []
+    for sid, seq, head, epoch, writer, time, key_id, signature, index, size, leaves in rows:
+        try:
+            if type(leaves) is not bytes or type(size) is not int or len(leaves) != 32 * size:
+                raise KaizenValidationError("its tree's leaves are malformed")
+            checkpoint = Checkpoint(
+                sid, seq, head, epoch, writer, time, key_id, signature, index, size
+            ).checked()
+            hashes = [leaves[i : i + 32] for i in range(0, len(leaves), 32)]
+            if size > 1:
+                checkpoint = Checkpoint(
+                    sid,
+                    seq,
+                    head,
+                    epoch,
+                    writer,
+                    time,
+                    key_id,
+                    signature,
+                    index,
+                    size,
+                    proof_from_leaves(hashes, index),
+                )
+        except (KaizenValidationError, TypeError, IndexError) as exc:
+            raise corrupted(
+                session_id, f"malformed checkpoint: {exc}", seq if type(seq) is int else None
+            ) from None
+        found.append(checkpoint)
+    return found

@@ -13,6 +13,18 @@ Schema version 1::
     session_blobs(session_id, digest, PK (session_id, digest)) + index on digest:
                                                    which sessions use which blob
 
+Schema version 2 adds signed checkpoints (beside the entries, not in them)::
+
+    checkpoint_trees(tree_id PK, size, leaves, key_id, writer_id, time, signature)
+                                                   one row per signing (a transaction):
+                                                   leaves = the SHA-256 leaf hashes of its
+                                                   checkpoints, 32 bytes each, in order
+    checkpoints(session_id, seq, head_hash, epoch, tree_id, tree_index) + index on
+               (session_id, seq)                   one row per signed session head
+
+Both are append-only rowid tables, so the rows a commit adds share the last pages
+instead of dirtying one page per session.
+
 The database header's ``application_id`` marks the file as a kaizen_async store. Opening
 applies the migrations the file lacks, in order, in one transaction; a file of a newer
 version raises :class:`SchemaMismatchError`, a file that is not ours (or not SQLite)
@@ -85,11 +97,41 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "CREATE INDEX session_blobs_by_digest ON session_blobs (digest)",
         f"PRAGMA application_id = {APPLICATION_ID}",
     ),
+    (
+        """CREATE TABLE checkpoint_trees (
+            tree_id INTEGER PRIMARY KEY,
+            size INTEGER NOT NULL,
+            leaves BLOB NOT NULL,
+            key_id TEXT NOT NULL,
+            writer_id TEXT NOT NULL,
+            time TEXT NOT NULL,
+            signature BLOB NOT NULL
+        )""",
+        """CREATE TABLE checkpoints (
+            session_id TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            head_hash TEXT NOT NULL,
+            epoch INTEGER NOT NULL,
+            tree_id INTEGER NOT NULL,
+            tree_index INTEGER NOT NULL
+        )""",
+        "CREATE INDEX checkpoints_by_session ON checkpoints (session_id, seq)",
+    ),
 ]
 
 #: the tables a current database must have
 TABLES = frozenset(
-    {"schema_version", "sessions", "entries", "state", "artifacts", "blobs", "session_blobs"}
+    {
+        "schema_version",
+        "sessions",
+        "entries",
+        "state",
+        "artifacts",
+        "blobs",
+        "session_blobs",
+        "checkpoint_trees",
+        "checkpoints",
+    }
 )
 
 

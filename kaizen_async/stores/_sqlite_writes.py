@@ -11,12 +11,20 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
+from .._checkpoint import Checkpoint, leaf_hash
 from .._exceptions import KaizenError
 from .._storage import Batch, SessionInfo
 from ._common import check_metadata_text, conflict, exists, not_found
 from ._sqlite_reads import HEAD
 
-__all__ = ["DELETE_SESSION", "Staged", "stage_commit", "stage_create"]
+__all__ = [
+    "DELETE_SESSION",
+    "Staged",
+    "stage_checkpoint",
+    "stage_commit",
+    "stage_create",
+    "write_checkpoints",
+]
 
 _ADVANCE = (
     "UPDATE sessions SET head_seq = ?, head_hash = ?, state_version = ?, updated_at = ?, "
@@ -53,6 +61,14 @@ DELETE_SESSION = (
     "WHERE mine.session_id = ?1 AND NOT EXISTS (SELECT 1 FROM session_blobs AS other "
     "WHERE other.digest = mine.digest AND other.session_id <> ?1))",
     "DELETE FROM session_blobs WHERE session_id = ?1",
+    "DELETE FROM checkpoints WHERE session_id = ?1",
+)
+_INSERT_TREE = "INSERT INTO checkpoint_trees VALUES (NULL, ?, ?, ?, ?, ?, ?)"
+_INSERT_CHECKPOINT = "INSERT INTO checkpoints VALUES (?, ?, ?, ?, ?, ?)"
+_HEAD_NOW = "SELECT head_seq, head_hash FROM sessions WHERE session_id = ?"
+_SIGNED_AT = (
+    "SELECT 1 FROM checkpoints AS c JOIN checkpoint_trees AS t USING (tree_id) "
+    "WHERE c.session_id = ? AND c.seq = ? AND t.key_id = ? LIMIT 1"
 )
 
 
@@ -180,3 +196,36 @@ def stage_create(
     return SessionInfo(
         sid, stamp, stamp, last[0], batch.state_version, check_metadata_text(sid, meta)
     )
+
+
+def stage_checkpoint(
+    conn: sqlite3.Connection, session_id: str, key_id: str
+) -> KaizenError | tuple[int, str] | None:
+    """The head to sign for an explicit checkpoint (None: this key signed it already)."""
+    row = conn.execute(_HEAD_NOW, (session_id,)).fetchone()
+    if row is None:
+        return not_found(session_id)
+    seq, head_hash = row
+    if conn.execute(_SIGNED_AT, (session_id, seq, key_id)).fetchone() is not None:
+        return None
+    return seq, head_hash
+
+
+def write_checkpoints(conn: sqlite3.Connection, checkpoints: list[Checkpoint]) -> None:
+    """The rows of checkpoints signed in this transaction: one tree row per signature
+    (its leaves), then one small row per session head."""
+    by_signature: dict[bytes, list[Checkpoint]] = {}
+    for checkpoint in checkpoints:
+        by_signature.setdefault(checkpoint.signature, []).append(checkpoint)
+    rows: list[tuple[Any, ...]] = []
+    for signature, members in by_signature.items():
+        first = members[0]
+        leaves = b"".join(leaf_hash(c.text()) for c in members)
+        tree_id = conn.execute(
+            _INSERT_TREE,
+            (first.tree_size, leaves, first.key_id, first.writer_id, first.time, signature),
+        ).lastrowid
+        rows.extend(
+            (c.session_id, c.seq, c.head_hash, c.epoch, tree_id, c.tree_index) for c in members
+        )
+    conn.executemany(_INSERT_CHECKPOINT, rows)

@@ -58,7 +58,10 @@ __all__ = [
     "leaf_hash",
     "proof_from_leaves",
     "sign_heads",
+    "sign_texts",
     "timestamp",
+    "tree_checkpoints",
+    "tree_root",
 ]
 
 DOMAIN = b"kaizen-checkpoint/v1"
@@ -306,6 +309,50 @@ def _problem(c: Checkpoint) -> str | None:
     return None
 
 
+def tree_root(leaves: Sequence[bytes]) -> bytes:
+    """The Merkle root of ``leaves`` (RFC 9162; level by level, an odd last node moves up
+    unchanged, which builds the same tree as splitting at the largest power of two)."""
+    level = list(leaves)
+    node = _node
+    while len(level) > 1:
+        paired = [node(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        if len(level) & 1:
+            paired.append(level[-1])
+        level = paired
+    return level[0]
+
+
+def sign_texts(sign: Callable[[bytes], bytes], texts: Sequence[bytes]) -> tuple[list[bytes], bytes]:
+    """Sign checkpoint texts with one signature: the leaf hashes and the signature (over
+    the text itself for one checkpoint, over the tree head for several)."""
+    if len(texts) == 1:
+        return [leaf_hash(texts[0])], sign(texts[0])
+    leaves = [leaf_hash(text) for text in texts]
+    return leaves, sign(tree_head(len(leaves), tree_root(leaves)))
+
+
+def tree_checkpoints(
+    heads: Sequence[tuple[str, int, str, int]],
+    writer_id: str,
+    time: str,
+    key_id: str,
+    signature: bytes,
+    leaves: Sequence[bytes],
+) -> list[Checkpoint]:
+    """The checkpoints of one signed tree (``heads`` in leaf order), audit paths included."""
+    size = len(heads)
+    if size == 1:
+        sid, seq, head, epoch = heads[0]
+        return [Checkpoint(sid, seq, head, epoch, writer_id, time, key_id, signature)]
+    _, paths = _root_and_paths(list(leaves))
+    return [
+        Checkpoint(
+            sid, seq, head, epoch, writer_id, time, key_id, signature, index, size, b"".join(path)
+        )
+        for index, ((sid, seq, head, epoch), path) in enumerate(zip(heads, paths, strict=True))
+    ]
+
+
 def sign_heads(
     sign: Callable[[bytes], bytes],
     key_id: str,
@@ -323,20 +370,11 @@ def sign_heads(
     if not heads:
         return []
     stamp = time or timestamp()
-    texts = [
-        checkpoint_text(sid, seq, head, epoch, writer_id, stamp) for sid, seq, head, epoch in heads
-    ]
-    if not tree or len(heads) == 1:
+    texts = [checkpoint_text(sid, seq, head, ep, writer_id, stamp) for sid, seq, head, ep in heads]
+    if not tree:
         return [
             Checkpoint(sid, seq, head, epoch, writer_id, stamp, key_id, sign(text))
             for (sid, seq, head, epoch), text in zip(heads, texts, strict=True)
         ]
-    root, paths = _root_and_paths([_leaf(text) for text in texts])
-    size = len(heads)
-    signature = sign(tree_head(size, root))
-    return [
-        Checkpoint(
-            sid, seq, head, epoch, writer_id, stamp, key_id, signature, index, size, b"".join(path)
-        )
-        for index, ((sid, seq, head, epoch), path) in enumerate(zip(heads, paths, strict=True))
-    ]
+    leaves, signature = sign_texts(sign, texts)
+    return tree_checkpoints(heads, writer_id, stamp, key_id, signature, leaves)

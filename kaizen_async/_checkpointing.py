@@ -17,13 +17,22 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
+
+import orjson
 
 from ._anchors import AnchorPublisher, AnchorSink, publisher_for
-from ._checkpoint import Checkpoint, default_writer_id, sign_heads
+from ._checkpoint import (
+    Checkpoint,
+    default_writer_id,
+    sign_texts,
+    timestamp,
+    tree_checkpoints,
+)
 from ._exceptions import KaizenValidationError
 from ._keys import Signer, check_signer
 
-__all__ = ["CheckpointPolicy", "Checkpointer", "Head"]
+__all__ = ["CheckpointPolicy", "Checkpointer", "Head", "SignedTree"]
 
 #: a session head a transaction committed: (session id, head seq, head hash, epoch,
 #: entries committed for it in this transaction)
@@ -32,7 +41,7 @@ Head = tuple[str, int, str, int, int]
 
 @dataclass(frozen=True, slots=True)
 class CheckpointPolicy:
-    """When a store signs a session's head.
+    """When a store signs a session's head, and which checkpoints it keeps.
 
     Args:
         every_commits: sign at every Nth commit of a session (1: every durable commit).
@@ -40,27 +49,47 @@ class CheckpointPolicy:
         writer_id: the writer named in checkpoints (default ``host:pid``).
         group: one signature per transaction over all its sessions' checkpoints (a
             Merkle tree, see :mod:`kaizen_async.signing`); False signs each alone.
+        history_every: a store that keeps only each session's latest checkpoint in its
+            row (``SQLiteStore``) also keeps, as history, the first checkpoint each writer
+            makes for a session, every Nth after it and every explicit one
+            (``store.checkpoint``); ``MemoryStore`` keeps all.
 
-    Whatever the policy, ``store.checkpoint(session_id)`` (a store-backed session's close,
-    a file save) signs the head at once.
+    Whatever the policy, ``store.checkpoint(session_id)`` (a store-backed session's close)
+    signs the head at once.
     """
 
     every_commits: int = 1
     every_entries: int | None = None
     writer_id: str | None = None
     group: bool = True
+    history_every: int = 64
 
     def __post_init__(self) -> None:
-        if not isinstance(self.every_commits, int) or self.every_commits < 1:
-            raise KaizenValidationError("every_commits must be an int >= 1")
+        for name in ("every_commits", "history_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise KaizenValidationError(f"{name} must be an int >= 1")
         if self.every_entries is not None and (
-            not isinstance(self.every_entries, int) or self.every_entries < 1
+            not isinstance(self.every_entries, int)
+            or isinstance(self.every_entries, bool)
+            or self.every_entries < 1
         ):
             raise KaizenValidationError("every_entries must be None or an int >= 1")
         if self.writer_id is not None and (
             not isinstance(self.writer_id, str) or not self.writer_id.strip()
         ):
             raise KaizenValidationError("writer_id must be a non-blank str")
+        if not isinstance(self.group, bool):
+            raise KaizenValidationError("group must be a bool")
+
+
+class SignedTree(NamedTuple):
+    """Session heads signed together: in leaf order, with the time, leaves and signature."""
+
+    heads: list[tuple[str, int, str, int]]
+    time: str
+    leaves: list[bytes]
+    signature: bytes
 
 
 class Checkpointer:
@@ -79,59 +108,74 @@ class Checkpointer:
         self.writer_id = self.policy.writer_id or default_writer_id()
         self.key_id = self.signer.key_id
         self.anchor = publisher_for(anchor)
+        self.every = self.policy.every_commits == 1 and self.policy.every_entries is None
         #: per session since its last checkpoint: (commits, entries)
         self._unsigned: dict[str, tuple[int, int]] = {}
+        #: per session: checkpoints this writer made (for the history rows)
+        self._made: dict[str, int] = {}
         self.signed = 0
 
-    def due(self, heads: Iterable[Head]) -> list[Head]:
-        """The heads to sign now: the newest head of each session in the transaction,
-        if the policy says its turn has come."""
-        newest: dict[str, Head] = {}
-        entries: dict[str, int] = {}
-        commits: dict[str, int] = {}
-        for head in heads:
-            sid = head[0]
-            newest[sid] = head
-            entries[sid] = entries.get(sid, 0) + head[4]
-            commits[sid] = commits.get(sid, 0) + 1
+    def due(self, session_id: str, commits: int, entries: int) -> bool:
+        """Whether a session's head is due after ``commits`` commits of ``entries``
+        entries in this transaction (blocking side: the writer thread)."""
+        if self.every:
+            return True
         policy = self.policy
-        if policy.every_commits == 1 and policy.every_entries is None:
-            return list(newest.values())
-        wanted = []
-        for sid, head in newest.items():
-            done_commits, done_entries = self._unsigned.get(sid, (0, 0))
-            if done_commits + commits[sid] >= policy.every_commits or (
-                policy.every_entries is not None
-                and done_entries + entries[sid] >= policy.every_entries
-            ):
-                wanted.append(head)
-        return wanted
-
-    def sign(self, heads: Sequence[Head]) -> list[Checkpoint]:
-        """Checkpoints of ``heads``, signed (blocking: the signer may be remote)."""
-        return sign_heads(
-            self.signer.sign,
-            self.key_id,
-            [(sid, seq, head_hash, epoch) for sid, seq, head_hash, epoch, _ in heads],
-            self.writer_id,
-            tree=self.policy.group,
+        done_commits, done_entries = self._unsigned.get(session_id, (0, 0))
+        return done_commits + commits >= policy.every_commits or (
+            policy.every_entries is not None and done_entries + entries >= policy.every_entries
         )
 
-    def committed(self, heads: Iterable[Head], checkpoints: Sequence[Checkpoint]) -> None:
-        """A transaction committed ``heads`` and ``checkpoints``: count the unsigned
-        commits and entries per session, and offer the checkpoints to the anchor."""
-        policy = self.policy
-        if policy.every_commits != 1 or policy.every_entries is not None:
+    def keep(self, session_id: str, explicit: bool = False) -> bool:
+        """Whether this checkpoint is also kept as a history row (see CheckpointPolicy)."""
+        made = self._made.get(session_id, 0)
+        self._made[session_id] = made + 1
+        return explicit or made % self.policy.history_every == 0
+
+    def sign(self, heads: Sequence[tuple[str, int, str, int]]) -> list[SignedTree]:
+        """Sign ``heads`` (one tree, or one each without ``group``); blocking."""
+        if not heads:
+            return []
+        stamp = timestamp()
+        # checkpoint_text with the writer and time lines encoded once for all heads
+        tail = b"%b\n%b\n" % (orjson.dumps(self.writer_id), stamp.encode())
+        line = b"kaizen-checkpoint/v1\n%b\n%d\n%b\n%d\n" + tail
+        dumps = orjson.dumps
+        groups = [list(heads)] if self.policy.group else [[head] for head in heads]
+        trees = []
+        for group in groups:
+            texts = [line % (dumps(s), q, h.encode(), e) for s, q, h, e in group]
+            leaves, signature = sign_texts(self.signer.sign, texts)
+            trees.append(SignedTree(group, stamp, leaves, signature))
+        return trees
+
+    def checkpoints(self, trees: Iterable[SignedTree]) -> list[Checkpoint]:
+        """The checkpoint objects of signed trees (audit paths included)."""
+        made: list[Checkpoint] = []
+        for tree in trees:
+            made.extend(
+                tree_checkpoints(
+                    tree.heads, self.writer_id, tree.time, self.key_id, tree.signature, tree.leaves
+                )
+            )
+        return made
+
+    def committed(self, heads: Iterable[Head], trees: Sequence[SignedTree]) -> None:
+        """A transaction committed ``heads`` and ``trees``: count the unsigned commits and
+        entries per session, and offer the checkpoints to the anchor (event loop)."""
+        if not self.every:
             unsigned = self._unsigned
             for sid, _, _, _, entries in heads:
                 commits, count = unsigned.get(sid, (0, 0))
                 unsigned[sid] = (commits + 1, count + entries)
-            for checkpoint in checkpoints:
-                unsigned.pop(checkpoint.session_id, None)
-        self.signed += len(checkpoints)
-        if checkpoints and self.anchor is not None:
-            self.anchor.offer(checkpoints)
+            for tree in trees:
+                for head in tree.heads:
+                    unsigned.pop(head[0], None)
+        self.signed += sum(len(tree.heads) for tree in trees)
+        if trees and self.anchor is not None:
+            self.anchor.offer(self.checkpoints(trees))
 
     def forget(self, session_id: str) -> None:
         """A deleted session's counters."""
         self._unsigned.pop(session_id, None)
+        self._made.pop(session_id, None)

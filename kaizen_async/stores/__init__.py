@@ -14,6 +14,7 @@ from .._storage import StoredSession as StoredSession
 from .._storage import StoreStatistics as StoreStatistics
 from ._memory import MemoryStore as MemoryStore
 from ._sqlite import SQLiteStore as SQLiteStore
+from ._verify import verify_stored as verify_stored
 
 __all__ = [
     "Batch",
@@ -23,4 +24,5 @@ __all__ = [
     "SessionStore",
     "StoreStatistics",
     "StoredSession",
+    "verify_stored",
 ]

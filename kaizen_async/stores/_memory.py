@@ -185,10 +185,12 @@ class MemoryStore:
         signer = self._checkpointer
         if signer is None or not (batch.records or force):
             return []
-        head = (batch.session_id, len(stored.records), stored.head_hash, 0, len(batch.records))
-        made = signer.sign([head] if force else signer.due([head]))
+        sid, entries = batch.session_id, len(batch.records)
+        head = (sid, len(stored.records), stored.head_hash, 0, entries)
+        trees = signer.sign([head[:4]]) if force or signer.due(sid, 1, entries) else []
+        made = signer.checkpoints(trees)
         stored.checkpoints.extend(made)
-        signer.committed([head], made)
+        signer.committed([head], trees)
         return made
 
     async def checkpoint(self, session_id: str) -> Checkpoint | None:

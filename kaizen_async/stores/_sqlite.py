@@ -35,7 +35,7 @@ from anyio.abc import TaskGroup
 from .._actor import exit_task_group
 from .._anchors import AnchorPublisher, AnchorSink
 from .._checkpoint import Checkpoint
-from .._checkpointing import Checkpointer, CheckpointPolicy, Head
+from .._checkpointing import Checkpointer, CheckpointPolicy, Head, SignedTree
 from .._exceptions import (
     ErrorCode,
     KaizenError,
@@ -62,10 +62,11 @@ from ._sqlite_schema import configure, migrate, storage_error
 from ._sqlite_writes import (
     DELETE_SESSION,
     Staged,
+    next_tree_id,
     stage_checkpoint,
     stage_commit,
     stage_create,
-    write_checkpoints,
+    write_trees,
 )
 
 __all__ = ["SQLiteStore"]
@@ -266,28 +267,21 @@ class SQLiteStore:
         return await self._read(reads.read_checkpoints, session_id, since)
 
     async def _transact(self, writes: list[Write]) -> tuple[bool, list[Outcome]]:
-        heads: list[Head] = []
-        made: list[Checkpoint] = []
-        committed, outcomes = await anyio.to_thread.run_sync(
-            self._transact_sync, writes, heads, made
-        )
-        if committed and self._checkpointer is not None:
-            self._checkpointer.committed(heads, made)
+        signer = self._checkpointer
+        if signer is None:
+            return await anyio.to_thread.run_sync(self._transact_sync, writes)
+        signing = _Signing(signer)
+        committed, outcomes = await anyio.to_thread.run_sync(self._transact_sync, writes, signing)
+        if committed:
+            signer.committed(signing.heads, signing.trees)
         return committed, outcomes
 
     def _transact_sync(
-        self,
-        writes: list[Write],
-        heads: list[Head] | None = None,
-        made: list[Checkpoint] | None = None,
+        self, writes: list[Write], signing: _Signing | None = None
     ) -> tuple[bool, list[Outcome]]:
-        """One transaction for all ``writes`` (runs in a worker thread). With a signer,
-        ``heads`` receives the session heads it advanced and ``made`` the checkpoints it
-        committed."""
+        """One transaction for all ``writes`` (runs in a worker thread); ``signing``
+        collects and signs the session heads it advances (with a signer)."""
         outcomes: list[Outcome] = [None] * len(writes)
-        signer = self._checkpointer
-        heads = [] if heads is None else heads
-        forced: list[tuple[int, Head]] = []  # (write index, head) of explicit checkpoints
         conn = self._writer
         try:
             if conn is None:  # the previous transaction failed: start afresh
@@ -299,19 +293,22 @@ class SQLiteStore:
             conn.execute("BEGIN IMMEDIATE")
             for index, (kind, payload) in enumerate(writes):
                 if kind == "commit":
-                    outcomes[index] = stage_commit(conn, payload, stamp, staged)
-                    if signer is not None and outcomes[index] is None and payload.records:
-                        heads.append(_head(payload))
+                    if signing is None or not payload.records:
+                        outcomes[index] = stage_commit(conn, payload, stamp, staged)
+                    else:
+                        mark = signing.mark(conn, payload)
+                        outcomes[index] = stage_commit(conn, payload, stamp, staged, mark)
+                        if outcomes[index] is None:
+                            signing.accepted(payload, mark)
                 elif kind == "create":
                     outcomes[index] = stage_create(conn, payload, stamp, staged)
-                    if signer is not None and isinstance(outcomes[index], SessionInfo):
-                        heads.append(_head(payload[0]))
+                    if signing is not None and isinstance(outcomes[index], SessionInfo):
+                        signing.explicit(conn, payload[0].session_id, *_last(payload[0]))
                 elif kind == "checkpoint":
-                    assert signer is not None
-                    staged.flush(conn)
-                    found = stage_checkpoint(conn, payload, signer.key_id)
+                    assert signing is not None
+                    found = stage_checkpoint(conn, payload, signing.signer.key_id)
                     if isinstance(found, tuple):
-                        forced.append((index, (payload, found[0], found[1], 0, 0)))
+                        signing.explicit(conn, payload, *found, index=index)
                     else:
                         outcomes[index] = found
                 else:
@@ -320,14 +317,11 @@ class SQLiteStore:
                     if outcomes[index]:
                         for statement in DELETE_SESSION[1:]:
                             conn.execute(statement, (payload,))
-                        heads[:] = [h for h in heads if h[0] != payload]
-                        forced = [f for f in forced if f[1][0] != payload]
+                        if signing is not None:
+                            signing.deleted.add(payload)
             staged.flush(conn)
-            if signer is not None and (heads or forced):
-                signed = self._sign_heads(signer, heads, forced, outcomes)
-                write_checkpoints(conn, signed)
-                if made is not None:
-                    made.extend(signed)
+            if signing is not None and signing.due:
+                signing.write(conn, outcomes)
             conn.execute("COMMIT")
             return True, outcomes
         except Exception as exc:
@@ -348,28 +342,6 @@ class SQLiteStore:
                     code=ErrorCode.PERSIST_COMMIT_FAILED,
                 )
             return False, [o if isinstance(o, KaizenError) else error for o in outcomes]
-
-    @staticmethod
-    def _sign_heads(
-        signer: Checkpointer,
-        heads: list[Head],
-        forced: list[tuple[int, Head]],
-        outcomes: list[Outcome],
-    ) -> list[Checkpoint]:
-        """Sign the due heads and the explicit checkpoints together (one signature);
-        each explicit checkpoint's caller gets its own."""
-        newest = {head[0]: head for head in signer.due(heads)}
-        for _, head in forced:  # the newest head of the session this transaction holds
-            for later in heads:
-                if later[0] == head[0] and later[1] > head[1]:
-                    head = later
-            newest[head[0]] = head
-        wanted = list(newest.values())
-        signed = signer.sign(wanted) if wanted else []
-        by_session = {c.session_id: c for c in signed}
-        for index, head in forced:
-            outcomes[index] = by_session[head[0]]
-        return signed
 
     def _abandon_writer(self) -> None:
         """Roll back and drop the writer connection; the next transaction reconnects."""
@@ -464,11 +436,103 @@ class SQLiteStore:
         )
 
 
-def _head(batch: Batch) -> Head:
-    """The head a committed batch leaves; its fencing epoch once sessions carry one
-    (issue 9: ownership and fencing), 0 until then."""
+def _last(batch: Batch) -> tuple[int, str]:
     last = batch.records[-1]
-    return (batch.session_id, last[0], last[6], 0, len(batch.records))
+    return last[0], last[6]
+
+
+def _epoch(batch: Batch) -> int:
+    """The writer's fencing epoch for this session's batch: 0 until sessions carry one
+    (issue 9, ownership and fencing, passes it here)."""
+    return 0
+
+
+class _Signing:
+    """What one transaction signs (runs in the writer thread): the heads due, in leaf
+    order, the tree ids and leaf indexes they get, and the rows that record them."""
+
+    __slots__ = (
+        "counts",
+        "deleted",
+        "due",
+        "explicit_rows",
+        "first_tree",
+        "heads",
+        "signer",
+        "trees",
+    )
+
+    def __init__(self, signer: Checkpointer) -> None:
+        self.signer = signer
+        self.due: list[tuple[str, int, str, int]] = []
+        #: (position in due, write index or None) of heads not set by a guarded update
+        self.explicit_rows: list[tuple[int, int | None]] = []
+        self.heads: list[Head] = []  # every head advanced (for the policy's counters)
+        self.counts: dict[str, tuple[int, int]] = {}
+        self.deleted: set[str] = set()
+        self.first_tree = 0
+        self.trees: list[SignedTree] = []
+
+    def _place(self, conn: sqlite3.Connection, epoch: int) -> tuple[int, int, int]:
+        """(epoch, tree id, leaf index) of the next head signed."""
+        if not self.first_tree:
+            self.first_tree = next_tree_id(conn)
+        n = len(self.due)
+        if self.signer.policy.group:
+            return epoch, self.first_tree, n
+        return epoch, self.first_tree + n, 0
+
+    def mark(self, conn: sqlite3.Connection, batch: Batch) -> tuple[int, int, int] | None:
+        """Where this batch's head goes if it is due (None: not due)."""
+        sid = batch.session_id
+        commits, entries = self.counts.get(sid, (0, 0))
+        commits, entries = commits + 1, entries + len(batch.records)
+        self.counts[sid] = (commits, entries)
+        if not self.signer.due(sid, commits, entries):
+            return None
+        return self._place(conn, _epoch(batch))
+
+    def accepted(self, batch: Batch, mark: tuple[int, int, int] | None) -> None:
+        seq, head = _last(batch)
+        sid = batch.session_id
+        epoch = _epoch(batch)
+        self.heads.append((sid, seq, head, epoch, len(batch.records)))
+        if mark is not None:
+            self.due.append((sid, seq, head, epoch))
+
+    def explicit(
+        self, conn: sqlite3.Connection, sid: str, seq: int, head: str, *, index: int | None = None
+    ) -> None:
+        """A head signed whatever the policy (a created session, ``store.checkpoint``)."""
+        self._place(conn, 0)
+        self.explicit_rows.append((len(self.due), index))
+        self.due.append((sid, seq, head, 0))
+
+    def write(self, conn: sqlite3.Connection, outcomes: list[Outcome]) -> None:
+        """Sign the due heads and write their rows; explicit callers get their checkpoint."""
+        signer = self.signer
+        self.trees = trees = signer.sign(self.due)
+        group = signer.policy.group
+        places = [
+            (self.first_tree, n) if group else (self.first_tree + n, 0)
+            for n in range(len(self.due))
+        ]
+        explicit = dict(self.explicit_rows)
+        history, latest = [], []
+        for n, (sid, seq, head, epoch) in enumerate(self.due):
+            if sid in self.deleted:
+                continue
+            tree_id, leaf = places[n]
+            if signer.keep(sid, n in explicit):
+                history.append((sid, seq, head, epoch, tree_id, leaf))
+            if n in explicit:
+                latest.append((seq, head, epoch, tree_id, leaf, sid, seq))
+        write_trees(conn, self.first_tree, trees, signer.key_id, signer.writer_id, history, latest)
+        wanted = [(n, index) for n, index in self.explicit_rows if index is not None]
+        if wanted:
+            made = signer.checkpoints(trees)
+            for n, index in wanted:
+                outcomes[index] = made[n]
 
 
 def _close_all(connections: list[sqlite3.Connection]) -> None:

@@ -189,36 +189,45 @@ def list_sessions(
     return [_session_info(tuple(row)) for row in rows]
 
 
-_CHECKPOINTS = (
-    "SELECT c.session_id, c.seq, c.head_hash, c.epoch, t.writer_id, t.time, t.key_id, "
-    "t.signature, c.tree_index, t.size, t.leaves FROM checkpoints AS c "
-    "JOIN checkpoint_trees AS t USING (tree_id) WHERE c.session_id = ? AND c.seq > ? "
-    "ORDER BY c.seq, t.tree_id"
+_TREE_COLUMNS = "t.writer_id, t.time, t.key_id, t.signature, t.size, t.leaves, t.tree_id"
+_HISTORY = (
+    f"SELECT c.seq, c.head_hash, c.epoch, c.tree_index, {_TREE_COLUMNS} FROM checkpoints AS c "
+    "JOIN checkpoint_trees AS t USING (tree_id) WHERE c.session_id = ? AND c.seq > ?"
+)
+_LATEST = (
+    "SELECT s.checkpoint_seq, s.checkpoint_hash, s.checkpoint_epoch, s.checkpoint_index, "
+    f"{_TREE_COLUMNS} FROM sessions AS s JOIN checkpoint_trees AS t "
+    "ON t.tree_id = s.checkpoint_tree WHERE s.session_id = ? AND s.checkpoint_seq > ?"
 )
 
 
 def read_checkpoints(conn: sqlite3.Connection, session_id: str, since: int) -> list[Checkpoint]:
-    """The session's checkpoints after ``since``, oldest first, each with its audit path
-    rebuilt from its tree's leaves."""
+    """The session's checkpoints after ``since`` (its history rows and its latest, in one
+    snapshot), oldest first, each with its audit path rebuilt from its tree's leaves.
+
+    A row whose fields were changed keeps its tree's original leaf, so its audit path leads
+    to another root and its signature fails (``checkpoint_invalid``), as it should.
+    """
     conn.execute("BEGIN")
     if conn.execute(HEAD, (session_id,)).fetchone() is None:
         raise not_found(session_id)
-    rows = conn.execute(_CHECKPOINTS, (session_id, since)).fetchall()
+    rows = conn.execute(_HISTORY, (session_id, since)).fetchall()
+    rows += conn.execute(_LATEST, (session_id, since)).fetchall()
     conn.execute("COMMIT")
-    # a row whose fields were changed keeps the tree's original leaf: its audit path then
-    # leads to another root and its signature fails (checkpoint_invalid), as it should
-    found = []
-    for sid, seq, head, epoch, writer, time, key_id, signature, index, size, leaves in rows:
+    found: dict[tuple[Any, Any], Checkpoint] = {}
+    for seq, head, epoch, index, writer, time, key_id, signature, size, leaves, tree in rows:
+        if (seq, tree) in found:
+            continue  # the latest is often also a history row
         try:
             if type(leaves) is not bytes or type(size) is not int or len(leaves) != 32 * size:
                 raise KaizenValidationError("its tree's leaves are malformed")
             checkpoint = Checkpoint(
-                sid, seq, head, epoch, writer, time, key_id, signature, index, size
+                session_id, seq, head, epoch, writer, time, key_id, signature, index, size
             ).checked()
-            hashes = [leaves[i : i + 32] for i in range(0, len(leaves), 32)]
             if size > 1:
+                hashes = [leaves[i : i + 32] for i in range(0, len(leaves), 32)]
                 checkpoint = Checkpoint(
-                    sid,
+                    session_id,
                     seq,
                     head,
                     epoch,
@@ -234,5 +243,5 @@ def read_checkpoints(conn: sqlite3.Connection, session_id: str, since: int) -> l
             raise corrupted(
                 session_id, f"malformed checkpoint: {exc}", seq if type(seq) is int else None
             ) from None
-        found.append(checkpoint)
-    return found
+        found[seq, tree] = checkpoint
+    return sorted(found.values(), key=lambda c: (c.seq, c.time))

@@ -15,15 +15,19 @@ Schema version 1::
 
 Schema version 2 adds signed checkpoints (beside the entries, not in them)::
 
+    sessions + checkpoint_seq, checkpoint_hash, checkpoint_epoch, checkpoint_tree,
+               checkpoint_index                    the session's latest checkpoint (NULL:
+                                                   none), set by the guarded head update
     checkpoint_trees(tree_id PK, size, leaves, key_id, writer_id, time, signature)
-                                                   one row per signing (a transaction):
+                                                   one row per signature (a transaction):
                                                    leaves = the SHA-256 leaf hashes of its
                                                    checkpoints, 32 bytes each, in order
     checkpoints(session_id, seq, head_hash, epoch, tree_id, tree_index) + index on
-               (session_id, seq)                   one row per signed session head
+               (session_id, seq)                   older checkpoints kept as history (see
+                                                   CheckpointPolicy.history_every)
 
-Both are append-only rowid tables, so the rows a commit adds share the last pages
-instead of dirtying one page per session.
+A commit's checkpoint thus costs one column update in a row the commit updates anyway and
+its share of one appended tree row: no page per session is dirtied for it.
 
 The database header's ``application_id`` marks the file as a kaizen_async store. Opening
 applies the migrations the file lacks, in order, in one transaction; a file of a newer
@@ -98,6 +102,11 @@ MIGRATIONS: list[tuple[str, ...]] = [
         f"PRAGMA application_id = {APPLICATION_ID}",
     ),
     (
+        "ALTER TABLE sessions ADD COLUMN checkpoint_seq INTEGER",
+        "ALTER TABLE sessions ADD COLUMN checkpoint_hash TEXT",
+        "ALTER TABLE sessions ADD COLUMN checkpoint_epoch INTEGER",
+        "ALTER TABLE sessions ADD COLUMN checkpoint_tree INTEGER",
+        "ALTER TABLE sessions ADD COLUMN checkpoint_index INTEGER",
         """CREATE TABLE checkpoint_trees (
             tree_id INTEGER PRIMARY KEY,
             size INTEGER NOT NULL,

@@ -9,9 +9,10 @@ table, built as plain tuples (no per-row work beyond that).
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from typing import Any
 
-from .._checkpoint import Checkpoint, leaf_hash
+from .._checkpointing import SignedTree
 from .._exceptions import KaizenError
 from .._storage import Batch, SessionInfo
 from ._common import check_metadata_text, conflict, exists, not_found
@@ -23,7 +24,8 @@ __all__ = [
     "stage_checkpoint",
     "stage_commit",
     "stage_create",
-    "write_checkpoints",
+    "write_trees",
+    "next_tree_id",
 ]
 
 _ADVANCE = (
@@ -31,12 +33,20 @@ _ADVANCE = (
     "open_steps_json = coalesce(?, open_steps_json) "
     "WHERE session_id = ? AND head_seq = ? AND head_hash = ?"
 )
+_ADVANCE_SIGNED = (  # the same, and the batch's head becomes the session's latest checkpoint
+    "UPDATE sessions SET head_seq = ?, head_hash = ?, state_version = ?, updated_at = ?, "
+    "open_steps_json = coalesce(?, open_steps_json), checkpoint_seq = ?, checkpoint_hash = ?, "
+    "checkpoint_epoch = ?, checkpoint_tree = ?, checkpoint_index = ? "
+    "WHERE session_id = ? AND head_seq = ? AND head_hash = ?"
+)
 _TOUCH = (  # a batch without records (only open steps or the state version changed)
     "UPDATE sessions SET state_version = ?, updated_at = ?, "
     "open_steps_json = coalesce(?, open_steps_json) WHERE session_id = ? AND head_seq = ?"
 )
 _CREATE = (
-    "INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (session_id) DO NOTHING"
+    "INSERT INTO sessions (session_id, created_at, updated_at, head_seq, head_hash, "
+    "state_version, max_artifact_size, workspace_path, metadata_json, open_steps_json) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (session_id) DO NOTHING"
 )
 _INSERT_ENTRIES = "INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 _UPSERT_STATE = (
@@ -63,12 +73,17 @@ DELETE_SESSION = (
     "DELETE FROM session_blobs WHERE session_id = ?1",
     "DELETE FROM checkpoints WHERE session_id = ?1",
 )
-_INSERT_TREE = "INSERT INTO checkpoint_trees VALUES (NULL, ?, ?, ?, ?, ?, ?)"
+_INSERT_TREE = "INSERT INTO checkpoint_trees VALUES (?, ?, ?, ?, ?, ?, ?)"
 _INSERT_CHECKPOINT = "INSERT INTO checkpoints VALUES (?, ?, ?, ?, ?, ?)"
-_HEAD_NOW = "SELECT head_seq, head_hash FROM sessions WHERE session_id = ?"
-_SIGNED_AT = (
-    "SELECT 1 FROM checkpoints AS c JOIN checkpoint_trees AS t USING (tree_id) "
-    "WHERE c.session_id = ? AND c.seq = ? AND t.key_id = ? LIMIT 1"
+_SET_LATEST = (
+    "UPDATE sessions SET checkpoint_seq = ?, checkpoint_hash = ?, checkpoint_epoch = ?, "
+    "checkpoint_tree = ?, checkpoint_index = ? "
+    "WHERE session_id = ? AND coalesce(checkpoint_seq, 0) <= ?"
+)
+_NEXT_TREE = "SELECT coalesce(max(tree_id), 0) + 1 FROM checkpoint_trees"
+_HEAD_SIGNED = (
+    "SELECT s.head_seq, s.head_hash, s.checkpoint_seq, t.key_id FROM sessions AS s "
+    "LEFT JOIN checkpoint_trees AS t ON t.tree_id = s.checkpoint_tree WHERE s.session_id = ?"
 )
 
 
@@ -138,16 +153,22 @@ def _steps_json(steps: tuple[int, ...] | None) -> str | None:
 
 
 def stage_commit(
-    conn: sqlite3.Connection, batch: Batch, stamp: str, staged: Staged
+    conn: sqlite3.Connection,
+    batch: Batch,
+    stamp: str,
+    staged: Staged,
+    mark: tuple[int, int, int] | None = None,
 ) -> KaizenError | None:
+    """Move the session's head (guarded) and stage the batch's rows; with ``mark``
+    (epoch, tree id, leaf index) its new head also becomes the session's latest
+    checkpoint, in the same guarded update."""
     sid = batch.session_id
     records = batch.records
     steps = _steps_json(batch.open_steps)
     if records:
         last = records[-1]
-        changed = conn.execute(
-            _ADVANCE,
-            (
+        if mark is None:
+            params: tuple[Any, ...] = (
                 last[0],
                 last[6],
                 batch.state_version,
@@ -156,8 +177,23 @@ def stage_commit(
                 sid,
                 batch.base_seq,
                 records[0][5],
-            ),
-        ).rowcount
+            )
+            changed = conn.execute(_ADVANCE, params).rowcount
+        else:
+            params = (
+                last[0],
+                last[6],
+                batch.state_version,
+                stamp,
+                steps,
+                last[0],
+                last[6],
+                *mark,
+                sid,
+                batch.base_seq,
+                records[0][5],
+            )
+            changed = conn.execute(_ADVANCE_SIGNED, params).rowcount
     else:
         changed = conn.execute(
             _TOUCH, (batch.state_version, stamp, steps, sid, batch.base_seq)
@@ -202,30 +238,48 @@ def stage_checkpoint(
     conn: sqlite3.Connection, session_id: str, key_id: str
 ) -> KaizenError | tuple[int, str] | None:
     """The head to sign for an explicit checkpoint (None: this key signed it already)."""
-    row = conn.execute(_HEAD_NOW, (session_id,)).fetchone()
+    row = conn.execute(_HEAD_SIGNED, (session_id,)).fetchone()
     if row is None:
         return not_found(session_id)
-    seq, head_hash = row
-    if conn.execute(_SIGNED_AT, (session_id, seq, key_id)).fetchone() is not None:
+    seq, head_hash, signed_seq, signed_by = row
+    if signed_seq == seq and signed_by == key_id:
         return None
     return seq, head_hash
 
 
-def write_checkpoints(conn: sqlite3.Connection, checkpoints: list[Checkpoint]) -> None:
-    """The rows of checkpoints signed in this transaction: one tree row per signature
-    (its leaves), then one small row per session head."""
-    by_signature: dict[bytes, list[Checkpoint]] = {}
-    for checkpoint in checkpoints:
-        by_signature.setdefault(checkpoint.signature, []).append(checkpoint)
-    rows: list[tuple[Any, ...]] = []
-    for signature, members in by_signature.items():
-        first = members[0]
-        leaves = b"".join(leaf_hash(c.text()) for c in members)
-        tree_id = conn.execute(
-            _INSERT_TREE,
-            (first.tree_size, leaves, first.key_id, first.writer_id, first.time, signature),
-        ).lastrowid
-        rows.extend(
-            (c.session_id, c.seq, c.head_hash, c.epoch, tree_id, c.tree_index) for c in members
-        )
-    conn.executemany(_INSERT_CHECKPOINT, rows)
+def next_tree_id(conn: sqlite3.Connection) -> int:
+    """The id the next tree row gets (the writer holds the write lock)."""
+    next_id: int = conn.execute(_NEXT_TREE).fetchone()[0]
+    return next_id
+
+
+def write_trees(
+    conn: sqlite3.Connection,
+    first_tree_id: int,
+    trees: Sequence[SignedTree],
+    key_id: str,
+    writer_id: str,
+    history: Sequence[tuple[Any, ...]],
+    latest: Sequence[tuple[Any, ...]],
+) -> None:
+    """The signature rows of a transaction (tree ids from ``first_tree_id`` on), its
+    history rows and the latest-checkpoint columns of sessions not set by their update."""
+    conn.executemany(
+        _INSERT_TREE,
+        [
+            (
+                first_tree_id + n,
+                len(t.leaves),
+                b"".join(t.leaves),
+                key_id,
+                writer_id,
+                t.time,
+                t.signature,
+            )
+            for n, t in enumerate(trees)
+        ],
+    )
+    if history:
+        conn.executemany(_INSERT_CHECKPOINT, history)
+    if latest:
+        conn.executemany(_SET_LATEST, latest)

@@ -505,7 +505,7 @@ def _read_checked(path: str, checks: dict[str, Any] | None) -> tuple[SessionCore
     """Load ``path`` and check its checkpoints as asked (runs in a worker thread)."""
     options = VerifyOptions() if checks is None else verify_options(**checks)
     core, version = read_session(path)
-    if options.active:
+    if options.active or core.checkpoints:  # stored heads must match the chain, always
         _check_core(core, options)
     return core, version
 

@@ -27,14 +27,15 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._anchors import read_anchors
+from ._anchors import JsonlAnchor, read_anchors
 from ._checkpoint import Checkpoint
 from ._exceptions import ErrorCode, KaizenValidationError, SessionCorruptedError
 from ._keys import Keyring
 
 __all__ = ["VerifyOptions", "VerifyReport", "check_checkpoints", "verify_options"]
 
-AnchorSource = str | os.PathLike[str] | Iterable[Checkpoint]
+#: what ``anchors=`` takes: a JSON-lines file (path or JsonlAnchor) or checkpoints
+AnchorSource = str | os.PathLike[str] | JsonlAnchor | Iterable[Checkpoint]
 
 
 class VerifyReport(int):
@@ -129,6 +130,9 @@ class VerifyReport(int):
             f"unsigned_tail={self.unsigned_tail}, problems={len(self.problems)})"
         )
 
+    def __str__(self) -> str:  # prints as the number it always was
+        return int.__repr__(self)
+
     def __reduce__(self) -> Any:
         return (_rebuild, (int(self), dict(self.__dict__)))
 
@@ -191,7 +195,7 @@ def verify_options(
         if isinstance(anchors, str | os.PathLike):
             found, notes = read_anchors(anchors)
             loaded = (tuple(found), tuple(notes))
-        elif hasattr(anchors, "read"):
+        elif isinstance(anchors, JsonlAnchor):
             found, notes = anchors.read()
             loaded = (tuple(found), tuple(notes))
         else:

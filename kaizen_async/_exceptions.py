@@ -11,6 +11,7 @@ subclasses it, so ``except ValueError`` / ``except KeyError`` keep working::
     ├── SessionCorruptedError        a file or trajectory fails verification (names the seq)
     ├── SchemaMismatchError          a file written by a newer schema
     ├── PersistError                 a save could not be written (OSError underneath)
+    │   └── PersistFileNotFoundError (FileNotFoundError) loading a file that does not exist
     ├── KaizenValidationError        (ValueError) bad key, non-JSON value, bad name ...
     │   ├── ArtifactTooLargeError    data over the session's artifact size limit
     │   └── DispatchError            a capability call that cannot be routed or formed
@@ -24,6 +25,8 @@ subclasses it, so ``except ValueError`` / ``except KeyError`` keep working::
 
 from __future__ import annotations
 
+import errno
+import os
 from enum import Enum
 from typing import Any
 
@@ -38,6 +41,7 @@ __all__ = [
     "KaizenValidationError",
     "LLMError",
     "PersistError",
+    "PersistFileNotFoundError",
     "SchemaMismatchError",
     "SessionClosedError",
     "SessionCorruptedError",
@@ -191,6 +195,22 @@ class PersistError(KaizenError):
     """
 
     default_code = ErrorCode.PERSIST_SAVE_FAILED
+
+
+class PersistFileNotFoundError(PersistError, FileNotFoundError):
+    """Loading a file that does not exist (``except FileNotFoundError`` catches it too).
+
+    Attributes:
+        filename: the path that was not found; ``errno`` is ``ENOENT``.
+    """
+
+    default_code = ErrorCode.PERSIST_FILE_NOT_FOUND
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message, details={"path": path})
+        self.errno = errno.ENOENT
+        self.strerror = os.strerror(errno.ENOENT)
+        self.filename = path
 
 
 class KaizenValidationError(KaizenError, ValueError):

@@ -23,9 +23,9 @@ from ._actor import Actor, create_actor
 from ._actor import exit_task_group as _exit_task_group
 from ._anchors import AnchorPublisher, AnchorSink, publisher_for
 from ._checkpoint import Checkpoint, default_writer_id, sign_heads
-from ._exceptions import KaizenValidationError, SessionClosedError
+from ._exceptions import KaizenValidationError, SessionClosedError, SessionReadOnlyError
 from ._keys import Keyring, Signer, check_signer
-from ._persistence import SaveMark, SavePlan, plan_save, read_session, write_session
+from ._persistence import SavePlan, plan_save, read_session, write_session
 from ._state import (
     DEFAULT_MAX_ARTIFACT_SIZE,
     SCHEMA_VERSION,
@@ -99,6 +99,7 @@ class Session:
         self,
         core: SessionCore,
         load_path: str | None = None,
+        read_only: bool = False,
         *,
         signer: Signer | None = None,
         anchor: AnchorSink | AnchorPublisher | None = None,
@@ -106,7 +107,7 @@ class Session:
     ) -> None:
         self._core = core
         self._load_path = load_path
-        self._mark: SaveMark | None = None
+        self._read_only = read_only
         self._actor: Actor | None = None
         self._task_group: TaskGroup | None = None
         self._entered = False
@@ -120,6 +121,7 @@ class Session:
         cls,
         path: str | os.PathLike[str],
         *,
+        read_only: bool = False,
         signer: Signer | None = None,
         anchor: AnchorSink | AnchorPublisher | None = None,
         keyring: Keyring | str | os.PathLike[str] | None = None,
@@ -130,8 +132,14 @@ class Session:
     ) -> Session:
         """A session that loads ``path`` when entered: ``async with Session.load(p) as s``.
 
-        Entering verifies the hash chain, rebuilds state by replay, checks it against the
-        stored state and records ``session_loaded {path}``. Raises ``FileNotFoundError``,
+        Entering reads the file in one read transaction, verifies the hash chain, rebuilds
+        state by replay, checks it against the stored state and every name, key and agent
+        id in it, and records ``session_loaded {path}``. With ``read_only=True`` nothing is
+        recorded and every write (``set``, ``delete``, ``append``, ``append_nowait``,
+        ``transaction``, artifacts, ``save``, dispatching onto it) raises
+        :class:`SessionReadOnlyError`; reads, ``verify`` and ``fork`` (a new, writable
+        session) work. Raises :class:`PersistFileNotFoundError` (also a
+        ``FileNotFoundError``), :class:`PersistError` (a directory, unreadable, locked),
         :class:`SessionCorruptedError` or :class:`SchemaMismatchError`.
 
         ``keyring``, ``require_signed``, ``max_unsigned_tail``, ``anchors`` and
@@ -150,6 +158,7 @@ class Session:
         session._setup(
             SessionCore(created=False),
             _check_path(path),
+            bool(read_only),
             signer=signer,
             anchor=anchor,
             load_checks=checks,
@@ -174,15 +183,8 @@ class Session:
             self._core = core
             # recorded before the actor starts (nothing else can write yet), so nothing is
             # awaited between entering the task group and returning
-            core.append("system", EntryType.SESSION_LOADED, self._loaded_entry(path, version))
-            if version == SCHEMA_VERSION:
-                loaded = core.records[-2]  # the file's head: the entry before session_loaded
-                self._mark = SaveMark(
-                    os.path.abspath(path),  # noqa: ASYNC240 - no I/O beyond getcwd
-                    loaded.seq,
-                    loaded.hash,
-                    core.session_id,
-                )
+            if not self._read_only:
+                core.append("system", EntryType.SESSION_LOADED, self._loaded_entry(path, version))
         actor = create_actor(f"session {self._core.session_id}")
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
@@ -233,6 +235,20 @@ class Session:
             )
         return actor
 
+    def _writable(self) -> Actor:
+        """The running actor, for a write: refused on a session loaded read-only."""
+        actor = self._running()
+        if self._read_only:
+            raise SessionReadOnlyError(
+                f"session {self._core.session_id} was loaded read-only; writes are refused"
+            )
+        return actor
+
+    @property
+    def read_only(self) -> bool:
+        """True for a session loaded with ``read_only=True``."""
+        return self._read_only
+
     # -- identity ------------------------------------------------------------------------
 
     @property
@@ -248,7 +264,26 @@ class Session:
         return self._core.workspace_path
 
     def workspace_file(self, *parts: str) -> Path | None:
-        """``workspace_path`` joined with ``parts``, or None without a workspace."""
+        """``workspace_path`` joined with ``parts``, or None without a workspace.
+
+        The result never leaves the workspace: a part that is not a str, is absolute,
+        holds NUL or a ``..`` segment raises :class:`KaizenValidationError`. The check is
+        lexical (no file system access): symlinks inside the workspace are followed by
+        whoever opens the path, as the workspace's owner set them up.
+        """
+        for part in parts:
+            if not isinstance(part, str):
+                raise KaizenValidationError(
+                    f"workspace path parts must be str, got {type(part).__name__}"
+                )
+            if "\x00" in part:
+                raise KaizenValidationError(f"workspace path part {part!r} contains NUL")
+            if os.path.isabs(part) or part.startswith(("/", "\\")) or part[1:2] == ":":
+                raise KaizenValidationError(f"workspace path part {part!r} is absolute")
+            if ".." in part.replace("\\", "/").split("/"):
+                raise KaizenValidationError(
+                    f"workspace path part {part!r} would leave the workspace ('..')"
+                )
         base = self._core.workspace_path
         return None if base is None else Path(base, *parts)
 
@@ -276,12 +311,12 @@ class Session:
 
     async def set(self, key: str, value: Any) -> int:
         """Set ``key`` to a copy of the JSON ``value``; returns the new state version."""
-        actor, core = self._running(), self._core
+        actor, core = self._writable(), self._core
         return await actor.call(core.apply_set, *core.check_set(key, value), self._writer)  # type: ignore[no-any-return]
 
     async def delete(self, key: str) -> int:
         """Delete ``key`` (``StateKeyNotFoundError`` if absent); returns the new version."""
-        actor = self._running()
+        actor = self._writable()
         return await actor.call(self._core.delete, validate_key(key), self._writer)  # type: ignore[no-any-return]
 
     async def get(self, key: str, default: Any = None) -> Any:
@@ -311,7 +346,7 @@ class Session:
 
     async def append(self, agent_id: str, entry_type: EntryType | str, content: Any) -> int:
         """Append an entry; returns its seq."""
-        actor, core = self._running(), self._core
+        actor, core = self._writable(), self._core
         return await actor.call(  # type: ignore[no-any-return]
             core.apply_append, *core.check_append(agent_id, entry_type, content)
         )
@@ -322,12 +357,12 @@ class Session:
         It is applied before any write queued after it (FIFO), so an awaited write that
         follows acknowledges both. Invalid input raises here, and nothing is queued.
         """
-        actor = self._running()
+        actor = self._writable()
         actor.post(self._core.apply_append, *self._core.check_append(agent_id, entry_type, content))
 
     def _post_checked(self, agent_id: str, kind: str, content: bytes) -> None:
         """append_nowait for callers inside the library that built valid canonical content."""
-        self._running().post(self._core.apply_append, agent_id, kind, content)
+        self._writable().post(self._core.apply_append, agent_id, kind, content)
 
     def transaction(self, *, wait: bool = True) -> Transaction:
         """Collect writes and apply them as one message, all or none::
@@ -345,7 +380,7 @@ class Session:
         without waiting (like :meth:`append_nowait`); it may then hold only writes that
         cannot fail once validated (append, set, write_artifact), and ``results`` stays None.
         """
-        self._running()
+        self._writable()
         return Transaction(self, wait)
 
     async def get_trajectory(
@@ -420,7 +455,7 @@ class Session:
 
     async def write_artifact(self, name: str, data: bytes) -> int:
         """Store ``data`` under ``name`` (content-addressed); returns the entry's seq."""
-        actor, core = self._running(), self._core
+        actor, core = self._writable(), self._core
         checked = core.check_write_artifact(name, data)
         return await actor.call(core.apply_write_artifact, *checked, self._writer)  # type: ignore[no-any-return]
 
@@ -437,7 +472,7 @@ class Session:
         return self._core.artifact_size(name)
 
     async def delete_artifact(self, name: str) -> int:
-        actor, name = self._running(), validate_artifact_name(name)
+        actor, name = self._writable(), validate_artifact_name(name)
         return await actor.call(self._core.delete_artifact, name, self._writer)  # type: ignore[no-any-return]
 
     # -- snapshots and forks -------------------------------------------------------------
@@ -459,29 +494,35 @@ class Session:
 
     # -- files -----------------------------------------------------------------------------
 
-    async def save(self, path: str | os.PathLike[str]) -> int:
+    async def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> int:
         """Save to a single-file SQLite database; returns the ``session_saved`` seq.
 
-        Saving again to the same file writes only what is new. Atomic: on failure the
-        previous file is intact, this session is unchanged and :class:`PersistError` is raised.
+        No file: it is written whole. A file holding this session's history up to some
+        entry (saved or loaded earlier, not moved since): only what is new is appended.
+        Any other file (another session, a diverged or longer history, not a ``.kaizen``
+        file) raises :class:`PersistError` with code ``persist_conflict`` and is left
+        byte for byte as it was; ``overwrite=True`` replaces it on purpose. Atomic: on
+        failure the previous file is intact, this session is unchanged and
+        :class:`PersistError` is raised. A read-only session refuses to save (a save
+        records ``session_saved``); copy its file to export it.
         """
-        return await self._running().call_async(self._save, _check_path(path))  # type: ignore[no-any-return]
+        return await self._writable().call_async(  # type: ignore[no-any-return]
+            self._save, _check_path(path), bool(overwrite)
+        )
 
-    async def _save(self, path: str) -> int:
+    async def _save(self, path: str, overwrite: bool) -> int:
         core = self._core
         target = os.path.abspath(path)  # noqa: ASYNC240 - no I/O beyond getcwd
-        mark = self._mark if self._mark is not None and self._mark.path == target else None
         # the file gets its own session_saved entry; the session only once the file is
         # written, so a failed save leaves no trace and readers never see a tentative entry
         saved = core.next_record("system", EntryType.SESSION_SAVED, {"path": path})
-        plan = plan_save(core, target, mark, saved)
+        plan = plan_save(core, target, saved, overwrite=overwrite)
         signed = await anyio.to_thread.run_sync(self._sign_and_write, plan, saved)
         core.add_record(saved)
         if signed is not None:
             core.checkpoints.append(signed)
             if self._anchor is not None:
                 self._anchor.offer([signed])
-        self._mark = SaveMark(target, saved.seq, saved.hash, core.session_id)
         return saved.seq
 
     def _sign_and_write(self, plan: SavePlan, saved: Record) -> Checkpoint | None:
@@ -637,7 +678,7 @@ class _AgentSession(Session):
 def agent_view(session: Session, agent_id: str) -> Session:
     """``session`` as seen by agent ``agent_id`` (validated by the caller): cheap enough
     (~0.2 us) to make one per capability call. The view shares the session's attribute
-    dict, so whatever one of them sets (a save's mark, say) the other sees."""
+    dict, so whatever one of them sets (the actor once started, say) the other sees."""
     view = object.__new__(_AgentSession)
     view.__dict__ = session.__dict__
     view._writer = agent_id
@@ -645,6 +686,12 @@ def agent_view(session: Session, agent_id: str) -> Session:
 
 
 def _check_path(path: object) -> str:
+    """A file path to save or load: a non-empty str (or PathLike of one) without NUL."""
     if not isinstance(path, str | os.PathLike):
         raise KaizenValidationError(f"path must be a str or os.PathLike, got {type(path).__name__}")
-    return os.fspath(path)
+    text = os.fspath(path)
+    if not isinstance(text, str) or not text:
+        raise KaizenValidationError(f"path must be a non-empty str, got {text!r}")
+    if "\x00" in text:
+        raise KaizenValidationError(f"path {text!r} contains a NUL byte")
+    return text

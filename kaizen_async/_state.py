@@ -122,6 +122,26 @@ def _validate_entry_type(entry_type: object) -> str:
     return value
 
 
+def _valid(check: Callable[[Any], object], value: object) -> bool:
+    try:
+        check(value)
+    except KaizenValidationError:
+        return False
+    return True
+
+
+def _check_read(check: Callable[[Any], object], value: object, record: Record) -> None:
+    """What a trajectory says passes the API's own validation, or it is corrupted."""
+    try:
+        check(value)
+    except KaizenValidationError as exc:
+        raise SessionCorruptedError(
+            f"entry {record.seq} ({record.entry_type}): {exc.message}",
+            seq=record.seq,
+            details={"value": value if isinstance(value, str) else repr(value)},
+        ) from None
+
+
 def validate_artifact_name(name: object) -> str:
     """Names may be path-like (``out/main.go``) but not absolute, ``..``, control chars
     or text that is not valid UTF-8."""
@@ -388,12 +408,13 @@ class SessionCore:
         if kind in (_STATE_SET, _STATE_DELETED):
             content = decode(record.content)
             try:
-                key = validate_key(content["key"])
+                key = content["key"]
                 stated = content["state_version"]
-            except (KeyError, TypeError, KaizenValidationError):
+            except (KeyError, TypeError):
                 raise SessionCorruptedError(
                     f"entry {record.seq} ({kind}) has malformed content", seq=record.seq
                 ) from None
+            _check_read(validate_key, key, record)
             if stated != self.version + 1:
                 raise SessionCorruptedError(
                     f"entry {record.seq} says state_version {stated}, replay is at "
@@ -411,6 +432,7 @@ class SessionCore:
                 raise SessionCorruptedError(
                     f"entry {record.seq} ({kind}) has malformed content", seq=record.seq
                 )
+            _check_read(validate_artifact_name, content["name"], record)
             digest = content.get("digest")
             if digest is None:
                 return  # written by the original Kaizen: the import entry carries the map
@@ -421,6 +443,8 @@ class SessionCore:
         elif kind == _SESSION_LOADED:
             content = decode(record.content)
             if isinstance(content, dict) and isinstance(content.get("artifacts"), dict):
+                for name in content["artifacts"]:
+                    _check_read(validate_artifact_name, name, record)
                 self.artifacts = dict(content["artifacts"])
 
     @classmethod
@@ -446,6 +470,7 @@ class SessionCore:
         prev = ZERO_HASH
         state = core.state
         strings = _JSON_STRINGS
+        agents: set[Any] = set()  # agent ids checked so far: each distinct one once
         version = 0
         # one pass, kept tight: it runs once per entry on every load (100k entries < 1 s)
         for expected, record in enumerate(records, 1):
@@ -456,6 +481,9 @@ class SessionCore:
                 raise SessionCorruptedError(
                     f"trajectory has seq {seq} where {expected} was expected", seq=expected
                 )
+            if agent_id not in agents:
+                _check_read(_validate_agent_id, agent_id, record)
+                agents.add(agent_id)
             if verify:
                 if prev_hash != prev:
                     raise SessionCorruptedError(
@@ -481,7 +509,11 @@ class SessionCore:
                     raise SessionCorruptedError(
                         f"entry {seq} (state_set) has malformed content", seq=seq
                     ) from None
-                if stated != version + 1 or type(key) is not str:
+                if (
+                    stated != version + 1
+                    or type(key) is not str
+                    or (key not in state and not _valid(validate_key, key))  # once per key
+                ):
                     core.version = version
                     core.apply_record(record)  # raises the precise error
                 state[key] = _dumps(value, option=_SORTED)  # decoded JSON: always valid

@@ -201,9 +201,9 @@ class Session(_Resource):
         )
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> Session:
+    def load(cls, path: str | os.PathLike[str], *, read_only: bool = False) -> Session:
         """Load and verify a ``.kaizen`` file (see :meth:`kaizen_async.Session.load`)."""
-        return cls(_inner=AsyncSession.load(path))
+        return cls(_inner=AsyncSession.load(path, read_only=read_only))
 
     @property
     def async_session(self) -> AsyncSession:
@@ -221,6 +221,10 @@ class Session(_Resource):
     @property
     def workspace_path(self) -> str | None:
         return self._inner.workspace_path
+
+    @property
+    def read_only(self) -> bool:
+        return self._inner.read_only
 
     def workspace_file(self, *parts: str) -> Any:
         return self._inner.workspace_file(*parts)
@@ -311,8 +315,8 @@ class Session(_Resource):
         child = self._call(self._inner.fork, at_seq, session_id)
         return Session(_inner=child)
 
-    def save(self, path: str | os.PathLike[str]) -> int:
-        return self._call(self._inner.save, path)
+    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> int:
+        return self._call(self._inner.save, path, overwrite=overwrite)
 
     def __repr__(self) -> str:
         return f"sync.{self._inner!r}"

@@ -37,6 +37,7 @@ PUBLIC = {
         "LLMError",
         "MailboxStatistics",
         "PersistError",
+        "PersistFileNotFoundError",
         "PlanResult",
         "PlanStream",
         "Planner",
@@ -130,6 +131,8 @@ def test_every_error_is_a_kaizen_error_with_a_code() -> None:
     assert issubclass(kaizen_async.KaizenValidationError, ValueError)
     assert issubclass(kaizen_async.KaizenNotFoundError, KeyError)
     assert issubclass(kaizen_async.KaizenTypeError, TypeError)
+    assert issubclass(kaizen_async.PersistFileNotFoundError, kaizen_async.PersistError)
+    assert issubclass(kaizen_async.PersistFileNotFoundError, FileNotFoundError)
     # a malformed capability call is bad input like any other
     assert issubclass(kaizen_async.DispatchError, kaizen_async.KaizenValidationError)
 

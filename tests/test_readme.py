@@ -80,6 +80,21 @@ def test_quick_start_runs_as_written(name: str, tmp_path: Path) -> None:
     assert int(count) == 14  # created, set, 2 x 5 step entries, saved, loaded
 
 
+def test_quick_starts_run_one_after_the_other_in_one_directory(tmp_path: Path) -> None:
+    """A new user runs both examples (or one twice) in one directory: the second run's
+    session replaces the first one's file instead of failing with persist_conflict."""
+    for name in ["quick start", "blocking quick start"]:
+        done = subprocess.run(
+            [sys.executable, "-c", _examples()[name]],
+            cwd=tmp_path,
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+
+
 def test_blocking_quick_start_closes_what_it_opens(tmp_path: Path) -> None:
     """Every blocking Session/Dispatcher the example makes is closed when it ends (not left
     for garbage collection or interpreter exit to close)."""

@@ -379,6 +379,7 @@ async def test_a_forged_signature_is_checkpoint_invalid(tmp_path: Path) -> None:
             pass
     assert code_of(caught) is ErrorCode.CHECKPOINT_INVALID and caught.value.seq == 7
     # by default only the latest is checked: a forged older one needs all_checkpoints
+    path = tmp_path / "older.kaizen"
     await signed_file(path)
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("UPDATE checkpoints SET signature = ? WHERE seq = 4", (b"\x01" * 64,))

@@ -1264,11 +1264,19 @@ def test_sqlite_killed_mid_write_keeps_every_acknowledged_commit(tmp_path: Path)
             stderr=subprocess.PIPE,
             env=env,
         )
-        time.sleep(rng.uniform(0.05, 0.8))  # early kills land while it starts or opens
+        first = b""
+        if round_ % 2:
+            # half the rounds are killed while it writes: wait for its first acknowledgement
+            # (however slow a loaded machine makes the start), then at a random moment
+            assert child.stdout is not None
+            first = child.stdout.readline()
+            time.sleep(rng.uniform(0.0, 0.3))
+        else:
+            time.sleep(rng.uniform(0.05, 0.8))  # early kills land while it starts or opens
         child.send_signal(signal.SIGKILL)
         out, err = child.communicate(timeout=30)
         assert child.returncode == -signal.SIGKILL, err.decode()
-        for line in out.decode().splitlines():
+        for line in (first + out).decode().splitlines():
             _, sid, seq = line.split()
             acked[sid] = max(acked.get(sid, 0), int(seq))
 

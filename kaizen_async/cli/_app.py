@@ -48,11 +48,13 @@ def cli() -> None:
 def _register() -> None:
     from ._compare import diff, replay
     from ._demo import demo
+    from ._keygen import keygen
     from ._live import tail
     from ._read import artifacts, log, show, state, verify
     from ._transfer import export, import_
 
-    for command in (show, log, state, verify, artifacts, diff, tail, export, import_, replay, demo):
+    commands = (show, log, state, verify, artifacts, diff, tail, export, import_, replay, keygen)
+    for command in (*commands, demo):
         cli.add_command(command)
 
 

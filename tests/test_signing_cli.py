@@ -66,7 +66,7 @@ def test_verify_signed_file_and_its_exit_codes(tmp_path: Path) -> None:
     path, anchors, old = tmp_path / "s.kaizen", tmp_path / "a.jsonl", tmp_path / "old.kaizen"
     anyio.run(_signed, path, anchors, old)
     keys = _keyring(tmp_path / "ring.txt", KEY_A)
-    ok = kaizen("verify", path, "--keyring", keys, "--anchors", anchors, "--max-unsigned-tail", 0)
+    ok = kaizen("verify", path, "--keyring", keys, "--anchors", anchors, "--max-unsigned-tail", "0")
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "signed: up to seq 5" in ok.stdout and "anchors: consistent" in ok.stdout
     report = json.loads(kaizen("verify", path, "--keyring", keys, "--json").stdout)

@@ -14,6 +14,7 @@ import os
 import pickle
 import shutil
 import sqlite3
+import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -810,3 +811,20 @@ def test_verify_report_is_the_entry_count_and_pickles() -> None:
     again = pickle.loads(pickle.dumps(report))
     assert again == 3 and again.to_dict() == report.to_dict()
     assert key_id_of(KEY_A.public_key) == KEY_A.key_id
+
+
+def test_readme_tamper_evidence_example_runs_as_written(tmp_path: Path) -> None:
+    from test_readme import ENV, _examples
+
+    done = subprocess.run(
+        [sys.executable, "-c", _examples()["tamper evidence"]],
+        cwd=tmp_path,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    # created, set, saved, loaded; signed up to the save; the loaded entry is the tail
+    assert done.stdout.split() == ["4", "3", "1", "True"]
+    assert [c.seq for c in read_anchors(tmp_path / "anchors.jsonl")[0]] == [3]

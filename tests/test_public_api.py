@@ -83,6 +83,7 @@ PUBLIC = {
     kaizen_async.sync: ["Dispatcher", "Session"],
     kaizen_async.stores: [
         "Batch",
+        "CheckpointStore",
         "MemoryStore",
         "SQLiteStore",
         "SessionInfo",

@@ -828,3 +828,16 @@ def test_readme_tamper_evidence_example_runs_as_written(tmp_path: Path) -> None:
     # created, set, saved, loaded; signed up to the save; the loaded entry is the tail
     assert done.stdout.split() == ["4", "3", "1", "True"]
     assert [c.seq for c in read_anchors(tmp_path / "anchors.jsonl")[0]] == [3]
+
+
+def test_blocking_facade_verify_takes_the_same_options(tmp_path: Path) -> None:
+    import kaizen_async.sync
+
+    path = tmp_path / "s.kaizen"
+    anyio.run(signed_file, path)
+    loaded = kaizen_async.sync.Session.load(path)
+    report = loaded.verify(keyring=ring(KEY_A), all_checkpoints=True)
+    assert report == 8 and report.last_signed_seq == 7 and report.signatures_checked == 2
+    with pytest.raises(SessionCorruptedError) as caught:
+        loaded.verify(keyring=ring(KEY_B))
+    assert code_of(caught) is ErrorCode.UNKNOWN_KEY

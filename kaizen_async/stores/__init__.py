@@ -8,6 +8,7 @@ many sessions, with group commit across sessions.
 from __future__ import annotations
 
 from .._storage import Batch as Batch
+from .._storage import CheckpointStore as CheckpointStore
 from .._storage import SessionInfo as SessionInfo
 from .._storage import SessionStore as SessionStore
 from .._storage import StoredSession as StoredSession
@@ -18,6 +19,7 @@ from ._verify import verify_stored as verify_stored
 
 __all__ = [
     "Batch",
+    "CheckpointStore",
     "MemoryStore",
     "SQLiteStore",
     "SessionInfo",

@@ -10,14 +10,13 @@ what the store says they are, and the checkpoints are checked as
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import anyio
 
 from .._exceptions import SessionCorruptedError
 from .._keys import Keyring
 from .._state import SessionCore
-from .._storage import SessionStore, StoredSession
+from .._storage import CheckpointStore, SessionStore, StoredSession
 from .._trajectory import Record
 from .._verification import AnchorSource, VerifyReport, check_checkpoints, verify_options
 from ._common import check_session_id, corrupted
@@ -48,8 +47,9 @@ async def verify_stored(
     )
     # checkpoints first: each commits with the entries it covers, so all of them lie at or
     # before the head read next (one past it means entries were removed)
-    reader: Any = getattr(store, "read_checkpoints", None)
-    checkpoints = [] if reader is None else await reader(session_id)
+    checkpoints = (
+        await store.read_checkpoints(session_id) if isinstance(store, CheckpointStore) else []
+    )
     stored = await store.load(session_id, tail=0)
     records = await store.read(session_id, until_seq=stored.info.trajectory_length)
     for digest in set(stored.artifacts.values()):

@@ -103,7 +103,7 @@ def primitives(signer: Ed25519Signer, n: int) -> tuple[float, float]:
 
 async def main(quick: bool) -> None:
     load = load_average()
-    repeats = 3 if quick else 5
+    repeats = 5 if quick else 7
     per_caller = 200 if quick else 1_000
     entries = 100_000
     signer = Ed25519Signer.generate()

@@ -313,12 +313,15 @@ def tree_root(leaves: Sequence[bytes]) -> bytes:
     """The Merkle root of ``leaves`` (RFC 9162; level by level, an odd last node moves up
     unchanged, which builds the same tree as splitting at the largest power of two)."""
     level = list(leaves)
-    node = _node
+    sha256 = _sha256
     while len(level) > 1:
-        paired = [node(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
-        if len(level) & 1:
-            paired.append(level[-1])
-        level = paired
+        odd = level[-1] if len(level) & 1 else None
+        level = [
+            sha256(b"\x01" + left + right).digest()
+            for left, right in zip(level[::2], level[1::2], strict=False)
+        ]
+        if odd is not None:
+            level.append(odd)
     return level[0]
 
 

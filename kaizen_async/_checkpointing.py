@@ -15,7 +15,8 @@ writer thread; :meth:`Checkpointer.committed` runs on the event loop.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import hashlib
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -25,9 +26,10 @@ from ._anchors import AnchorPublisher, AnchorSink, publisher_for
 from ._checkpoint import (
     Checkpoint,
     default_writer_id,
-    sign_texts,
     timestamp,
     tree_checkpoints,
+    tree_head,
+    tree_root,
 )
 from ._exceptions import KaizenValidationError
 from ._keys import Signer, check_signer
@@ -126,28 +128,55 @@ class Checkpointer:
             policy.every_entries is not None and done_entries + entries >= policy.every_entries
         )
 
-    def keep(self, session_id: str, explicit: bool = False) -> bool:
-        """Whether this checkpoint is also kept as a history row (see CheckpointPolicy)."""
-        made = self._made.get(session_id, 0)
-        self._made[session_id] = made + 1
-        return explicit or made % self.policy.history_every == 0
+    def history(
+        self,
+        heads: Sequence[tuple[str, int, str, int]],
+        first_tree: int,
+        group: bool,
+        explicit: Collection[int],
+        deleted: Collection[str],
+    ) -> list[tuple[str, int, str, int, int, int]]:
+        """The history rows ``(session, seq, head, epoch, tree id, leaf index)`` to keep of
+        heads signed in leaf order (see CheckpointPolicy.history_every)."""
+        made, every = self._made, self.policy.history_every
+        rows = []
+        for n, (sid, seq, head, epoch) in enumerate(heads):
+            count = made.get(sid, 0)
+            made[sid] = count + 1
+            if (not count % every or n in explicit) and sid not in deleted:
+                tree_id, leaf = (first_tree, n) if group else (first_tree + n, 0)
+                rows.append((sid, seq, head, epoch, tree_id, leaf))
+        return rows
 
     def sign(self, heads: Sequence[tuple[str, int, str, int]]) -> list[SignedTree]:
         """Sign ``heads`` (one tree, or one each without ``group``); blocking."""
         if not heads:
             return []
         stamp = timestamp()
-        # checkpoint_text with the writer and time lines encoded once for all heads
+        # checkpoint_text, with the writer and time lines encoded once for all heads, and
+        # each text hashed to its leaf (0x00 || text) as it is made: the hot path of a
+        # signed commit (one pass over the transaction's heads)
         tail = b"%b\n%b\n" % (orjson.dumps(self.writer_id), stamp.encode())
-        line = b"kaizen-checkpoint/v1\n%b\n%d\n%b\n%d\n" + tail
-        dumps = orjson.dumps
-        groups = [list(heads)] if self.policy.group else [[head] for head in heads]
-        trees = []
-        for group in groups:
-            texts = [line % (dumps(s), q, h.encode(), e) for s, q, h, e in group]
-            leaves, signature = sign_texts(self.signer.sign, texts)
-            trees.append(SignedTree(group, stamp, leaves, signature))
-        return trees
+        line = b"\x00kaizen-checkpoint/v1\n%b\n%d\n%b\n%d\n" + tail
+        dumps, sha256 = orjson.dumps, hashlib.sha256
+        sign = self.signer.sign
+        if not self.policy.group:
+            trees = []
+            for head in heads:
+                sid, seq, head_hash, epoch = head
+                text = line % (dumps(sid), seq, head_hash.encode(), epoch)
+                trees.append(SignedTree([head], stamp, [sha256(text).digest()], sign(text[1:])))
+            return trees
+        group = list(heads)
+        if len(group) == 1:
+            sid, seq, head_hash, epoch = group[0]
+            text = line % (dumps(sid), seq, head_hash.encode(), epoch)
+            return [SignedTree(group, stamp, [sha256(text).digest()], sign(text[1:]))]
+        leaves = [
+            sha256(line % (dumps(sid), seq, head_hash.encode(), epoch)).digest()
+            for sid, seq, head_hash, epoch in group
+        ]
+        return [SignedTree(group, stamp, leaves, sign(tree_head(len(leaves), tree_root(leaves))))]
 
     def checkpoints(self, trees: Iterable[SignedTree]) -> list[Checkpoint]:
         """The checkpoint objects of signed trees (audit paths included)."""

@@ -475,30 +475,38 @@ class _Signing:
 
     def _place(self, conn: sqlite3.Connection, epoch: int) -> tuple[int, int, int]:
         """(epoch, tree id, leaf index) of the next head signed."""
-        if not self.first_tree:
-            self.first_tree = next_tree_id(conn)
+        first = self.first_tree or self._first(conn)
         n = len(self.due)
         if self.signer.policy.group:
-            return epoch, self.first_tree, n
-        return epoch, self.first_tree + n, 0
+            return epoch, first, n
+        return epoch, first + n, 0
+
+    def _first(self, conn: sqlite3.Connection) -> int:
+        self.first_tree = next_tree_id(conn)
+        return self.first_tree
 
     def mark(self, conn: sqlite3.Connection, batch: Batch) -> tuple[int, int, int] | None:
-        """Where this batch's head goes if it is due (None: not due)."""
+        """Where this batch's head goes if it is due (None: not due). Runs once per
+        batch: the default policy (every commit, one tree) takes the short way."""
+        signer = self.signer
+        if signer.every and signer.policy.group:
+            return _epoch(batch), self.first_tree or self._first(conn), len(self.due)
         sid = batch.session_id
         commits, entries = self.counts.get(sid, (0, 0))
         commits, entries = commits + 1, entries + len(batch.records)
         self.counts[sid] = (commits, entries)
-        if not self.signer.due(sid, commits, entries):
+        if not signer.due(sid, commits, entries):
             return None
         return self._place(conn, _epoch(batch))
 
     def accepted(self, batch: Batch, mark: tuple[int, int, int] | None) -> None:
-        seq, head = _last(batch)
-        sid = batch.session_id
-        epoch = _epoch(batch)
-        self.heads.append((sid, seq, head, epoch, len(batch.records)))
+        last = batch.records[-1]
         if mark is not None:
-            self.due.append((sid, seq, head, epoch))
+            self.due.append((batch.session_id, last[0], last[6], mark[0]))
+        if not self.signer.every:  # the policy's counters need every head
+            self.heads.append(
+                (batch.session_id, last[0], last[6], _epoch(batch), len(batch.records))
+            )
 
     def explicit(
         self, conn: sqlite3.Connection, sid: str, seq: int, head: str, *, index: int | None = None
@@ -512,22 +520,16 @@ class _Signing:
         """Sign the due heads and write their rows; explicit callers get their checkpoint."""
         signer = self.signer
         self.trees = trees = signer.sign(self.due)
-        group = signer.policy.group
-        places = [
-            (self.first_tree, n) if group else (self.first_tree + n, 0)
-            for n in range(len(self.due))
-        ]
+        first, group = self.first_tree, signer.policy.group
         explicit = dict(self.explicit_rows)
-        history, latest = [], []
-        for n, (sid, seq, head, epoch) in enumerate(self.due):
-            if sid in self.deleted:
-                continue
-            tree_id, leaf = places[n]
-            if signer.keep(sid, n in explicit):
-                history.append((sid, seq, head, epoch, tree_id, leaf))
-            if n in explicit:
+        history = signer.history(self.due, first, group, explicit, self.deleted)
+        latest = []
+        for n in explicit:
+            sid, seq, head, epoch = self.due[n]
+            if sid not in self.deleted:
+                tree_id, leaf = (first, n) if group else (first + n, 0)
                 latest.append((seq, head, epoch, tree_id, leaf, sid, seq))
-        write_trees(conn, self.first_tree, trees, signer.key_id, signer.writer_id, history, latest)
+        write_trees(conn, first, trees, signer.key_id, signer.writer_id, history, latest)
         wanted = [(n, index) for n, index in self.explicit_rows if index is not None]
         if wanted:
             made = signer.checkpoints(trees)

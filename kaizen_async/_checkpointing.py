@@ -36,6 +36,8 @@ from ._keys import Signer, check_signer
 
 __all__ = ["CheckpointPolicy", "Checkpointer", "Head", "SignedTree"]
 
+#: sessions whose counters a writer keeps before it starts afresh (memory stays bounded)
+_MAX_TRACKED = 65_536
 #: a session head a transaction committed: (session id, head seq, head hash, epoch,
 #: entries committed for it in this transaction)
 Head = tuple[str, int, str, int, int]
@@ -139,6 +141,8 @@ class Checkpointer:
         """The history rows ``(session, seq, head, epoch, tree id, leaf index)`` to keep of
         heads signed in leaf order (see CheckpointPolicy.history_every)."""
         made, every = self._made, self.policy.history_every
+        if len(made) > _MAX_TRACKED:  # bounded: a session seen again gets a "first" row
+            made.clear()
         rows = []
         for n, (sid, seq, head, epoch) in enumerate(heads):
             count = made.get(sid, 0)
@@ -194,6 +198,8 @@ class Checkpointer:
         entries per session, and offer the checkpoints to the anchor (event loop)."""
         if not self.every:
             unsigned = self._unsigned
+            if len(unsigned) > _MAX_TRACKED:  # bounded: counting restarts (later checkpoints)
+                unsigned.clear()
             for sid, _, _, _, entries in heads:
                 commits, count = unsigned.get(sid, (0, 0))
                 unsigned[sid] = (commits + 1, count + entries)

@@ -65,9 +65,9 @@ def _crypto() -> ModuleType:
 class Signer(Protocol):
     """What signs checkpoints: an Ed25519 key, wherever it lives.
 
-    ``sign`` is called from a worker thread (a store's writer, a save), never on the event
-    loop; it may block (a KMS round trip) and must return the 64-byte Ed25519 signature of
-    ``message`` under ``public_key``.
+    ``sign`` is called from a worker thread by ``SQLiteStore``'s writer and by file saves,
+    so it may block (a KMS round trip; ``MemoryStore``, for tests, calls it on the event
+    loop); it must return the 64-byte Ed25519 signature of ``message`` under ``public_key``.
     """
 
     @property

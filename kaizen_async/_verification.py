@@ -259,12 +259,27 @@ def check_checkpoints(
     if keyring is None:
         if ordered:
             problems.append("no keyring given: checkpoint signatures were not checked")
-    elif ordered:
-        latest = ordered[-1].seq
-        wanted = ordered if options.all_checkpoints else [c for c in ordered if c.seq == latest]
-        for c in wanted:
+    elif options.all_checkpoints:
+        for c in ordered:
             _check_signature(keyring, c, where)
             checked += 1
+        last_signed = ordered[-1].seq
+    elif ordered:
+        # the latest seq: one trusted signature of it is enough (after a key rotation the
+        # same head may be signed by a retired key and by the new one)
+        latest = ordered[-1].seq
+        first_error: SessionCorruptedError | None = None
+        for c in reversed([c for c in ordered if c.seq == latest]):
+            try:
+                _check_signature(keyring, c, where)
+            except SessionCorruptedError as exc:
+                first_error = first_error or exc
+                continue
+            checked = 1
+            break
+        if not checked:
+            assert first_error is not None
+            raise first_error
         last_signed = latest
     if not ordered:
         problems.append("the session has no signed checkpoints")

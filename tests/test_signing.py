@@ -841,3 +841,36 @@ def test_blocking_facade_verify_takes_the_same_options(tmp_path: Path) -> None:
     with pytest.raises(SessionCorruptedError) as caught:
         loaded.verify(keyring=ring(KEY_B))
     assert code_of(caught) is ErrorCode.UNKNOWN_KEY
+
+
+async def test_a_head_signed_by_a_retired_and_a_new_key_verifies_with_the_new_one(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "s.db"
+    async with SQLiteStore(path, signer=KEY_A) as store:
+        driver = await created(store, "s")
+        await _commit_sets(store, driver, ["a"])
+    async with SQLiteStore(path, signer=KEY_B) as store:
+        made = await store.checkpoint("s")  # the new key signs the same head again
+        assert made is not None and made.seq == 2 and made.key_id == KEY_B.key_id
+        assert await store.checkpoint("s") is None
+        report = await verify_stored(store, "s", keyring=ring(KEY_B), max_unsigned_tail=0)
+        assert report.last_signed_seq == 2 and report.signatures_checked == 1
+        with pytest.raises(SessionCorruptedError) as caught:
+            await verify_stored(store, "s", keyring=ring(KEY_B), all_checkpoints=True)
+        assert code_of(caught) is ErrorCode.UNKNOWN_KEY
+        with pytest.raises(SessionCorruptedError) as caught:
+            await verify_stored(store, "s", keyring=ring(KEY_EVIL))
+        assert code_of(caught) is ErrorCode.UNKNOWN_KEY
+
+
+def test_a_writers_per_session_counters_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kaizen_async import _checkpointing
+
+    monkeypatch.setattr(_checkpointing, "_MAX_TRACKED", 3)
+    signer = _checkpointing.Checkpointer(KEY_A, CheckpointPolicy(every_commits=2))
+    for i in range(10):
+        heads = [(f"s{i}", 1, "ab" * 32, 0)]
+        signer.history(heads, 1, True, (), ())
+        signer.committed([(f"s{i}", 1, "ab" * 32, 0, 1)], [])
+    assert len(signer._made) <= 4 and len(signer._unsigned) <= 4

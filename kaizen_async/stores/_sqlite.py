@@ -274,6 +274,8 @@ class SQLiteStore:
         committed, outcomes = await anyio.to_thread.run_sync(self._transact_sync, writes, signing)
         if committed:
             signer.committed(signing.heads, signing.trees)
+            for session_id in signing.deleted:
+                signer.forget(session_id)
         return committed, outcomes
 
     def _transact_sync(

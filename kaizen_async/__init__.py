@@ -27,9 +27,13 @@ from ._exceptions import SchemaMismatchError as SchemaMismatchError
 from ._exceptions import SessionClosedError as SessionClosedError
 from ._exceptions import SessionCorruptedError as SessionCorruptedError
 from ._exceptions import SessionExistsError as SessionExistsError
+from ._exceptions import SessionInUseError as SessionInUseError
 from ._exceptions import SessionNotFoundError as SessionNotFoundError
 from ._exceptions import SessionReadOnlyError as SessionReadOnlyError
 from ._exceptions import StateKeyNotFoundError as StateKeyNotFoundError
+from ._hub import HubStatistics as HubStatistics
+from ._hub import SessionHub as SessionHub
+from ._hub import SessionLease as SessionLease
 from ._mailbox import MailboxStatistics as MailboxStatistics
 from ._planner import Planner as Planner
 from ._planner import PlanResult as PlanResult
@@ -56,6 +60,7 @@ __all__ = [
     "CapabilitySpec",
     "DispatchResult",
     "Dispatcher",
+    "HubStatistics",
     "InvokeResult",
     "MailboxStatistics",
     "PlanResult",
@@ -79,6 +84,9 @@ __all__ = [
     "SessionClosedError",
     "SessionCorruptedError",
     "SessionExistsError",
+    "SessionHub",
+    "SessionInUseError",
+    "SessionLease",
     "SessionNotFoundError",
     "SessionReadOnlyError",
     "SessionStatistics",

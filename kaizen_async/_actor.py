@@ -9,6 +9,11 @@ The request/reply hop is the hot path of the whole runtime: callers wait on a
 the asyncio loop below inlines it. A caller cancelled before its request is applied
 withdraws it; one cancelled after that only stops waiting (the write stands, as with any
 acknowledged-late write).
+
+A store-backed session's actor has a :class:`Committer`: after applying a batch it commits
+it and only then answers the batch's callers; a commit that fails answers them with the
+error (the committer has reloaded the session from its store by then). Reads that must not
+see uncommitted data are queued with :meth:`Actor.call_after` and computed after the commit.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 from anyio.abc import TaskGroup
@@ -26,15 +31,32 @@ from anyio.abc import TaskGroup
 from ._exceptions import SessionClosedError
 from ._waiting import create_parker, on_trio
 
-__all__ = ["Actor", "create_actor", "exit_task_group"]
+__all__ = ["Actor", "Committer", "create_actor", "exit_task_group"]
 
 _Fn = Callable[..., Any]
+# request kinds: a write applied in the batch, an async step run alone (a save), a read
+# computed once everything before it is applied and committed
+_APPLY, _ASYNC, _AFTER = 0, 1, 2
+
+
+class Committer(Protocol):
+    """What makes a store-backed actor durable (see :mod:`kaizen_async._durable`)."""
+
+    #: the first failed commit of a batch holding posted writes, until a flush reports it
+    flush_error: Exception | None
+    #: set when a failed commit could not be followed by a reload: the session must stop
+    broken: Exception | None
+
+    async def commit(self) -> Exception | None:
+        """Commit what was applied since the last commit; the error if it failed (the
+        session has then been reloaded from its store, or ``broken`` is set)."""
+        ...
 
 
 class Actor:
     """Backend-neutral part: the queue, the batch loop and closing."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, committer: Committer | None = None) -> None:
         self.name = name
         self._parker = create_parker()
         self.queue: deque[list[Any]] = deque()
@@ -42,28 +64,40 @@ class Actor:
         self.closed = False
         self.batches = 0
         self.applied = 0
-        self.async_queued = 0  # queued async requests (saves): they take the generic path
+        self.async_queued = 0  # queued async steps and reads: they take the generic path
+        self.committer = committer
+        #: called after each batch is answered and when the loop ends (subscribers wait)
+        self.on_settled: Callable[[], None] | None = None
+        #: set when the loop has ended, for whoever stops the actor without a task group
+        self.finished: anyio.Event | None = None
+        self.close_reason = ""
 
     async def call(self, fn: _Fn, *args: Any) -> Any:
         """Queue ``fn(*args)`` and wait for its result (or its exception)."""
-        return await self._request(fn, args, False)
+        return await self._request(fn, args, _APPLY)
 
     async def call_async(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
-        """Queue ``await fn(*args)``: it runs alone, after what was queued before it."""
-        return await self._request(fn, args, True)
+        """Queue ``await fn(*args)``: it runs alone, after what was queued before it (and,
+        with a committer, once that is committed; its own writes commit with what follows)."""
+        return await self._request(fn, args, _ASYNC)
 
-    async def _request(self, fn: Callable[..., Any], args: tuple[Any, ...], is_async: bool) -> Any:
+    async def call_after(self, fn: _Fn, *args: Any) -> Any:
+        """Queue ``fn(*args)`` to run once everything queued before it is applied and, with
+        a committer, committed: a read that never sees a write that could be rolled back."""
+        return await self._request(fn, args, _AFTER)
+
+    async def _request(self, fn: Callable[..., Any], args: tuple[Any, ...], kind: int) -> Any:
         self._check_open()
         slot = self._parker.new_slot()
-        self.queue.append([fn, args, slot, is_async])
-        self.async_queued += is_async
+        self.queue.append([fn, args, slot, kind])
+        self.async_queued += kind != _APPLY
         self._wake()
         return await self._parker.park(slot)
 
     def post(self, fn: _Fn, *args: Any) -> None:
         """Queue a write without waiting for it (FIFO with every later request)."""
         self._check_open()
-        self.queue.append([fn, args, None, False])
+        self.queue.append([fn, args, None, 0])  # 0: _APPLY (a constant, on the hot path)
         self._wake()
 
     # backend hooks: how the actor task itself sleeps and is woken
@@ -85,7 +119,7 @@ class Actor:
     # shared ---------------------------------------------------------------------------
     def _check_open(self) -> None:
         if self.closing or self.closed:
-            raise SessionClosedError(f"{self.name} is closed")
+            raise SessionClosedError(f"{self.name} is closed{self.close_reason}")
 
     def close(self) -> None:
         """Stop accepting requests; the loop drains what is queued, then returns."""
@@ -103,25 +137,38 @@ class Actor:
                     continue
                 await self._drain_once()
         finally:
-            self._fail_pending()
+            self._ended()
 
     async def _drain_once(self) -> None:
         """Apply everything queued now, in order, then answer its callers (one batch)."""
         queue = self.queue
+        committer = self.committer
         self.batches += 1
         answers: list[tuple[Any, bool, Any]] = []
+        after: list[tuple[_Fn, tuple[Any, ...], Any]] = []
+        posted = 0
         for _ in range(len(queue)):
-            fn, args, waiter, is_async = queue.popleft()
-            if is_async:
+            fn, args, waiter, kind = queue.popleft()
+            if kind:
                 self.async_queued -= 1
             if waiter is not None and self._withdrawn(waiter):
                 continue
+            if kind == _AFTER:
+                after.append((fn, args, waiter))
+                continue
             self.applied += 1
-            if is_async:
+            if kind == _ASYNC:
                 # an async step (a save) answers the batch so far first, then runs alone
-                for answer in answers:
-                    self._resolve(*answer)
-                answers.clear()
+                await self._settle(answers, after, posted)
+                answers, after, posted = [], [], 0
+                if committer is not None and committer.broken is not None:
+                    # the rest of the queue was failed with the session: stop here
+                    self._resolve(
+                        waiter,
+                        False,
+                        SessionClosedError(f"{self.name} is closed{self.close_reason}"),
+                    )
+                    return
                 try:
                     result = (True, await fn(*args))
                 except Exception as exc:
@@ -129,7 +176,10 @@ class Actor:
                 except BaseException:  # the actor itself is cancelled mid-step
                     self._resolve(waiter, False, SessionClosedError(f"{self.name} is closed"))
                     raise
-                self._resolve(waiter, *result)
+                if committer is None:
+                    self._resolve(waiter, *result)
+                else:  # answered once what it wrote is committed, with what follows
+                    answers.append((waiter, *result))
                 continue
             try:
                 value = fn(*args)
@@ -141,21 +191,80 @@ class Actor:
                 continue
             if waiter is not None:
                 answers.append((waiter, True, value))
+            else:
+                posted += 1
+        if committer is None and not after:
+            for answer in answers:
+                self._resolve(*answer)
+            notify = self.on_settled
+            if notify is not None:
+                notify()
+            return
+        await self._settle(answers, after, posted)
+
+    async def _settle(
+        self,
+        answers: list[tuple[Any, bool, Any]],
+        after: list[tuple[_Fn, tuple[Any, ...], Any]],
+        posted: int,
+    ) -> None:
+        """Commit what was applied (with a committer), then answer the writes and compute
+        the reads queued after them. A failed commit answers every write with its error."""
+        committer = self.committer
+        if committer is not None:
+            with anyio.CancelScope(shield=True):  # a commit under way is seen through
+                error = await committer.commit()
+            if error is not None:
+                if posted:
+                    committer.flush_error = committer.flush_error or error
+                answers = [(w, False, error) if ok else (w, ok, v) for w, ok, v in answers]
         for answer in answers:
             self._resolve(*answer)
+        for fn, args, waiter in after:
+            try:
+                value = fn(*args)
+            except Exception as exc:
+                self._resolve(waiter, False, exc)
+            else:
+                self._resolve(waiter, True, value)
+        if committer is not None and committer.broken is not None and not self.closing:
+            # the store failed and the session could not be reloaded from it: its memory
+            # may hold writes the store does not, so nothing more is applied or read
+            self.closing = True
+            self.close_reason = f" (its store failed: {committer.broken})"
+            self._fail_queue()  # the loop ends by itself now that the queue is empty
+        notify = self.on_settled
+        if notify is not None:
+            notify()
 
     def _fail_pending(self) -> None:
         self.closed = True
+        self._fail_queue()
+
+    def _fail_queue(self) -> None:
         queue = self.queue
         while queue:
-            _, _, waiter, _ = queue.popleft()
+            _, _, waiter, kind = queue.popleft()
+            if kind:
+                self.async_queued -= 1
             if waiter is not None:
-                self._resolve(waiter, False, SessionClosedError(f"{self.name} is closed"))
+                self._resolve(
+                    waiter, False, SessionClosedError(f"{self.name} is closed{self.close_reason}")
+                )
+
+    def _ended(self) -> None:
+        """The loop is over: fail what is left, wake subscribers and whoever waits to stop."""
+        self._fail_pending()
+        notify = self.on_settled
+        if notify is not None:
+            notify()
+        if self.finished is not None:
+            self.finished.set()
 
 
 class _AsyncioActor(Actor):
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
+    def __init__(self, name: str, committer: Committer | None = None) -> None:
+        super().__init__(name, committer)
         self._loop = asyncio.get_running_loop()
         self._wakeup: asyncio.Future[None] | None = None
 
@@ -182,6 +291,9 @@ class _AsyncioActor(Actor):
 
     async def run(self) -> None:
         """The generic loop, specialised for futures: this is the per-write hot path."""
+        if self.committer is not None:
+            await Actor.run(self)
+            return
         queue = self.queue
         popleft = queue.popleft
         try:
@@ -215,13 +327,16 @@ class _AsyncioActor(Actor):
                         future.set_result(value)
                     else:
                         future.set_exception(value)
+                notify = self.on_settled
+                if notify is not None:
+                    notify()
         finally:
-            self._fail_pending()
+            self._ended()
 
 
 class _TrioActor(Actor):
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
+    def __init__(self, name: str, committer: Committer | None = None) -> None:
+        super().__init__(name, committer)
         import trio
 
         self._lowlevel = trio.lowlevel
@@ -251,9 +366,9 @@ def _lost(name: str, exc: Exception) -> None:
     )
 
 
-def create_actor(name: str) -> Actor:
+def create_actor(name: str, committer: Committer | None = None) -> Actor:
     """An actor for the running event loop's backend (asyncio or Trio)."""
-    return _TrioActor(name) if on_trio() else _AsyncioActor(name)
+    return _TrioActor(name, committer) if on_trio() else _AsyncioActor(name, committer)
 
 
 async def exit_task_group(

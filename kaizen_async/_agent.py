@@ -67,6 +67,7 @@ def capability(
     params: type[BaseModel] | None = None,
     description: str = "",
     streamable: bool = True,
+    idempotent: bool = False,
 ) -> Callable[[F], F]:
     """Declare an ``async def method(self, session, params)`` as a capability.
 
@@ -75,6 +76,8 @@ def capability(
         params: a pydantic model the params are validated against (strictly).
         description: what it does, for the planner's prompt.
         streamable: whether it may run before the whole plan has been validated.
+        idempotent: whether it is safe to repeat: ``resume_sequence`` re-runs a step of it
+            that a crash interrupted (others stop there with ``step_interrupted``).
     """
 
     def decorate(method: F) -> F:
@@ -86,6 +89,7 @@ def capability(
             description=description or (inspect.getdoc(method) or "").split("\n")[0],
             params_schema=schema,
             streamable=streamable,
+            idempotent=idempotent,
             params_model=params,
         )
         method.__kaizen_capability__ = spec  # type: ignore[attr-defined]

@@ -45,6 +45,7 @@ _COMPLETED = EntryType.PLAN_STEP_COMPLETED
 _STARTED_VALUE = _STARTED.value
 _COMPLETED_VALUE = _COMPLETED.value
 _SUMMARY_CHARS = 200
+_INTERRUPTED = ErrorCode.STEP_INTERRUPTED.value
 
 CallLike = CapabilityCall | dict[str, Any]
 
@@ -202,6 +203,21 @@ def _normalize(calls: Iterable[CallLike]) -> list[tuple[CapabilityCall, bytes]]:
                 f"call {index} is malformed: {exc}", details={"step_index": index}
             ) from None
     return normalized
+
+
+def _checked_plan_id(plan_id: object) -> str:
+    """A caller's plan id: a non-blank str of valid UTF-8, else :class:`DispatchError`.
+
+    It is recorded in every step's entries and matched by :meth:`Dispatcher.resume_sequence`,
+    so it is checked where a dispatch starts, before anything is queued.
+    """
+    if not isinstance(plan_id, str) or not plan_id.strip():
+        raise DispatchError(f"plan_id must be a non-empty string, got {plan_id!r:.80}")
+    try:
+        check_text(plan_id, "plan_id")
+    except KaizenValidationError as exc:
+        raise DispatchError(str(exc)) from None
+    return plan_id
 
 
 def _refused(failure: InvokeResult, plan_id: str) -> DispatchResult:
@@ -458,6 +474,7 @@ class Dispatcher:
         write or save of the session sees them.
         """
         self._check_running()
+        plan_id = self._new_plan_id() if plan_id is None else _checked_plan_id(plan_id)
         if not isinstance(capability, str) or not capability.strip():
             raise DispatchError(f"capability must be a non-empty string, got {capability!r}")
         try:
@@ -469,9 +486,7 @@ class Dispatcher:
         elif not isinstance(params, dict):
             raise DispatchError(f"params must be a dict, got {type(params).__name__}")
         params_json = _encode_params(params)
-        return await self._step(
-            capability, params, params_json, session, plan_id or self._new_plan_id(), 0, timeout
-        )
+        return await self._step(capability, params, params_json, session, plan_id, 0, timeout)
 
     def _refusal(
         self, plan: list[tuple[CapabilityCall, bytes]], skip: set[int] | None = None
@@ -533,8 +548,8 @@ class Dispatcher:
         refuses the whole plan (a failed result at that call, nothing run or recorded).
         """
         self._check_running()
+        plan_id = self._new_plan_id() if plan_id is None else _checked_plan_id(plan_id)
         plan = _normalize(calls)
-        plan_id = plan_id or self._new_plan_id()
         refused = self._refusal(plan)
         if refused is not None:
             return _refused(refused, plan_id)
@@ -555,13 +570,22 @@ class Dispatcher:
         *,
         plan_id: str,
         timeout: float | None = None,
+        rerun_interrupted: bool = False,
     ) -> DispatchResult:
         """Re-run plan ``plan_id``, skipping its steps that already succeeded with the same
         capability and params; the rest are checked up front and run (and record) as in
-        :meth:`dispatch_sequence`."""
+        :meth:`dispatch_sequence`.
+
+        A step whose last attempt was interrupted (its process died after recording
+        ``plan_step_started``; closed as ``step_interrupted`` when the session was opened
+        again) may have taken effect: it is re-run only if its capability is declared
+        ``idempotent`` or ``rerun_interrupted`` is true; otherwise the result fails there
+        with ``step_interrupted`` naming the step, and nothing of it runs.
+        """
         self._check_running()
+        plan_id = _checked_plan_id(plan_id)
         plan = _normalize(calls)
-        done = await self._completed_steps(session, plan_id)
+        done, interrupted = await self._completed_steps(session, plan_id)
         refused = self._refusal(
             plan,
             {i for i, (call, params) in enumerate(plan) if (i, call.capability, params) in done},
@@ -577,6 +601,24 @@ class Dispatcher:
                     )
                 )
                 continue
+            started_seq = interrupted.get(index)
+            if (
+                started_seq is not None
+                and not rerun_interrupted
+                and not self._idempotent(call.capability)
+            ):
+                results.append(
+                    InvokeResult.fail(
+                        ErrorCode.STEP_INTERRUPTED,
+                        f"Step {index} ('{call.capability}') of plan '{plan_id}' was "
+                        f"interrupted (started at seq {started_seq}, never completed) and may "
+                        "have taken effect; pass rerun_interrupted=True to run it again",
+                        _DISPATCHER,
+                        call.capability,
+                        {"step_index": index, "plan_id": plan_id, "started_seq": started_seq},
+                    )
+                )
+                break
             result = await self._step(
                 call.capability,
                 call.params,
@@ -591,12 +633,23 @@ class Dispatcher:
                 break
         return DispatchResult(results, plan_id)
 
+    def _idempotent(self, capability: str) -> bool:
+        runner = self._routes.get(capability)
+        return runner is not None and runner.info.spec(capability).idempotent
+
     @staticmethod
-    async def _completed_steps(session: Session, plan_id: str) -> set[tuple[int, str, bytes]]:
+    async def _completed_steps(
+        session: Session, plan_id: str
+    ) -> tuple[set[tuple[int, str, bytes]], dict[int, int]]:
         """(step_index, capability, canonical params) of every step of the plan that
-        completed successfully (a started entry paired with its completed entry)."""
-        started: dict[int, tuple[str, bytes]] = {}
+        completed successfully (a started entry paired with its completed entry), and the
+        steps whose last attempt was interrupted (step_index -> its started seq).
+
+        Only the two step entry types are read (a store-backed session filters them in
+        the store)."""
+        started: dict[int, tuple[str, bytes, int]] = {}
         done: set[tuple[int, str, bytes]] = set()
+        interrupted: dict[int, int] = {}
         for entry in await session.get_trajectory(entry_types=[_STARTED, _COMPLETED]):
             content = entry.content
             if not isinstance(content, dict) or content.get("plan_id") != plan_id:
@@ -605,12 +658,22 @@ class Dispatcher:
             if not isinstance(index, int):
                 continue
             if entry.entry_type is _STARTED:
-                started[index] = (str(content.get("capability")), encode(content.get("params")))
-            elif content.get("success") is True and index in started:
-                capability_name, params_json = started.pop(index)
-                if capability_name == content.get("capability"):
-                    done.add((index, capability_name, params_json))
-        return done
+                started[index] = (
+                    str(content.get("capability")),
+                    encode(content.get("params")),
+                    entry.seq,
+                )
+                continue
+            begun = started.pop(index, None)
+            if content.get("success") is True:
+                interrupted.pop(index, None)
+                if begun is not None and begun[0] == content.get("capability"):
+                    done.add((index, begun[0], begun[1]))
+            elif content.get("error_code") == _INTERRUPTED:
+                interrupted[index] = entry.seq if begun is None else begun[2]
+            else:  # a later attempt ended (and failed) normally: nothing is in doubt
+                interrupted.pop(index, None)
+        return done, interrupted
 
     async def dispatch_parallel(
         self,
@@ -628,8 +691,8 @@ class Dispatcher:
         self._check_running()
         if max_concurrency < 1:
             raise DispatchError("max_concurrency must be at least 1")
+        plan_id = self._new_plan_id() if plan_id is None else _checked_plan_id(plan_id)
         plan = _normalize(calls)
-        plan_id = plan_id or self._new_plan_id()
         results: list[InvokeResult | None] = [None] * len(plan)
         limiter = anyio.CapacityLimiter(max_concurrency)
 
@@ -671,7 +734,9 @@ class Dispatcher:
         result, the dispatch result says so.
         """
         self._check_running()
-        plan_id = plan_id or getattr(calls, "plan_id", None) or self._new_plan_id()
+        if plan_id is None:  # the source's own (a planner stream's), or a new one
+            plan_id = getattr(calls, "plan_id", None)
+        plan_id = self._new_plan_id() if plan_id is None else _checked_plan_id(plan_id)
         results: list[InvokeResult] = []
         plan_error: dict[str, Any] | None = None
         complete = getattr(calls, "complete", None)

@@ -8,6 +8,7 @@ subclasses it, so ``except ValueError`` / ``except KeyError`` keep working::
     ├── SessionClosedError           session is not running (closed or never started)
     ├── SessionReadOnlyError         a write to a session opened read-only
     ├── SessionExistsError           (ValueError) creating a session whose id is taken
+    ├── SessionInUseError            deleting a session that someone holds open
     ├── SessionCorruptedError        a file or trajectory fails verification (names the seq)
     ├── SchemaMismatchError          a file written by a newer schema
     ├── PersistError                 a save could not be written (OSError underneath)
@@ -46,6 +47,7 @@ __all__ = [
     "SessionClosedError",
     "SessionCorruptedError",
     "SessionExistsError",
+    "SessionInUseError",
     "SessionNotFoundError",
     "SessionReadOnlyError",
     "StateKeyNotFoundError",
@@ -63,6 +65,7 @@ class ErrorCode(str, Enum):
     SESSION_SCHEMA_MISMATCH = "session_schema_mismatch"
     SESSION_EXISTS = "session_exists"
     SESSION_READ_ONLY = "session_read_only"
+    SESSION_IN_USE = "session_in_use"
     # signed checkpoints (tamper evidence)
     CHECKPOINT_INVALID = "checkpoint_invalid"
     CHECKPOINT_HEAD_MISMATCH = "checkpoint_head_mismatch"
@@ -152,6 +155,13 @@ class SessionExistsError(KaizenError, ValueError):
     """Creating a session under an id that a store already holds."""
 
     default_code = ErrorCode.SESSION_EXISTS
+
+
+class SessionInUseError(KaizenError):
+    """An operation that needs a session nobody holds (``SessionHub.delete_session``) on a
+    session that is leased."""
+
+    default_code = ErrorCode.SESSION_IN_USE
 
 
 class SessionCorruptedError(KaizenError):

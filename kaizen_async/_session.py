@@ -5,12 +5,15 @@ write is a message to it, applied strictly in arrival order and acknowledged onc
 Reads are served from the applied state directly: on one event loop that is already
 serialized, and it sees every acknowledged write. CPU-heavy work (verification, long
 replays) and all disk I/O run in worker threads on snapshots, never on the event loop.
+
+A session backed by a store (opened by a :class:`~kaizen_async.SessionHub`) is the
+subclass in :mod:`kaizen_async._durable`; the hooks it overrides are marked below.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -19,9 +22,10 @@ from typing import Any, Self
 import anyio
 from anyio.abc import TaskGroup
 
-from ._actor import Actor, create_actor
+from ._actor import Actor, Committer, create_actor
 from ._actor import exit_task_group as _exit_task_group
 from ._anchors import AnchorPublisher, AnchorSink, publisher_for
+from ._canonical import check_text
 from ._checkpoint import Checkpoint, default_writer_id, sign_heads
 from ._exceptions import KaizenValidationError, SessionClosedError, SessionReadOnlyError
 from ._keys import Keyring, Signer, check_signer
@@ -33,6 +37,7 @@ from ._state import (
     validate_artifact_name,
     validate_key,
 )
+from ._steps import find_open_steps, interrupted_records
 from ._trajectory import EntryType, Record, TrajectoryEntry
 from ._verification import (
     AnchorSource,
@@ -45,6 +50,7 @@ from ._verification import (
 __all__ = ["Session", "SessionStatistics"]
 
 _OFFLOAD_ABOVE = 5_000  # replays longer than this many entries run in a worker thread
+_PAGE = 4096  # entries a subscriber takes at a time
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,8 @@ class Session:
     #: who ``set``/``delete``/``write_artifact``/``delete_artifact`` are recorded as: the
     #: session itself is ``system``; the view a capability is handed is its agent
     _writer: str = "system"
+    #: woken after the actor's next batch (created only while a subscriber waits)
+    _settled_event: anyio.Event | None = None
 
     def __init__(
         self,
@@ -134,9 +142,10 @@ class Session:
 
         Entering reads the file in one read transaction, verifies the hash chain, rebuilds
         state by replay, checks it against the stored state and every name, key and agent
-        id in it, and records ``session_loaded {path}``. With ``read_only=True`` nothing is
-        recorded and every write (``set``, ``delete``, ``append``, ``append_nowait``,
-        ``transaction``, artifacts, ``save``, dispatching onto it) raises
+        id in it, and records ``session_loaded {path}``. With ``read_only=True`` the file is
+        opened read-only, nothing changes on disk (not even killed saves' leftovers are
+        removed), nothing is recorded and every write (``set``, ``delete``, ``append``,
+        ``append_nowait``, ``transaction``, artifacts, ``save``, dispatching onto it) raises
         :class:`SessionReadOnlyError`; reads, ``verify`` and ``fork`` (a new, writable
         session) work. Raises :class:`PersistFileNotFoundError` (also a
         ``FileNotFoundError``), :class:`PersistError` (a directory, unreadable, locked),
@@ -179,13 +188,20 @@ class Session:
         self._entered = True
         if self._load_path is not None:
             path = self._load_path
-            core, version = await anyio.to_thread.run_sync(_read_checked, path, self._load_checks)
+            # read_only: the file is opened read-only and dead savers' temporary files are
+            # left alone (nothing on disk changes), as for the `kaizen` command
+            core, version = await anyio.to_thread.run_sync(
+                _read_checked, path, self._read_only, self._load_checks
+            )
             self._core = core
             # recorded before the actor starts (nothing else can write yet), so nothing is
             # awaited between entering the task group and returning
             if not self._read_only:
                 core.append("system", EntryType.SESSION_LOADED, self._loaded_entry(path, version))
-        actor = create_actor(f"session {self._core.session_id}")
+                # steps the file holds as started but never completed: closed as interrupted
+                for kind, content in interrupted_records(find_open_steps(core.records)):
+                    core.apply_append("system", kind, content)
+        actor = create_actor(f"session {self._core.session_id}", self._committer())
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
         task_group.start_soon(actor.run, name=actor.name)
@@ -215,6 +231,31 @@ class Session:
             self._anchor.close()
         return await _exit_task_group(self._task_group, exc_type, exc, tb)
 
+    def _committer(self) -> Committer | None:
+        """What makes the actor durable (overridden by a store-backed session)."""
+        return None
+
+    def _start(self, task_group: TaskGroup) -> None:
+        """Start the actor in someone else's task group (a hub's) instead of one of its own:
+        no task group or cancel scope per session, so N sessions start and stop in O(N)."""
+        if self._entered:
+            raise SessionClosedError("a Session can be entered only once")
+        self._entered = True
+        actor = create_actor(f"session {self._core.session_id}", self._committer())
+        actor.finished = anyio.Event()
+        self._actor = actor
+        task_group.start_soon(actor.run, name=actor.name)
+
+    async def _stop(self) -> None:
+        """Stop taking requests and return once the actor has applied (and, with a store,
+        committed) everything queued: the counterpart of :meth:`_start`."""
+        actor = self._actor
+        if actor is None:
+            return
+        actor.close()  # at once: from here on requests raise SessionClosedError
+        if actor.finished is not None:
+            await actor.finished.wait()
+
     async def _settled(self) -> None:
         """Wait until every write queued so far is applied (reads see all earlier writes).
 
@@ -229,7 +270,7 @@ class Session:
     def _running(self) -> Actor:
         actor = self._actor
         if actor is None or actor.closing or actor.closed:
-            state = "not started" if actor is None else "closed"
+            state = "not started" if actor is None else f"closed{actor.close_reason}"
             raise SessionClosedError(
                 f"session {self._core.session_id} is {state}; use it inside `async with`"
             )
@@ -266,8 +307,9 @@ class Session:
     def workspace_file(self, *parts: str) -> Path | None:
         """``workspace_path`` joined with ``parts``, or None without a workspace.
 
-        The result never leaves the workspace: a part that is not a str, is absolute,
-        holds NUL or a ``..`` segment raises :class:`KaizenValidationError`. The check is
+        The result never leaves the workspace: a part that is not a str (of valid UTF-8
+        text), is absolute, holds NUL or a ``..`` segment raises
+        :class:`KaizenValidationError`. The check is
         lexical (no file system access): symlinks inside the workspace are followed by
         whoever opens the path, as the workspace's owner set them up.
         """
@@ -276,6 +318,7 @@ class Session:
                 raise KaizenValidationError(
                     f"workspace path parts must be str, got {type(part).__name__}"
                 )
+            check_text(part, "workspace path part")
             if "\x00" in part:
                 raise KaizenValidationError(f"workspace path part {part!r} contains NUL")
             if os.path.isabs(part) or part.startswith(("/", "\\")) or part[1:2] == ":":
@@ -293,14 +336,14 @@ class Session:
             queued=len(actor.queue) if actor else 0,
             batches=actor.batches if actor else 0,
             applied=actor.applied if actor else 0,
-            trajectory_length=len(self._core.records),
+            trajectory_length=self._core.length,
             state_version=self._core.version,
         )
 
     def __repr__(self) -> str:
         return (
             f"Session(session_id={self._core.session_id!r}, "
-            f"entries={len(self._core.records)}, state_version={self._core.version})"
+            f"entries={self._core.length}, state_version={self._core.version})"
         )
 
     # -- state -----------------------------------------------------------------------------
@@ -411,6 +454,74 @@ class Session:
         await self._settled()
         return len(self._core.records)
 
+    async def flush(self) -> None:
+        """Return once every write queued before this call, posted ones included, is applied
+        (and, for a store-backed session, durable: it then raises the
+        :class:`PersistError` of a posted write whose commit failed since the last flush)."""
+        await self._settled()
+
+    def subscribe(
+        self,
+        *,
+        since_seq: int = 0,
+        entry_types: Iterable[EntryType | str] | None = None,
+    ) -> AsyncIterator[TrajectoryEntry]:
+        """Every committed entry with ``seq > since_seq``, in order: the history first,
+        then live entries as they are committed, without gaps or duplicates.
+
+        Committed means durable for a store-backed session, applied for an in-memory one.
+        ``entry_types`` keeps only those types. The subscriber pulls a page at a time and
+        then waits to be told that more is committed, so a slow one holds no backlog. It
+        runs until cancelled (or the loop is left); when the session closes it yields what
+        was committed and ends.
+        """
+        if not isinstance(since_seq, int) or isinstance(since_seq, bool):
+            raise KaizenValidationError(f"since_seq must be an int, got {since_seq!r}")
+        kinds = None if entry_types is None else frozenset(_entry_type(k) for k in entry_types)
+        self._running()
+        return self._follow(max(since_seq, 0), kinds)
+
+    async def _follow(
+        self, pos: int, kinds: frozenset[str] | None
+    ) -> AsyncIterator[TrajectoryEntry]:
+        while True:
+            head = self._committed_seq()
+            if pos < head:
+                records, pos = await self._committed_page(pos, head, kinds)
+                for record in records:
+                    yield TrajectoryEntry.from_record(record)
+                continue
+            actor = self._actor
+            if actor is None or actor.closed:
+                return
+            event = self._settled_event
+            if event is None:
+                event = self._settled_event = anyio.Event()
+                actor.on_settled = self._wake_subscribers
+            await event.wait()
+
+    def _wake_subscribers(self) -> None:
+        event = self._settled_event
+        self._settled_event = None
+        if self._actor is not None:
+            self._actor.on_settled = None
+        if event is not None:
+            event.set()
+
+    def _committed_seq(self) -> int:
+        """The newest entry a subscriber may see (overridden: durable, not just applied)."""
+        return len(self._core.records)
+
+    async def _committed_page(
+        self, pos: int, head: int, kinds: frozenset[str] | None
+    ) -> tuple[list[Record], int]:
+        """Committed records after ``pos`` (up to a page, filtered) and where they end."""
+        end = min(head, pos + _PAGE)
+        records = self._core.records[pos:end]
+        if kinds is not None:
+            records = [r for r in records if r.entry_type in kinds]
+        return records, end
+
     async def verify(
         self,
         *,
@@ -516,7 +627,9 @@ class Session:
         # the file gets its own session_saved entry; the session only once the file is
         # written, so a failed save leaves no trace and readers never see a tentative entry
         saved = core.next_record("system", EntryType.SESSION_SAVED, {"path": path})
-        plan = plan_save(core, target, saved, overwrite=overwrite)
+        whole = await self._full_core()
+        plan = plan_save(whole, target, saved, overwrite=overwrite)
+        plan.checkpoints = await self._file_checkpoints(whole)
         signed = await anyio.to_thread.run_sync(self._sign_and_write, plan, saved)
         core.add_record(saved)
         if signed is not None:
@@ -525,11 +638,18 @@ class Session:
                 self._anchor.offer([signed])
         return saved.seq
 
+    async def _full_core(self) -> SessionCore:
+        """The whole session in memory, as a save writes it (overridden: read from a store)."""
+        return self._core
+
+    async def _file_checkpoints(self, whole: SessionCore) -> list[Checkpoint]:
+        """The checkpoints a save writes beside the entries (overridden: from a store)."""
+        return list(whole.checkpoints)
+
     def _sign_and_write(self, plan: SavePlan, saved: Record) -> Checkpoint | None:
         """Sign the saved head (with a signer), then write the file with the checkpoint in
         the same transaction as the entries it covers (runs in a worker thread)."""
         signer, signed = self._signer, None
-        plan.checkpoints = list(self._core.checkpoints)
         if signer is not None:
             (signed,) = sign_heads(
                 signer.sign,
@@ -542,10 +662,12 @@ class Session:
         return signed
 
 
-def _read_checked(path: str, checks: dict[str, Any] | None) -> tuple[SessionCore, int]:
+def _read_checked(
+    path: str, read_only: bool, checks: dict[str, Any] | None
+) -> tuple[SessionCore, int]:
     """Load ``path`` and check its checkpoints as asked (runs in a worker thread)."""
     options = VerifyOptions() if checks is None else verify_options(**checks)
-    core, version = read_session(path)
+    core, version = read_session(path, read_only=read_only)
     if options.active or core.checkpoints:  # stored heads must match the chain, always
         _check_core(core, options)
     return core, version
@@ -686,7 +808,8 @@ def agent_view(session: Session, agent_id: str) -> Session:
 
 
 def _check_path(path: object) -> str:
-    """A file path to save or load: a non-empty str (or PathLike of one) without NUL."""
+    """A file path to save or load: a non-empty str (or PathLike of one) of valid UTF-8
+    text without NUL (a lone surrogate would fail later as a raw ``UnicodeEncodeError``)."""
     if not isinstance(path, str | os.PathLike):
         raise KaizenValidationError(f"path must be a str or os.PathLike, got {type(path).__name__}")
     text = os.fspath(path)
@@ -694,4 +817,4 @@ def _check_path(path: object) -> str:
         raise KaizenValidationError(f"path must be a non-empty str, got {text!r}")
     if "\x00" in text:
         raise KaizenValidationError(f"path {text!r} contains a NUL byte")
-    return text
+    return check_text(text, "path")

@@ -82,6 +82,10 @@ def _timestamp() -> str:
     return f"{prefix}+00:00"
 
 
+def _discard(_: object) -> None:
+    """What replay appends to when it keeps no records."""
+
+
 def validate_key(key: object) -> str:
     """A state key is a non-empty, non-blank ``str`` of valid UTF-8."""
     if type(key) is not str and not isinstance(key, str):
@@ -210,6 +214,12 @@ class SessionCore:
 
     # -- the chain ---------------------------------------------------------------------
 
+    @property
+    def length(self) -> int:
+        """The head's seq: how many entries the trajectory holds (a store-backed core keeps
+        only the newest of them in ``records``)."""
+        return len(self.records)
+
     def _push(self, agent_id: str, entry_type: str, content: bytes) -> Record:
         """Chain one validated entry on; the hot path of every write (see entry_bytes)."""
         seq = len(self.records) + 1
@@ -325,7 +335,7 @@ class SessionCore:
                 "name": name,
                 "size": len(data),
                 "is_update": old_digest is not None,
-                "old_size": None if old_digest is None else len(self.blobs[old_digest]),
+                "old_size": None if old_digest is None else self._blob_size(old_digest),
                 "digest": digest,
             }
         )
@@ -343,7 +353,7 @@ class SessionCore:
 
     def apply_delete_artifact(self, name: str, agent_id: str = _SYSTEM) -> int:
         digest = self.artifacts.pop(name)
-        content = encode({"name": name, "size": len(self.blobs[digest]), "digest": digest})
+        content = encode({"name": name, "size": self._blob_size(digest), "digest": digest})
         return self._push(agent_id, _ARTIFACT_DELETED, content).seq
 
     def delete_artifact(self, name: str, agent_id: str = _SYSTEM) -> int:
@@ -382,6 +392,10 @@ class SessionCore:
             "delete_artifact": self.apply_delete_artifact,
         }
         return [appliers[kind](*args) for kind, args in ops]
+
+    def _blob_size(self, digest: str) -> int | None:
+        """The size of an artifact version (a store-backed core may not hold its data)."""
+        return len(self.blobs[digest])
 
     def _artifact_digest(self, name: str) -> str:
         digest = self.artifacts.get(name) if isinstance(name, str) else None
@@ -457,16 +471,20 @@ class SessionCore:
         workspace_path: str | None = None,
         verify: bool = True,
         until_version: int | None = None,
+        keep: bool = True,
     ) -> SessionCore:
-        """Rebuild a core from records, checking seqs and (with ``verify``) the hash chain."""
+        """Rebuild a core from records, checking seqs and (with ``verify``) the hash chain.
+
+        ``keep=False`` folds the records without holding them (``records`` stays empty):
+        verifying a long stored history page by page in bounded memory.
+        """
         core = cls(
             session_id,
             max_artifact_size=max_artifact_size,
             workspace_path=workspace_path,
             created=False,
         )
-        out = core.records
-        append = out.append
+        append = core.records.append if keep else _discard
         prev = ZERO_HASH
         state = core.state
         strings = _JSON_STRINGS
@@ -591,14 +609,14 @@ class SessionCore:
         """The record an append would add now, without adding it (a save writes its own
         ``session_saved`` into the file first and adds it only once the file is written)."""
         kind = entry_type.value
-        seq, prev, ts = len(self.records) + 1, self.head, _timestamp()
+        seq, prev, ts = self.length + 1, self.head, _timestamp()
         data = encode(content, "entry content")
         digest = entry_hash(seq, ts, agent_id, kind, data, prev)
         return Record((seq, ts, agent_id, kind, data, prev, digest))
 
     def add_record(self, record: Record) -> None:
         """Append a record made by :meth:`next_record` (nothing was appended since)."""
-        if record.seq != len(self.records) + 1 or record.prev_hash != self.head:
+        if record.seq != self.length + 1 or record.prev_hash != self.head:
             raise SessionCorruptedError("the trajectory moved on since this record was made")
         self.records.append(record)
         self.head = record.hash

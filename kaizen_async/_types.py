@@ -85,7 +85,9 @@ class CapabilitySpec(BaseModel):
     """What a planner needs to know of a capability.
 
     ``streamable``: whether it may run before the whole plan has been received and
-    validated (a capability with irreversible effects would say False).
+    validated (a capability with irreversible effects would say False). ``idempotent``:
+    whether running it twice has the effect of running it once, so a step interrupted by
+    a crash may be re-run by ``resume_sequence`` without asking.
     """
 
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
@@ -94,6 +96,7 @@ class CapabilitySpec(BaseModel):
     description: str = ""
     params_schema: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
     streamable: bool = True
+    idempotent: bool = False
     #: the pydantic model params are validated with (not serialized)
     params_model: type[BaseModel] | None = Field(default=None, exclude=True, repr=False)
 

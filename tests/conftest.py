@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
+from storefakes import ControlledStore, FakeStore
 
 from kaizen_async import Session
 
@@ -23,3 +24,9 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
 async def session() -> AsyncIterator[Session]:
     async with Session() as s:
         yield s
+
+
+@pytest.fixture(params=[pytest.param("fake", id="fake-store")])
+def store(request: pytest.FixtureRequest) -> ControlledStore:
+    """A store for hub tests, wrapped so a test can hold, fail and count its calls."""
+    return ControlledStore(FakeStore())

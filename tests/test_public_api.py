@@ -8,6 +8,7 @@ from types import ModuleType
 import pytest
 
 import kaizen_async
+import kaizen_async.inspect
 import kaizen_async.llm
 import kaizen_async.signing
 import kaizen_async.stores
@@ -28,6 +29,7 @@ PUBLIC = {
         "DispatchResult",
         "Dispatcher",
         "EntryType",
+        "HubStatistics",
         "ErrorCode",
         "InvokeResult",
         "KaizenError",
@@ -47,6 +49,9 @@ PUBLIC = {
         "SessionClosedError",
         "SessionCorruptedError",
         "SessionExistsError",
+        "SessionHub",
+        "SessionInUseError",
+        "SessionLease",
         "SessionNotFoundError",
         "SessionReadOnlyError",
         "SessionStatistics",
@@ -81,6 +86,7 @@ PUBLIC = {
         "StandInLLMServer",
     ],
     kaizen_async.sync: ["Dispatcher", "Session"],
+    kaizen_async.inspect: ["create_app"],
     kaizen_async.stores: [
         "Batch",
         "CheckpointStore",

@@ -48,14 +48,16 @@ def cli() -> None:
 def _register() -> None:
     from ._compare import diff, replay
     from ._demo import demo
+    from ._inspect import inspect
     from ._keygen import keygen
     from ._live import tail
     from ._read import artifacts, log, show, state, verify
     from ._transfer import export, import_
 
-    commands = (show, log, state, verify, artifacts, diff, tail, export, import_, replay, keygen)
-    for command in (*commands, demo):
+    for command in (show, log, state, verify, artifacts, diff, tail, export, import_, replay, demo):
         cli.add_command(command)
+    cli.add_command(keygen)
+    cli.add_command(inspect)
 
 
 _register()

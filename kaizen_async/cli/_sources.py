@@ -33,6 +33,7 @@ __all__ = [
     "filter_records",
     "open_source",
     "open_store",
+    "store_for",
 ]
 
 
@@ -267,9 +268,14 @@ def _check_database(url: StoreURL, create: bool) -> None:
 @asynccontextmanager
 async def open_store(url: StoreURL, *, create: bool = False) -> AsyncIterator[SessionStore]:
     """Open the store at ``url``; a missing database file is an error unless ``create``."""
-    _check_database(url, create)
-    async with SQLiteStore(url.path) as store:
+    async with store_for(url, create=create) as store:
         yield store
+
+
+def store_for(url: StoreURL, *, create: bool = False) -> SQLiteStore:
+    """The store at ``url``, not yet opened (a SessionHub opens the store it is given)."""
+    _check_database(url, create)
+    return SQLiteStore(url.path)
 
 
 @asynccontextmanager

@@ -23,7 +23,7 @@ from ._common import SESSION_HELP, json_option, run, session_argument
 from ._errors import OK, BadInput, Unavailable
 from ._naming import SessionName, is_url, parse_session_names, parse_store_url
 from ._output import emit_json, progress_bar
-from ._sources import FileSource, open_source, open_store
+from ._sources import FileSource, open_source, store_for
 
 __all__ = ["export", "import_", "plan_export"]
 
@@ -134,7 +134,9 @@ def import_(arguments: tuple[str, ...], as_json: bool) -> int:
             with progress_bar(f"verifying {path}") as progress:
                 async with open_source(SessionName(path=path), progress=progress):
                     pass
-        async with open_store(url, create=True) as store, hub_class(store) as hub:
+        # the hub enters (opens) its store itself
+        store = store_for(url, create=True)
+        async with hub_class(store) as hub:
             for path in paths:
                 try:
                     session_id = await hub.import_file(path)

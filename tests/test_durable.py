@@ -1,0 +1,420 @@
+"""A store-backed session: writes acknowledged once committed, reads of committed data only,
+reload after a failed commit, flush, a bounded tail and history read from the store."""
+
+from __future__ import annotations
+
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from storefakes import ControlledStore
+
+from kaizen_async import (
+    EntryType,
+    ErrorCode,
+    PersistError,
+    Session,
+    SessionClosedError,
+    SessionCorruptedError,
+    SessionExistsError,
+    SessionHub,
+    TrajectoryEntry,
+)
+from kaizen_async._canonical import encode, entry_hash
+from kaizen_async._durable import DEFAULT_TAIL, DurableSession
+from kaizen_async._state import SessionCore
+from kaizen_async._storage import Batch
+from kaizen_async._trajectory import Record
+
+pytestmark = pytest.mark.anyio
+
+
+async def wait_until(predicate: Callable[[], bool]) -> None:
+    """Poll until ``predicate()`` holds (a bound only against hanging, not a timing test)."""
+    with anyio.fail_after(10):
+        while not predicate():
+            await anyio.sleep(0.001)
+
+
+def durable(session: Session) -> DurableSession:
+    assert isinstance(session, DurableSession)
+    return session
+
+
+async def test_awaited_write_returns_only_after_its_commit(store: ControlledStore) -> None:
+    async with SessionHub(store) as hub, hub.open("s", create=True) as session:
+        store.commit_gate = anyio.Event()
+        done: list[str] = []
+
+        async def write() -> None:
+            await session.set("k", 1)
+            done.append("set")
+
+        async def read() -> None:
+            done.append(f"get={await session.get('k')}")
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(write)
+            await wait_until(lambda: store.commits_waiting == 1)
+            tg.start_soon(read)  # queued behind the write: must not see it uncommitted
+            await anyio.sleep(0.01)
+            assert done == []
+            assert await store.inner.info("s") is not None
+            assert (await store.inner.info("s")).state_version == 0
+            store.commit_gate.set()
+        assert sorted(done) == ["get=1", "set"]
+        assert (await store.inner.info("s")).state_version == 1
+
+
+async def test_read_while_commit_in_flight_sees_only_committed_data(
+    store: ControlledStore,
+) -> None:
+    async with SessionHub(store) as hub, hub.open("s", create=True) as session:
+        await session.set("k", "old")
+        store.commit_gate = anyio.Event()
+        store.fail_commits = 1
+        seen: list[object] = []
+        async with anyio.create_task_group() as tg:
+
+            async def write() -> None:
+                with pytest.raises(PersistError):
+                    await session.set("k", "new")
+
+            tg.start_soon(write)
+            await wait_until(lambda: store.commits_waiting == 1)
+
+            async def read() -> None:
+                seen.append(await session.get("k"))
+                seen.append(await session.get_trajectory_length())
+
+            tg.start_soon(read)
+            await anyio.sleep(0.01)
+            assert seen == []  # the write is applied in memory but not durable yet
+            store.commit_gate.set()
+        assert seen == ["old", 2]  # the failed write was never visible
+
+
+async def test_failed_commit_raises_reloads_and_the_chain_continues(
+    store: ControlledStore,
+) -> None:
+    async with SessionHub(store) as hub, hub.open("s", create=True) as session:
+        await session.set("a", 1)
+        store.fail_commits = 1
+        with pytest.raises(PersistError) as caught:
+            await session.set("b", 2)
+        assert caught.value.code is ErrorCode.PERSIST_COMMIT_FAILED
+        # reloaded from the store: no run-ahead in memory
+        assert await session.get("b") is None
+        assert await session.get_state_version() == 1
+        assert await session.get_trajectory_length() == 2
+        assert durable(session)._core.length == 2
+        # a later write continues the chain from the durable head
+        assert await session.set("c", 3) == 2
+        assert await session.get_all_state() == {"a": 1, "c": 3}
+        assert [e.seq for e in await session.get_trajectory()] == [1, 2, 3]
+        assert await session.verify() == 3
+        stored = await store.inner.read("s")
+        assert [r.seq for r in stored] == [1, 2, 3]
+        assert stored[2].prev_hash == stored[1].hash
+
+
+async def test_failed_commit_answers_every_write_of_the_batch(store: ControlledStore) -> None:
+    async with SessionHub(store) as hub, hub.open("s", create=True) as session:
+        store.commit_gate = anyio.Event()
+        store.fail_commits = 1
+        errors: list[BaseException] = []
+
+        async def write(key: str) -> None:
+            try:
+                await session.set(key, 1)
+            except PersistError as exc:
+                errors.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(write, "first")
+            await wait_until(lambda: store.commits_waiting == 1)
+            for key in ("x", "y", "z"):  # these queue up as the next batch
+                tg.start_soon(write, key)
+            await anyio.sleep(0.01)
+            store.commit_gate.set()
+        assert len(errors) == 1  # only the failed batch; the next batch committed
+        assert await session.get_all_state() == {"x": 1, "y": 1, "z": 1}
+
+
+async def test_posted_writes_are_durable_after_flush(store: ControlledStore) -> None:
+    async with SessionHub(store) as hub, hub.open("s", create=True) as session:
+        store.commit_gate = anyio.Event()
+        session.append_nowait("me", EntryType.USER_INPUT, {"n": 1})
+        flushed = False
+
+        async def flush() -> None:
+            nonlocal flushed
+            await session.flush()
+            flushed = True
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(flush)
+            await wait_until(lambda: store.commits_waiting == 1)
+            await anyio.sleep(0.01)
+            assert not flushed
+            store.commit_gate.set()
+        stored = await store.inner.read("s")
+        assert [r.entry_type for r in stored] == ["session_created", "user_input"]
+
+
+async def test_failed_posted_write_makes_the_next_flush_raise(store: ControlledStore) -> None:
+    async with SessionHub(store) as hub, hub.open("s", create=True) as session:
+        store.fail_commits = 1
+        session.append_nowait("me", EntryType.USER_INPUT, {"n": 1})
+        async with session.transaction(wait=False) as tx:
+            tx.set("k", 1)
+        with pytest.raises(PersistError):
+            await session.flush()
+        await session.flush()  # reported once
+        assert await session.get_trajectory_length() == 1
+        assert await session.get("k") is None
+
+
+async def test_flush_on_an_in_memory_session_waits_for_posted_writes() -> None:
+    async with Session() as session:
+        session.append_nowait("me", EntryType.USER_INPUT, {"n": 1})
+        await session.flush()
+        assert session._core.length == 2
+
+
+async def test_store_that_cannot_reload_closes_the_session_and_the_hub_reopens_it(
+    store: ControlledStore,
+) -> None:
+    async with SessionHub(store) as hub, hub.open("s", create=True) as session:
+        await session.set("a", 1)
+        store.fail_commits = 1
+        store.fail_loads = 1
+        with pytest.raises(PersistError):
+            await session.set("b", 2)
+        with pytest.raises(SessionClosedError, match="store failed"):
+            await session.set("c", 3)
+        async with hub.open("s") as again:  # a fresh load from the store
+            assert again is not session
+            assert await again.get_all_state() == {"a": 1}
+
+
+async def test_evicted_session_commits_what_was_posted(store: ControlledStore) -> None:
+    async with SessionHub(store, idle_timeout=0) as hub:
+        async with hub.open("s", create=True) as session:
+            for n in range(50):
+                session.append_nowait("me", EntryType.USER_INPUT, {"n": n})
+        await wait_until(lambda: hub.statistics().evicted == 1)
+        async with hub.open("s") as again:  # waits until the eviction is over
+            assert again is not session
+            assert (await store.inner.info("s")).trajectory_length == 51
+
+
+# -- memory: a bounded tail ----------------------------------------------------------------
+
+
+def _chain(count: int, session_id: str) -> list[Record]:
+    """``count`` valid entries (session_created, then notes), built without a session."""
+    core = SessionCore(session_id)
+    records = list(core.records)
+    prev, ts = records[0].hash, records[0].timestamp
+    content = encode({"note": "x" * 20})
+    for seq in range(2, count + 1):
+        digest = entry_hash(seq, ts, "me", "system_note", content, prev)
+        records.append(Record((seq, ts, "me", "system_note", content, prev, digest)))
+        prev = digest
+    return records
+
+
+async def test_a_million_entry_session_opens_with_a_bounded_tail(
+    store: ControlledStore,
+) -> None:
+    records = _chain(1_000_000, "big")
+    async with SessionHub(store) as hub:
+        await store.create(
+            Batch("big", 0, records, 0, state={"k": encode("v")}),
+            max_artifact_size=1024,
+            workspace_path=None,
+        )
+        del records
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            async with hub.open("big") as session:
+                held = tracemalloc.get_traced_memory()[0] - before
+                core = durable(session)._core
+                assert core.length == 1_000_000
+                assert len(core.records) <= DEFAULT_TAIL
+                assert held < 10 * 1024 * 1024
+                assert await session.get("k") == "v"
+                assert [e.seq for e in await session.get_trajectory(3)] == [
+                    999_998,
+                    999_999,
+                    1_000_000,
+                ]
+                seq = await session.append("me", EntryType.USER_INPUT, {"more": True})
+                assert seq == 1_000_001
+        finally:
+            tracemalloc.stop()
+
+
+async def test_the_tail_stays_bounded_while_writing(store: ControlledStore) -> None:
+    async with SessionHub(store) as hub, hub.open("s", create=True) as session:
+        core = durable(session)._core
+        most = 0
+        for n in range(3 * DEFAULT_TAIL):
+            await session.set("k", n)
+            most = max(most, len(core.records))
+        assert most <= 2 * DEFAULT_TAIL
+        assert core.length == 3 * DEFAULT_TAIL + 1
+        assert await session.get_trajectory_length() == 3 * DEFAULT_TAIL + 1
+
+
+# -- history from the store ------------------------------------------------------------------
+
+
+async def _fill(session: Session, mirror: Session, count: int) -> None:
+    """The same writes to a store-backed session and to an in-memory mirror."""
+    for n in range(count):
+        for target in (session, mirror):
+            if n % 3 == 0:
+                await target.set(f"k{n % 7}", n)
+            elif n % 3 == 1:
+                await target.append("agent-a" if n % 2 else "agent-b", "user_input", {"n": n})
+            else:
+                await target.write_artifact(f"f{n % 5}", f"data {n}".encode())
+
+
+def _same(entries: list[TrajectoryEntry], expected: list[TrajectoryEntry]) -> None:
+    assert [(e.seq, e.entry_type, e.content) for e in entries] == [
+        (e.seq, e.entry_type, e.content) for e in expected
+    ]
+
+
+async def test_history_reads_come_from_the_store(store: ControlledStore) -> None:
+    count = DEFAULT_TAIL * 3
+    async with (
+        SessionHub(store) as hub,
+        Session("s") as mirror,
+        hub.open("s", create=True) as session,
+    ):
+        await _fill(session, mirror, count)
+        core = durable(session)._core
+        assert core.base > 0
+        reads = store.read_calls
+        _same(await session.get_trajectory(5), await mirror.get_trajectory(5))
+        assert store.read_calls == reads  # the newest entries come from memory
+        cases: list[dict[str, Any]] = [
+            {},
+            {"entry_types": ["state_set"]},
+            {"agent_id": "agent-a"},
+            {"since_seq": 10},
+            {"since_seq": 10, "entry_types": ["artifact_written"], "limit": 20},
+            {"limit": 2 * DEFAULT_TAIL, "agent_id": "system"},
+            {"entry_types": []},
+            {"limit": 0},
+        ]
+        for kwargs in cases:
+            _same(await session.get_trajectory(**kwargs), await mirror.get_trajectory(**kwargs))
+        assert store.read_calls > reads
+        version = await session.get_state_version()
+        for at in (0, 1, version // 2, version):
+            assert await session.state_at(at) == await mirror.state_at(at)
+        assert await session.get_all_state() == await mirror.get_all_state()
+        assert await session.verify() == count + 1
+        assert await session.list_artifacts() == await mirror.list_artifacts()
+        for name in await mirror.list_artifacts():
+            assert await session.read_artifact(name) == await mirror.read_artifact(name)
+            assert await session.get_artifact_size(name) == len(await mirror.read_artifact(name))
+        snap = await session.snapshot_for_agent("a", depth=DEFAULT_TAIL * 2)
+        expected = await mirror.snapshot_for_agent("a", depth=DEFAULT_TAIL * 2)
+        for key in ("state", "state_version", "artifacts"):
+            assert snap[key] == expected[key]
+        assert [(e["seq"], e["content"]) for e in snap["trajectory"]] == [
+            (e["seq"], e["content"]) for e in expected["trajectory"]
+        ]
+        assert snap["trajectory_total_length"] == count + 1
+
+
+async def test_fork_of_a_stored_session_replays_from_the_store(store: ControlledStore) -> None:
+    async with (
+        SessionHub(store) as hub,
+        Session("s") as mirror,
+        hub.open("s", create=True) as session,
+    ):
+        await _fill(session, mirror, DEFAULT_TAIL * 3)
+        at = 40
+        child = await session.fork(at_seq=at, session_id="child")
+        expected = await mirror.fork(at_seq=at, session_id="child")
+        async with child, expected:
+            assert await child.get_all_state() == await expected.get_all_state()
+            assert await child.list_artifacts() == await expected.list_artifacts()
+            for name in await child.list_artifacts():
+                assert await child.read_artifact(name) == await expected.read_artifact(name)
+            assert await child.verify() == at + 1
+            forked = (await child.get_trajectory(1))[0]
+            assert forked.content["parent_hash"] == (await session.get_trajectory())[at - 1].hash
+
+
+async def test_verify_finds_a_tampered_stored_entry(store: ControlledStore) -> None:
+    async with SessionHub(store) as hub, hub.open("s", create=True) as session:
+        for n in range(DEFAULT_TAIL * 3):
+            await session.set("k", n)
+        assert await session.verify() == DEFAULT_TAIL * 3 + 1
+        old = await store.inner.read("s", since_seq=9, until_seq=10)
+        tampered = Record((*old[0][:4], encode({"forged": True}), *old[0][5:]))
+        fake = getattr(store.inner, "sessions", None)
+        if fake is None:
+            pytest.skip("tampering needs direct access to the store's records")
+        fake["s"]["records"][9] = tampered
+        with pytest.raises(SessionCorruptedError) as caught:
+            await session.verify()
+        assert caught.value.seq == 10
+
+
+async def test_save_exports_and_import_file_round_trips(
+    store: ControlledStore, tmp_path: Path
+) -> None:
+    path = tmp_path / "export.kaizen"
+    async with SessionHub(store) as hub, Session("s") as mirror:
+        async with hub.open("s", create=True) as session:
+            await _fill(session, mirror, DEFAULT_TAIL * 3)
+            saved = await session.save(path)
+            assert saved == DEFAULT_TAIL * 3 + 2
+            assert (await session.get_trajectory(1))[0].entry_type is EntryType.SESSION_SAVED
+            again = await session.save(path)  # incremental onto the same file
+            assert again == saved + 1
+        async with Session.load(path) as loaded:
+            assert await loaded.verify() == again + 1
+            assert await loaded.get_all_state() == await mirror.get_all_state()
+            for name in await mirror.list_artifacts():
+                assert await loaded.read_artifact(name) == await mirror.read_artifact(name)
+        with pytest.raises(SessionExistsError):
+            await hub.import_file(path)
+        assert await hub.delete_session("s")
+        assert await hub.import_file(path) == "s"
+        async with hub.open("s") as imported:
+            assert await imported.get_all_state() == await mirror.get_all_state()
+            last = (await imported.get_trajectory(1))[0]
+            assert last.entry_type is EntryType.SESSION_LOADED
+            assert await imported.verify() == again + 1
+
+
+async def test_artifacts_replaced_and_deleted_after_a_reopen_record_their_size(
+    store: ControlledStore,
+) -> None:
+    async with SessionHub(store, idle_timeout=0) as hub:
+        async with hub.open("s", create=True) as session:
+            await session.write_artifact("a", b"12345")
+            await session.write_artifact("b", b"123")
+        await wait_until(lambda: hub.statistics().evicted == 1)
+        async with hub.open("s") as session:
+            await session.write_artifact("a", b"x")
+            async with session.transaction() as tx:
+                tx.delete_artifact("b")
+            entries = await session.get_trajectory(2)
+            assert entries[0].content["old_size"] == 5
+            assert entries[1].content["size"] == 3
+            assert await session.verify() == 5

@@ -874,3 +874,77 @@ def test_a_writers_per_session_counters_stay_bounded(monkeypatch: pytest.MonkeyP
         signer.history(heads, 1, True, (), ())
         signer.committed([(f"s{i}", 1, "ab" * 32, 0, 1)], [])
     assert len(signer._made) <= 4 and len(signer._unsigned) <= 4
+
+
+# -- store-backed sessions (SessionHub) ----------------------------------------------------------
+
+
+async def test_hub_sessions_sign_at_close_and_verify_through_the_hub(tmp_path: Path) -> None:
+    from kaizen_async import SessionHub
+
+    path = tmp_path / "s.db"
+    rarely = CheckpointPolicy(every_commits=1000)  # only the close signs
+    async with SessionHub(SQLiteStore(path, signer=KEY_A, checkpoints=rarely)) as hub:
+        sid = await hub.create("order-42")
+        async with hub.open(sid) as session:
+            await session.set("status", "new")
+            await session.set("status", "paid")
+            report = await session.verify(keyring=ring(KEY_A))
+            assert report.last_signed_seq == 1 and report.unsigned_tail == 2  # created only
+            await session.save(tmp_path / "export.kaizen")  # exports the store's checkpoints
+    async with SQLiteStore(path) as store:  # the hub's close signed the last seq
+        report = await verify_stored(store, sid, keyring=ring(KEY_A), max_unsigned_tail=0)
+        assert report.last_signed_seq == 4  # session_saved is seq 4
+    async with Session.load(tmp_path / "export.kaizen", keyring=ring(KEY_A)) as loaded:
+        assert [c.seq for c in loaded.checkpoints] == [1]
+    rewrite_store_entry(path, sid, 3, "refunded")
+    async with SessionHub(SQLiteStore(path)) as hub:
+        async with hub.open(sid) as session:  # an open without options reads no history
+            assert await session.get("status") == "refunded"
+        with pytest.raises(SessionCorruptedError) as caught:
+            async with hub.open(sid, keyring=ring(KEY_A)):
+                pass
+        assert code_of(caught) is ErrorCode.CHECKPOINT_HEAD_MISMATCH
+        with pytest.raises(SessionCorruptedError) as caught:
+            async with hub.open(sid, keyring=ring(KEY_B)):
+                pass
+        assert code_of(caught) is ErrorCode.CHECKPOINT_HEAD_MISMATCH  # heads first
+        assert hub.statistics().leased == 0  # the failed opens gave their leases back
+
+
+async def test_hub_open_requires_signed_and_checks_rotation(tmp_path: Path) -> None:
+    from kaizen_async import SessionHub
+
+    path = tmp_path / "s.db"
+    async with SessionHub(SQLiteStore(path, signer=KEY_A)) as hub:
+        sid = await hub.create("s")
+        async with hub.open(sid) as session:
+            await session.set("k", 1)
+    async with SessionHub(SQLiteStore(path)) as hub:  # a writer without the key
+        async with hub.open(sid, keyring=ring(KEY_A), max_unsigned_tail=0) as session:
+            await session.set("k", 2)
+        with pytest.raises(SessionCorruptedError) as caught:
+            async with hub.open(sid, keyring=ring(KEY_A), require_signed=True, max_unsigned_tail=0):
+                pass
+        assert code_of(caught) is ErrorCode.UNSIGNED_TAIL
+    async with SessionHub(SQLiteStore(path, signer=KEY_B)) as hub:  # rotated in: closes sign
+        async with hub.open(sid) as session:
+            await session.set("k", 3)
+        async with hub.open(
+            sid, keyring=ring(KEY_A, KEY_B), all_checkpoints=True, max_unsigned_tail=0
+        ) as session:
+            report = await session.verify(keyring=ring(KEY_A, KEY_B), all_checkpoints=True)
+    assert set(report.key_ids) == {KEY_A.key_id, KEY_B.key_id} and report.unsigned_tail == 0
+
+
+async def test_import_file_refuses_a_file_whose_checkpoints_do_not_match(tmp_path: Path) -> None:
+    from kaizen_async import SessionHub
+
+    path = tmp_path / "s.kaizen"
+    await signed_file(path)
+    rewrite_file_entry(path, 2, "refunded")
+    async with SessionHub(SQLiteStore(tmp_path / "s.db", signer=KEY_A)) as hub:
+        with pytest.raises(SessionCorruptedError) as caught:
+            await hub.import_file(path)
+        assert code_of(caught) is ErrorCode.CHECKPOINT_HEAD_MISMATCH
+        assert await hub.list_sessions() == []

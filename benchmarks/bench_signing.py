@@ -4,6 +4,8 @@ Run: ``python benchmarks/bench_signing.py`` (``--quick`` for a smaller run), whe
 machine is otherwise idle (the load average is printed first).
 
 Rows:
+- durable ``Session.set`` through a ``SessionHub`` on an ``SQLiteStore``, 64 callers on 64
+  sessions, unsigned and with the store signing at every commit (target: >= 0.9x);
 - durable ``set`` commits, 64 callers on 64 sessions, through ``SQLiteStore.commit``
   (what a store-backed ``Session.set`` hands its store: one batch holding one
   ``state_set`` record and its state key), unsigned and signing at every commit
@@ -28,7 +30,7 @@ from _common import report
 from bench_session import fill
 from bench_store import CALLERS, load_average, make_sets
 
-from kaizen_async import Session
+from kaizen_async import Session, SessionHub
 from kaizen_async._trajectory import Record
 from kaizen_async.signing import CheckpointPolicy, Ed25519Signer, Keyring, checkpoint_text
 from kaizen_async.stores import Batch, SQLiteStore
@@ -62,6 +64,26 @@ async def store_rate(
         elapsed = time.perf_counter() - start
         signed = len(await store.read_checkpoints(sessions[0][0]))
     return sum(len(sets) for _, _, sets in sessions) / elapsed, signed
+
+
+async def hub_rate(directory: str, per_caller: int, signer: Ed25519Signer | None) -> float:
+    """Durable ``Session.set`` per second through a ``SessionHub`` on an ``SQLiteStore``,
+    64 callers each on its own session."""
+    path = os.path.join(directory, f"hub-{time.perf_counter_ns()}.db")
+    async with SessionHub(SQLiteStore(path, signer=signer)) as hub:
+        ids = [await hub.create(f"s{c:02d}") for c in range(CALLERS)]
+
+        async def caller(sid: str) -> None:
+            async with hub.open(sid) as session:
+                for i in range(per_caller):
+                    await session.set("key", {"i": i, "text": "hello world"})
+
+        start = time.perf_counter()
+        async with anyio.create_task_group() as tg:
+            for sid in ids:
+                tg.start_soon(caller, sid)
+        elapsed = time.perf_counter() - start
+    return CALLERS * per_caller / elapsed
 
 
 async def load_times(directory: str, entries: int, signer: Ed25519Signer) -> dict[str, float]:
@@ -108,7 +130,13 @@ async def main(quick: bool) -> None:
     entries = 100_000
     signer = Ed25519Signer.generate()
     many = [(f"s{c:02d}", *make_sets(f"s{c:02d}", per_caller)) for c in range(CALLERS)]
-    rates: dict[str, float] = {"unsigned": 0.0, "signed": 0.0, "alone": 0.0}
+    rates: dict[str, float] = {
+        "unsigned": 0.0,
+        "signed": 0.0,
+        "alone": 0.0,
+        "hub_unsigned": 0.0,
+        "hub_signed": 0.0,
+    }
     signed_count = 0
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as directory:
         for _ in range(repeats):
@@ -118,9 +146,16 @@ async def main(quick: bool) -> None:
             rates["signed"] = max(rates["signed"], rate)
             rate, _ = await store_rate(directory, many, signer, group=False)
             rates["alone"] = max(rates["alone"], rate)
+            rates["hub_unsigned"] = max(
+                rates["hub_unsigned"], await hub_rate(directory, per_caller, None)
+            )
+            rates["hub_signed"] = max(
+                rates["hub_signed"], await hub_rate(directory, per_caller, signer)
+            )
         times = await load_times(directory, entries, signer)
     sign_us, verify_us = primitives(signer, 2_000)
     ratio = rates["signed"] / rates["unsigned"]
+    hub_ratio = rates["hub_signed"] / rates["hub_unsigned"]
 
     def verdict(ok: bool) -> str:
         return "met" if ok else "MISSED"
@@ -140,6 +175,17 @@ async def main(quick: bool) -> None:
             "  same, each checkpoint signed alone (group=False, for comparison)",
             f"{rates['alone']:,.0f}/s",
             f"{rates['alone'] / rates['unsigned']:.2f}",
+        ),
+        (
+            f"durable Session.set via SessionHub, {CALLERS} callers on {CALLERS} sessions, "
+            "unsigned (baseline)",
+            f"{rates['hub_unsigned']:,.0f}/s",
+            "1.00",
+        ),
+        (
+            f"  same, the store signing at every commit [target >= {TARGET_RATIO}x]",
+            f"{rates['hub_signed']:,.0f}/s",
+            f"{hub_ratio:.2f} {verdict(hub_ratio >= TARGET_RATIO)}",
         ),
         (
             f"  checkpoints per session ({per_caller} commits each)",
@@ -174,6 +220,9 @@ async def main(quick: bool) -> None:
             "set_64_signed_per_s": rates["signed"],
             "set_64_signed_alone_per_s": rates["alone"],
             "ratio_signed": ratio,
+            "hub_set_64_unsigned_per_s": rates["hub_unsigned"],
+            "hub_set_64_signed_per_s": rates["hub_signed"],
+            "hub_ratio_signed": hub_ratio,
             **times,
             "sign_us": sign_us,
             "verify_us": verify_us,

@@ -137,19 +137,19 @@ class Checkpointer:
         group: bool,
         explicit: Collection[int],
         deleted: Collection[str],
-    ) -> list[tuple[str, int, str, int, int, int]]:
-        """The history rows ``(session, seq, head, epoch, tree id, leaf index)`` to keep of
-        heads signed in leaf order (see CheckpointPolicy.history_every)."""
+    ) -> list[tuple[str, int, int, int]]:
+        """The history rows ``(session, seq, tree id, leaf index)`` to keep of heads signed
+        in leaf order (see CheckpointPolicy.history_every)."""
         made, every = self._made, self.policy.history_every
         if len(made) > _MAX_TRACKED:  # bounded: a session seen again gets a "first" row
             made.clear()
         rows = []
-        for n, (sid, seq, head, epoch) in enumerate(heads):
+        for n, (sid, seq, _, _) in enumerate(heads):
             count = made.get(sid, 0)
             made[sid] = count + 1
             if (not count % every or n in explicit) and sid not in deleted:
                 tree_id, leaf = (first_tree, n) if group else (first_tree + n, 0)
-                rows.append((sid, seq, head, epoch, tree_id, leaf))
+                rows.append((sid, seq, tree_id, leaf))
         return rows
 
     def sign(self, heads: Sequence[tuple[str, int, str, int]]) -> list[SignedTree]:

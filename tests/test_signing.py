@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import pickle
 import shutil
@@ -618,14 +619,10 @@ async def test_sqlite_checkpoints_resigned_by_another_key_are_unknown_key(tmp_pa
     (c,) = sign_heads(KEY_EVIL.sign, KEY_EVIL.key_id, [("s", head[0], head[1], 0)], "attacker")
     conn.execute("DELETE FROM checkpoints")
     conn.execute(
-        "INSERT INTO checkpoint_trees VALUES (999, 1, ?, ?, ?, ?, ?)",
-        (leaf_hash(c.text()), c.key_id, c.writer_id, c.time, c.signature),
+        "INSERT INTO checkpoint_trees VALUES (999, ?, ?, ?, ?, ?)",
+        (c.key_id, c.writer_id, c.time, c.signature, json.dumps([["s", head[0], head[1], 0]])),
     )
-    conn.execute(
-        "UPDATE sessions SET checkpoint_seq = ?, checkpoint_hash = ?, checkpoint_tree = 999, "
-        "checkpoint_index = 0",
-        head,
-    )
+    conn.execute("UPDATE sessions SET checkpoint_tree = 999, checkpoint_index = 0")
     conn.execute("CREATE TABLE public_keys (line TEXT)")
     conn.execute("INSERT INTO public_keys VALUES (?)", (KEY_EVIL.keyring_line(),))
     conn.close()

@@ -527,10 +527,10 @@ class _Signing:
         history = signer.history(self.due, first, group, explicit, self.deleted)
         latest = []
         for n in explicit:
-            sid, seq, head, epoch = self.due[n]
+            sid = self.due[n][0]
             if sid not in self.deleted:
                 tree_id, leaf = (first, n) if group else (first + n, 0)
-                latest.append((seq, head, epoch, tree_id, leaf, sid, seq))
+                latest.append((tree_id, leaf, sid, tree_id))
         write_trees(conn, first, trees, signer.key_id, signer.writer_id, history, latest)
         wanted = [(n, index) for n, index in self.explicit_rows if index is not None]
         if wanted:

@@ -12,8 +12,10 @@ import gc
 import sqlite3
 from typing import Any
 
+import orjson
+
 from .._canonical import sha256_hex
-from .._checkpoint import Checkpoint, proof_from_leaves
+from .._checkpoint import Checkpoint, checkpoint_text, leaf_hash, proof_from_leaves
 from .._exceptions import ArtifactNotFoundError, KaizenValidationError, SessionCorruptedError
 from .._storage import SessionInfo, StoredSession
 from .._trajectory import Record
@@ -189,59 +191,75 @@ def list_sessions(
     return [_session_info(tuple(row)) for row in rows]
 
 
-_TREE_COLUMNS = "t.writer_id, t.time, t.key_id, t.signature, t.size, t.leaves, t.tree_id"
-_HISTORY = (
-    f"SELECT c.seq, c.head_hash, c.epoch, c.tree_index, {_TREE_COLUMNS} FROM checkpoints AS c "
-    "JOIN checkpoint_trees AS t USING (tree_id) WHERE c.session_id = ? AND c.seq > ?"
-)
+_HISTORY = "SELECT tree_id, tree_index FROM checkpoints WHERE session_id = ? AND seq > ?"
 _LATEST = (
-    "SELECT s.checkpoint_seq, s.checkpoint_hash, s.checkpoint_epoch, s.checkpoint_index, "
-    f"{_TREE_COLUMNS} FROM sessions AS s JOIN checkpoint_trees AS t "
-    "ON t.tree_id = s.checkpoint_tree WHERE s.session_id = ? AND s.checkpoint_seq > ?"
+    "SELECT checkpoint_tree, checkpoint_index FROM sessions "
+    "WHERE session_id = ? AND checkpoint_tree IS NOT NULL"
 )
+_TREE = "SELECT key_id, writer_id, time, signature, heads FROM checkpoint_trees WHERE tree_id = ?"
 
 
 def read_checkpoints(conn: sqlite3.Connection, session_id: str, since: int) -> list[Checkpoint]:
     """The session's checkpoints after ``since`` (its history rows and its latest, in one
-    snapshot), oldest first, each with its audit path rebuilt from its tree's leaves.
+    snapshot), oldest first, each rebuilt from the tree row its signature covers (the heads
+    signed together, in leaf order), audit path included.
 
-    A row whose fields were changed keeps its tree's original leaf, so its audit path leads
-    to another root and its signature fails (``checkpoint_invalid``), as it should.
+    Whatever was changed in a tree row after signing makes its leaves, so its root, differ:
+    the signature then fails (``checkpoint_invalid``), as it should; a rewritten entry
+    leaves the signed head in the tree row (``checkpoint_head_mismatch``).
     """
     conn.execute("BEGIN")
     if conn.execute(HEAD, (session_id,)).fetchone() is None:
         raise not_found(session_id)
-    rows = conn.execute(_HISTORY, (session_id, since)).fetchall()
-    rows += conn.execute(_LATEST, (session_id, since)).fetchall()
+    places = conn.execute(_HISTORY, (session_id, since)).fetchall()
+    places += conn.execute(_LATEST, (session_id,)).fetchall()
+    trees = {tree: conn.execute(_TREE, (tree,)).fetchone() for tree in {tree for tree, _ in places}}
     conn.execute("COMMIT")
     found: dict[tuple[Any, Any], Checkpoint] = {}
-    for seq, head, epoch, index, writer, time, key_id, signature, size, leaves, tree in rows:
-        if (seq, tree) in found:
+    for tree, index in places:
+        if (tree, index) in found:
             continue  # the latest is often also a history row
         try:
-            if type(leaves) is not bytes or type(size) is not int or len(leaves) != 32 * size:
-                raise KaizenValidationError("its tree's leaves are malformed")
-            checkpoint = Checkpoint(
-                session_id, seq, head, epoch, writer, time, key_id, signature, index, size
-            ).checked()
-            if size > 1:
-                hashes = [leaves[i : i + 32] for i in range(0, len(leaves), 32)]
-                checkpoint = Checkpoint(
-                    session_id,
-                    seq,
-                    head,
-                    epoch,
-                    writer,
-                    time,
-                    key_id,
-                    signature,
-                    index,
-                    size,
-                    proof_from_leaves(hashes, index),
-                )
-        except (KaizenValidationError, TypeError, IndexError) as exc:
-            raise corrupted(
-                session_id, f"malformed checkpoint: {exc}", seq if type(seq) is int else None
-            ) from None
-        found[seq, tree] = checkpoint
+            checkpoint = _from_tree(session_id, trees[tree], index)
+        except (KaizenValidationError, TypeError, ValueError, IndexError, KeyError) as exc:
+            raise corrupted(session_id, f"malformed checkpoint (tree {tree!r}): {exc}") from None
+        if checkpoint.seq > since:
+            found[tree, index] = checkpoint
     return sorted(found.values(), key=lambda c: (c.seq, c.time))
+
+
+def _from_tree(session_id: str, row: tuple[Any, ...] | None, index: Any) -> Checkpoint:
+    """Leaf ``index`` of a tree row as a checkpoint (it must name ``session_id``)."""
+    if row is None:
+        raise KaizenValidationError("its tree row is missing")
+    key_id, writer, time, signature, heads_text = row
+    heads = orjson.loads(heads_text)
+    if type(index) is not int or not isinstance(heads, list) or not 0 <= index < len(heads):
+        raise KaizenValidationError("its leaf index is out of range")
+    members = [tuple(member) for member in heads]
+    if any(len(member) != 4 for member in members):
+        raise KaizenValidationError("its tree's heads are malformed")
+    sid, seq, head, epoch = members[index]
+    if sid != session_id:
+        raise KaizenValidationError(f"its leaf names session {sid!r}")
+    if type(signature) is not bytes:
+        raise KaizenValidationError("its signature is not bytes")
+    size = len(members)
+    checkpoint = Checkpoint(sid, seq, head, epoch, writer, time, key_id, signature, index, size)
+    checkpoint.checked()
+    if size == 1:
+        return checkpoint
+    leaves = [leaf_hash(checkpoint_text(s, q, h, e, writer, time)) for s, q, h, e in members]
+    return Checkpoint(
+        sid,
+        seq,
+        head,
+        epoch,
+        writer,
+        time,
+        key_id,
+        signature,
+        index,
+        size,
+        proof_from_leaves(leaves, index),
+    )

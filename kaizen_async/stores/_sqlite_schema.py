@@ -15,19 +15,19 @@ Schema version 1::
 
 Schema version 2 adds signed checkpoints (beside the entries, not in them)::
 
-    sessions + checkpoint_seq, checkpoint_hash, checkpoint_epoch, checkpoint_tree,
-               checkpoint_index                    the session's latest checkpoint (NULL:
-                                                   none), set by the guarded head update
-    checkpoint_trees(tree_id PK, size, leaves, key_id, writer_id, time, signature)
+    sessions + checkpoint_tree, checkpoint_index   where the session's latest checkpoint is
+                                                   (NULL: none), set by the guarded head
+                                                   update itself
+    checkpoint_trees(tree_id PK, key_id, writer_id, time, signature, heads)
                                                    one row per signature (a transaction):
-                                                   leaves = the SHA-256 leaf hashes of its
-                                                   checkpoints, 32 bytes each, in order
-    checkpoints(session_id, seq, head_hash, epoch, tree_id, tree_index) + index on
-               (session_id, seq)                   older checkpoints kept as history (see
+                                                   heads = JSON [[session id, seq, head
+                                                   hash, epoch], ...] in leaf order
+    checkpoints(session_id, seq, tree_id, tree_index) + index on (session_id, seq)
+                                                   older checkpoints kept as history (see
                                                    CheckpointPolicy.history_every)
 
-A commit's checkpoint thus costs one column update in a row the commit updates anyway and
-its share of one appended tree row: no page per session is dirtied for it.
+A commit's checkpoint thus costs two small integers in a row the commit updates anyway
+and its share of one appended row: no page per session is dirtied for it.
 
 The database header's ``application_id`` marks the file as a kaizen_async store. Opening
 applies the migrations the file lacks, in order, in one transaction; a file of a newer
@@ -102,25 +102,19 @@ MIGRATIONS: list[tuple[str, ...]] = [
         f"PRAGMA application_id = {APPLICATION_ID}",
     ),
     (
-        "ALTER TABLE sessions ADD COLUMN checkpoint_seq INTEGER",
-        "ALTER TABLE sessions ADD COLUMN checkpoint_hash TEXT",
-        "ALTER TABLE sessions ADD COLUMN checkpoint_epoch INTEGER",
         "ALTER TABLE sessions ADD COLUMN checkpoint_tree INTEGER",
         "ALTER TABLE sessions ADD COLUMN checkpoint_index INTEGER",
         """CREATE TABLE checkpoint_trees (
             tree_id INTEGER PRIMARY KEY,
-            size INTEGER NOT NULL,
-            leaves BLOB NOT NULL,
             key_id TEXT NOT NULL,
             writer_id TEXT NOT NULL,
             time TEXT NOT NULL,
-            signature BLOB NOT NULL
+            signature BLOB NOT NULL,
+            heads TEXT NOT NULL
         )""",
         """CREATE TABLE checkpoints (
             session_id TEXT NOT NULL,
             seq INTEGER NOT NULL,
-            head_hash TEXT NOT NULL,
-            epoch INTEGER NOT NULL,
             tree_id INTEGER NOT NULL,
             tree_index INTEGER NOT NULL
         )""",

@@ -12,6 +12,8 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
+
 from .._checkpointing import SignedTree
 from .._exceptions import KaizenError
 from .._storage import Batch, SessionInfo
@@ -35,8 +37,7 @@ _ADVANCE = (
 )
 _ADVANCE_SIGNED = (  # the same, and the batch's head becomes the session's latest checkpoint
     "UPDATE sessions SET head_seq = ?, head_hash = ?, state_version = ?, updated_at = ?, "
-    "open_steps_json = coalesce(?, open_steps_json), checkpoint_seq = ?, checkpoint_hash = ?, "
-    "checkpoint_epoch = ?, checkpoint_tree = ?, checkpoint_index = ? "
+    "open_steps_json = coalesce(?, open_steps_json), checkpoint_tree = ?, checkpoint_index = ? "
     "WHERE session_id = ? AND head_seq = ? AND head_hash = ?"
 )
 _TOUCH = (  # a batch without records (only open steps or the state version changed)
@@ -73,16 +74,15 @@ DELETE_SESSION = (
     "DELETE FROM session_blobs WHERE session_id = ?1",
     "DELETE FROM checkpoints WHERE session_id = ?1",
 )
-_INSERT_TREE = "INSERT INTO checkpoint_trees VALUES (?, ?, ?, ?, ?, ?, ?)"
-_INSERT_CHECKPOINT = "INSERT INTO checkpoints VALUES (?, ?, ?, ?, ?, ?)"
-_SET_LATEST = (
-    "UPDATE sessions SET checkpoint_seq = ?, checkpoint_hash = ?, checkpoint_epoch = ?, "
-    "checkpoint_tree = ?, checkpoint_index = ? "
-    "WHERE session_id = ? AND coalesce(checkpoint_seq, 0) <= ?"
+_INSERT_TREE = "INSERT INTO checkpoint_trees VALUES (?, ?, ?, ?, ?, ?)"
+_INSERT_CHECKPOINT = "INSERT INTO checkpoints VALUES (?, ?, ?, ?)"
+_SET_LATEST = (  # an explicit checkpoint, unless this transaction signed a newer head
+    "UPDATE sessions SET checkpoint_tree = ?, checkpoint_index = ? "
+    "WHERE session_id = ? AND (checkpoint_tree IS NULL OR checkpoint_tree < ?)"
 )
 _NEXT_TREE = "SELECT coalesce(max(tree_id), 0) + 1 FROM checkpoint_trees"
 _HEAD_SIGNED = (
-    "SELECT s.head_seq, s.head_hash, s.checkpoint_seq, t.key_id FROM sessions AS s "
+    "SELECT s.head_seq, s.head_hash, s.checkpoint_index, t.key_id, t.heads FROM sessions AS s "
     "LEFT JOIN checkpoint_trees AS t ON t.tree_id = s.checkpoint_tree WHERE s.session_id = ?"
 )
 
@@ -186,9 +186,8 @@ def stage_commit(
                 batch.state_version,
                 stamp,
                 steps,
-                last[0],
-                last[6],
-                *mark,
+                mark[1],
+                mark[2],
                 sid,
                 batch.base_seq,
                 records[0][5],
@@ -241,9 +240,13 @@ def stage_checkpoint(
     row = conn.execute(_HEAD_SIGNED, (session_id,)).fetchone()
     if row is None:
         return not_found(session_id)
-    seq, head_hash, signed_seq, signed_by = row
-    if signed_seq == seq and signed_by == key_id:
-        return None
+    seq, head_hash, index, signed_by, heads = row
+    if signed_by == key_id and type(index) is int:
+        try:
+            if orjson.loads(heads)[index][1] == seq:
+                return None
+        except (orjson.JSONDecodeError, IndexError, TypeError):
+            pass  # a damaged tree row: sign again (a verifier reports the damage)
     return seq, head_hash
 
 
@@ -262,19 +265,19 @@ def write_trees(
     history: Sequence[tuple[Any, ...]],
     latest: Sequence[tuple[Any, ...]],
 ) -> None:
-    """The signature rows of a transaction (tree ids from ``first_tree_id`` on), its
-    history rows and the latest-checkpoint columns of sessions not set by their update."""
+    """The signature rows of a transaction (tree ids from ``first_tree_id`` on, each with
+    the heads it signed), its history rows and the latest-checkpoint columns of sessions
+    not set by their guarded update."""
     conn.executemany(
         _INSERT_TREE,
         [
             (
                 first_tree_id + n,
-                len(t.leaves),
-                b"".join(t.leaves),
                 key_id,
                 writer_id,
                 t.time,
                 t.signature,
+                orjson.dumps(t.heads).decode(),
             )
             for n, t in enumerate(trees)
         ],

@@ -22,6 +22,7 @@ from ._exceptions import KaizenTypeError as KaizenTypeError
 from ._exceptions import KaizenValidationError as KaizenValidationError
 from ._exceptions import LLMError as LLMError
 from ._exceptions import PersistError as PersistError
+from ._exceptions import PersistFileNotFoundError as PersistFileNotFoundError
 from ._exceptions import SchemaMismatchError as SchemaMismatchError
 from ._exceptions import SessionClosedError as SessionClosedError
 from ._exceptions import SessionCorruptedError as SessionCorruptedError
@@ -77,6 +78,7 @@ __all__ = [
     "KaizenValidationError",
     "LLMError",
     "PersistError",
+    "PersistFileNotFoundError",
     "SchemaMismatchError",
     "Session",
     "SessionClosedError",

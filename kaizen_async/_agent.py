@@ -5,6 +5,11 @@ A capability method receives validated params and may return an :class:`InvokeRe
 or any JSON value (wrapped as a success). Params are validated against the capability's
 pydantic model before the method runs; invalid params give ``agent_invalid_params`` with
 pydantic's error details and record nothing.
+
+The session a capability is handed is the caller's session seen as that agent: its
+``set``/``delete``/``write_artifact``/``delete_artifact`` entries are recorded under the
+agent's ``agent_id`` (``system`` for writes made on the session outside any agent), so
+the trajectory says who changed what.
 """
 
 from __future__ import annotations
@@ -14,19 +19,19 @@ import contextlib
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, cast, runtime_checkable
+from typing import Any, ClassVar, Protocol, TypeVar, cast, runtime_checkable
 
 import anyio
 from anyio.abc import TaskGroup
 from pydantic import BaseModel, ValidationError
 
-from ._exceptions import DispatchError, ErrorCode, SessionClosedError
+from ._canonical import check_json
+from ._exceptions import DispatchError, ErrorCode, KaizenValidationError, SessionClosedError
 from ._mailbox import Mailbox, MailboxClosedError, MailboxStatistics, Reply
+from ._session import Session, agent_view
+from ._state import _validate_agent_id
 from ._trajectory import EntryType
 from ._types import AgentInfo, CapabilitySpec, InvokeResult
-
-if TYPE_CHECKING:
-    from ._session import Session
 
 __all__ = [
     "Agent",
@@ -140,7 +145,8 @@ class Agent:
     async def invoke(
         self, capability: str, session: Session, params: dict[str, Any]
     ) -> InvokeResult:
-        """Validate ``params`` and run the capability's method."""
+        """Validate ``params`` and run the capability's method with ``session`` seen as
+        this agent (its writes recorded under ``agent_id``)."""
         entry = self._capabilities.get(capability)
         if entry is None:
             return self.fail(
@@ -163,6 +169,9 @@ class Agent:
                         "received": params,
                     },
                 )
+        if isinstance(session, Session) and session._writer != self.agent_id:
+            # called directly, not through a dispatcher (whose runner made the view)
+            session = agent_view(session, _validate_agent_id(self.agent_id))
         outcome = await getattr(self, entry.method_name)(session, arg)
         if isinstance(outcome, InvokeResult):
             return outcome
@@ -229,8 +238,10 @@ class AgentRunner:
     """Serves one agent: ``max_concurrency`` tasks draining a bounded FIFO mailbox.
 
     A capability that raises becomes a failed result (``agent_invocation_failed``) and an
-    ``agent_failed`` entry; a result that is not an :class:`InvokeResult` becomes
-    ``agent_invalid_result``. Either way the runner goes on with the next message.
+    ``agent_failed`` entry; a result that is not an :class:`InvokeResult`, or a success
+    whose ``result`` is not a JSON value, becomes ``agent_invalid_result``. Either way the
+    runner goes on with the next message. The agent is handed the session seen as itself
+    (:func:`~kaizen_async._session.agent_view`), so its writes are attributed to it.
     """
 
     def __init__(
@@ -240,6 +251,7 @@ class AgentRunner:
             raise DispatchError(f"max_concurrency must be at least 1, got {max_concurrency}")
         if mailbox_size < 1:
             raise DispatchError(f"mailbox_size must be at least 1, got {mailbox_size}")
+        _validate_agent_id(info.agent_id)  # it is recorded as the writer of its entries
         self.agent = agent
         self.info = info
         self.max_concurrency = max_concurrency
@@ -329,9 +341,12 @@ class AgentRunner:
     async def _invoke(self, invocation: Invocation) -> InvokeResult:
         capability = invocation.capability
         agent_id = self.info.agent_id
+        session = invocation.session
+        if isinstance(session, Session):
+            session = agent_view(session, agent_id)
         try:
             try:
-                result = await self.agent.invoke(capability, invocation.session, invocation.params)
+                result = await self.agent.invoke(capability, session, invocation.params)
             except anyio.get_cancelled_exc_class() as exc:
                 if not _stray_cancellation(invocation):
                     raise
@@ -341,8 +356,11 @@ class AgentRunner:
         except Exception as exc:
             if isinstance(exc, _StrayCancellation):
                 exc = exc.__cause__ or exc  # type: ignore[assignment]
-            details = {"exception_type": type(exc).__name__, "exception_message": str(exc)}
-            message = f"Agent raised exception: {type(exc).__name__}: {exc}"
+            text = str(exc)
+            if not text.isascii():  # a lone surrogate would keep agent_failed from the record
+                text = text.encode("utf-8", "backslashreplace").decode()
+            details = {"exception_type": type(exc).__name__, "exception_message": text}
+            message = f"Agent raised exception: {type(exc).__name__}: {text}"
             # if the session itself is gone, the failed result still says why
             with contextlib.suppress(Exception):
                 await invocation.session.append(
@@ -366,4 +384,15 @@ class AgentRunner:
                 capability,
                 {"returned_type": type(result).__name__},
             )
+        if result.success and result.result is not None:
+            try:
+                check_json(result.result, "result")
+            except KaizenValidationError as exc:
+                return InvokeResult.fail(
+                    ErrorCode.AGENT_INVALID_RESULT,
+                    f"Agent returned a result that is not a JSON value: {exc}",
+                    agent_id,
+                    capability,
+                    {"returned_type": type(result.result).__name__},
+                )
         return result

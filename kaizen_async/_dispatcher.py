@@ -10,6 +10,7 @@ dispatcher off the session actor's round trip.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterable, Iterable, Sequence
@@ -19,10 +20,12 @@ from typing import TYPE_CHECKING, Any, Self
 import anyio
 import orjson
 from anyio.abc import TaskGroup
+from pydantic import ValidationError
 
 from ._actor import exit_task_group as _exit_task_group
 from ._agent import AgentProtocol, AgentRunner, Invocation
-from ._canonical import encode
+from ._agent import _format_errors as _params_errors
+from ._canonical import check_text, encode
 from ._exceptions import DispatchError, ErrorCode, KaizenValidationError, SessionClosedError
 from ._logging import get_logger
 from ._mailbox import MailboxClosedError, MailboxStatistics
@@ -35,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = ["DispatchResult", "Dispatcher"]
 
 _log = get_logger("kaizen_async.dispatcher")
+_INFO, _WARNING = logging.INFO, logging.WARNING
 _DISPATCHER = "dispatcher"
 _STARTED = EntryType.PLAN_STEP_STARTED
 _COMPLETED = EntryType.PLAN_STEP_COMPLETED
@@ -52,19 +56,25 @@ class DispatchResult:
     ``success`` means every step succeeded (an empty plan succeeds) and, for a streamed
     plan, that the plan itself arrived whole. ``failed_at`` and ``error`` describe the
     first failure; ``executed_count`` counts results, resumed ones included.
+
+    A sequence refused before anything ran (a call with no agent, or params that do not
+    validate) has no results: ``failed_at`` is that call's index, ``error`` its error.
     """
 
-    __slots__ = ("plan_error", "plan_id", "results")
+    __slots__ = ("_failed_at", "plan_error", "plan_id", "results")
 
     def __init__(
         self,
-        results: list[InvokeResult],
-        plan_id: str,
+        results: list[InvokeResult] | None = None,
+        plan_id: str = "",
         plan_error: dict[str, Any] | None = None,
+        *,
+        failed_at: int | None = None,
     ) -> None:
-        self.results = results
+        self.results = [] if results is None else results
         self.plan_id = plan_id
         self.plan_error = plan_error
+        self._failed_at = failed_at
 
     @property
     def success(self) -> bool:
@@ -72,6 +82,8 @@ class DispatchResult:
 
     @property
     def failed_at(self) -> int | None:
+        if self._failed_at is not None:
+            return self._failed_at
         for index, result in enumerate(self.results):
             if not result.success:
                 return index
@@ -101,7 +113,35 @@ class DispatchResult:
             "executed_count": self.executed_count,
             "completed_indices": self.completed_indices,
             "results": [r.to_dict() for r in self.results],
+            "plan_error": self.plan_error,
         }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> DispatchResult:
+        """The inverse of :meth:`to_dict` (the derived keys are not read back)."""
+        if not isinstance(data, dict):
+            raise KaizenValidationError(
+                f"DispatchResult.from_dict needs a dict, got {type(data).__name__}"
+            )
+        results, plan_id = data.get("results", []), data.get("plan_id", "")
+        plan_error = data.get("plan_error")
+        if not isinstance(results, list) or not isinstance(plan_id, str):
+            raise KaizenValidationError(
+                "DispatchResult.from_dict: 'results' must be a list and 'plan_id' a str"
+            )
+        if plan_error is not None and not isinstance(plan_error, dict):
+            raise KaizenValidationError("DispatchResult.from_dict: 'plan_error' must be a dict")
+        calls = [InvokeResult.from_dict(r) for r in results]
+        # a refused sequence fails at a call it has no result for: read that index back
+        failed_at = data.get("failed_at")
+        if (
+            plan_error is None
+            or not isinstance(failed_at, int)
+            or isinstance(failed_at, bool)
+            or not all(r.success for r in calls)
+        ):
+            failed_at = None
+        return cls(calls, plan_id, plan_error, failed_at=failed_at)
 
     def __repr__(self) -> str:
         if self.success:
@@ -137,6 +177,16 @@ def _encode_params(params: dict[str, Any]) -> bytes:
         raise DispatchError(str(exc)) from None
 
 
+def _no_agent(capability: str, available: list[str], index: int) -> InvokeResult:
+    return InvokeResult.fail(
+        ErrorCode.DISPATCH_NO_AGENT_FOR_CAPABILITY,
+        f"No agent registered for capability '{capability}'",
+        _DISPATCHER,
+        capability,
+        {"available_capabilities": available, "step_index": index},
+    )
+
+
 def _normalize(calls: Iterable[CallLike]) -> list[tuple[CapabilityCall, bytes]]:
     """Validate every call before any runs: a malformed plan has no side effects.
 
@@ -146,12 +196,21 @@ def _normalize(calls: Iterable[CallLike]) -> list[tuple[CapabilityCall, bytes]]:
     for index, raw in enumerate(calls):
         try:
             call = CapabilityCall.from_dict(raw)
+            check_text(call.capability, "capability")
             normalized.append((call, encode(call.params, "params")))
         except (DispatchError, KaizenValidationError) as exc:
             raise DispatchError(
                 f"call {index} is malformed: {exc}", details={"step_index": index}
             ) from None
     return normalized
+
+
+def _refused(failure: InvokeResult, plan_id: str) -> DispatchResult:
+    """The result of a sequence refused before any step ran."""
+    assert failure.error is not None
+    return DispatchResult(
+        [], plan_id, failure.error, failed_at=failure.error["details"]["step_index"]
+    )
 
 
 class Dispatcher:
@@ -265,9 +324,10 @@ class Dispatcher:
     def get_registered_agents(self) -> list[AgentInfo]:
         return [runner.info for runner in self._agents.values()]
 
-    def get_agent_for_capability(self, name: str) -> AgentInfo | None:
+    def get_agent_for_capability(self, name: str) -> AgentProtocol | None:
+        """The agent serving ``name`` (None when no agent does), as in the original Kaizen."""
         runner = self._routes.get(name)
-        return None if runner is None else runner.info
+        return None if runner is None else runner.agent
 
     def capability_specs(self) -> list[CapabilitySpec]:
         """What a planner needs: each routed capability's name, description, params schema."""
@@ -276,6 +336,9 @@ class Dispatcher:
     def statistics(self, agent_id: str) -> MailboxStatistics:
         """The mailbox statistics of one agent."""
         return self._agents[agent_id].statistics()
+
+    def __repr__(self) -> str:
+        return f"Dispatcher(agents={list(self._agents)}, capabilities={self.get_capabilities()})"
 
     # -- one step ----------------------------------------------------------------------------
 
@@ -299,13 +362,7 @@ class Dispatcher:
         )
         runner = self._routes.get(capability)
         if runner is None:
-            result = InvokeResult.fail(
-                ErrorCode.DISPATCH_NO_AGENT_FOR_CAPABILITY,
-                f"No agent registered for capability '{capability}'",
-                _DISPATCHER,
-                capability,
-                {"available_capabilities": sorted(self._routes), "step_index": index},
-            )
+            result = _no_agent(capability, sorted(self._routes), index)
         else:
             invocation = Invocation(capability, session, params, runner.mailbox.reply())
             try:
@@ -371,8 +428,10 @@ class Dispatcher:
                 b"true" if result.success else b"false",
             ),
         )
-        if _log.enabled():
-            _log.info(
+        level = _INFO if result.success else _WARNING
+        if _log.enabled(level):
+            _log.log(
+                level,
                 "dispatch.step",
                 session_id=session.session_id,
                 plan_id=plan_id,
@@ -402,6 +461,10 @@ class Dispatcher:
         self._check_running()
         if not isinstance(capability, str) or not capability.strip():
             raise DispatchError(f"capability must be a non-empty string, got {capability!r}")
+        try:
+            check_text(capability, "capability")
+        except KaizenValidationError as exc:
+            raise DispatchError(str(exc)) from None
         if params is None:
             params = {}
         elif not isinstance(params, dict):
@@ -410,6 +473,46 @@ class Dispatcher:
         return await self._step(
             capability, params, params_json, session, plan_id or self._new_plan_id(), 0, timeout
         )
+
+    def _refusal(
+        self, plan: list[tuple[CapabilityCall, bytes]], skip: set[int] | None = None
+    ) -> InvokeResult | None:
+        """The failure of the first call that cannot run as given, before any runs.
+
+        A call cannot run when no agent is registered for its capability, or when its
+        params do not validate against the params model of the capability's spec
+        (strictly, as :meth:`Agent.invoke` validates them). Indices in ``skip`` (steps a
+        resume will not run) are not checked. What depends on the session (say, a value
+        at a key) is the agent's to check when the step runs.
+        """
+        for index, (call, _) in enumerate(plan):
+            if skip and index in skip:
+                continue
+            name = call.capability
+            runner = self._routes.get(name)
+            if runner is None:
+                return _no_agent(name, sorted(self._routes), index)
+            model = runner.info.spec(name).params_model
+            if model is None:
+                continue
+            try:
+                model.model_validate(call.params, strict=True)
+            except ValidationError as exc:
+                message = _params_errors(name, exc)
+                details = {
+                    "errors": exc.errors(include_url=False, include_context=False),
+                    "received": call.params,
+                    "step_index": index,
+                }
+            except Exception as exc:  # a validator that crashed: not valid either
+                message = f"Invalid params for '{name}': {type(exc).__name__}: {exc}"
+                details = {"received": call.params, "step_index": index}
+            else:
+                continue
+            return InvokeResult.fail(
+                ErrorCode.AGENT_INVALID_PARAMS, message, runner.info.agent_id, name, details
+            )
+        return None
 
     def _new_plan_id(self) -> str:
         """Unique plan ids without a uuid4 per step: a random prefix and a counter."""
@@ -424,10 +527,18 @@ class Dispatcher:
         plan_id: str | None = None,
         timeout: float | None = None,
     ) -> DispatchResult:
-        """Run calls in order, stopping at the first failure. All are validated first."""
+        """Run calls in order, stopping at the first failure.
+
+        All are checked before any runs: a malformed call raises :class:`DispatchError`;
+        a call with no agent for its capability, or with params that do not validate,
+        refuses the whole plan (a failed result at that call, nothing run or recorded).
+        """
         self._check_running()
         plan = _normalize(calls)
         plan_id = plan_id or self._new_plan_id()
+        refused = self._refusal(plan)
+        if refused is not None:
+            return _refused(refused, plan_id)
         results: list[InvokeResult] = []
         for index, (call, params_json) in enumerate(plan):
             result = await self._step(
@@ -448,7 +559,8 @@ class Dispatcher:
         rerun_interrupted: bool = False,
     ) -> DispatchResult:
         """Re-run plan ``plan_id``, skipping its steps that already succeeded with the same
-        capability and params; the rest run (and record) as in :meth:`dispatch_sequence`.
+        capability and params; the rest are checked up front and run (and record) as in
+        :meth:`dispatch_sequence`.
 
         A step whose last attempt was interrupted (its process died after recording
         ``plan_step_started``; closed as ``step_interrupted`` when the session was opened
@@ -459,6 +571,12 @@ class Dispatcher:
         self._check_running()
         plan = _normalize(calls)
         done, interrupted = await self._completed_steps(session, plan_id)
+        refused = self._refusal(
+            plan,
+            {i for i, (call, params) in enumerate(plan) if (i, call.capability, params) in done},
+        )
+        if refused is not None:
+            return _refused(refused, plan_id)
         results: list[InvokeResult] = []
         for index, (call, params_json) in enumerate(plan):
             if (index, call.capability, params_json) in done:

@@ -12,19 +12,22 @@ subclasses it, so ``except ValueError`` / ``except KeyError`` keep working::
     ├── SessionCorruptedError        a file or trajectory fails verification (names the seq)
     ├── SchemaMismatchError          a file written by a newer schema
     ├── PersistError                 a save could not be written (OSError underneath)
+    │   └── PersistFileNotFoundError (FileNotFoundError) loading a file that does not exist
     ├── KaizenValidationError        (ValueError) bad key, non-JSON value, bad name ...
-    │   └── ArtifactTooLargeError    data over the session's artifact size limit
+    │   ├── ArtifactTooLargeError    data over the session's artifact size limit
+    │   └── DispatchError            a capability call that cannot be routed or formed
     ├── KaizenTypeError              (TypeError) e.g. artifact data that is not bytes
     ├── KaizenNotFoundError          (KeyError) missing state key or artifact
     │   ├── StateKeyNotFoundError
     │   ├── ArtifactNotFoundError
     │   └── SessionNotFoundError     no session with that id in the store
-    ├── DispatchError                a capability call that cannot be routed or formed
     └── LLMError                     any failure talking to a model (provider, status)
 """
 
 from __future__ import annotations
 
+import errno
+import os
 from enum import Enum
 from typing import Any
 
@@ -39,6 +42,7 @@ __all__ = [
     "KaizenValidationError",
     "LLMError",
     "PersistError",
+    "PersistFileNotFoundError",
     "SchemaMismatchError",
     "SessionClosedError",
     "SessionCorruptedError",
@@ -188,6 +192,22 @@ class PersistError(KaizenError):
     default_code = ErrorCode.PERSIST_SAVE_FAILED
 
 
+class PersistFileNotFoundError(PersistError, FileNotFoundError):
+    """Loading a file that does not exist (``except FileNotFoundError`` catches it too).
+
+    Attributes:
+        filename: the path that was not found; ``errno`` is ``ENOENT``.
+    """
+
+    default_code = ErrorCode.PERSIST_FILE_NOT_FOUND
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message, details={"path": path})
+        self.errno = errno.ENOENT
+        self.strerror = os.strerror(errno.ENOENT)
+        self.filename = path
+
+
 class KaizenValidationError(KaizenError, ValueError):
     """Input that is not acceptable: a bad key, a non-JSON value, a bad name or call."""
 
@@ -233,8 +253,9 @@ class SessionNotFoundError(KaizenNotFoundError):
     default_code = ErrorCode.SESSION_NOT_FOUND
 
 
-class DispatchError(KaizenError, ValueError):
-    """A capability call that is malformed or cannot be formed."""
+class DispatchError(KaizenValidationError):
+    """A capability call that is malformed or cannot be formed (bad input, like every
+    :class:`KaizenValidationError`; still a ``ValueError``)."""
 
     default_code = ErrorCode.DISPATCH_INVALID_CALL
 

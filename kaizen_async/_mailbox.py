@@ -21,6 +21,9 @@ __all__ = ["Mailbox", "MailboxClosedError", "MailboxStatistics", "Reply", "creat
 
 T = TypeVar("T")
 
+#: withdrawn slots a deque of waiters may hold beyond its live ones before it is compacted
+_SLACK = 64
+
 
 class MailboxClosedError(SessionClosedError):
     """The mailbox was closed: no more sends; receivers get this once it is empty."""
@@ -71,6 +74,12 @@ class Mailbox(Generic[T]):
 
     A waiting sender's item is moved into the buffer by the receiver that makes room, in
     the order the senders arrived, so FIFO holds exactly even under backpressure.
+
+    A waiter that gives up (cancelled, timed out) is not searched for in the deque of
+    waiters (``deque.remove`` is O(N), so N callers giving up at once took O(N^2)): its
+    slot is withdrawn, stays where it is and is skipped when it reaches the front. The
+    numbers of live waiters are counted exactly, and a deque is compacted when withdrawn
+    slots outnumber the live ones, so its size stays proportional to the live waiters.
     """
 
     def __init__(self, max_size: int) -> None:
@@ -80,6 +89,9 @@ class Mailbox(Generic[T]):
         self._items: deque[T] = deque()
         self._senders: deque[tuple[T, list[Any]]] = deque()
         self._receivers: deque[list[Any]] = deque()
+        #: live (not withdrawn) slots in ``_senders`` / ``_receivers``
+        self._waiting_send = 0
+        self._waiting_receive = 0
         self._parker = create_parker()
         self.closed = False
 
@@ -89,7 +101,7 @@ class Mailbox(Generic[T]):
 
     def statistics(self) -> MailboxStatistics:
         return MailboxStatistics(
-            len(self._items), self.max_size, len(self._senders), len(self._receivers)
+            len(self._items), self.max_size, self._waiting_send, self._waiting_receive
         )
 
     def __len__(self) -> int:
@@ -97,25 +109,39 @@ class Mailbox(Generic[T]):
 
     def _put(self, item: T) -> None:
         self._items.append(item)
+        self._wake_receiver()
+
+    def _wake_receiver(self) -> None:
+        """Wake the first live waiting receiver (withdrawn ones are dropped on the way)."""
         receivers = self._receivers
         while receivers:
             if self._parker.wake(receivers.popleft()):
+                self._waiting_receive -= 1
                 return
 
     async def send(self, item: T) -> None:
         """Append ``item``, waiting while the mailbox is full (FIFO among waiting senders)."""
         if self.closed:
             raise MailboxClosedError("the mailbox is closed")
-        if len(self._items) < self.max_size and not self._senders:
-            self._put(item)
-            return
+        senders = self._senders
+        if len(self._items) < self.max_size:
+            # senders wait only while the buffer is full, so any left here gave up
+            withdrawn = self._parker.withdrawn
+            while senders and withdrawn(senders[0][1]):
+                senders.popleft()
+            if not senders:
+                self._put(item)
+                return
         waiting = (item, self._parker.new_slot())
-        self._senders.append(waiting)
+        senders.append(waiting)
+        self._waiting_send += 1
         try:
             await self._parker.park(waiting[1])
         except BaseException:
-            if waiting in self._senders:  # not moved in yet: withdraw it
-                self._senders.remove(waiting)
+            if self._parker.withdraw(waiting[1]):  # not moved in: skipped when popped
+                self._waiting_send -= 1
+                if len(self._senders) > 2 * self._waiting_send + _SLACK:
+                    self._compact()
             raise
 
     def receive_nowait(self) -> T:
@@ -126,6 +152,7 @@ class Mailbox(Generic[T]):
         while senders:
             waiting_item, slot = senders.popleft()
             if self._parker.wake(slot):
+                self._waiting_send -= 1
                 self._items.append(waiting_item)
                 break
         return item
@@ -139,18 +166,29 @@ class Mailbox(Generic[T]):
                 raise MailboxClosedError("the mailbox is closed")
             slot = self._parker.new_slot()
             self._receivers.append(slot)
+            self._waiting_receive += 1
             try:
                 await self._parker.park(slot)
             except BaseException:
-                if slot in self._receivers:
-                    self._receivers.remove(slot)
+                if self._parker.withdraw(slot):  # skipped when popped
+                    self._waiting_receive -= 1
+                    if len(self._receivers) > 2 * self._waiting_receive + _SLACK:
+                        self._compact()
                 raise
+
+    def _compact(self) -> None:
+        """Drop the withdrawn slots of both deques: O(N), once per O(N) withdrawals."""
+        withdrawn = self._parker.withdrawn
+        self._senders = deque(w for w in self._senders if not withdrawn(w[1]))
+        self._receivers = deque(r for r in self._receivers if not withdrawn(r))
 
     def close(self) -> None:
         """No more sends (waiting senders fail); receivers drain the buffer, then fail."""
         self.closed = True
         while self._receivers:
-            self._parker.wake(self._receivers.popleft())
+            if self._parker.wake(self._receivers.popleft()):
+                self._waiting_receive -= 1
         while self._senders:
             _, slot = self._senders.popleft()
-            self._parker.wake(slot, None, MailboxClosedError("the mailbox is closed"))
+            if self._parker.wake(slot, None, MailboxClosedError("the mailbox is closed")):
+                self._waiting_send -= 1

@@ -13,32 +13,66 @@ Schema version 2 (written here)::
 Schema version 1 (the original synchronous Kaizen: ``metadata``, ``state``,
 ``trajectory(seq_num, ...)``, ``artifacts(name, data)``) is read too.
 
-A first save (or a save over a file of some other history) writes a temporary file and
-renames it over the target; a later save to the same file appends only the new entries,
-changed state rows and new blobs in one transaction. Either way the previous file stays
-loadable if anything fails midway. The rollback journal (not WAL) is used, so the file is
-complete on its own once a save returns. Everything here is blocking: callers run it in a
-worker thread.
+What a save does with the file already at its path (decided under the file's SQLite write
+lock, so concurrent savers are serialized and the check and the write are one step):
+
+- no file, or an empty one: written whole to a temporary file next to it, then moved in
+  place (a hard link for a path that did not exist: a file created there meanwhile is a
+  conflict, never clobbered);
+- a schema-2 file of this session whose history is a prefix of this session's (its head
+  entry is this session's entry of the same seq; e.g. saved or loaded earlier and not
+  moved since): only the entries after its head, the changed state rows and the missing
+  blobs are appended, in one transaction;
+- a schema-1 file whose recomputed history is a prefix of this session's (it was loaded
+  from there): rewritten whole as schema 2;
+- anything else (another session id, a diverged or longer history, not a ``.kaizen``
+  file): :class:`PersistError` ``persist_conflict`` and the file is left byte for byte
+  as it was. ``overwrite=True`` replaces whatever is there on purpose.
+
+Either way the previous file stays loadable if anything fails midway. The rollback journal
+(not WAL) is used, so the file is complete on its own once a save returns. A load reads the
+whole file in one read transaction, so it sees one save or the next, never half of one.
+
+Names and keys read from a file pass the same validation as the API (replay checks them,
+once per distinct agent id, key and artifact name). A save killed between writing and
+moving its temporary file leaves ``.{name}.{host}-{pid}.{random}.tmp`` behind; the next
+save or load of that path removes those whose writer is gone (see :func:`_remove_leftovers`).
+Everything here is blocking: callers run it in a worker thread.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import gc
+import hashlib
 import json
 import os
+import re
+import socket
 import sqlite3
+import stat
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
-from ._canonical import decode, encode, sha256_hex
-from ._exceptions import KaizenError, PersistError, SchemaMismatchError, SessionCorruptedError
-from ._state import SCHEMA_VERSION, SessionCore
+from ._canonical import ZERO_HASH, decode, encode, entry_hash, sha256_hex
+from ._exceptions import (
+    ErrorCode,
+    KaizenError,
+    KaizenValidationError,
+    PersistError,
+    PersistFileNotFoundError,
+    SchemaMismatchError,
+    SessionCorruptedError,
+)
+from ._state import SCHEMA_VERSION, SessionCore, validate_artifact_name
 from ._trajectory import EntryType, Record
 
-__all__ = ["SaveMark", "SavePlan", "plan_save", "read_session", "write_session"]
+__all__ = ["SavePlan", "plan_save", "read_session", "write_session"]
 
 _SCHEMA = """
 CREATE TABLE metadata (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -49,20 +83,15 @@ CREATE TABLE trajectory (
 CREATE TABLE state (key TEXT PRIMARY KEY, value_json TEXT NOT NULL);
 CREATE TABLE blobs (digest TEXT PRIMARY KEY, data BLOB NOT NULL);
 """
-#: seconds a save waits for another connection's lock on the file before it fails
+#: seconds a save or load waits for another connection's lock on the file before it fails
 LOCK_TIMEOUT = 5.0
 _STATE_KINDS = (EntryType.STATE_SET.value, EntryType.STATE_DELETED.value)
-_ARTIFACT_WRITTEN = EntryType.ARTIFACT_WRITTEN.value
-
-
-@dataclass(frozen=True)
-class SaveMark:
-    """Where a session's history stands in a file it saved to or loaded from."""
-
-    path: str
-    seq: int
-    head_hash: str
-    session_id: str
+#: SQLite primary result codes that say "could not access the file", not "bad contents":
+#: BUSY, LOCKED, NOMEM, READONLY, IOERR, FULL, CANTOPEN, PROTOCOL, AUTH
+_ACCESS_ERRORS = frozenset({5, 6, 7, 8, 10, 13, 14, 15, 23})
+#: this host, in temporary file names: a writer's pid means something only on its host
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+_ATTEMPTS = 3  # a save re-checks a file that was replaced while it waited for its lock
 
 
 @dataclass
@@ -70,17 +99,16 @@ class SavePlan:
     """Everything a save needs, captured on the event loop so the worker reads no live data."""
 
     path: str
+    session_id: str
     metadata: dict[str, Any]
     records: Sequence[Record]
     state: dict[str, bytes]
     blobs: dict[str, bytes]
-    #: set when the file was last seen at this mark: then only what follows is written
-    mark: SaveMark | None = None
-    changed_keys: set[str] = field(default_factory=set)
-    new_digests: set[str] = field(default_factory=set)
+    #: replace whatever the file holds instead of refusing another history
+    overwrite: bool = False
 
 
-def plan_save(core: SessionCore, path: str, mark: SaveMark | None, saved: Record) -> SavePlan:
+def plan_save(core: SessionCore, path: str, saved: Record, *, overwrite: bool = False) -> SavePlan:
     """What saving ``core`` plus its ``session_saved`` record ``saved`` to ``path`` writes.
 
     Captured on the event loop (copies of the lists and dicts, not of the data), so the
@@ -96,24 +124,26 @@ def plan_save(core: SessionCore, path: str, mark: SaveMark | None, saved: Record
         "head_seq": saved.seq,
         "head_hash": saved.hash,
     }
-    plan = SavePlan(path, metadata, records, dict(core.state), dict(core.blobs))
-    if mark is not None:
-        new = records[mark.seq :]
-        plan.mark = mark
-        plan.changed_keys = {decode(r.content)["key"] for r in new if r.entry_type in _STATE_KINDS}
-        plan.new_digests = {
-            digest
-            for r in new
-            if r.entry_type == _ARTIFACT_WRITTEN
-            and (digest := decode(r.content).get("digest")) is not None
-        }
-    return plan
+    return SavePlan(
+        path, core.session_id, metadata, records, dict(core.state), dict(core.blobs), overwrite
+    )
+
+
+def _uri(path: str) -> str:
+    """An SQLite URI that opens an existing file only (a plain path would create it)."""
+    return "file:" + quote(os.path.abspath(path)) + "?mode=rw"
 
 
 def _connect(path: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA synchronous=FULL")
     return conn
+
+
+def _open_existing(path: str) -> sqlite3.Connection:
+    return sqlite3.connect(
+        _uri(path), uri=True, isolation_level=None, check_same_thread=False, timeout=LOCK_TIMEOUT
+    )
 
 
 def _rows(records: Iterable[Record]) -> Iterable[tuple[Any, ...]]:
@@ -133,21 +163,224 @@ def _meta_rows(metadata: dict[str, Any]) -> list[tuple[str, str]]:
     return [(key, encode(value).decode()) for key, value in metadata.items()]
 
 
-def write_session(plan: SavePlan) -> None:
-    """Write a save plan atomically (incrementally when the file is where ``mark`` says)."""
+def _conflict(path: str, why: str, **details: Any) -> PersistError:
+    return PersistError(
+        f"not saved to {path}: {why}; save(path, overwrite=True) replaces the file",
+        code=ErrorCode.PERSIST_CONFLICT,
+        details={"path": path, **details},
+    )
+
+
+# -- paths and leftovers ---------------------------------------------------------------------
+
+
+def _stat_target(path: str) -> os.stat_result | None:
+    """The save target's stat (None: absent); a directory or a missing parent is an error."""
     try:
-        if plan.mark is not None and _append_to_file(plan):
-            return
-        _write_fresh(plan)
+        st = os.stat(path)
+    except FileNotFoundError:
+        parent = os.path.dirname(path)
+        if not os.path.isdir(parent):
+            raise PersistError(
+                f"cannot save to {path}: directory {parent} does not exist",
+                details={"path": path},
+            ) from None
+        return None
+    if stat.S_ISDIR(st.st_mode):
+        raise PersistError(f"cannot save to {path}: it is a directory", details={"path": path})
+    if not stat.S_ISREG(st.st_mode):
+        raise PersistError(
+            f"cannot save to {path}: it is not a regular file", details={"path": path}
+        )
+    return st
+
+
+def _temp_name(target: Path) -> Path:
+    return target.with_name(f".{target.name}.{_HOST}-{os.getpid()}.{uuid.uuid4().hex[:16]}.tmp")
+
+
+def _writer_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True  # this process never leaves its own temp files: one is being written
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: alive under another user; anything else: do not guess
+        return True
+    return True
+
+
+def _remove_leftovers(path: str) -> None:
+    """Remove temporary files (and their journals) of killed saves of ``path``.
+
+    The writer's host and pid are in the name; a leftover goes only if it was written on
+    this host by a process that no longer exists, so a save in progress elsewhere (another
+    process or thread) keeps its file. A reused pid only keeps a leftover longer. Temp files
+    from other hosts (a shared directory) or without a pid are never touched. Best effort:
+    a directory that cannot be listed or written is left as it is. POSIX only (``kill(pid,
+    0)`` means something else on Windows).
+    """
+    if os.name != "posix":  # pragma: no cover
+        return
+    directory, name = os.path.split(os.path.abspath(path))
+    pattern = re.compile(re.escape(f".{name}.{_HOST}-") + r"(\d+)\.[0-9a-f]{16}\.tmp(?:-journal)?")
+    try:
+        with os.scandir(directory) as entries:
+            found = [(entry.path, m) for entry in entries if (m := pattern.fullmatch(entry.name))]
+    except OSError:
+        return
+    for leftover, match in found:
+        if not _writer_alive(int(match.group(1))):
+            with contextlib.suppress(OSError):  # gone already, or not ours to remove
+                os.unlink(leftover)
+
+
+# -- writing -------------------------------------------------------------------------------
+
+
+def write_session(plan: SavePlan) -> None:
+    """Write a save plan atomically: appended, written whole, or refused (module docstring)."""
+    try:
+        _remove_leftovers(plan.path)
+        for _ in range(_ATTEMPTS):
+            before = _stat_target(plan.path)
+            if before is None:
+                _write_fresh(plan, replace=plan.overwrite)
+                return
+            if _save_onto(plan, before):
+                return
+        raise PersistError(f"could not save to {plan.path}: it keeps being replaced")
     except KaizenError:
         raise
     except (OSError, sqlite3.Error) as exc:
         raise PersistError(f"could not save session to {plan.path}: {exc}") from exc
 
 
-def _write_fresh(plan: SavePlan) -> None:
+def _save_onto(plan: SavePlan, before: os.stat_result) -> bool:
+    """Save onto an existing file under its write lock; False if it was replaced meanwhile.
+
+    A file is replaced (renamed over) only while its replacer holds the old file's write
+    lock, so once the lock is held, the path still naming the file stat'ed before the
+    connection opened proves the connection holds that very file.
+    """
+    path = plan.path
+    try:
+        conn = _open_existing(path)
+    except sqlite3.OperationalError:
+        if not os.path.exists(path):
+            return False  # removed since it was stat'ed: look again
+        raise
+    try:
+        try:
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("BEGIN IMMEDIATE")
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        except sqlite3.OperationalError:  # locked, disk full, ...: fail, never rewrite
+            raise
+        except sqlite3.DatabaseError:  # not a database: not ours to replace unasked
+            if plan.overwrite:
+                _write_fresh(plan, replace=True)
+                return True
+            raise _conflict(path, "it is not a .kaizen file") from None
+        after = os.stat(path)
+        if (after.st_dev, after.st_ino) != (before.st_dev, before.st_ino):
+            return False
+        if plan.overwrite or (not tables and after.st_size == 0):
+            _write_fresh(plan, replace=True)  # still holding the old file's lock
+            return True
+        if "metadata" not in tables:
+            raise _conflict(path, "it is not a .kaizen file (no metadata table)")
+        meta = dict(conn.execute("SELECT key, value FROM metadata"))
+        version = meta.get("schema_version")
+        if version == str(SCHEMA_VERSION):
+            _append(conn, plan, _appendable_head(conn, plan, meta))
+            conn.execute("COMMIT")
+        elif version == "1":
+            _check_v1_prefix(conn, plan, meta, tables)
+            _write_fresh(plan, replace=True)  # the upgrade to schema 2, under the lock
+        else:
+            raise _conflict(path, f"it has schema version {version!r}")
+        return True
+    finally:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        conn.close()
+
+
+def _appendable_head(conn: sqlite3.Connection, plan: SavePlan, meta: dict[str, str]) -> int:
+    """The file's head seq if its history is a prefix of the plan's, else a conflict."""
+    path, records = plan.path, plan.records
+    try:
+        session_id = decode(meta["session_id"])
+        head_seq = decode(meta["head_seq"])
+        head_hash = decode(meta["head_hash"])
+    except (KeyError, ValueError):
+        raise _conflict(path, "its metadata is incomplete") from None
+    if session_id != plan.session_id:
+        raise _conflict(
+            path,
+            f"it holds session {session_id!r}, not {plan.session_id!r}",
+            file_session=session_id,
+        )
+    if (
+        type(head_seq) is not int
+        or not 1 <= head_seq < len(records)
+        or records[head_seq - 1].hash != head_hash
+    ):
+        raise _conflict(
+            path,
+            f"its history (head seq {head_seq!r}) is not a prefix of this session's: another "
+            "session that loaded or saved it wrote there since, or it is newer",
+            file_head_seq=head_seq,
+        )
+    last = conn.execute("SELECT seq, hash FROM trajectory ORDER BY seq DESC LIMIT 1").fetchone()
+    if last != (head_seq, head_hash):
+        raise _conflict(path, "its trajectory does not end where its metadata says")
+    return head_seq
+
+
+def _append(conn: sqlite3.Connection, plan: SavePlan, head_seq: int) -> None:
+    """Append what follows ``head_seq``: entries, changed state rows, missing blobs."""
+    new = plan.records[head_seq:]
+    conn.executemany("INSERT INTO trajectory VALUES (?, ?, ?, ?, ?, ?, ?)", _rows(new))
+    for key in {decode(r.content)["key"] for r in new if r.entry_type in _STATE_KINDS}:
+        value = plan.state.get(key)
+        if value is None:
+            conn.execute("DELETE FROM state WHERE key = ?", (key,))
+        else:
+            conn.execute("INSERT OR REPLACE INTO state VALUES (?, ?)", (key, value.decode()))
+    present = {row[0] for row in conn.execute("SELECT digest FROM blobs")}
+    conn.executemany(
+        "INSERT INTO blobs VALUES (?, ?)",
+        ((digest, data) for digest, data in plan.blobs.items() if digest not in present),
+    )
+    conn.executemany("INSERT OR REPLACE INTO metadata VALUES (?, ?)", _meta_rows(plan.metadata))
+
+
+def _check_v1_prefix(
+    conn: sqlite3.Connection, plan: SavePlan, meta: dict[str, str], tables: set[str]
+) -> None:
+    """An original-Kaizen file may be upgraded only by a session that continues it."""
+    if meta.get("session_id") != plan.session_id or "trajectory" not in tables:
+        raise _conflict(plan.path, f"it holds session {meta.get('session_id')!r} (schema 1)")
+    try:
+        records = _v1_records(conn, plan.path)
+    except (SessionCorruptedError, ValueError, TypeError):
+        raise _conflict(plan.path, "it is an unreadable schema-1 file") from None
+    n = len(records)
+    if not 1 <= n < len(plan.records) or plan.records[n - 1].hash != records[-1].hash:
+        raise _conflict(plan.path, "its history (schema 1) is not a prefix of this session's")
+
+
+def _write_fresh(plan: SavePlan, *, replace: bool) -> None:
+    """The whole session into a temporary file, then moved to the target.
+
+    ``replace=False`` (nothing was at the target) links it there instead, which fails if
+    a file appeared meanwhile: a conflict, never a silent clobber.
+    """
     target = Path(plan.path)
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    tmp = _temp_name(target)
     try:
         conn = _connect(str(tmp))
         try:
@@ -168,11 +401,25 @@ def _write_fresh(plan: SavePlan) -> None:
             conn.execute("COMMIT")
         finally:
             conn.close()
-        os.replace(tmp, target)
+        if replace:
+            os.replace(tmp, target)
+        else:
+            _link_new(tmp, target)
         _fsync_dir(target.parent)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _link_new(tmp: Path, target: Path) -> None:
+    try:
+        os.link(tmp, target)
+    except FileExistsError:
+        raise _conflict(str(target), "a file was created there meanwhile") from None
+    except OSError as exc:  # no hard links on this file system: plain rename
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS):
+            raise
+        os.replace(tmp, target)
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -184,62 +431,6 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _append_to_file(plan: SavePlan) -> bool:
-    """Append onto an existing file; False (nothing written) if its head is not ``mark``."""
-    mark = plan.mark
-    assert mark is not None
-    if not os.path.exists(plan.path):
-        return False
-    conn = sqlite3.connect(
-        plan.path, isolation_level=None, check_same_thread=False, timeout=LOCK_TIMEOUT
-    )
-    try:
-        try:
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("BEGIN IMMEDIATE")
-            meta = dict(conn.execute("SELECT key, value FROM metadata"))
-        except sqlite3.OperationalError:  # locked, disk full, ...: fail, never rewrite
-            raise
-        except sqlite3.DatabaseError:  # not one of our files (any more): rewrite it whole
-            return False
-        try:
-            if (
-                meta.get("schema_version") != str(SCHEMA_VERSION)
-                or meta.get("session_id") != encode(mark.session_id).decode()
-                or meta.get("head_seq") != str(mark.seq)
-                or meta.get("head_hash") != encode(mark.head_hash).decode()
-            ):
-                conn.execute("ROLLBACK")
-                return False
-            conn.executemany(
-                "INSERT INTO trajectory VALUES (?, ?, ?, ?, ?, ?, ?)",
-                _rows(plan.records[mark.seq :]),
-            )
-            for key in plan.changed_keys:
-                value = plan.state.get(key)
-                if value is None:
-                    conn.execute("DELETE FROM state WHERE key = ?", (key,))
-                else:
-                    conn.execute(
-                        "INSERT OR REPLACE INTO state VALUES (?, ?)", (key, value.decode())
-                    )
-            conn.executemany(
-                "INSERT OR IGNORE INTO blobs VALUES (?, ?)",
-                ((digest, plan.blobs[digest]) for digest in plan.new_digests),
-            )
-            conn.executemany(
-                "INSERT OR REPLACE INTO metadata VALUES (?, ?)", _meta_rows(plan.metadata)
-            )
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-    finally:
-        conn.close()
-    return True
 
 
 # -- reading -------------------------------------------------------------------------------
@@ -262,16 +453,52 @@ def read_session(path: str) -> tuple[SessionCore, int]:
             gc.enable()
 
 
+def _check_loadable(path: str) -> None:
+    """A missing file, a directory or an unreadable path fails before SQLite sees it."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise PersistFileNotFoundError(f"no such file: {path}", path=path) from None
+    except OSError as exc:
+        raise PersistError(
+            f"cannot load {path}: {exc.strerror or exc}",
+            code=ErrorCode.PERSIST_LOAD_FAILED,
+            details={"path": path},
+        ) from None
+    what = None
+    if stat.S_ISDIR(st.st_mode):
+        what = "it is a directory, not a .kaizen file"
+    elif not stat.S_ISREG(st.st_mode):
+        what = "it is not a regular file"
+    elif not os.access(path, os.R_OK):
+        what = "permission denied"
+    if what is not None:
+        raise PersistError(
+            f"cannot load {path}: {what}",
+            code=ErrorCode.PERSIST_LOAD_FAILED,
+            details={"path": path},
+        )
+
+
+def _access_error(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(code, int) and code & 0xFF in _ACCESS_ERRORS
+
+
 def _read_session(path: str) -> tuple[SessionCore, int]:
-    if not os.path.exists(path):
-        raise FileNotFoundError(path)
-    if os.path.isdir(path):
-        raise SessionCorruptedError(f"{path} is a directory, not a .kaizen file")
+    _remove_leftovers(path)  # also when the file is missing: a killed first save
+    _check_loadable(path)
     try:
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn = _open_existing(path)
     except sqlite3.Error as exc:
-        raise SessionCorruptedError(f"{path} cannot be opened as a .kaizen file: {exc}") from None
+        _check_loadable(path)  # gone meanwhile?
+        raise PersistError(
+            f"cannot open {path}: {exc}", code=ErrorCode.PERSIST_LOAD_FAILED, details={"path": path}
+        ) from None
     try:
+        # one read transaction: every SELECT below sees the same committed file, never
+        # a save that commits in between (its writer waits for this read to finish)
+        conn.execute("BEGIN")
         tables = {
             row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
         }
@@ -298,11 +525,21 @@ def _read_session(path: str) -> tuple[SessionCore, int]:
     except (SessionCorruptedError, SchemaMismatchError):
         raise
     except sqlite3.DatabaseError as exc:
+        if _access_error(exc):
+            raise PersistError(
+                f"cannot read {path}: {exc}",
+                code=ErrorCode.PERSIST_LOAD_FAILED,
+                details={"path": path},
+            ) from None
         raise SessionCorruptedError(f"{path} is not a readable .kaizen file: {exc}") from None
     except Exception as exc:  # wrong types or values anywhere in the file
         raise SessionCorruptedError(f"{path} has malformed data: {exc!r}") from None
     finally:
-        conn.close()
+        try:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        finally:
+            conn.close()
 
 
 def _require(tables: set[str], path: str, *names: str) -> None:
@@ -333,11 +570,12 @@ def _read_v2(
     )
     if not records:
         raise SessionCorruptedError(f"{path}: the trajectory is empty")
-    core = SessionCore.replay(
+    core = _replay(
+        path,
         records,
         session_id=session_id,
         max_artifact_size=_meta_json(meta, "max_artifact_size", path),
-        workspace_path=_meta_json(meta, "workspace_path", path),
+        workspace_path=_workspace(_meta_json(meta, "workspace_path", path), path),
     )
     recorded = SessionCore.identity(records)  # what the hash chain says the session is
     for key, value in recorded.items():
@@ -389,6 +627,26 @@ def _check_state(core: SessionCore, stored: dict[str, bytes], version: Any, path
         )
 
 
+def _v1_records(conn: sqlite3.Connection, path: str) -> list[Record]:
+    """An original-Kaizen trajectory as records, the hash chain computed on the way."""
+    records: list[Record] = []
+    prev = ZERO_HASH
+    for seq, ts, agent, kind, content_json in conn.execute(
+        "SELECT seq_num, timestamp, agent_id, entry_type, content_json FROM trajectory "
+        "ORDER BY seq_num"
+    ):
+        try:
+            content = encode(_v1_json(content_json))
+            digest = entry_hash(seq, ts, agent, kind, content, prev)
+        except (KaizenValidationError, ValueError, TypeError) as exc:
+            raise SessionCorruptedError(
+                f"{path}: entry {seq} is malformed: {exc}", seq=seq if type(seq) is int else None
+            ) from None
+        records.append(Record((seq, ts, agent, kind, content, prev, digest)))
+        prev = digest
+    return records
+
+
 def _read_v1(
     conn: sqlite3.Connection, path: str, meta: dict[str, str], tables: set[str]
 ) -> SessionCore:
@@ -397,23 +655,13 @@ def _read_v1(
     Their JSON came from ``json.dumps``, which also writes NaN/Infinity and integers of
     any size; canonical JSON has neither, so those become null and decimal strings.
     """
-    from ._canonical import ZERO_HASH, entry_hash
-
     _require(tables, path, "trajectory", "state", "artifacts")
     if "session_id" not in meta:
         raise SessionCorruptedError(f"{path}: metadata has no 'session_id'")
-    records: list[Record] = []
-    prev = ZERO_HASH
-    for seq, ts, agent, kind, content_json in conn.execute(
-        "SELECT seq_num, timestamp, agent_id, entry_type, content_json FROM trajectory "
-        "ORDER BY seq_num"
-    ):
-        content = encode(_v1_json(content_json))
-        digest = entry_hash(seq, ts, agent, kind, content, prev)
-        records.append(Record((seq, ts, agent, kind, content, prev, digest)))
-        prev = digest
-    workspace = meta.get("workspace_path") or None
-    core = SessionCore.replay(
+    records = _v1_records(conn, path)
+    workspace = _workspace(meta.get("workspace_path") or None, path)
+    core = _replay(
+        path,
         records,
         session_id=meta["session_id"],
         max_artifact_size=int(meta.get("max_artifact_size", 100 * 1024 * 1024)),
@@ -426,11 +674,36 @@ def _read_v1(
     }
     _check_state(core, stored, int(meta.get("state_version", core.version)), path)
     for name, data in conn.execute("SELECT name, data FROM artifacts"):
+        try:
+            validate_artifact_name(name)
+        except KaizenValidationError as exc:
+            raise SessionCorruptedError(
+                f"{path}: artifacts table, name {name!r}: {exc}", details={"name": name}
+            ) from None
         blob = bytes(data)
         digest = sha256_hex(blob)
         core.blobs[digest] = blob
         core.artifacts[name] = digest
     return core
+
+
+def _workspace(value: Any, path: str) -> str | None:
+    """A workspace path from a file: None or a non-empty str without NUL."""
+    if value is None or (isinstance(value, str) and value.strip() and "\x00" not in value):
+        return value
+    raise SessionCorruptedError(f"{path}: workspace_path {value!r} is not a usable path")
+
+
+def _replay(path: str, records: list[Record], **kwargs: Any) -> SessionCore:
+    """SessionCore.replay, its errors naming the file."""
+    try:
+        return SessionCore.replay(records, **kwargs)
+    except SessionCorruptedError as exc:
+        raise SessionCorruptedError(
+            f"{path}: {exc.message}", seq=exc.seq, details=exc.details
+        ) from None
+    except KaizenValidationError as exc:  # session id, artifact limit
+        raise SessionCorruptedError(f"{path}: {exc.message}") from None
 
 
 def _v1_int(text: str) -> int | str:

@@ -31,7 +31,7 @@ _ARRAY = 2  # directly inside the steps array (elements and separators)
 _NESTED = 3  # inside a step or inside another key's value: only brackets matter
 _NESTED_STRING = 4  # inside a string of _NESTED text that began in an earlier piece
 _TOP_STRING = 5  # inside a string of the top object that began in an earlier piece
-_DONE = 6  # the top-level value closed; the rest is trailing text
+_DONE = 6  # the top-level value closed; what follows may only close it off (see _TAIL)
 _ERROR = 7  # the document cannot be a plan
 
 #: a closing-bracket count that is never reached (nothing is scanned once done)
@@ -48,6 +48,12 @@ _VALUE_START = re.compile(r"[{\[]")
 _TOP_TOKEN = re.compile(r'["{}\[\],:]')
 #: the next non-whitespace character (JSON whitespace only)
 _NON_WS = re.compile(r"[^ \t\r\n]")
+#: a run of whitespace in the text after the value
+_TAIL_WS = re.compile(r"\s+")
+#: the text allowed after the value (whitespace runs as one space), indexed by whether the
+#: value began inside a ``` fence: whitespace, and then the closing ``` (or the start of
+#: it, where a length limit cut the reply)
+_TAIL = (re.compile(r" ?"), re.compile(r" ?(?:`{1,2}|``` ?)?"))
 # The patterns below run on text whose escape pairs (\\\\ and \\") were blanked, so a
 # string is simply "[^"]*".
 
@@ -97,8 +103,10 @@ class PlanStreamParser:
 
     Accepted shapes: ``{"steps": [ {...}, ... ]}`` (other keys of the top object are
     skipped, before or after ``"steps"``) and a bare ``[ {...}, ... ]``. Text before the
-    value (prose, a ```json fence) and after it is ignored. The text before the value
-    must not contain ``{`` or ``[``.
+    value (prose, a ```json fence) is ignored; it must not contain ``{`` or ``[``. A reply
+    is one plan: after the value only whitespace may follow, and the closing ``` when
+    the value began inside a ``` fence. Anything else (a second plan, prose) makes the
+    text invalid, as soon as it arrives.
 
     >>> p = PlanStreamParser()
     >>> p.feed('{"steps": [{"capability": "a", "para')
@@ -113,6 +121,7 @@ class PlanStreamParser:
         "_emitted",
         "_error",
         "_escape",
+        "_fenced",
         "_key",
         "_key_expected",
         "_mark",
@@ -126,6 +135,7 @@ class PlanStreamParser:
         "_step_len",
         "_steps_depth",
         "_steps_seen",
+        "_tail",
         "_value_end",
     )
 
@@ -157,6 +167,10 @@ class PlanStreamParser:
         self._mark: tuple[int, int] = (0, 0)
         #: (piece index, offset) just past the top-level value once it closed
         self._value_end: tuple[int, int] | None = None
+        #: the value began inside a ``` fence (an odd number of ``` before it)
+        self._fenced = False
+        #: the text after the value so far, whitespace runs as one space
+        self._tail = ""
         self._error: str | None = None
 
     # -- reading ---------------------------------------------------------------------------
@@ -185,6 +199,9 @@ class PlanStreamParser:
         if not text:
             return []
         self._chunks.append(text)
+        if self._mode == _DONE:
+            self._mode = self._after_value(text)
+            return []
         # Scanning can wait until a step could have closed: inside a string, not before
         # a quote arrives; then not before enough closing brackets have arrived to bring
         # the depth back to the steps array.
@@ -353,6 +370,7 @@ class PlanStreamParser:
                 pos = m.start()
                 c = text[pos]
                 self._start = (ci, pos)
+                self._fenced = self._slice((0, 0), ci, pos).count("```") % 2 == 1
                 stack.append(c)
                 pos += 1
                 if c == "{":
@@ -363,6 +381,8 @@ class PlanStreamParser:
                     self._steps_depth = 1
                     self._arr = _FIRST
                     mode = _ARRAY
+        if mode == _DONE:  # the value closed at ``pos``: judge what follows it
+            mode = self._after_value(chunks[ci][pos:])
         if mode in (_NESTED_STRING, _TOP_STRING) and text[-1] == "\\":
             self._escape = True  # a lone backslash: the next piece starts escaped
         self._mode = mode
@@ -382,6 +402,17 @@ class PlanStreamParser:
         if ci == end_chunk:
             return chunks[ci][off:end]
         return "".join([chunks[ci][off:], *chunks[ci + 1 : end_chunk], chunks[end_chunk][:end]])
+
+    def _after_value(self, text: str) -> int:
+        """Take ``text`` following the closed value: the mode it leaves (_DONE or _ERROR)."""
+        if not text:
+            return _DONE
+        tail = self._tail + _TAIL_WS.sub(" ", text)
+        tail = tail.replace("  ", " ")  # a run split across pieces
+        if _TAIL[self._fenced].fullmatch(tail) is None:
+            return self._fail(_after_message(tail))
+        self._tail = tail
+        return _DONE
 
     def _fail(self, message: str) -> int:
         self._error = message
@@ -430,6 +461,13 @@ class PlanStreamParser:
                 "invalid", f"found {len(steps)} steps but recognised {emitted}", emitted=emitted
             )
         return ParseOutcome("complete", None, steps=steps, emitted=emitted)
+
+
+def _after_message(tail: str) -> str:
+    snippet = tail.strip()
+    if len(snippet) > 60:
+        snippet = snippet[:60] + "..."
+    return f"a reply holds one plan, but text follows it: {snippet!r}"
 
 
 def _decode_key(raw: str) -> str | None:

@@ -109,15 +109,15 @@ class PlanResult(BaseModel):
     @classmethod
     def fail(
         cls,
-        code: ErrorCode | str,
+        error_code: ErrorCode | str,
         message: str,
-        *,
         details: dict[str, Any] | None = None,
         raw_response: str | None = None,
+        *,
         plan_id: str | None = None,
     ) -> PlanResult:
         """A failed plan; ``details`` is included when not empty."""
-        error: dict[str, Any] = {"error_code": str(ErrorCode(code)), "message": message}
+        error: dict[str, Any] = {"error_code": str(ErrorCode(error_code)), "message": message}
         if details:
             error["details"] = details
         return cls(
@@ -127,6 +127,28 @@ class PlanResult(BaseModel):
     @property
     def error_code(self) -> ErrorCode | None:
         return None if self.error is None else ErrorCode(self.error["error_code"])
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly copy (calls as ``{"capability", "params"}`` dicts)."""
+        return {
+            "success": self.success,
+            "calls": [call.to_dict() for call in self.calls],
+            "error": self.error,
+            "raw_response": self.raw_response,
+            "plan_id": self.plan_id,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> PlanResult:
+        """The inverse of :meth:`to_dict`; raises :class:`KaizenValidationError`."""
+        if not isinstance(data, dict):
+            raise KaizenValidationError(
+                f"PlanResult.from_dict needs a dict, got {type(data).__name__}"
+            )
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise KaizenValidationError(f"invalid PlanResult: {exc}") from None
 
 
 def _as_spec(capability: CapabilitySpec | str) -> CapabilitySpec:

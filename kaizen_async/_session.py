@@ -24,9 +24,15 @@ from anyio.abc import TaskGroup
 
 from ._actor import Actor, Committer, create_actor
 from ._actor import exit_task_group as _exit_task_group
-from ._exceptions import KaizenValidationError, SessionClosedError
-from ._persistence import SaveMark, plan_save, read_session, write_session
-from ._state import DEFAULT_MAX_ARTIFACT_SIZE, SCHEMA_VERSION, SessionCore, validate_key
+from ._exceptions import KaizenValidationError, SessionClosedError, SessionReadOnlyError
+from ._persistence import plan_save, read_session, write_session
+from ._state import (
+    DEFAULT_MAX_ARTIFACT_SIZE,
+    SCHEMA_VERSION,
+    SessionCore,
+    validate_artifact_name,
+    validate_key,
+)
 from ._steps import find_open_steps, interrupted_records
 from ._trajectory import EntryType, Record, TrajectoryEntry
 
@@ -56,6 +62,9 @@ class Session:
         workspace_path: an optional directory the session's agents work in.
     """
 
+    #: who ``set``/``delete``/``write_artifact``/``delete_artifact`` are recorded as: the
+    #: session itself is ``system``; the view a capability is handed is its agent
+    _writer: str = "system"
     #: woken after the actor's next batch (created only while a subscriber waits)
     _settled_event: anyio.Event | None = None
 
@@ -74,24 +83,32 @@ class Session:
             )
         )
 
-    def _setup(self, core: SessionCore, load_path: str | None = None) -> None:
+    def _setup(
+        self, core: SessionCore, load_path: str | None = None, read_only: bool = False
+    ) -> None:
         self._core = core
         self._load_path = load_path
-        self._mark: SaveMark | None = None
+        self._read_only = read_only
         self._actor: Actor | None = None
         self._task_group: TaskGroup | None = None
         self._entered = False
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> Session:
+    def load(cls, path: str | os.PathLike[str], *, read_only: bool = False) -> Session:
         """A session that loads ``path`` when entered: ``async with Session.load(p) as s``.
 
-        Entering verifies the hash chain, rebuilds state by replay, checks it against the
-        stored state and records ``session_loaded {path}``. Raises ``FileNotFoundError``,
+        Entering reads the file in one read transaction, verifies the hash chain, rebuilds
+        state by replay, checks it against the stored state and every name, key and agent
+        id in it, and records ``session_loaded {path}``. With ``read_only=True`` nothing is
+        recorded and every write (``set``, ``delete``, ``append``, ``append_nowait``,
+        ``transaction``, artifacts, ``save``, dispatching onto it) raises
+        :class:`SessionReadOnlyError`; reads, ``verify`` and ``fork`` (a new, writable
+        session) work. Raises :class:`PersistFileNotFoundError` (also a
+        ``FileNotFoundError``), :class:`PersistError` (a directory, unreadable, locked),
         :class:`SessionCorruptedError` or :class:`SchemaMismatchError`.
         """
         session = cls.__new__(cls)
-        session._setup(SessionCore(created=False), _check_path(path))
+        session._setup(SessionCore(created=False), _check_path(path), bool(read_only))
         return session
 
     @classmethod
@@ -110,20 +127,13 @@ class Session:
             path = self._load_path
             core, version = await anyio.to_thread.run_sync(read_session, path)
             self._core = core
-            head = core.records[-1]  # the file's head
             # recorded before the actor starts (nothing else can write yet), so nothing is
             # awaited between entering the task group and returning
-            core.append("system", EntryType.SESSION_LOADED, self._loaded_entry(path, version))
-            # steps the file holds as started but never completed: closed as interrupted
-            for kind, content in interrupted_records(find_open_steps(core.records)):
-                core.apply_append("system", kind, content)
-            if version == SCHEMA_VERSION:
-                self._mark = SaveMark(
-                    os.path.abspath(path),  # noqa: ASYNC240 - no I/O beyond getcwd
-                    head.seq,
-                    head.hash,
-                    core.session_id,
-                )
+            if not self._read_only:
+                core.append("system", EntryType.SESSION_LOADED, self._loaded_entry(path, version))
+                # steps the file holds as started but never completed: closed as interrupted
+                for kind, content in interrupted_records(find_open_steps(core.records)):
+                    core.apply_append("system", kind, content)
         actor = create_actor(f"session {self._core.session_id}", self._committer())
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
@@ -195,6 +205,20 @@ class Session:
             )
         return actor
 
+    def _writable(self) -> Actor:
+        """The running actor, for a write: refused on a session loaded read-only."""
+        actor = self._running()
+        if self._read_only:
+            raise SessionReadOnlyError(
+                f"session {self._core.session_id} was loaded read-only; writes are refused"
+            )
+        return actor
+
+    @property
+    def read_only(self) -> bool:
+        """True for a session loaded with ``read_only=True``."""
+        return self._read_only
+
     # -- identity ------------------------------------------------------------------------
 
     @property
@@ -210,7 +234,26 @@ class Session:
         return self._core.workspace_path
 
     def workspace_file(self, *parts: str) -> Path | None:
-        """``workspace_path`` joined with ``parts``, or None without a workspace."""
+        """``workspace_path`` joined with ``parts``, or None without a workspace.
+
+        The result never leaves the workspace: a part that is not a str, is absolute,
+        holds NUL or a ``..`` segment raises :class:`KaizenValidationError`. The check is
+        lexical (no file system access): symlinks inside the workspace are followed by
+        whoever opens the path, as the workspace's owner set them up.
+        """
+        for part in parts:
+            if not isinstance(part, str):
+                raise KaizenValidationError(
+                    f"workspace path parts must be str, got {type(part).__name__}"
+                )
+            if "\x00" in part:
+                raise KaizenValidationError(f"workspace path part {part!r} contains NUL")
+            if os.path.isabs(part) or part.startswith(("/", "\\")) or part[1:2] == ":":
+                raise KaizenValidationError(f"workspace path part {part!r} is absolute")
+            if ".." in part.replace("\\", "/").split("/"):
+                raise KaizenValidationError(
+                    f"workspace path part {part!r} would leave the workspace ('..')"
+                )
         base = self._core.workspace_path
         return None if base is None else Path(base, *parts)
 
@@ -232,13 +275,19 @@ class Session:
 
     # -- state -----------------------------------------------------------------------------
 
+    # Every write is validated (and its value encoded, so copied) here, in the caller, and
+    # only a valid write is queued: the actor applies it and cannot fail (a delete checks
+    # there that its key or artifact still exists).
+
     async def set(self, key: str, value: Any) -> int:
         """Set ``key`` to a copy of the JSON ``value``; returns the new state version."""
-        return await self._running().call(self._core.set, key, value)  # type: ignore[no-any-return]
+        actor, core = self._writable(), self._core
+        return await actor.call(core.apply_set, *core.check_set(key, value), self._writer)  # type: ignore[no-any-return]
 
     async def delete(self, key: str) -> int:
         """Delete ``key`` (``StateKeyNotFoundError`` if absent); returns the new version."""
-        return await self._running().call(self._core.delete, key)  # type: ignore[no-any-return]
+        actor = self._writable()
+        return await actor.call(self._core.delete, validate_key(key), self._writer)  # type: ignore[no-any-return]
 
     async def get(self, key: str, default: Any = None) -> Any:
         """A copy of the value at ``key``, or ``default``."""
@@ -267,8 +316,9 @@ class Session:
 
     async def append(self, agent_id: str, entry_type: EntryType | str, content: Any) -> int:
         """Append an entry; returns its seq."""
-        return await self._running().call(  # type: ignore[no-any-return]
-            self._core.append, agent_id, entry_type, content
+        actor, core = self._writable(), self._core
+        return await actor.call(  # type: ignore[no-any-return]
+            core.apply_append, *core.check_append(agent_id, entry_type, content)
         )
 
     def append_nowait(self, agent_id: str, entry_type: EntryType | str, content: Any) -> None:
@@ -277,12 +327,12 @@ class Session:
         It is applied before any write queued after it (FIFO), so an awaited write that
         follows acknowledges both. Invalid input raises here, and nothing is queued.
         """
-        actor = self._running()
+        actor = self._writable()
         actor.post(self._core.apply_append, *self._core.check_append(agent_id, entry_type, content))
 
     def _post_checked(self, agent_id: str, kind: str, content: bytes) -> None:
         """append_nowait for callers inside the library that built valid canonical content."""
-        self._running().post(self._core.apply_append, agent_id, kind, content)
+        self._writable().post(self._core.apply_append, agent_id, kind, content)
 
     def transaction(self, *, wait: bool = True) -> Transaction:
         """Collect writes and apply them as one message, all or none::
@@ -292,12 +342,15 @@ class Session:
                 tx.set("text", "olleh")
             tx.results  # [seq, version]
 
-        Each write is validated when it is added; leaving the block with an exception
-        applies nothing. With ``wait=False`` the batch is queued without waiting (like
-        :meth:`append_nowait`); it may then hold only writes that cannot fail once
-        validated (append, set, write_artifact), and ``results`` stays None.
+        Each write is validated completely when it is added and raises there if it is
+        invalid. Leaving the block with an exception applies nothing; so does leaving it
+        normally after one of its writes was refused (the caller caught the error): the
+        transaction is then spoiled and raises :class:`KaizenValidationError` at the end of
+        the block instead of applying the rest. With ``wait=False`` the batch is queued
+        without waiting (like :meth:`append_nowait`); it may then hold only writes that
+        cannot fail once validated (append, set, write_artifact), and ``results`` stays None.
         """
-        self._running()
+        self._writable()
         return Transaction(self, wait)
 
     async def get_trajectory(
@@ -408,7 +461,9 @@ class Session:
 
     async def write_artifact(self, name: str, data: bytes) -> int:
         """Store ``data`` under ``name`` (content-addressed); returns the entry's seq."""
-        return await self._running().call(self._core.write_artifact, name, data)  # type: ignore[no-any-return]
+        actor, core = self._writable(), self._core
+        checked = core.check_write_artifact(name, data)
+        return await actor.call(core.apply_write_artifact, *checked, self._writer)  # type: ignore[no-any-return]
 
     async def read_artifact(self, name: str) -> bytes:
         await self._settled()
@@ -423,7 +478,8 @@ class Session:
         return self._core.artifact_size(name)
 
     async def delete_artifact(self, name: str) -> int:
-        return await self._running().call(self._core.delete_artifact, name)  # type: ignore[no-any-return]
+        actor, name = self._writable(), validate_artifact_name(name)
+        return await actor.call(self._core.delete_artifact, name, self._writer)  # type: ignore[no-any-return]
 
     # -- snapshots and forks -------------------------------------------------------------
 
@@ -444,25 +500,32 @@ class Session:
 
     # -- files -----------------------------------------------------------------------------
 
-    async def save(self, path: str | os.PathLike[str]) -> int:
+    async def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> int:
         """Save to a single-file SQLite database; returns the ``session_saved`` seq.
 
-        Saving again to the same file writes only what is new. Atomic: on failure the
-        previous file is intact, this session is unchanged and :class:`PersistError` is raised.
+        No file: it is written whole. A file holding this session's history up to some
+        entry (saved or loaded earlier, not moved since): only what is new is appended.
+        Any other file (another session, a diverged or longer history, not a ``.kaizen``
+        file) raises :class:`PersistError` with code ``persist_conflict`` and is left
+        byte for byte as it was; ``overwrite=True`` replaces it on purpose. Atomic: on
+        failure the previous file is intact, this session is unchanged and
+        :class:`PersistError` is raised. A read-only session refuses to save (a save
+        records ``session_saved``); copy its file to export it.
         """
-        return await self._running().call_async(self._save, _check_path(path))  # type: ignore[no-any-return]
+        return await self._writable().call_async(  # type: ignore[no-any-return]
+            self._save, _check_path(path), bool(overwrite)
+        )
 
-    async def _save(self, path: str) -> int:
+    async def _save(self, path: str, overwrite: bool) -> int:
         core = self._core
         target = os.path.abspath(path)  # noqa: ASYNC240 - no I/O beyond getcwd
-        mark = self._mark if self._mark is not None and self._mark.path == target else None
         # the file gets its own session_saved entry; the session only once the file is
         # written, so a failed save leaves no trace and readers never see a tentative entry
         saved = core.next_record("system", EntryType.SESSION_SAVED, {"path": path})
         whole = await self._full_core()
-        await anyio.to_thread.run_sync(write_session, plan_save(whole, target, mark, saved))
+        plan = plan_save(whole, target, saved, overwrite=overwrite)
+        await anyio.to_thread.run_sync(write_session, plan)
         core.add_record(saved)
-        self._mark = SaveMark(target, saved.seq, saved.hash, core.session_id)
         return saved.seq
 
     async def _full_core(self) -> SessionCore:
@@ -482,13 +545,20 @@ def _noop() -> None:
 
 
 class Transaction:
-    """Writes validated one by one, applied together by one message to the session actor."""
+    """Writes validated one by one, applied together by one message to the session actor.
+
+    A write refused when it is added spoils the transaction: nothing of it is applied,
+    even if the caller caught the error and left the block normally (see
+    :meth:`Session.transaction`).
+    """
 
     def __init__(self, session: Session, wait: bool = True) -> None:
         self._session = session
         self._core = session._core
+        self._writer = session._writer
         self._wait = wait
         self._ops: list[tuple[str, tuple[Any, ...]]] = []
+        self._refused: Exception | None = None
         self.results: list[int] | None = None
 
     def _fallible(self, what: str) -> None:
@@ -498,21 +568,46 @@ class Transaction:
             )
 
     def set(self, key: str, value: Any) -> None:
-        self._ops.append(("set", self._core.check_set(key, value)))
+        try:
+            key, new = self._core.check_set(key, value)
+        except Exception as exc:
+            self._refused = self._refused or exc
+            raise
+        self._ops.append(("set", (key, new, self._writer)))
 
     def delete(self, key: str) -> None:
-        self._fallible("delete")
-        self._ops.append(("delete", (validate_key(key),)))
+        try:
+            self._fallible("delete")
+            validate_key(key)
+        except Exception as exc:
+            self._refused = self._refused or exc
+            raise
+        self._ops.append(("delete", (key, self._writer)))
 
     def append(self, agent_id: str, entry_type: EntryType | str, content: Any) -> None:
-        self._ops.append(("append", self._core.check_append(agent_id, entry_type, content)))
+        try:
+            op = self._core.check_append(agent_id, entry_type, content)
+        except Exception as exc:
+            self._refused = self._refused or exc
+            raise
+        self._ops.append(("append", op))
 
     def write_artifact(self, name: str, data: bytes) -> None:
-        self._ops.append(("write_artifact", self._core.check_write_artifact(name, data)))
+        try:
+            op = self._core.check_write_artifact(name, data)
+        except Exception as exc:
+            self._refused = self._refused or exc
+            raise
+        self._ops.append(("write_artifact", (*op, self._writer)))
 
     def delete_artifact(self, name: str) -> None:
-        self._fallible("delete_artifact")
-        self._ops.append(("delete_artifact", (name,)))
+        try:
+            self._fallible("delete_artifact")
+            validate_artifact_name(name)
+        except Exception as exc:
+            self._refused = self._refused or exc
+            raise
+        self._ops.append(("delete_artifact", (name, self._writer)))
 
     async def __aenter__(self) -> Transaction:
         return self
@@ -523,6 +618,11 @@ class Transaction:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if exc_type is None and self._refused is not None:
+            raise KaizenValidationError(
+                f"transaction not applied: one of its writes was refused ({self._refused})",
+                details={"refused": str(self._refused)},
+            ) from self._refused
         if exc_type is None and self._ops:
             actor = self._session._running()
             if self._wait:
@@ -531,7 +631,36 @@ class Transaction:
                 actor.post(self._core.apply_batch, self._ops)
 
 
+class _AgentSession(Session):
+    """The session as an agent's capability sees it: the same session (it shares the
+    session's attributes, so the same actor, core and files; reads are identical), with its
+    state and artifact writes recorded under the agent's id instead of ``system``."""
+
+    __slots__ = ("_writer",)  # the one attribute of its own; the rest is the session's
+
+
+#: the view class of each kind of session (a store-backed session registers its own, so
+#: its view keeps its behaviour); a view's own class maps to itself
+VIEW_CLASSES: dict[type[Session], type[Session]] = {_AgentSession: _AgentSession}
+
+
+def agent_view(session: Session, agent_id: str) -> Session:
+    """``session`` as seen by agent ``agent_id`` (validated by the caller): cheap enough
+    (~0.2 us) to make one per capability call. The view shares the session's attribute
+    dict, so whatever one of them sets (the actor once started, say) the other sees."""
+    view = object.__new__(VIEW_CLASSES.get(type(session), _AgentSession))
+    view.__dict__ = session.__dict__
+    view._writer = agent_id
+    return view
+
+
 def _check_path(path: object) -> str:
+    """A file path to save or load: a non-empty str (or PathLike of one) without NUL."""
     if not isinstance(path, str | os.PathLike):
         raise KaizenValidationError(f"path must be a str or os.PathLike, got {type(path).__name__}")
-    return os.fspath(path)
+    text = os.fspath(path)
+    if not isinstance(text, str) or not text:
+        raise KaizenValidationError(f"path must be a non-empty str, got {text!r}")
+    if "\x00" in text:
+        raise KaizenValidationError(f"path {text!r} contains a NUL byte")
+    return text

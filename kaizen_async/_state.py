@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from ._canonical import ENTRY_TEMPLATE as _ENTRY
-from ._canonical import ZERO_HASH, decode, encode, entry_hash, sha256_hex
+from ._canonical import ZERO_HASH, check_text, decode, encode, entry_hash, sha256_hex
 from ._exceptions import (
     ArtifactNotFoundError,
     ArtifactTooLargeError,
@@ -58,6 +58,7 @@ _NO_STATE_EFFECT = frozenset(
 )
 _ENTRY_TYPES = {member.value for member in EntryType}
 _dumps = orjson.dumps
+_join = b"".join
 _SORTED = orjson.OPT_SORT_KEYS
 _sha256 = hashlib.sha256
 _time_ns = time.time_ns
@@ -85,18 +86,21 @@ def _discard(_: object) -> None:
 
 
 def validate_key(key: object) -> str:
-    """A state key is a non-empty, non-blank ``str``."""
+    """A state key is a non-empty, non-blank ``str`` of valid UTF-8."""
     if type(key) is not str and not isinstance(key, str):
-        raise KaizenValidationError(f"state key must be a str, got {type(key).__name__}")
+        raise KaizenValidationError(
+            f"state key must be a non-empty string, got {type(key).__name__}"
+        )
     if not key.strip():
-        raise KaizenValidationError("state key must be a non-empty, non-blank string")
-    return key
+        raise KaizenValidationError("state key must be a non-empty string, not blank")
+    return check_text(key, "state key")
 
 
 def _validate_agent_id(agent_id: object) -> str:
+    """An agent id is a non-empty, non-blank ``str`` of valid UTF-8."""
     if not isinstance(agent_id, str) or not agent_id.strip():
-        raise KaizenValidationError("agent_id must be a non-empty, non-blank string")
-    return agent_id
+        raise KaizenValidationError("agent_id must be a non-empty string, not blank")
+    return check_text(agent_id, "agent_id")
 
 
 _JSON_STRINGS: dict[str, bytes] = {kind: _dumps(kind) for kind in _ENTRY_TYPES}
@@ -104,7 +108,7 @@ _JSON_STRINGS: dict[str, bytes] = {kind: _dumps(kind) for kind in _ENTRY_TYPES}
 
 def _json_string(text: str) -> bytes:
     """JSON of an agent id, remembered (there are few): one dict lookup per entry."""
-    encoded = _dumps(text)
+    encoded = _join((_dumps(text), b""))  # exact size: orjson's own output holds 4 KiB
     if len(_JSON_STRINGS) < 4096:
         _JSON_STRINGS[text] = encoded
     return encoded
@@ -121,10 +125,32 @@ def _validate_entry_type(entry_type: object) -> str:
     return value
 
 
+def _valid(check: Callable[[Any], object], value: object) -> bool:
+    try:
+        check(value)
+    except KaizenValidationError:
+        return False
+    return True
+
+
+def _check_read(check: Callable[[Any], object], value: object, record: Record) -> None:
+    """What a trajectory says passes the API's own validation, or it is corrupted."""
+    try:
+        check(value)
+    except KaizenValidationError as exc:
+        raise SessionCorruptedError(
+            f"entry {record.seq} ({record.entry_type}): {exc.message}",
+            seq=record.seq,
+            details={"value": value if isinstance(value, str) else repr(value)},
+        ) from None
+
+
 def validate_artifact_name(name: object) -> str:
-    """Names may be path-like (``out/main.go``) but not absolute, ``..`` or control chars."""
+    """Names may be path-like (``out/main.go``) but not absolute, ``..``, control chars
+    or text that is not valid UTF-8."""
     if not isinstance(name, str) or not name.strip():
-        raise KaizenValidationError("artifact name must be a non-empty, non-blank string")
+        raise KaizenValidationError("artifact name must be a non-empty string, not blank")
+    check_text(name, "artifact name")
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
         raise KaizenValidationError(f"artifact name {name!r} contains NUL or control characters")
     if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
@@ -231,11 +257,11 @@ class SessionCore:
     # -- state ---------------------------------------------------------------------------
 
     def check_set(self, key: str, value: Any) -> tuple[str, bytes]:
-        if type(key) is not str or not key or key.isspace():
+        if type(key) is not str or not key or key.isspace() or not key.isascii():
             validate_key(key)
         return (key, encode(value))
 
-    def apply_set(self, key: str, new: bytes) -> int:
+    def apply_set(self, key: str, new: bytes, agent_id: str = _SYSTEM) -> int:
         version = self.version + 1
         content = b'{"key":%b,"new_value":%b,"old_value":%b,"state_version":%d}' % (
             _dumps(key),
@@ -243,13 +269,13 @@ class SessionCore:
             self.state.get(key, b"null"),
             version,
         )
-        self._push(_SYSTEM, _STATE_SET, content)
+        self._push(agent_id, _STATE_SET, content)
         self.state[key] = new
         self.version = version
         return version
 
-    def set(self, key: str, value: Any) -> int:
-        return self.apply_set(*self.check_set(key, value))
+    def set(self, key: str, value: Any, agent_id: str = _SYSTEM) -> int:
+        return self.apply_set(*self.check_set(key, value), agent_id)
 
     def check_delete(self, key: str) -> tuple[str]:
         key = validate_key(key)
@@ -257,20 +283,20 @@ class SessionCore:
             raise StateKeyNotFoundError(f"state key not found: {key!r}", details={"key": key})
         return (key,)
 
-    def apply_delete(self, key: str) -> int:
+    def apply_delete(self, key: str, agent_id: str = _SYSTEM) -> int:
         version = self.version + 1
         content = b'{"key":%b,"old_value":%b,"state_version":%d}' % (
             _dumps(key),
             self.state[key],
             version,
         )
-        self._push(_SYSTEM, _STATE_DELETED, content)
+        self._push(agent_id, _STATE_DELETED, content)
         del self.state[key]
         self.version = version
         return version
 
-    def delete(self, key: str) -> int:
-        return self.apply_delete(*self.check_delete(key))
+    def delete(self, key: str, agent_id: str = _SYSTEM) -> int:
+        return self.apply_delete(*self.check_delete(key), agent_id)
 
     def get(self, key: str, default: Any = None) -> Any:
         data = self.state.get(key)
@@ -290,13 +316,15 @@ class SessionCore:
         size = len(data)
         if size > self.max_artifact_size:
             raise ArtifactTooLargeError(
-                f"artifact {name!r} is {size} bytes, which exceeds the maximum of "
-                f"{self.max_artifact_size} bytes",
+                f"artifact {name!r} size ({size} bytes) exceeds maximum "
+                f"({self.max_artifact_size} bytes)",
                 details={"name": name, "size": size, "max_artifact_size": self.max_artifact_size},
             )
         return (name, data, sha256_hex(data))
 
-    def apply_write_artifact(self, name: str, data: bytes, digest: str) -> int:
+    def apply_write_artifact(
+        self, name: str, data: bytes, digest: str, agent_id: str = _SYSTEM
+    ) -> int:
         old_digest = self.artifacts.get(name)
         content = encode(
             {
@@ -307,25 +335,25 @@ class SessionCore:
                 "digest": digest,
             }
         )
-        record = self._push(_SYSTEM, _ARTIFACT_WRITTEN, content)
+        record = self._push(agent_id, _ARTIFACT_WRITTEN, content)
         self.blobs.setdefault(digest, data)
         self.artifacts[name] = digest
         return record.seq
 
-    def write_artifact(self, name: str, data: bytes) -> int:
-        return self.apply_write_artifact(*self.check_write_artifact(name, data))
+    def write_artifact(self, name: str, data: bytes, agent_id: str = _SYSTEM) -> int:
+        return self.apply_write_artifact(*self.check_write_artifact(name, data), agent_id)
 
     def check_delete_artifact(self, name: str) -> tuple[str]:
         self._artifact_digest(name)
         return (name,)
 
-    def apply_delete_artifact(self, name: str) -> int:
+    def apply_delete_artifact(self, name: str, agent_id: str = _SYSTEM) -> int:
         digest = self.artifacts.pop(name)
         content = encode({"name": name, "size": self._blob_size(digest), "digest": digest})
-        return self._push(_SYSTEM, _ARTIFACT_DELETED, content).seq
+        return self._push(agent_id, _ARTIFACT_DELETED, content).seq
 
-    def delete_artifact(self, name: str) -> int:
-        return self.apply_delete_artifact(*self.check_delete_artifact(name))
+    def delete_artifact(self, name: str, agent_id: str = _SYSTEM) -> int:
+        return self.apply_delete_artifact(*self.check_delete_artifact(name), agent_id)
 
     def apply_batch(self, ops: list[tuple[str, tuple[Any, ...]]]) -> list[int]:
         """Apply checked writes ``(kind, args)`` all or none; returns each one's result.
@@ -368,6 +396,7 @@ class SessionCore:
     def _artifact_digest(self, name: str) -> str:
         digest = self.artifacts.get(name) if isinstance(name, str) else None
         if digest is None:
+            validate_artifact_name(name)  # a name that could never exist is a validation error
             raise ArtifactNotFoundError(f"artifact not found: {name!r}", details={"name": name})
         return digest
 
@@ -389,12 +418,13 @@ class SessionCore:
         if kind in (_STATE_SET, _STATE_DELETED):
             content = decode(record.content)
             try:
-                key = validate_key(content["key"])
+                key = content["key"]
                 stated = content["state_version"]
-            except (KeyError, TypeError, KaizenValidationError):
+            except (KeyError, TypeError):
                 raise SessionCorruptedError(
                     f"entry {record.seq} ({kind}) has malformed content", seq=record.seq
                 ) from None
+            _check_read(validate_key, key, record)
             if stated != self.version + 1:
                 raise SessionCorruptedError(
                     f"entry {record.seq} says state_version {stated}, replay is at "
@@ -412,6 +442,7 @@ class SessionCore:
                 raise SessionCorruptedError(
                     f"entry {record.seq} ({kind}) has malformed content", seq=record.seq
                 )
+            _check_read(validate_artifact_name, content["name"], record)
             digest = content.get("digest")
             if digest is None:
                 return  # written by the original Kaizen: the import entry carries the map
@@ -422,6 +453,8 @@ class SessionCore:
         elif kind == _SESSION_LOADED:
             content = decode(record.content)
             if isinstance(content, dict) and isinstance(content.get("artifacts"), dict):
+                for name in content["artifacts"]:
+                    _check_read(validate_artifact_name, name, record)
                 self.artifacts = dict(content["artifacts"])
 
     @classmethod
@@ -451,6 +484,7 @@ class SessionCore:
         prev = ZERO_HASH
         state = core.state
         strings = _JSON_STRINGS
+        agents: set[Any] = set()  # agent ids checked so far: each distinct one once
         version = 0
         # one pass, kept tight: it runs once per entry on every load (100k entries < 1 s)
         for expected, record in enumerate(records, 1):
@@ -461,6 +495,9 @@ class SessionCore:
                 raise SessionCorruptedError(
                     f"trajectory has seq {seq} where {expected} was expected", seq=expected
                 )
+            if agent_id not in agents:
+                _check_read(_validate_agent_id, agent_id, record)
+                agents.add(agent_id)
             if verify:
                 if prev_hash != prev:
                     raise SessionCorruptedError(
@@ -486,7 +523,11 @@ class SessionCore:
                     raise SessionCorruptedError(
                         f"entry {seq} (state_set) has malformed content", seq=seq
                     ) from None
-                if stated != version + 1 or type(key) is not str:
+                if (
+                    stated != version + 1
+                    or type(key) is not str
+                    or (key not in state and not _valid(validate_key, key))  # once per key
+                ):
                     core.version = version
                     core.apply_record(record)  # raises the precise error
                 state[key] = _dumps(value, option=_SORTED)  # decoded JSON: always valid
@@ -497,6 +538,8 @@ class SessionCore:
                 version = core.version
             append(record)
             prev = digest
+        for key, data in state.items():  # keep exact-size bytes (see _canonical.encode)
+            state[key] = _join((data, b""))
         core.version = version
         core.head = prev
         return core

@@ -115,7 +115,7 @@ class SessionStore(Protocol):
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> None: ...
+    ) -> bool | None: ...
 
     async def create(
         self,

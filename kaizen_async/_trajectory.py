@@ -12,9 +12,10 @@ from datetime import datetime
 from enum import Enum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from ._canonical import decode, encode, entry_hash
+from ._exceptions import KaizenValidationError
 
 __all__ = ["EntryType", "Record", "TrajectoryEntry"]
 
@@ -112,6 +113,11 @@ class TrajectoryEntry(BaseModel):
             raise ValueError("timestamp must be timezone-aware (UTC)")
         return value
 
+    @property
+    def seq_num(self) -> int:
+        """The original Kaizen's name of :attr:`seq`."""
+        return self.seq
+
     @classmethod
     def from_record(cls, record: Record) -> TrajectoryEntry:
         """Build the public entry from a record (content decoded to a fresh object)."""
@@ -154,3 +160,22 @@ class TrajectoryEntry(BaseModel):
             "prev_hash": self.prev_hash,
             "hash": self.hash,
         }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> TrajectoryEntry:
+        """The inverse of :meth:`to_dict` (``seq_num`` is read as ``seq``).
+
+        Raises :class:`KaizenValidationError`; the hash is not checked here (see
+        :meth:`compute_hash`).
+        """
+        if not isinstance(data, dict):
+            raise KaizenValidationError(
+                f"TrajectoryEntry.from_dict needs a dict, got {type(data).__name__}"
+            )
+        if "seq" not in data and "seq_num" in data:
+            data = {**data, "seq": data["seq_num"]}
+            del data["seq_num"]
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise KaizenValidationError(f"invalid TrajectoryEntry: {exc}") from None

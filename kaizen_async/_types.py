@@ -7,22 +7,49 @@ offers) and ``InvokeResult`` (what came of it). All frozen; params and results a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ._exceptions import DispatchError, ErrorCode, KaizenValidationError
 
 __all__ = ["AgentInfo", "CapabilityCall", "CapabilitySpec", "InvokeResult"]
 
+_M = TypeVar("_M", bound=BaseModel)
+_MISSING: Any = object()
+
+
+def _model_from_dict(cls: type[_M], data: Any) -> _M:
+    """``cls.model_validate(data)`` with bad input as :class:`KaizenValidationError`."""
+    if not isinstance(data, dict):
+        raise KaizenValidationError(
+            f"{cls.__name__}.from_dict needs a dict, got {type(data).__name__}"
+        )
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        raise KaizenValidationError(f"invalid {cls.__name__}: {exc}") from None
+
 
 class CapabilityCall(BaseModel):
-    """One step of a plan: a capability name and its params."""
+    """One step of a plan: a capability name and its params.
+
+    ``CapabilityCall("reverse", {"key": "text"})`` or with keywords, as in the original Kaizen;
+    params ``None`` means no params.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     capability: str
     params: dict[str, Any] = Field(default_factory=dict)
+
+    def __init__(
+        self, capability: str = _MISSING, params: dict[str, Any] | None = None, **data: Any
+    ) -> None:
+        if capability is not _MISSING:
+            data["capability"] = capability
+        data["params"] = {} if params is None else params
+        super().__init__(**data)
 
     @field_validator("capability")
     @classmethod
@@ -131,6 +158,15 @@ class AgentInfo(BaseModel):
         """The spec of one capability (a plain one when only a name was given)."""
         return self.specs.get(capability) or CapabilitySpec(name=capability)
 
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly copy (specs without their pydantic params models)."""
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def from_dict(cls, data: Any) -> AgentInfo:
+        """The inverse of :meth:`to_dict`; raises :class:`KaizenValidationError`."""
+        return _model_from_dict(cls, data)
+
 
 @dataclass(frozen=True, slots=True)
 class InvokeResult:
@@ -159,13 +195,14 @@ class InvokeResult:
     @classmethod
     def fail(
         cls,
-        code: ErrorCode | str,
+        error_code: ErrorCode | str,
         message: str,
         agent_id: str = "",
         capability: str = "",
         details: dict[str, Any] | None = None,
     ) -> InvokeResult:
-        error: dict[str, Any] = {"error_code": str(code), "message": message}
+        """A failed result; ``details`` is included when not empty."""
+        error: dict[str, Any] = {"error_code": str(error_code), "message": message}
         if details:
             error["details"] = details
         return cls(False, None, error, agent_id, capability)
@@ -188,3 +225,22 @@ class InvokeResult:
             "agent_id": self.agent_id,
             "capability": self.capability,
         }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> InvokeResult:
+        """The inverse of :meth:`to_dict`; raises :class:`KaizenValidationError`."""
+        if not isinstance(data, dict):
+            raise KaizenValidationError(
+                f"InvokeResult.from_dict needs a dict, got {type(data).__name__}"
+            )
+        success, error = data.get("success"), data.get("error")
+        agent_id, capability = data.get("agent_id", ""), data.get("capability", "")
+        if not isinstance(success, bool):
+            raise KaizenValidationError("InvokeResult.from_dict: 'success' must be a bool")
+        if error is not None and not isinstance(error, dict):
+            raise KaizenValidationError("InvokeResult.from_dict: 'error' must be a dict or None")
+        if not isinstance(agent_id, str) or not isinstance(capability, str):
+            raise KaizenValidationError(
+                "InvokeResult.from_dict: 'agent_id' and 'capability' must be strings"
+            )
+        return cls(success, data.get("result"), error, agent_id, capability)

@@ -42,6 +42,12 @@ class Parker:
         """True once the task that waits (or would wait) on ``slot`` was cancelled."""
         raise NotImplementedError
 
+    def withdraw(self, slot: list[Any]) -> bool:  # pragma: no cover - overridden
+        """Give ``slot`` up unless it was answered: True when it is withdrawn (now or
+        before), False when it was answered (``wake`` won). Called by the waiting task
+        when its wait ended in an exception, so that a later ``wake`` skips the slot."""
+        raise NotImplementedError
+
 
 class _AsyncioParker(Parker):
     # slot: [future]
@@ -56,6 +62,12 @@ class _AsyncioParker(Parker):
 
     def withdrawn(self, slot: list[Any]) -> bool:
         return bool(slot[0].cancelled())
+
+    def withdraw(self, slot: list[Any]) -> bool:
+        future = slot[0]
+        if not future.done():
+            future.cancel()
+        return bool(future.cancelled())
 
     def wake(self, slot: list[Any], value: Any = None, error: BaseException | None = None) -> bool:
         future = slot[0]
@@ -81,6 +93,11 @@ class _TrioParker(Parker):
         return [None, 0, None, None]
 
     def withdrawn(self, slot: list[Any]) -> bool:
+        return bool(slot[1] == 3)
+
+    def withdraw(self, slot: list[Any]) -> bool:
+        if slot[1] != 2:  # not answered: new, parked (the wait raised) or withdrawn
+            slot[1] = 3
         return bool(slot[1] == 3)
 
     async def park(self, slot: list[Any]) -> Any:

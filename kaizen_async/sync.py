@@ -7,25 +7,26 @@ that is not async::
     from kaizen_async.sync import Session, Dispatcher
     from agents import ReverseAgent
 
-    session = Session()
-    session.set("text", "hello")
-    dispatcher = Dispatcher()
-    dispatcher.register(ReverseAgent())
-    dispatcher.dispatch_single("reverse", session, {"key": "text"})
+    with Session() as session, Dispatcher() as dispatcher:
+        session.set("text", "hello")
+        dispatcher.register(ReverseAgent())
+        dispatcher.dispatch_single("reverse", session, {"key": "text"})
 
 Every object shares that loop, so a sync dispatcher can work on a sync session. Objects
-are started when created and stopped by ``close()``, by leaving a ``with`` block, or at
-interpreter exit. Do not call these from inside a running event loop: use the async API.
+are started when created and stopped by ``close()``, by leaving a ``with`` block, when
+they are garbage-collected, or at interpreter exit. Do not call these from inside a running
+event loop: use the async API.
 """
 
 from __future__ import annotations
 
-import atexit
 import functools
 import os
 import threading
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from concurrent.futures import Future
+from contextlib import contextmanager
 from types import TracebackType
 from typing import Any, Self, TypeVar, cast
 
@@ -54,8 +55,8 @@ class _LoopThread:
     def __init__(self) -> None:
         self._ready = threading.Event()
         self.portal: BlockingPortal | None = None
-        self._thread = threading.Thread(target=self._run, name="kaizen-async-loop", daemon=True)
-        self._thread.start()
+        self.thread = threading.Thread(target=self._run, name="kaizen-async-loop", daemon=True)
+        self.thread.start()
         self._ready.wait()
 
     def _run(self) -> None:
@@ -68,23 +69,16 @@ class _LoopThread:
             await portal.sleep_until_stopped()
 
     def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        if threading.current_thread() is self._thread:
+        if threading.current_thread() is self.thread:
             raise RuntimeError("kaizen_async.sync cannot be used from its own event loop")
         assert self.portal is not None
         if kwargs:
             fn = functools.partial(fn, **kwargs)
         return self.portal.call(fn, *args)
 
-    def enter(self, manager: Any) -> AbstractContextManager[Any]:
-        assert self.portal is not None
-        context = self.portal.wrap_async_context_manager(manager)
-        context.__enter__()
-        return context
-
 
 _lock = threading.Lock()
 _loop: _LoopThread | None = None
-_open: set[_Resource] = set()  # kept until closed, so nothing is left running unseen
 
 
 def _runtime() -> _LoopThread:
@@ -95,20 +89,65 @@ def _runtime() -> _LoopThread:
         return _loop
 
 
-@atexit.register
-def _close_all() -> None:
-    for resource in list(_open):
-        resource.close()
+class _Entered:
+    """One async context manager kept entered by a task on the loop until :meth:`release`.
+
+    It holds no reference to the facade object that owns it, so that object can be
+    garbage-collected; its finalizer then calls :meth:`release`.
+    """
+
+    def __init__(self, runtime: _LoopThread, manager: Any) -> None:
+        self._runtime = runtime
+        self._stop: anyio.Event | None = None
+        entered: Future[None] = Future()
+        assert runtime.portal is not None
+        if threading.current_thread() is runtime.thread:
+            raise RuntimeError("kaizen_async.sync cannot be used from its own event loop")
+        self._done = runtime.portal.start_task_soon(self._hold, manager, entered)
+        entered.result()
+
+    async def _hold(self, manager: Any, entered: Future[None]) -> None:
+        self._stop = anyio.Event()
+        try:
+            await manager.__aenter__()
+        except BaseException as exc:
+            entered.set_exception(exc)
+            return
+        entered.set_result(None)
+        try:
+            await self._stop.wait()
+        finally:
+            await manager.__aexit__(None, None, None)
+
+    def release(self) -> None:
+        """Exit the manager on the loop and wait for it to finish.
+
+        On the loop thread itself (a garbage collection that ran there) waiting would
+        deadlock, so a short-lived thread does the release instead.
+        """
+        if threading.current_thread() is self._runtime.thread:
+            threading.Thread(target=self.release, name="kaizen-async-release", daemon=True).start()
+            return
+        portal = self._runtime.portal
+        assert portal is not None and self._stop is not None
+        try:
+            portal.call(self._stop.set)
+        except RuntimeError:  # the loop has stopped (interpreter shutdown): nothing runs
+            return
+        self._done.result()
 
 
 class _Resource:
-    """An async context manager entered on the shared loop until ``close()``."""
+    """An async context manager entered on the shared loop until ``close()``.
+
+    An object never closed is closed when it is garbage-collected (or at interpreter
+    exit), so forgotten sessions and dispatchers do not accumulate on the loop.
+    """
 
     def __init__(self, inner: Any) -> None:
         self._runtime = _runtime()
         self._inner = inner
-        self._context: AbstractContextManager[Any] | None = self._runtime.enter(inner)
-        _open.add(self)
+        self._closer = weakref.finalize(self, _Entered(self._runtime, inner).release)
 
     def _call(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
         """Run a coroutine function on the loop and wait for its result."""
@@ -116,16 +155,18 @@ class _Resource:
 
     def _call_sync(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a plain function on the loop thread (it may start tasks there)."""
-        if self._context is None:
+        if not self._closer.alive:
             raise SessionClosedError(f"{type(self).__name__} is closed")
         return self._runtime.call(fn, *args, **kwargs)  # type: ignore[no-any-return]
 
+    @property
+    def closed(self) -> bool:
+        """Whether ``close()`` ran (explicitly, by a ``with`` block, or at exit)."""
+        return not self._closer.alive
+
     def close(self) -> None:
         """Stop it (drains queued work); later calls raise SessionClosedError."""
-        context, self._context = self._context, None
-        _open.discard(self)
-        if context is not None:
-            context.__exit__(None, None, None)
+        self._closer()
 
     def __enter__(self) -> Self:
         return self
@@ -160,9 +201,9 @@ class Session(_Resource):
         )
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> Session:
+    def load(cls, path: str | os.PathLike[str], *, read_only: bool = False) -> Session:
         """Load and verify a ``.kaizen`` file (see :meth:`kaizen_async.Session.load`)."""
-        return cls(_inner=AsyncSession.load(path))
+        return cls(_inner=AsyncSession.load(path, read_only=read_only))
 
     @property
     def async_session(self) -> AsyncSession:
@@ -180,6 +221,10 @@ class Session(_Resource):
     @property
     def workspace_path(self) -> str | None:
         return self._inner.workspace_path
+
+    @property
+    def read_only(self) -> bool:
+        return self._inner.read_only
 
     def workspace_file(self, *parts: str) -> Any:
         return self._inner.workspace_file(*parts)
@@ -270,8 +315,8 @@ class Session(_Resource):
         child = self._call(self._inner.fork, at_seq, session_id)
         return Session(_inner=child)
 
-    def save(self, path: str | os.PathLike[str]) -> int:
-        return self._call(self._inner.save, path)
+    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> int:
+        return self._call(self._inner.save, path, overwrite=overwrite)
 
     def __repr__(self) -> str:
         return f"sync.{self._inner!r}"
@@ -333,11 +378,14 @@ class Dispatcher(_Resource):
     def get_registered_agents(self) -> list[AgentInfo]:
         return self._inner.get_registered_agents()
 
-    def get_agent_for_capability(self, name: str) -> AgentInfo | None:
+    def get_agent_for_capability(self, name: str) -> AgentProtocol | None:
         return self._inner.get_agent_for_capability(name)
 
     def capability_specs(self) -> list[CapabilitySpec]:
         return self._inner.capability_specs()
+
+    def __repr__(self) -> str:
+        return f"sync.{self._inner!r}"
 
     def statistics(self, agent_id: str) -> MailboxStatistics:
         return self._inner.statistics(agent_id)

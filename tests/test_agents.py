@@ -105,7 +105,7 @@ async def test_footprint_of_a_successful_call(session: Session) -> None:
         EntryType.STATE_SET,
         EntryType.AGENT_COMPLETED,
     ]
-    assert entries[0].agent_id == "reverse_agent_v1"
+    assert [e.agent_id for e in entries] == ["reverse_agent_v1"] * 3  # its state_set too
     assert entries[0].content == {
         "capability": "reverse",
         "params": {"key": "text"},

@@ -7,6 +7,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
+from pydantic import BaseModel, field_validator
 
 from agents import ReverseAgent, UppercaseAgent
 from kaizen_async import (
@@ -182,10 +183,11 @@ async def test_registry(session: Session, caplog: pytest.LogCaptureFixture) -> N
             async def rev(self, session: Session, params: dict[str, Any]) -> str:
                 return "other"
 
+        other = Other()
         with caplog.at_level(logging.WARNING, logger="kaizen_async"):
-            d.register(Other())
+            d.register(other)
         assert any("capability_replaced" in r.getMessage() for r in caplog.records)
-        assert d.get_agent_for_capability("reverse").agent_id == "other"  # type: ignore[union-attr]
+        assert d.get_agent_for_capability("reverse") is other
         result = await d.dispatch_single("reverse", session, {})
         assert result.result == "other"
         assert d.unregister("other") is True
@@ -272,6 +274,160 @@ async def test_malformed_sequence_has_no_side_effects(
         )
     assert await session.get_trajectory_length() == length
     assert await session.get("text") == "abc"
+
+
+class CountParams(BaseModel):
+    n: int
+
+
+class Counter(Agent):
+    agent_id = "counter"
+
+    @capability("count", params=CountParams)
+    async def count(self, session: Session, params: CountParams) -> int:
+        await session.set("count", params.n)
+        return params.n
+
+
+@pytest.mark.parametrize(
+    ("bad", "code"),
+    [
+        ({"capability": "fly", "params": {}}, ErrorCode.DISPATCH_NO_AGENT_FOR_CAPABILITY),
+        ({"capability": "uppercase", "params": {}}, ErrorCode.AGENT_INVALID_PARAMS),
+        ({"capability": "uppercase", "params": {"key": 5}}, ErrorCode.AGENT_INVALID_PARAMS),
+        (
+            {"capability": "uppercase", "params": {"key": "text", "extra": 1}},
+            ErrorCode.AGENT_INVALID_PARAMS,
+        ),
+        ({"capability": "count", "params": {"n": "3"}}, ErrorCode.AGENT_INVALID_PARAMS),  # strict
+    ],
+)
+async def test_sequence_that_cannot_run_is_refused_before_anything_runs(
+    dispatcher: Dispatcher, session: Session, bad: dict[str, Any], code: ErrorCode
+) -> None:
+    dispatcher.register(Counter())
+    await session.set("text", "abc")
+    length = await session.get_trajectory_length()
+    calls = [{"capability": "reverse", "params": {"key": "text"}}, bad]
+    for run in (dispatcher.dispatch_sequence, dispatcher.resume_sequence):
+        result = await run(calls, session, plan_id="P")
+        assert not result.success
+        assert result.failed_at == 1 and result.executed_count == 0 and result.results == []
+        assert result.completed_indices == []
+        assert result.plan_id == "P"
+        assert result.error is not None and result.error["error_code"] == code.value
+        assert result.error["details"]["step_index"] == 1
+        assert result.to_dict()["failed_at"] == 1
+        assert DispatchResult.from_dict(result.to_dict()).to_dict() == result.to_dict()
+        assert f"error_code={code.value}" in repr(result)
+        assert await session.get_trajectory_length() == length  # nothing recorded
+        assert await session.get("text") == "abc"  # step 0 did not run
+
+
+async def test_refusal_says_what_the_agent_would_say(
+    dispatcher: Dispatcher, session: Session
+) -> None:
+    dispatcher.register(Counter())
+    at_run_time = await dispatcher.dispatch_single("count", session, {"n": "3"})
+    refused = await dispatcher.dispatch_sequence(
+        [
+            {"capability": "count", "params": {"n": 1}},
+            {"capability": "count", "params": {"n": "3"}},
+        ],
+        session,
+    )
+    assert refused.error is not None and at_run_time.error is not None
+    assert refused.error["message"] == at_run_time.error["message"]
+    assert refused.error["details"] == {**at_run_time.error["details"], "step_index": 1}
+    unknown = await dispatcher.dispatch_sequence([{"capability": "fly"}], session)
+    assert unknown.error == {
+        "error_code": "dispatch_no_agent_for_capability",
+        "message": "No agent registered for capability 'fly'",
+        "details": {"available_capabilities": ["count", "reverse", "uppercase"], "step_index": 0},
+    }
+    assert await session.get("count") is None
+
+
+class Touchy(BaseModel):
+    n: int
+
+    @field_validator("n")
+    @classmethod
+    def _crash(cls, value: int) -> int:
+        if value < 0:
+            raise TypeError("negative numbers upset this validator")
+        return value
+
+
+class TouchyAgent(Agent):
+    agent_id = "touchy"
+
+    @capability("touch", params=Touchy)
+    async def touch(self, session: Session, params: Touchy) -> int:
+        return params.n
+
+
+async def test_a_params_model_that_crashes_refuses_the_plan(session: Session) -> None:
+    async with Dispatcher() as d:
+        d.register(TouchyAgent())
+        ok = await d.dispatch_sequence([{"capability": "touch", "params": {"n": 1}}], session)
+        assert ok.success
+        length = await session.get_trajectory_length()
+        result = await d.dispatch_sequence(
+            [
+                {"capability": "touch", "params": {"n": 1}},
+                {"capability": "touch", "params": {"n": -1}},
+            ],
+            session,
+        )
+    assert result.failed_at == 1 and result.executed_count == 0
+    assert result.error is not None
+    assert result.error["error_code"] == "agent_invalid_params"
+    assert "TypeError: negative numbers upset this validator" in result.error["message"]
+    assert await session.get_trajectory_length() == length
+
+
+async def test_what_depends_on_the_session_is_checked_when_the_step_runs(
+    dispatcher: Dispatcher, session: Session
+) -> None:
+    await session.set("text", "abc")
+    result = await dispatcher.dispatch_sequence(
+        [
+            {"capability": "reverse", "params": {"key": "text"}},
+            {"capability": "reverse", "params": {"key": "no such key"}},  # valid params
+        ],
+        session,
+    )
+    assert result.failed_at == 1 and result.executed_count == 2
+    assert result.error is not None
+    assert result.error["message"] == "No value found at key 'no such key'"
+    assert await session.get("text") == "cba"
+
+
+async def test_resume_does_not_check_the_steps_it_skips(session: Session) -> None:
+    await session.set("a", "abc")
+    async with Dispatcher() as d:
+        d.register(ReverseAgent())
+        d.register(UppercaseAgent())
+        calls = [
+            {"capability": "uppercase", "params": {"key": "a"}},
+            {"capability": "reverse", "params": {"key": "b"}},
+        ]
+        first = await d.dispatch_sequence(calls, session, plan_id="P")
+        assert first.failed_at == 1 and first.executed_count == 2  # no value at "b" yet
+        d.unregister("uppercase_agent_v1")  # step 0 is done: it needs no agent any more
+        await session.set("b", "xyz")
+        resumed = await d.resume_sequence(calls, session, plan_id="P")
+        assert resumed.success, resumed.error
+        assert resumed.results[0].result == {"resumed": True, "step_index": 0}
+        assert await session.get("b") == "zyx"
+        # a step that would run again (other params) needs its agent
+        other = [{"capability": "uppercase", "params": {"key": "b"}}, calls[1]]
+        refused = await d.resume_sequence(other, session, plan_id="P")
+        assert refused.failed_at == 0 and refused.executed_count == 0
+        assert refused.error is not None
+        assert refused.error["error_code"] == "dispatch_no_agent_for_capability"
+        assert await session.get("b") == "zyx"
 
 
 async def test_agent_exception_then_agent_keeps_serving(session: Session) -> None:
@@ -648,14 +804,14 @@ class Odd(Agent):
         return {1: "int key", "big": 2**70}
 
 
-async def test_non_json_result_is_still_recorded(session: Session) -> None:
+async def test_non_json_result_fails_the_step(session: Session) -> None:
     async with Dispatcher() as d:
         d.register(Odd())
         result = await d.dispatch_single("odd", session, {})
-    assert result.success
+    assert result.error_code is ErrorCode.AGENT_INVALID_RESULT
     completed = (await session.get_trajectory(1))[0]
     assert completed.entry_type is EntryType.PLAN_STEP_COMPLETED
-    assert "int key" in completed.content["result_summary"]
+    assert "agent_invalid_result" in completed.content["result_summary"]
     await session.verify()
 
 

@@ -126,15 +126,21 @@ async def test_loaded_session_saves_incrementally_to_its_file(tmp_path: Path) ->
         assert await again.verify() == 7
 
 
-async def test_save_over_another_sessions_file_rewrites_it(tmp_path: Path) -> None:
+async def test_save_over_another_sessions_file_needs_overwrite(tmp_path: Path) -> None:
     path = tmp_path / "s.kaizen"
     async with Session("one") as one, Session("two") as two:
         await one.set("who", "one")
         await one.save(path)
         await two.set("who", "two")
-        await two.save(path)
+        with pytest.raises(PersistError) as info:
+            await two.save(path)
+        assert info.value.code is ErrorCode.PERSIST_CONFLICT
+        await two.save(path, overwrite=True)
         await one.set("again", True)
-        await one.save(path)  # the file's head is not where `one` left it: full rewrite
+        with pytest.raises(PersistError) as info:
+            await one.save(path)  # the file holds `two` now
+        assert info.value.code is ErrorCode.PERSIST_CONFLICT
+        await one.save(path, overwrite=True)
     async with Session.load(path) as loaded:
         assert loaded.session_id == "one"
         assert await loaded.get_all_state() == {"who": "one", "again": True}
@@ -164,11 +170,11 @@ async def test_crash_during_fresh_save_keeps_previous_file(
     def crash(*args: object) -> None:
         raise OSError("disk on fire")
 
-    async with Session("two") as two:  # another history: a fresh write + rename
+    async with Session("two") as two:  # another history replaced: a fresh write + rename
         await two.set("k", "v2")
         monkeypatch.setattr("kaizen_async._persistence.os.replace", crash)
         with pytest.raises(PersistError, match="disk on fire"):
-            await two.save(path)
+            await two.save(path, overwrite=True)
     assert [p.name for p in tmp_path.iterdir()] == ["s.kaizen"]  # no temp file left
     async with Session.load(path) as loaded:
         assert loaded.session_id == "one"
@@ -209,9 +215,11 @@ async def test_crash_during_incremental_save_keeps_previous_file(
 
 
 async def test_missing_file() -> None:
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError) as info:
         async with Session.load("/nonexistent/dir/file.kaizen"):
             pass
+    assert isinstance(info.value, PersistError)
+    assert info.value.code is ErrorCode.PERSIST_FILE_NOT_FOUND
 
 
 @pytest.mark.parametrize(
@@ -528,14 +536,18 @@ async def test_a_locked_file_fails_the_save_without_rewriting_it(
         assert await loaded.get("k") == 2
 
 
-async def test_a_file_replaced_by_garbage_is_rewritten_whole(tmp_path: Path) -> None:
+async def test_a_file_replaced_by_garbage_is_replaced_only_on_purpose(tmp_path: Path) -> None:
     path = tmp_path / "s.kaizen"
     async with Session() as s:
         await s.set("k", 1)
         await s.save(path)
         path.write_bytes(b"not a database" * 100)
         await s.set("k", 2)
-        await s.save(path)
+        with pytest.raises(PersistError) as info:
+            await s.save(path)
+        assert info.value.code is ErrorCode.PERSIST_CONFLICT
+        assert path.read_bytes() == b"not a database" * 100
+        await s.save(path, overwrite=True)
     async with Session.load(path) as loaded:
         assert await loaded.get("k") == 2
         await loaded.verify()

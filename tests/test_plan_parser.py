@@ -113,15 +113,52 @@ def test_a_key_that_only_contains_steps_is_not_the_steps_key() -> None:
 
 
 @pytest.mark.parametrize("size", [1, 4, 1000])
-def test_fence_and_prose_around_the_value(size: int) -> None:
-    text = (
-        'Sure! Here is the "plan":\n```json\n'
-        + json.dumps({"steps": [STEP_A]}, indent=2)
-        + "\n```\nLet me know {if} you need [more]."
-    )
-    out, outcome = feed_all(split_every(text, size))
+@pytest.mark.parametrize("tail", ["", "\n```", "\n```\n", "```", " \n\n ``` \n", "\n``"])
+def test_prose_and_fence_before_the_value_a_closing_fence_after(size: int, tail: str) -> None:
+    text = 'Sure! Here is the "plan":\n```json\n' + json.dumps({"steps": [STEP_A]}, indent=2)
+    out, outcome = feed_all(split_every(text + tail, size))
     assert steps_of(out) == [STEP_A]
-    assert outcome.complete
+    assert outcome.complete, outcome
+
+
+@pytest.mark.parametrize("size", [1, 4, 1000])
+@pytest.mark.parametrize(
+    ("before", "tail"),
+    [
+        ("```json\n", "\n```\nLet me know {if} you need [more]."),  # prose after the fence
+        ("", "\nLet me know if you need more."),
+        ("", "\n```"),  # a closing fence that nothing opened
+        ("```json\n", "\n````"),
+        ("```json\n", "\n`` `"),
+        ("```json\n", "\n```\n```"),
+        ("", '\n{"steps": []}'),  # a second plan
+        ("", "[]"),  # two arrays in one reply, as the original Kaizen refused them
+        ("```\n", "\n```\n```json\n{}\n```"),
+        ("", "."),
+    ],
+)
+def test_a_reply_holds_one_plan(size: int, before: str, tail: str) -> None:
+    text = before + json.dumps([STEP_A, STEP_B]) + tail
+    parser = PlanStreamParser()
+    out: list[tuple[int, str]] = []
+    for piece in split_every(text, size):
+        out.extend(parser.feed(piece))
+    assert steps_of(out) == [STEP_A, STEP_B]  # the steps were emitted as they closed
+    assert parser.error is not None and "text follows it" in parser.error
+    outcome = parser.finish()
+    assert outcome.status == "invalid"
+    assert outcome.message == parser.error
+    assert outcome.emitted == 2
+
+
+def test_the_text_after_the_plan_is_judged_as_soon_as_it_arrives() -> None:
+    parser = PlanStreamParser()
+    assert len(parser.feed('```json\n{"steps": [' + json.dumps(STEP_A) + "]}")) == 1
+    assert parser.feed("\n ") == [] and parser.error is None
+    assert parser.feed("``") == [] and parser.error is None
+    assert parser.feed("`\n") == [] and parser.error is None
+    assert parser.feed("\nThanks!") == []
+    assert parser.error == "a reply holds one plan, but text follows it: '``` Thanks!'"
 
 
 def test_nothing_is_emitted_after_the_value_closed() -> None:
@@ -129,8 +166,8 @@ def test_nothing_is_emitted_after_the_value_closed() -> None:
     assert len(parser.feed("[" + json.dumps(STEP_A) + "]")) == 1
     assert parser.feed(', {"capability": "x", "params": {}}]') == []
     assert parser.feed('{"steps": [' + json.dumps(STEP_B) + "]}") == []
-    assert parser.finish().complete
-    assert parser.finish().complete  # finish is repeatable
+    assert parser.finish().status == "invalid"
+    assert parser.finish().status == "invalid"  # finish is repeatable
 
 
 def test_text_is_everything_fed() -> None:
@@ -330,7 +367,8 @@ _WS = st.text(st.sampled_from([" ", "\n", "\t", "\r"]), max_size=3)
 #: other keys of the top object (a bare array when None)
 _OTHER_KEYS = st.dictionaries(_TEXT.filter(lambda k: k != "steps"), _JSON, max_size=2)
 _PREFIXES = ["", "```json\n", 'Here is the "plan":\n```json\n', "Plan: \\ ok\n"]
-_SUFFIXES = ["", "\n```", "\n```\nDone {really} [yes].", "\n"]
+#: what may follow the value, by whether the prefix opened a fence
+_SUFFIXES = {False: ["", "\n", " \t\r\n "], True: ["", "\n```", "```\n", "\n", " \n```\n\n"]}
 
 
 def _dump(value: Any, style: int) -> str:
@@ -356,7 +394,8 @@ def documents(draw: st.DrawFn) -> Doc:
     """A plan document built piece by piece, so every step's offsets are known."""
     steps = draw(st.lists(_STEP, max_size=6))
     style = draw(st.integers(0, 4))
-    prefix, suffix = draw(st.tuples(st.sampled_from(_PREFIXES), st.sampled_from(_SUFFIXES)))
+    prefix = draw(st.sampled_from(_PREFIXES))
+    suffix = draw(st.sampled_from(_SUFFIXES["```" in prefix]))
     others = draw(st.none() | st.tuples(_OTHER_KEYS, _OTHER_KEYS))
     spaces = draw(st.lists(_WS, min_size=1, max_size=4))
     turn = iter(range(10**6))

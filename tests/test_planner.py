@@ -224,11 +224,50 @@ async def test_plan_two_steps(chunk_size: int) -> None:
 
 async def test_prose_and_fence_around_the_plan() -> None:
     reply = "Sure, here is the plan:\n```json\n" + plan_json(("reverse", {"key": "t"}), indent=2)
-    reply += "\n```\nAnything else?"
+    reply += "\n```\n"
     result = await Planner(ScriptedProvider([reply]), SPECS).plan("x")
     assert result.success
     assert result.calls == [CapabilityCall(capability="reverse", params={"key": "t"})]
     assert result.raw_response == reply
+
+
+@pytest.mark.parametrize(
+    "after",
+    [
+        "\n```\nAnything else?",
+        "\n" + plan_json(("uppercase", {"key": "t"})),  # a second plan
+        '[{"capability": "uppercase", "params": {}}]',
+        "\nDone.",
+    ],
+)
+async def test_a_reply_is_one_plan(after: str) -> None:
+    fence = "```json\n" if after.startswith("\n```") else ""
+    reply = fence + plan_json(("reverse", {"key": "t"})) + after
+    result = await Planner(ScriptedProvider([reply], chunk_size=4), SPECS).plan("x")
+    assert not result.success and result.calls == []
+    assert result.error_code is ErrorCode.PLAN_INVALID_FORMAT
+    assert result.error is not None
+    assert "a reply holds one plan, but text follows it" in result.error["message"]
+    # the raw response, up to where it went wrong (the model is stopped there)
+    assert result.raw_response is not None
+    assert reply.startswith(result.raw_response)
+    assert len(result.raw_response) > len(reply) - len(after)
+
+
+async def test_a_streamed_plan_with_text_after_it_fails_at_its_end(session: Session) -> None:
+    reply = plan_json(("reverse", {"key": "a"}), ("uppercase", {"key": "b"}))
+    reply += plan_json(("uppercase", {"key": "c"}))
+    provider = ChunkProvider(pieces_of(reply, 6))
+    async with Planner(provider, SPECS).stream("x", session) as stream:
+        calls = await collect(stream)  # the steps came as they closed
+        assert [c.capability for c in calls] == ["reverse", "uppercase"]
+        result = stream.result
+    assert result is not None and not result.success
+    assert result.error_code is ErrorCode.PLAN_INVALID_FORMAT
+    assert provider.closed and provider.sent < len(pieces_of(reply, 6))  # stopped early
+    [failed] = await session.get_trajectory(entry_types=[EntryType.PLAN_FAILED])
+    assert failed.content["error"] == result.error
+    assert await session.get_trajectory(entry_types=[EntryType.PLAN_CREATED]) == []
 
 
 @pytest.mark.parametrize("reply", ['{"steps": []}', '{"steps":[ ]}\n', "[]"])

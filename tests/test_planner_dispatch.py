@@ -166,6 +166,24 @@ async def test_scripted_cut_off_keeps_dispatched_steps() -> None:
         assert await session.get("text") == "cba"
 
 
+async def test_a_streamed_plan_followed_by_a_second_plan_fails_at_its_end() -> None:
+    reply = json.dumps(PLAN) + "\n" + json.dumps({"steps": [PLAN["steps"][0]]})
+    async with Session() as session, Dispatcher() as dispatcher:
+        dispatcher.register(ReverseAgent())
+        dispatcher.register(UppercaseAgent())
+        await session.set("text", "abc")
+        planner = Planner(ScriptedProvider([reply], chunk_size=8), dispatcher.capability_specs())
+        stream = planner.stream("go", session)
+        result = await dispatcher.dispatch_stream(stream, session)
+        assert result.executed_count == 3 and all(r.success for r in result.results)
+        assert await session.get("text") == "ABC"  # the steps ran as they arrived
+        assert not result.success and result.failed_at == 3
+        assert result.error is not None
+        assert result.error["error_code"] == ErrorCode.PLAN_INVALID_FORMAT.value
+        assert stream.result is not None and stream.result.error == result.error
+        assert len(await session.get_trajectory(entry_types=[EntryType.PLAN_FAILED])) == 1
+
+
 class Commit(Agent):
     """Irreversible: may only run once the whole plan is known to be valid."""
 

@@ -9,6 +9,7 @@ import pytest
 
 import kaizen_async
 import kaizen_async.llm
+import kaizen_async.stores
 import kaizen_async.sync
 import kaizen_async.testing
 from kaizen_async import ErrorCode, KaizenError
@@ -36,6 +37,7 @@ PUBLIC = {
         "LLMError",
         "MailboxStatistics",
         "PersistError",
+        "PersistFileNotFoundError",
         "PlanResult",
         "PlanStream",
         "Planner",
@@ -82,6 +84,15 @@ PUBLIC = {
         "StandInLLMServer",
     ],
     kaizen_async.sync: ["Dispatcher", "Session"],
+    kaizen_async.stores: [
+        "Batch",
+        "MemoryStore",
+        "SQLiteStore",
+        "SessionInfo",
+        "SessionStore",
+        "StoreStatistics",
+        "StoredSession",
+    ],
 }
 
 
@@ -105,6 +116,10 @@ def test_every_error_is_a_kaizen_error_with_a_code() -> None:
     assert issubclass(kaizen_async.KaizenValidationError, ValueError)
     assert issubclass(kaizen_async.KaizenNotFoundError, KeyError)
     assert issubclass(kaizen_async.KaizenTypeError, TypeError)
+    assert issubclass(kaizen_async.PersistFileNotFoundError, kaizen_async.PersistError)
+    assert issubclass(kaizen_async.PersistFileNotFoundError, FileNotFoundError)
+    # a malformed capability call is bad input like any other
+    assert issubclass(kaizen_async.DispatchError, kaizen_async.KaizenValidationError)
 
 
 def test_original_vocabulary_is_kept() -> None:

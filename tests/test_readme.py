@@ -1,7 +1,12 @@
-"""The README's examples run as written (each in a fresh interpreter, in a temp dir)."""
+"""The README's examples run as written (each in a fresh interpreter, in a temp dir).
+
+The interpreter imports this checkout's ``kaizen_async`` and ``agents`` (``PYTHONPATH``),
+whichever checkout the editable install points at.
+"""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -9,7 +14,12 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+ENV = {
+    **os.environ,
+    "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+}
 
 
 def _examples() -> dict[str, str]:
@@ -37,7 +47,12 @@ def test_readme_install_and_test_commands() -> None:
 def test_quick_start_runs_as_written(name: str, tmp_path: Path) -> None:
     code = _examples()[name]
     done = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "DLROW OLLEH"
@@ -54,6 +69,7 @@ def test_quick_start_runs_as_written(name: str, tmp_path: Path) -> None:
             "anyio.run(main)\n",
         ],
         cwd=tmp_path,
+        env=ENV,
         capture_output=True,
         text=True,
         timeout=120,
@@ -62,3 +78,44 @@ def test_quick_start_runs_as_written(name: str, tmp_path: Path) -> None:
     text, count = check.stdout.strip().rsplit(maxsplit=1)
     assert text == "DLROW OLLEH"
     assert int(count) == 14  # created, set, 2 x 5 step entries, saved, loaded
+
+
+def test_quick_starts_run_one_after_the_other_in_one_directory(tmp_path: Path) -> None:
+    """A new user runs both examples (or one twice) in one directory: the second run's
+    session replaces the first one's file instead of failing with persist_conflict."""
+    for name in ["quick start", "blocking quick start"]:
+        done = subprocess.run(
+            [sys.executable, "-c", _examples()[name]],
+            cwd=tmp_path,
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+
+
+def test_blocking_quick_start_closes_what_it_opens(tmp_path: Path) -> None:
+    """Every blocking Session/Dispatcher the example makes is closed when it ends (not left
+    for garbage collection or interpreter exit to close)."""
+    code = _examples()["blocking quick start"]
+    probe = (
+        "import gc\n"
+        "gc.disable()\n"
+        "namespace = {}\n"
+        f"exec(compile({code!r}, 'example', 'exec'), namespace)\n"
+        "from kaizen_async.sync import _Resource\n"
+        "made = [o for o in gc.get_objects() if isinstance(o, _Resource)]\n"
+        "print(len(made), sum(not o.closed for o in made))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=tmp_path,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    made, still_open = map(int, done.stdout.strip().splitlines()[-1].split())
+    assert made == 2 and still_open == 0

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kaizen_async import EntryType, KaizenError, Session
+from kaizen_async import EntryType, ErrorCode, KaizenError, PersistError, Session
 
 json_values = st.recursive(
     st.none()
@@ -44,12 +44,14 @@ async def _run(ops: list[tuple[Any, ...]], directory: Path) -> None:
 
     ``fork`` and ``save_load`` switch to the forked or reloaded session and carry on there,
     so later ops also exercise a forked or loaded session (and save_load always saves to
-    the same file: incremental saves).
+    the same file: incremental saves; a fork's first save there is a conflict until it
+    overwrites the file of the session it forked from).
     """
     model: dict[str, Any] = {}
     history: list[dict[str, Any]] = [{}]  # history[v] = state right after version v
     artifacts: dict[str, bytes] = {}
     path = directory / "s.kaizen"
+    forked = False  # the file (if any) holds another session than `current`
     async with AsyncExitStack() as stack:
         current = await stack.enter_async_context(Session())
         for op in ops:
@@ -75,9 +77,15 @@ async def _run(ops: list[tuple[Any, ...]], directory: Path) -> None:
                 length = await current.get_trajectory_length()
                 current = await stack.enter_async_context(await current.fork())
                 assert await current.get_trajectory_length() == length + 1
+                forked = path.exists()
             elif kind == "save_load":
                 length = await current.get_trajectory_length()
-                await current.save(path)
+                if forked:
+                    with pytest.raises(PersistError) as info:
+                        await current.save(path)
+                    assert info.value.code is ErrorCode.PERSIST_CONFLICT
+                await current.save(path, overwrite=forked)
+                forked = False
                 current = await stack.enter_async_context(Session.load(path))
                 assert await current.get_trajectory_length() == length + 2  # saved, loaded
             assert await current.get_all_state() == model

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import gc
+import time
+import tracemalloc
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +20,7 @@ from kaizen_async import (
     SessionClosedError,
     StateKeyNotFoundError,
 )
-from kaizen_async.sync import Dispatcher, Session
+from kaizen_async.sync import Dispatcher, Session, _runtime
 
 
 def test_session_round_trip(tmp_path: Path) -> None:
@@ -54,13 +58,13 @@ def test_dispatcher_on_sync_sessions() -> None:
         result = dispatcher.dispatch_sequence(
             [
                 {"capability": "reverse", "params": {"key": "text"}},
-                {"capability": "nope", "params": {}},
+                {"capability": "reverse", "params": {"key": "nope"}},  # fails when run
             ],
             session,
             plan_id="p",
         )
         assert result.failed_at == 1
-        assert result.error["error_code"] == ErrorCode.DISPATCH_NO_AGENT_FOR_CAPABILITY.value  # type: ignore[index]
+        assert result.error["error_code"] == ErrorCode.AGENT_INVALID_PARAMS.value  # type: ignore[index]
         assert session.get("text") == "cba"
         resumed = dispatcher.resume_sequence(
             [{"capability": "reverse", "params": {"key": "text"}}], session, plan_id="p"
@@ -99,3 +103,66 @@ def test_sync_dispatch_stream_reads_calls_lazily() -> None:
         result = dispatcher.dispatch_stream(calls(), session, plan_id="p")
         assert result.success and result.executed_count == 3
     assert seen == ["abc", "cba", "abc"]  # each call produced after the previous step ran
+
+
+def _dead_after_gc(refs: list[weakref.ref[Any]], wait: float = 10.0) -> bool:
+    """Whether every referent is gone, collecting garbage for up to ``wait`` seconds."""
+    deadline = time.monotonic() + wait
+    while True:
+        gc.collect()
+        if all(ref() is None for ref in refs):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+
+
+def test_unclosed_objects_are_closed_and_reclaimed_when_collected() -> None:
+    tracemalloc.start()
+    try:
+        Session().close()  # the loop thread and its first allocations exist before measuring
+        gc.collect()
+        before = tracemalloc.get_traced_memory()[0]
+        refs: list[weakref.ref[Any]] = []
+        for n in range(400):
+            session = Session()
+            session.set("k", n)
+            refs.append(weakref.ref(session.async_session))
+        for _ in range(10):
+            dispatcher = Dispatcher()
+            dispatcher.register(ReverseAgent())
+            refs.append(weakref.ref(dispatcher._inner))
+        del session, dispatcher
+        assert _dead_after_gc(refs)
+        growth = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    # unreclaimed, 400 sessions hold about 10 MB
+    assert growth < 2_000_000, growth
+
+
+def test_a_collected_session_is_closed_not_just_dropped() -> None:
+    session = Session()
+    session.set("k", 1)
+    inner = session.async_session
+    del session
+    gc.collect()
+    with pytest.raises(SessionClosedError):
+        _runtime().call(inner.get, "k")
+
+
+def test_an_object_dropped_on_the_loop_thread_is_closed_without_deadlock() -> None:
+    holder = [Session()]
+    ref = weakref.ref(holder[0].async_session)
+    _runtime().call(holder.clear)  # the last reference goes away on the loop thread
+    assert _dead_after_gc([ref])
+
+
+def test_closed_property_and_double_close() -> None:
+    session = Session()
+    assert not session.closed
+    session.close()
+    session.close()
+    assert session.closed
+    with pytest.raises(SessionClosedError):
+        session.set("k", 1)

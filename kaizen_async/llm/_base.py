@@ -10,7 +10,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from typing import TYPE_CHECKING, Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -75,7 +76,11 @@ def normalize_messages(prompt: str | list[Message], system: str | None = None) -
 
 
 class LLMProvider(ABC):
-    """Base of all providers. Subclasses implement :meth:`stream`; ``complete`` collects it."""
+    """Base of all providers. Subclasses implement :meth:`stream`; ``complete`` collects it.
+
+    Every provider is an async context manager (``async with provider:`` closes it on exit),
+    so one can stand in for another: a provider holding nothing closes as a no-op.
+    """
 
     #: short provider name used in errors and records ("ollama", "openai_compat", ...)
     name: str = "llm"
@@ -83,6 +88,21 @@ class LLMProvider(ABC):
     @property
     @abstractmethod
     def model_name(self) -> str: ...
+
+    async def aclose(self) -> None:
+        """Release what the provider holds (an HTTP client, say); by default nothing."""
+        return None
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
 
     def stream(
         self,

@@ -1,7 +1,12 @@
 """HTTP plumbing shared by the network providers (Ollama and OpenAI-compatible).
 
-The owned ``httpx.AsyncClient``, the overall deadline, a byte-level line reader, and the
-mapping of every transport failure to one :class:`LLMError` (``details["kind"]`` says which).
+The owned ``httpx.AsyncClient``, the overall deadline, a byte-level line reader, the bound
+on what one response may hold, and the mapping of every transport failure to one
+:class:`LLMError` (``details["kind"]`` says which).
+
+Every body is read with a bound (``max_response_bytes``): a server that sends more, or one
+line that never ends, is an :class:`LLMError` of kind ``"too_large"`` and the connection is
+closed, instead of memory growing with whatever the server sends.
 
 Lines are split on ``\\n`` in the raw bytes, not with ``httpx``'s ``aiter_lines``: that one
 splits like ``str.splitlines`` (also on U+0085, U+2028, U+2029), characters that JSON allows
@@ -16,23 +21,34 @@ import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Mapping
 from contextlib import asynccontextmanager
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import httpx
 import orjson
 
-from .._exceptions import LLMError
+from .._exceptions import KaizenValidationError, LLMError
 from ._base import LLMProvider
 
 if TYPE_CHECKING:
     pass
 
-__all__ = ["HTTPProvider", "LineReader", "body_error_text", "error_text"]
+__all__ = [
+    "DEFAULT_MAX_RESPONSE_BYTES",
+    "HTTPProvider",
+    "LineReader",
+    "body_error_text",
+    "error_text",
+]
+
+#: default bound of one response body, so also of one line or event of it: 4 MiB is
+#: some 30,000 tokens of Ollama's NDJSON (about 130 bytes a token), far more than a plan
+DEFAULT_MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 
 _USER_AGENT = "kaizen-async"
 _MAX_ERROR_TEXT = 2000
+#: how much of an HTTP error body is read for its message (the rest is not read)
+_MAX_ERROR_BODY = 64 * 1024
 _DRAIN_SECONDS = 0.25
 _SSE_BREAK = re.compile(rb"\r\n|\r|\n")
 _T = TypeVar("_T")
@@ -76,6 +92,9 @@ class LineReader:
 
     ``sse=True`` also ends lines at a lone ``\\r`` (the SSE rule); otherwise lines end at
     ``\\n`` with a trailing ``\\r`` dropped. A last line without a newline is returned too.
+    A body longer than the provider's ``max_response_bytes`` is an :class:`LLMError`
+    (kind ``"too_large"``) as soon as the bytes past it arrive; since a line or an event is
+    part of the body, that bounds them too (a line that never ends included).
     """
 
     def __init__(
@@ -94,6 +113,8 @@ class LineReader:
         self._pending: list[bytes] = []
         self._lines: deque[bytes] = deque()
         self._eof = False
+        self._received = 0
+        self._limit = provider.max_response_bytes
 
     async def next_line(self) -> str | None:
         """The next line (without its ending), or None at the end of the body."""
@@ -110,6 +131,9 @@ class LineReader:
                     self._lines.append(self._buffer)
                 self._buffer = b""
             else:
+                self._received += len(data)
+                if self._received > self._limit:
+                    raise self._provider.too_large()
                 self._split(data)
         return self._lines.popleft().decode("utf-8", errors="replace")
 
@@ -171,7 +195,18 @@ class HTTPProvider(LLMProvider):
         total_timeout: float | None,
         client: httpx.AsyncClient | None,
         headers: Mapping[str, str] | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
+        if (
+            not isinstance(max_response_bytes, int)
+            or isinstance(max_response_bytes, bool)
+            or max_response_bytes < 1
+        ):
+            raise KaizenValidationError(
+                f"max_response_bytes must be a positive int, got {max_response_bytes!r}"
+            )
+        #: the most bytes one response body may have (so also one line or event of it)
+        self.max_response_bytes = max_response_bytes
         self._base_url = base_url.rstrip("/")
         self._model = model
         self._read_timeout = timeout
@@ -203,17 +238,6 @@ class HTTPProvider(LLMProvider):
             client, self._client = self._client, None
             await client.aclose()
 
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
     # -- plumbing ------------------------------------------------------------------------
 
     def deadline(self) -> float | None:
@@ -237,6 +261,33 @@ class HTTPProvider(LLMProvider):
         """An :class:`LLMError` of this provider; ``kind`` goes into ``details``."""
         details = {"kind": kind, "url": self._base_url, "model": self._model}
         return LLMError(message, provider=self.name, status=status, details=details)
+
+    def too_large(self) -> LLMError:
+        """The :class:`LLMError` for a body longer than ``max_response_bytes``."""
+        error = self.error(
+            f"{self.label} at {self._base_url} sent more than max_response_bytes="
+            f"{self.max_response_bytes} bytes in one response; the rest was not read",
+            kind="too_large",
+        )
+        error.details["max_response_bytes"] = self.max_response_bytes
+        return error
+
+    async def read_body(self, response: httpx.Response, *, error_body: bool = False) -> bytes:
+        """The body of ``response``, read with a bound: past ``max_response_bytes`` it is a
+        ``too_large`` :class:`LLMError`; an error body (``error_body``) is cut short instead,
+        since only its message is wanted."""
+        limit = _MAX_ERROR_BODY if error_body else self.max_response_bytes
+        parts: list[bytes] = []
+        size = 0
+        async for data in response.aiter_bytes():
+            size += len(data)
+            if size > limit:
+                if not error_body:
+                    raise self.too_large()
+                parts.append(data[: len(data) - (size - limit)])
+                break
+            parts.append(data)
+        return b"".join(parts)
 
     def transport_error(self, exc: httpx.HTTPError | httpx.InvalidURL | OSError) -> LLMError:
         """The :class:`LLMError` for a failure below HTTP (connect, drop, timeout)."""
@@ -301,7 +352,7 @@ class HTTPProvider(LLMProvider):
         response = await self.within(deadline, client.send(request, stream=True))
         try:
             if not response.is_success:
-                raw = await self.within(deadline, response.aread())
+                raw = await self.within(deadline, self.read_body(response, error_body=True))
                 raise self.status_error(response.status_code, raw)
             yield response
         finally:
@@ -316,21 +367,28 @@ class HTTPProvider(LLMProvider):
         """
         client = self._http()
         request_timeout = httpx.Timeout(self.probe_timeout) if probe else self._timeout
+        deadline = self.deadline()
         try:
-            response = await self.within(
-                self.deadline(),
-                client.get(self._base_url + path, headers=self._headers, timeout=request_timeout),
+            request = client.build_request(
+                "GET", self._base_url + path, headers=self._headers, timeout=request_timeout
             )
+            response = await self.within(deadline, client.send(request, stream=True))
+            try:
+                failed = response.status_code >= 400
+                body = await self.within(deadline, self.read_body(response, error_body=failed))
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await response.aclose()
         except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
             raise self.transport_error(exc) from exc
-        if response.status_code >= 400:
-            raise self.status_error(response.status_code, response.content)
+        if failed:
+            raise self.status_error(response.status_code, body)
         try:
-            return orjson.loads(response.content)
+            return orjson.loads(body)
         except orjson.JSONDecodeError:
+            text = body[:200].decode("utf-8", errors="replace")
             raise self.error(
-                f"{self.label} at {self._base_url} answered {path} with non-JSON: "
-                f"{response.text[:200]!r}",
+                f"{self.label} at {self._base_url} answered {path} with non-JSON: {text!r}",
                 kind="protocol",
             ) from None
 

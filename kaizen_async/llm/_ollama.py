@@ -16,7 +16,13 @@ from ._base import LLMChunk, LLMResponse, Message
 if TYPE_CHECKING:
     pass
 
-from ._http import HTTPProvider, LineReader, body_error_text, error_text
+from ._http import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    HTTPProvider,
+    LineReader,
+    body_error_text,
+    error_text,
+)
 
 __all__ = ["DEFAULT_OLLAMA_URL", "OllamaProvider", "resolve_ollama_url"]
 
@@ -53,6 +59,9 @@ class OllamaProvider(HTTPProvider):
             level (``"low"|"medium"|"high"``).
         client: an ``httpx.AsyncClient`` to use (left open); by default the provider owns one,
             closed by :meth:`aclose` or ``async with``.
+        max_response_bytes: the most bytes one response body may have (so also one line or
+            event of it); past it the call fails with an :class:`LLMError` of kind
+            ``"too_large"`` and the connection is closed. Default 4 MiB.
     """
 
     name = "ollama"
@@ -69,6 +78,7 @@ class OllamaProvider(HTTPProvider):
         keep_alive: str | float | None = "10m",
         think: bool | str = False,
         client: httpx.AsyncClient | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         super().__init__(
             base_url=resolve_ollama_url(base_url),
@@ -77,6 +87,7 @@ class OllamaProvider(HTTPProvider):
             connect_timeout=connect_timeout,
             total_timeout=total_timeout,
             client=client,
+            max_response_bytes=max_response_bytes,
         )
         self._keep_alive = keep_alive
         self._think = think

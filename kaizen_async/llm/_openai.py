@@ -17,7 +17,13 @@ import httpx
 
 from .._exceptions import LLMError
 from ._base import LLMChunk, LLMResponse, Message
-from ._http import HTTPProvider, LineReader, body_error_text, error_text
+from ._http import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    HTTPProvider,
+    LineReader,
+    body_error_text,
+    error_text,
+)
 
 if TYPE_CHECKING:
     pass
@@ -41,6 +47,9 @@ class OpenAICompatProvider(HTTPProvider):
         connect_timeout: the longest wait (s) for the TCP connection.
         total_timeout: an optional bound (s) on a whole exchange.
         client: an ``httpx.AsyncClient`` to use (left open); by default the provider owns one.
+        max_response_bytes: the most bytes one response body may have (so also one line or
+            event of it); past it the call fails with an :class:`LLMError` of kind
+            ``"too_large"`` and the connection is closed. Default 4 MiB.
     """
 
     name = "openai_compat"
@@ -58,6 +67,7 @@ class OpenAICompatProvider(HTTPProvider):
         connect_timeout: float | None = 5.0,
         total_timeout: float | None = None,
         client: httpx.AsyncClient | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         base = base_url.strip().rstrip("/")
         if "://" not in base:
@@ -72,6 +82,7 @@ class OpenAICompatProvider(HTTPProvider):
             connect_timeout=connect_timeout,
             total_timeout=total_timeout,
             client=client,
+            max_response_bytes=max_response_bytes,
             headers=headers,
         )
         self._endpoint = endpoint if endpoint.startswith("/") else "/" + endpoint

@@ -10,9 +10,14 @@ Replies are small dataclasses:
 
 - :class:`OllamaReply`: Ollama's ``/api/chat`` NDJSON stream (``message.content`` pieces,
   ``thinking`` pieces, the ``done:true`` line with ``done_reason`` and metrics), written
-  the way Ollama's Go server writes JSON.
+  the way Ollama's Go server writes JSON; to a request saying ``"stream": false``, one JSON
+  object instead (``done:true``, the content and thinking accumulated, metrics).
 - :class:`OpenAIReply`: the OpenAI-compatible SSE stream (role chunk with
-  ``content:null``, content deltas, finish chunk, usage chunk, ``[DONE]``, error events).
+  ``content:null``, content deltas, finish chunk, usage chunk, ``[DONE]``, error events)
+  when the request says ``"stream": true``; otherwise one ``chat.completion`` object
+  (``choices[0].message``, ``finish_reason``, ``usage``).
+
+Raw ``lines`` / ``events`` are always sent as scripted, streamed.
 - :class:`ErrorReply`: an HTTP error before any streaming (``404 {"error": ...}``).
 - :class:`RawReply`: arbitrary chunked body bytes; :class:`HangupReply`: no answer at all.
 
@@ -315,7 +320,66 @@ def _requested_model(request: RecordedRequest) -> str:
     return model if isinstance(model, str) else "stand-in"
 
 
+def _wants_stream(request: RecordedRequest, *, default: bool) -> bool:
+    """The request's ``stream`` flag (Ollama streams unless told not to; OpenAI only when
+    asked to)."""
+    body = request.json
+    stream = body.get("stream", default) if isinstance(body, dict) else default
+    return stream if isinstance(stream, bool) else default
+
+
+def _single(
+    status: int, body: bytes, streamed: _Plan, reply_drop: bool, first_byte_delay: float
+) -> _Plan:
+    """One JSON body answering a request that said ``"stream": false``.
+
+    The body completes every label the streamed reply would have sent (``content:i``,
+    ``done``, ...) plus ``body``; a dropped reply sends half of it and closes.
+    """
+    labels = [(b"", label) for _, label in streamed.units if label]
+    return _Plan(
+        status,
+        "application/json; charset=utf-8",
+        [(body, "body"), *labels],
+        streamed.content,
+        first_byte_delay=first_byte_delay,
+        chunked=False,
+        drop=body if reply_drop else None,
+    )
+
+
+def _ollama_single(reply: OllamaReply, model: str, streamed: _Plan) -> _Plan:
+    """Ollama's ``"stream": false`` answer: the ``done:true`` object with everything
+    accumulated (content, thinking), or a status 500 ``{"error": ...}``."""
+    if reply.error is not None:
+        body = _go_json({"error": reply.error})
+        return _single(500, body, streamed, False, reply.first_byte_delay)
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": "".join(reply.pieces) + reply.done_content,
+    }
+    if reply.thinking:
+        message["thinking"] = "".join(reply.thinking)
+    metrics = dict(reply.metrics) if reply.metrics is not None else _ollama_metrics(reply)
+    obj = {
+        "model": model,
+        "created_at": _now_rfc3339(),
+        "message": message,
+        "done": True,
+        "done_reason": reply.done_reason,
+        **metrics,
+    }
+    return _single(200, _go_json(obj), streamed, reply.drop, reply.first_byte_delay)
+
+
 def _ollama_plan(reply: OllamaReply, request: RecordedRequest) -> _Plan:
+    streamed = _ollama_stream_plan(reply, request)
+    if reply.lines is None and not _wants_stream(request, default=True):
+        return _ollama_single(reply, reply.model or _requested_model(request), streamed)
+    return streamed
+
+
+def _ollama_stream_plan(reply: OllamaReply, request: RecordedRequest) -> _Plan:
     model = reply.model or _requested_model(request)
     units: list[tuple[bytes, str | None]] = []
     content: list[tuple[str, str]] = []
@@ -378,7 +442,54 @@ def _ollama_metrics(reply: OllamaReply) -> dict[str, int]:
     }
 
 
+def _openai_usage(reply: OpenAIReply) -> Mapping[str, int] | None:
+    if reply.usage is _AUTO:
+        return {
+            "prompt_tokens": 9,
+            "completion_tokens": len(reply.pieces),
+            "total_tokens": 9 + len(reply.pieces),
+        }
+    return reply.usage
+
+
+def _openai_single(reply: OpenAIReply, model: str, streamed: _Plan) -> _Plan:
+    """An OpenAI-compatible answer without ``"stream": true``: one ``chat.completion``
+    object, or a status 500 ``{"error": {...}}``."""
+    if reply.error is not None:
+        error = (
+            dict(reply.error)
+            if isinstance(reply.error, Mapping)
+            else {"message": reply.error, "type": "api_error", "param": None, "code": None}
+        )
+        return _single(500, _go_json({"error": error}), streamed, False, reply.first_byte_delay)
+    obj: dict[str, Any] = {
+        "id": "chatcmpl-standin",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": "fp_ollama",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "".join(reply.pieces)},
+                "finish_reason": reply.finish_reason,
+            }
+        ],
+    }
+    usage = _openai_usage(reply)
+    if usage is not None:
+        obj["usage"] = dict(usage)
+    return _single(200, _go_json(obj), streamed, reply.drop, reply.first_byte_delay)
+
+
 def _openai_plan(reply: OpenAIReply, request: RecordedRequest) -> _Plan:
+    streamed = _openai_stream_plan(reply, request)
+    if reply.events is None and not _wants_stream(request, default=False):
+        return _openai_single(reply, reply.model or _requested_model(request), streamed)
+    return streamed
+
+
+def _openai_stream_plan(reply: OpenAIReply, request: RecordedRequest) -> _Plan:
     model = reply.model or _requested_model(request)
     nl = reply.newline.encode()
     units: list[tuple[bytes, str | None]] = []
@@ -404,13 +515,7 @@ def _openai_plan(reply: OpenAIReply, request: RecordedRequest) -> _Plan:
     def delta(d: dict[str, Any], finish: str | None = None) -> list[dict[str, Any]]:
         return [{"index": 0, "delta": d, "finish_reason": finish}]
 
-    usage = reply.usage
-    if usage is _AUTO:
-        usage = {
-            "prompt_tokens": 9,
-            "completion_tokens": len(reply.pieces),
-            "total_tokens": 9 + len(reply.pieces),
-        }
+    usage = _openai_usage(reply)
     drop = None
     if reply.events is not None:
         for i, raw in enumerate(reply.events):
@@ -780,6 +885,11 @@ class StandInLLMServer:
         if not plan.chunked:
             body = b"".join(data for data, _ in plan.units)
             head.append(f"Content-Length: {len(body)}")
+            if plan.drop is not None:  # announce the whole body, send half of it, hang up
+                await send(("\r\n".join(head) + "\r\n\r\n").encode() + body[: len(body) // 2])
+                exchange.dropped = True
+                exchange._mark(["drop"], time.perf_counter())
+                return
             exchange._final_in_flight = True
             await send(("\r\n".join(head) + "\r\n\r\n").encode() + body)
             exchange.chunk_sizes.append(len(body))

@@ -1,0 +1,363 @@
+"""``SQLiteStore``: many sessions in one SQLite database file (stdlib ``sqlite3`` only).
+
+Writes: one writer task per store (see :mod:`._group_commit`) takes every queued batch,
+of all sessions, and commits them in ONE transaction through one worker-thread call
+(WAL, ``synchronous=FULL``: durable when the call returns), then answers each caller.
+Each batch is applied behind a guarded update of its session row (``WHERE head_seq = ?
+AND head_hash = ?``): a batch that does not continue the stored head fails alone with
+``persist_conflict`` and writes nothing. A transaction that fails (disk full, read-only
+database, I/O error) is rolled back whole and every batch in it fails with
+``persist_commit_failed``; the writer then reopens its connection, so the store works
+again once the fault is gone.
+
+Reads run on a small pool of read connections in worker threads, concurrently with the
+writer (WAL readers see the last committed state and never block it); a read that spans
+several statements (``load``, ``read``) runs in one read transaction: one snapshot.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from collections.abc import Callable, Collection, Mapping
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import anyio
+from anyio.abc import TaskGroup
+
+from .._actor import exit_task_group
+from .._exceptions import (
+    ErrorCode,
+    KaizenError,
+    KaizenValidationError,
+    PersistError,
+)
+from .._storage import Batch, SessionInfo, StoredSession, StoreStatistics
+from .._trajectory import Record
+from . import _sqlite_reads as reads
+from ._common import (
+    check_batch,
+    check_entry_types,
+    check_limit,
+    check_metadata,
+    check_optional_text,
+    check_range,
+    check_session_id,
+    closed_error,
+    now,
+)
+from ._group_commit import GroupCommitter, Outcome, Write
+from ._sqlite_schema import configure, migrate, storage_error
+from ._sqlite_writes import DELETE_SESSION, Staged, stage_commit, stage_create
+
+__all__ = ["SQLiteStore"]
+
+_T = TypeVar("_T")
+
+
+class SQLiteStore:
+    """A durable :class:`~kaizen_async.stores.SessionStore` in one SQLite file.
+
+    Args:
+        path: the database file (created with its schema when missing or empty).
+        readers: read connections (reads beyond this many wait for one to be free).
+        busy_timeout: seconds a connection waits for another process's lock.
+
+    Entering opens (creating or migrating) the database and starts the writer; leaving
+    commits what is queued, then closes. Opening raises :class:`SessionCorruptedError`
+    for a file that is not an SQLite database or not a session store, and
+    :class:`SchemaMismatchError` for a store of a newer schema version.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, readers: int = 4, busy_timeout: float = 5.0
+    ) -> None:
+        if not isinstance(readers, int) or isinstance(readers, bool) or readers < 1:
+            raise KaizenValidationError("readers must be an int >= 1")
+        if not isinstance(busy_timeout, int | float) or busy_timeout < 0:
+            raise KaizenValidationError("busy_timeout must be a number of seconds >= 0")
+        self.path = os.fspath(path)
+        self._reader_count = readers
+        self._busy_timeout = float(busy_timeout)
+        self._writer: sqlite3.Connection | None = None
+        self._readers: list[sqlite3.Connection] = []
+        self._reader_slots: anyio.Semaphore | None = None
+        self._committer = GroupCommitter(self._transact)
+        self._task_group: TaskGroup | None = None
+        self._open = False
+        #: test seam: called with the writer connection in the writer thread before each
+        #: transaction (fault injection: ``PRAGMA max_page_count``, ``query_only``)
+        self._writer_hook: Callable[[sqlite3.Connection], None] | None = None
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self.path!r})"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        if self._open:
+            raise PersistError(f"{self!r} is already open", code=ErrorCode.PERSIST_LOAD_FAILED)
+        writer, readers = await anyio.to_thread.run_sync(self._open_sync)
+        try:
+            task_group = anyio.create_task_group()
+            await task_group.__aenter__()
+        except BaseException:  # cancelled while opening: leave nothing open
+            _close_all([writer, *readers])
+            raise
+        self._writer, self._readers = writer, readers
+        self._reader_slots = anyio.Semaphore(len(readers))
+        self._committer.open()
+        task_group.start_soon(self._committer.run, name=f"writer of {self!r}")
+        self._task_group = task_group
+        self._open = True
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        task_group = self._task_group
+        if task_group is None:
+            return None
+        self._task_group = None
+        self._committer.close()
+        try:
+            return await exit_task_group(task_group, exc_type, exc, tb)
+        finally:
+            self._open = False
+            with anyio.CancelScope(shield=True):
+                slots = self._reader_slots
+                if slots is not None:  # wait for reads in flight to give their connection back
+                    for _ in range(self._reader_count):
+                        await slots.acquire()
+                connections = [c for c in [self._writer, *self._readers] if c is not None]
+                self._writer, self._readers = None, []
+                await anyio.to_thread.run_sync(_close_all, connections)
+
+    def _open_sync(self) -> tuple[sqlite3.Connection, list[sqlite3.Connection]]:
+        opened: list[sqlite3.Connection] = []
+        try:
+            writer = self._connect()
+            opened.append(writer)
+            migrate(writer, self.path)
+            for _ in range(self._reader_count):
+                reader = self._connect()
+                opened.append(reader)
+                reader.execute("PRAGMA query_only = 1")
+            return writer, opened[1:]
+        except BaseException as exc:
+            _close_all(opened)
+            if isinstance(exc, sqlite3.Error):
+                raise storage_error(
+                    exc, self.path, ErrorCode.PERSIST_LOAD_FAILED, "cannot open the store"
+                ) from None
+            raise
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=self._busy_timeout,
+            cached_statements=256,
+        )
+        try:
+            configure(conn, self._busy_timeout)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    # -- writes ------------------------------------------------------------------------------
+
+    async def create(
+        self,
+        batch: Batch,
+        *,
+        max_artifact_size: int,
+        workspace_path: str | None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> SessionInfo:
+        """Create the session ``batch.session_id`` from its first records (durable on
+        return); :class:`~kaizen_async.SessionExistsError` if the id is taken."""
+        check_batch(batch, create=True)
+        meta = check_metadata(metadata)
+        if (
+            not isinstance(max_artifact_size, int)
+            or isinstance(max_artifact_size, bool)
+            or max_artifact_size < 0
+        ):
+            raise KaizenValidationError("max_artifact_size must be a non-negative int")
+        workspace = check_optional_text(
+            None if workspace_path is None else str(workspace_path), "workspace_path"
+        )
+        info: SessionInfo = await self._committer.submit(
+            "create", (batch, max_artifact_size, workspace, meta.decode())
+        )
+        return info
+
+    async def commit(self, batch: Batch) -> None:
+        """Append ``batch`` once it is durable, grouped with whatever else is queued.
+
+        Raises ``persist_conflict`` when the batch does not continue the stored head,
+        :class:`~kaizen_async.SessionNotFoundError` for an unknown session, and
+        ``persist_commit_failed`` when the transaction failed (nothing of it is stored).
+        """
+        check_batch(batch)
+        await self._committer.submit("commit", batch)
+
+    async def delete(self, session_id: str) -> bool:
+        """Remove a session, its entries and the blobs no other session uses."""
+        check_session_id(session_id)
+        deleted: bool = await self._committer.submit("delete", session_id)
+        return deleted
+
+    async def _transact(self, writes: list[Write]) -> tuple[bool, list[Outcome]]:
+        return await anyio.to_thread.run_sync(self._transact_sync, writes)
+
+    def _transact_sync(self, writes: list[Write]) -> tuple[bool, list[Outcome]]:
+        """One transaction for all ``writes`` (runs in a worker thread)."""
+        outcomes: list[Outcome] = [None] * len(writes)
+        conn = self._writer
+        try:
+            if conn is None:  # the previous transaction failed: start afresh
+                conn = self._writer = self._connect()
+            if self._writer_hook is not None:
+                self._writer_hook(conn)
+            stamp = now()
+            staged = Staged()
+            conn.execute("BEGIN IMMEDIATE")
+            for index, (kind, payload) in enumerate(writes):
+                if kind == "commit":
+                    outcomes[index] = stage_commit(conn, payload, stamp, staged)
+                elif kind == "create":
+                    outcomes[index] = stage_create(conn, payload, stamp, staged)
+                else:
+                    staged.flush(conn)  # rows of earlier batches go in before the delete
+                    outcomes[index] = conn.execute(DELETE_SESSION[0], (payload,)).rowcount > 0
+                    if outcomes[index]:
+                        for statement in DELETE_SESSION[1:]:
+                            conn.execute(statement, (payload,))
+            staged.flush(conn)
+            conn.execute("COMMIT")
+            return True, outcomes
+        except Exception as exc:
+            self._abandon_writer()
+            if isinstance(exc, sqlite3.Error):
+                error: KaizenError = storage_error(
+                    exc, self.path, ErrorCode.PERSIST_COMMIT_FAILED, "the commit failed"
+                )
+                if not isinstance(error, PersistError):  # a damaged file fails commits too
+                    error = PersistError(
+                        error.message,
+                        code=ErrorCode.PERSIST_COMMIT_FAILED,
+                        details=error.details,
+                    )
+            else:
+                error = PersistError(
+                    f"the commit failed ({self.path}): {exc!r}",
+                    code=ErrorCode.PERSIST_COMMIT_FAILED,
+                )
+            return False, [o if isinstance(o, KaizenError) else error for o in outcomes]
+
+    def _abandon_writer(self) -> None:
+        """Roll back and drop the writer connection; the next transaction reconnects."""
+        conn, self._writer = self._writer, None
+        if conn is None:
+            return
+        try:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # closing without COMMIT discards the transaction anyway
+        _close_all([conn])
+
+    # -- reads -------------------------------------------------------------------------------
+
+    async def _read(self, fn: Callable[..., _T], *args: Any) -> _T:
+        slots = self._reader_slots
+        if not self._open or slots is None:
+            raise closed_error(ErrorCode.PERSIST_LOAD_FAILED)
+        async with slots:
+            conn = self._readers.pop()
+            try:
+                return await anyio.to_thread.run_sync(self._read_sync, fn, conn, *args)
+            finally:
+                self._readers.append(conn)
+
+    def _read_sync(self, fn: Callable[..., _T], conn: sqlite3.Connection, *args: Any) -> _T:
+        try:
+            return fn(conn, *args)
+        except sqlite3.Error as exc:
+            raise storage_error(
+                exc, self.path, ErrorCode.PERSIST_LOAD_FAILED, "the read failed"
+            ) from None
+        finally:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+
+    async def load(self, session_id: str, *, tail: int = 256) -> StoredSession:
+        """The session's state, head and newest ``tail`` records, as one snapshot; the
+        tail is checked (seqs, hash chain, head) and every row validated."""
+        check_session_id(session_id)
+        wanted = check_limit(tail, "tail") or 0
+        return await self._read(reads.load, session_id, wanted)
+
+    async def read(
+        self,
+        session_id: str,
+        *,
+        since_seq: int = 0,
+        until_seq: int | None = None,
+        entry_types: Collection[str] | None = None,
+        agent_id: str | None = None,
+        limit: int | None = None,
+        newest: bool = False,
+    ) -> list[Record]:
+        """Committed records with ``since_seq < seq <= until_seq``, filtered, oldest first.
+
+        ``limit`` keeps the first ``limit`` matches (the last ones with ``newest=True``).
+        The filters run in SQL over the session's key range (no extra index is kept, so
+        appends stay cheap).
+        """
+        check_session_id(session_id)
+        since, until = check_range(since_seq, until_seq)
+        kinds = check_entry_types(entry_types)
+        count = check_limit(limit)
+        check_optional_text(agent_id, "agent_id")
+        return await self._read(
+            reads.read_entries, session_id, since, until, kinds, agent_id, count, bool(newest)
+        )
+
+    async def read_blob(self, digest: str) -> bytes:
+        """Artifact data by SHA-256 digest, checked against it."""
+        return await self._read(reads.read_blob, digest)
+
+    async def info(self, session_id: str) -> SessionInfo:
+        check_session_id(session_id)
+        return await self._read(reads.info, session_id)
+
+    async def list_sessions(
+        self, *, limit: int | None = None, after: str | None = None
+    ) -> list[SessionInfo]:
+        """Sessions ordered by id; ``after`` continues a page (keyset paging)."""
+        count = check_limit(limit)
+        check_optional_text(after, "after")
+        return await self._read(reads.list_sessions, after, count)
+
+    def statistics(self) -> StoreStatistics:
+        committer = self._committer
+        return StoreStatistics(
+            commits=committer.commits, batches=committer.batches, queued=committer.queued
+        )
+
+
+def _close_all(connections: list[sqlite3.Connection]) -> None:
+    for conn in connections:
+        with contextlib.suppress(sqlite3.Error):
+            conn.close()

@@ -1,0 +1,60 @@
+"""Type checkers find the installed package: after ``pip install -e ".[dev]"``, ``mypy --strict``
+on a user's program outside the repository resolves ``kaizen_async`` and ``agents`` and checks
+the program against their types (an editable install that is an import hook would hide them).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+
+#: a mistake mypy can only report if it sees the package's types (not Any)
+MISTAKE = """\
+from agents import ReverseAgent
+from kaizen_async import InvokeResult
+
+agent_id: int = ReverseAgent().info().agent_id
+result: InvokeResult = InvokeResult.ok(1)
+code: int = result.error_code
+"""
+
+
+@pytest.mark.slow
+def test_mypy_strict_resolves_the_installed_package(tmp_path: Path) -> None:
+    shutil.copy(HERE / "typing_user_program.py", tmp_path / "user_program.py")
+    (tmp_path / "mistake.py").write_text(MISTAKE, encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "MYPYPATH"}}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--strict",
+            "--no-error-summary",
+            "--cache-dir",
+            str(tmp_path / ".mypy_cache"),
+            "user_program.py",
+            "mistake.py",
+        ],
+        cwd=tmp_path,  # not the repository: only the install can provide the packages
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    errors = done.stdout.strip().splitlines()
+    assert not any("import" in line for line in errors), done.stdout  # found, typed
+    assert not any(line.startswith("user_program.py") for line in errors), done.stdout
+    assert errors == [
+        'mistake.py:4: error: Incompatible types in assignment (expression has type "str", '
+        'variable has type "int")  [assignment]',
+        "mistake.py:6: error: Incompatible types in assignment (expression has type "
+        '"ErrorCode | None", variable has type "int")  [assignment]',
+    ], done.stdout + done.stderr

@@ -2,11 +2,13 @@
 
 Canonical means orjson with sorted keys and no whitespace, UTF-8, non-ASCII kept as is.
 Only JSON values are accepted (dict with str keys, list/tuple, str, int within 64 bits,
-finite float, bool, None); anything else raises :class:`KaizenValidationError` before any
-state changes, and so does text that is not valid UTF-8 (a lone surrogate such as
-``"\ud800"``), in a value or in a key, name or agent id (:func:`check_text`). Because a value
-is encoded exactly once on its way in, the same bytes serve as the stored copy, the hashed
-form and the saved form: no second encoding on the hot path.
+finite float, bool, None, each exactly that type); anything else (a UUID, an enum member, a
+datetime, a dataclass, a numpy number, a subclass, ``orjson.Fragment``) raises
+:class:`KaizenValidationError` before any state changes, and so does text that is not valid
+UTF-8 (a lone surrogate such as ``"\ud800"``), in a value or in a key, name or agent id
+(:func:`check_text`). Because a value is encoded exactly once on its way in, the same bytes
+serve as the stored copy, the hashed form and the saved form: no second encoding on the hot
+path.
 """
 
 from __future__ import annotations
@@ -51,6 +53,35 @@ decode = orjson.loads
 _sha256 = hashlib.sha256
 
 
+#: the exact types of JSON scalars (subclasses such as enum members are not JSON values)
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+_all_scalars = _SCALARS.issuperset
+
+
+def _check_plain(value: Any, what: str) -> None:
+    """Refuse what orjson writes natively but is not a JSON value: a ``uuid.UUID`` (it would
+    come back as a str), an enum member (as its value) or an ``orjson.Fragment`` (raw bytes,
+    unchecked). The other non-JSON types orjson already refuses (see ``_OPTIONS``). Runs
+    after a successful encoding, so nesting is bounded by orjson's own limit."""
+    kind = type(value)
+    if kind is dict:
+        items: Any = value.values()
+    elif kind is list or kind is tuple:
+        items = value
+    elif kind in _SCALARS:
+        return
+    else:
+        name = f"{kind.__module__}.{kind.__qualname__}"
+        raise KaizenValidationError(
+            f"{what} is not JSON: {value!r:.80} is a {name}, not a JSON value "
+            "(dict, list, tuple, str, int, float, bool or None); convert it first"
+        )
+    if not _all_scalars(map(type, items)):  # a container holding only scalars: done
+        for item in items:
+            if type(item) not in _SCALARS:
+                _check_plain(item, what)
+
+
 def _reject(obj: object) -> NoReturn:
     raise TypeError(f"Type is not JSON serializable: {type(obj).__name__}")
 
@@ -79,6 +110,8 @@ def encode(value: Any, what: str = "value") -> bytes:
         data = _dumps(value, default=_reject, option=_OPTIONS)
     except (TypeError, orjson.JSONEncodeError) as exc:
         raise KaizenValidationError(f"{what} is not JSON-serializable: {exc}") from None
+    if type(value) not in _SCALARS:
+        _check_plain(value, what)
     if b"null" in data and value is not None:
         _check_finite(value, what)
     return _join((data, b""))  # a join of two parts allocates exactly; ~40-100 ns
@@ -90,6 +123,8 @@ def check_json(value: Any, what: str = "value") -> None:
         data = _dumps(value, default=_reject, option=_OPTIONS)
     except (TypeError, orjson.JSONEncodeError) as exc:
         raise KaizenValidationError(f"{what} is not JSON-serializable: {exc}") from None
+    if type(value) not in _SCALARS:
+        _check_plain(value, what)
     if b"null" in data and value is not None:
         _check_finite(value, what)
 

@@ -205,6 +205,21 @@ def _normalize(calls: Iterable[CallLike]) -> list[tuple[CapabilityCall, bytes]]:
     return normalized
 
 
+def _checked_plan_id(plan_id: object) -> str:
+    """A caller's plan id: a non-blank str of valid UTF-8, else :class:`DispatchError`.
+
+    It is recorded in every step's entries and matched by :meth:`Dispatcher.resume_sequence`,
+    so it is checked where a dispatch starts, before anything is queued.
+    """
+    if not isinstance(plan_id, str) or not plan_id.strip():
+        raise DispatchError(f"plan_id must be a non-empty string, got {plan_id!r:.80}")
+    try:
+        check_text(plan_id, "plan_id")
+    except KaizenValidationError as exc:
+        raise DispatchError(str(exc)) from None
+    return plan_id
+
+
 def _refused(failure: InvokeResult, plan_id: str) -> DispatchResult:
     """The result of a sequence refused before any step ran."""
     assert failure.error is not None
@@ -459,6 +474,7 @@ class Dispatcher:
         write or save of the session sees them.
         """
         self._check_running()
+        plan_id = self._new_plan_id() if plan_id is None else _checked_plan_id(plan_id)
         if not isinstance(capability, str) or not capability.strip():
             raise DispatchError(f"capability must be a non-empty string, got {capability!r}")
         try:
@@ -470,9 +486,7 @@ class Dispatcher:
         elif not isinstance(params, dict):
             raise DispatchError(f"params must be a dict, got {type(params).__name__}")
         params_json = _encode_params(params)
-        return await self._step(
-            capability, params, params_json, session, plan_id or self._new_plan_id(), 0, timeout
-        )
+        return await self._step(capability, params, params_json, session, plan_id, 0, timeout)
 
     def _refusal(
         self, plan: list[tuple[CapabilityCall, bytes]], skip: set[int] | None = None
@@ -534,8 +548,8 @@ class Dispatcher:
         refuses the whole plan (a failed result at that call, nothing run or recorded).
         """
         self._check_running()
+        plan_id = self._new_plan_id() if plan_id is None else _checked_plan_id(plan_id)
         plan = _normalize(calls)
-        plan_id = plan_id or self._new_plan_id()
         refused = self._refusal(plan)
         if refused is not None:
             return _refused(refused, plan_id)
@@ -569,6 +583,7 @@ class Dispatcher:
         with ``step_interrupted`` naming the step, and nothing of it runs.
         """
         self._check_running()
+        plan_id = _checked_plan_id(plan_id)
         plan = _normalize(calls)
         done, interrupted = await self._completed_steps(session, plan_id)
         refused = self._refusal(
@@ -676,8 +691,8 @@ class Dispatcher:
         self._check_running()
         if max_concurrency < 1:
             raise DispatchError("max_concurrency must be at least 1")
+        plan_id = self._new_plan_id() if plan_id is None else _checked_plan_id(plan_id)
         plan = _normalize(calls)
-        plan_id = plan_id or self._new_plan_id()
         results: list[InvokeResult | None] = [None] * len(plan)
         limiter = anyio.CapacityLimiter(max_concurrency)
 
@@ -719,7 +734,9 @@ class Dispatcher:
         result, the dispatch result says so.
         """
         self._check_running()
-        plan_id = plan_id or getattr(calls, "plan_id", None) or self._new_plan_id()
+        if plan_id is None:  # the source's own (a planner stream's), or a new one
+            plan_id = getattr(calls, "plan_id", None)
+        plan_id = self._new_plan_id() if plan_id is None else _checked_plan_id(plan_id)
         results: list[InvokeResult] = []
         plan_error: dict[str, Any] | None = None
         complete = getattr(calls, "complete", None)

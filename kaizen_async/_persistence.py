@@ -53,7 +53,7 @@ import socket
 import sqlite3
 import stat
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,9 +129,9 @@ def plan_save(core: SessionCore, path: str, saved: Record, *, overwrite: bool = 
     )
 
 
-def _uri(path: str) -> str:
+def _uri(path: str, read_only: bool = False) -> str:
     """An SQLite URI that opens an existing file only (a plain path would create it)."""
-    return "file:" + quote(os.path.abspath(path)) + "?mode=rw"
+    return "file:" + quote(os.path.abspath(path)) + ("?mode=ro" if read_only else "?mode=rw")
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -140,9 +140,13 @@ def _connect(path: str) -> sqlite3.Connection:
     return conn
 
 
-def _open_existing(path: str) -> sqlite3.Connection:
+def _open_existing(path: str, *, read_only: bool = False) -> sqlite3.Connection:
     return sqlite3.connect(
-        _uri(path), uri=True, isolation_level=None, check_same_thread=False, timeout=LOCK_TIMEOUT
+        _uri(path, read_only),
+        uri=True,
+        isolation_level=None,
+        check_same_thread=False,
+        timeout=LOCK_TIMEOUT,
     )
 
 
@@ -436,8 +440,20 @@ def _fsync_dir(directory: Path) -> None:
 # -- reading -------------------------------------------------------------------------------
 
 
-def read_session(path: str) -> tuple[SessionCore, int]:
+#: ``progress(done, total)``: entries verified so far, out of how many
+Progress = Callable[[int, int], None]
+_PROGRESS_EVERY = 4096
+
+
+def read_session(
+    path: str, progress: Progress | None = None, *, read_only: bool = False
+) -> tuple[SessionCore, int]:
     """Load and fully verify a file; returns the rebuilt core and the file's schema version.
+
+    ``progress`` is called every few thousand entries verified (a command line shows a bar).
+    ``read_only`` opens the file read-only (SQLite ``mode=ro``) and leaves killed saves'
+    temporary files alone: nothing on disk changes (for inspection, e.g. the ``kaizen``
+    command).
 
     A load builds hundreds of thousands of acyclic objects (records, bytes); the cyclic
     garbage collector would rescan the whole heap several times meanwhile for nothing, so it
@@ -447,7 +463,7 @@ def read_session(path: str) -> tuple[SessionCore, int]:
     paused = gc.isenabled()
     gc.disable()
     try:
-        return _read_session(path)
+        return _read_session(path, progress, read_only)
     finally:
         if paused:
             gc.enable()
@@ -485,11 +501,12 @@ def _access_error(exc: sqlite3.Error) -> bool:
     return isinstance(code, int) and code & 0xFF in _ACCESS_ERRORS
 
 
-def _read_session(path: str) -> tuple[SessionCore, int]:
-    _remove_leftovers(path)  # also when the file is missing: a killed first save
+def _read_session(path: str, progress: Progress | None, read_only: bool) -> tuple[SessionCore, int]:
+    if not read_only:
+        _remove_leftovers(path)  # also when the file is missing: a killed first save
     _check_loadable(path)
     try:
-        conn = _open_existing(path)
+        conn = _open_existing(path, read_only=read_only)
     except sqlite3.Error as exc:
         _check_loadable(path)  # gone meanwhile?
         raise PersistError(
@@ -518,7 +535,7 @@ def _read_session(path: str) -> tuple[SessionCore, int]:
                 details={"file_version": version, "supported": SCHEMA_VERSION},
             )
         if version == SCHEMA_VERSION:
-            return _read_v2(conn, path, meta, tables), version
+            return _read_v2(conn, path, meta, tables, progress), version
         if version == 1:
             return _read_v1(conn, path, meta, tables), version
         raise SchemaMismatchError(f"{path} has unsupported schema version {version}")
@@ -554,8 +571,20 @@ def _meta_json(meta: dict[str, str], key: str, path: str) -> Any:
     return decode(meta[key])
 
 
+def _reporting(records: list[Record], progress: Progress) -> Iterator[Record]:
+    """``records``, calling ``progress`` after each stretch of them has been taken."""
+    total = len(records)
+    for start in range(0, total, _PROGRESS_EVERY):
+        yield from records[start : start + _PROGRESS_EVERY]
+        progress(min(start + _PROGRESS_EVERY, total), total)
+
+
 def _read_v2(
-    conn: sqlite3.Connection, path: str, meta: dict[str, str], tables: set[str]
+    conn: sqlite3.Connection,
+    path: str,
+    meta: dict[str, str],
+    tables: set[str],
+    progress: Progress | None = None,
 ) -> SessionCore:
     _require(tables, path, "trajectory", "state", "blobs")
     session_id = _meta_json(meta, "session_id", path)
@@ -572,7 +601,7 @@ def _read_v2(
         raise SessionCorruptedError(f"{path}: the trajectory is empty")
     core = _replay(
         path,
-        records,
+        records if progress is None else _reporting(records, progress),
         session_id=session_id,
         max_artifact_size=_meta_json(meta, "max_artifact_size", path),
         workspace_path=_workspace(_meta_json(meta, "workspace_path", path), path),
@@ -694,7 +723,7 @@ def _workspace(value: Any, path: str) -> str | None:
     raise SessionCorruptedError(f"{path}: workspace_path {value!r} is not a usable path")
 
 
-def _replay(path: str, records: list[Record], **kwargs: Any) -> SessionCore:
+def _replay(path: str, records: Iterable[Record], **kwargs: Any) -> SessionCore:
     """SessionCore.replay, its errors naming the file."""
     try:
         return SessionCore.replay(records, **kwargs)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -24,6 +25,7 @@ from anyio.abc import TaskGroup
 
 from ._actor import Actor, Committer, create_actor
 from ._actor import exit_task_group as _exit_task_group
+from ._canonical import check_text
 from ._exceptions import KaizenValidationError, SessionClosedError, SessionReadOnlyError
 from ._persistence import plan_save, read_session, write_session
 from ._state import (
@@ -99,9 +101,10 @@ class Session:
 
         Entering reads the file in one read transaction, verifies the hash chain, rebuilds
         state by replay, checks it against the stored state and every name, key and agent
-        id in it, and records ``session_loaded {path}``. With ``read_only=True`` nothing is
-        recorded and every write (``set``, ``delete``, ``append``, ``append_nowait``,
-        ``transaction``, artifacts, ``save``, dispatching onto it) raises
+        id in it, and records ``session_loaded {path}``. With ``read_only=True`` the file is
+        opened read-only, nothing changes on disk (not even killed saves' leftovers are
+        removed), nothing is recorded and every write (``set``, ``delete``, ``append``,
+        ``append_nowait``, ``transaction``, artifacts, ``save``, dispatching onto it) raises
         :class:`SessionReadOnlyError`; reads, ``verify`` and ``fork`` (a new, writable
         session) work. Raises :class:`PersistFileNotFoundError` (also a
         ``FileNotFoundError``), :class:`PersistError` (a directory, unreadable, locked),
@@ -125,7 +128,11 @@ class Session:
         self._entered = True
         if self._load_path is not None:
             path = self._load_path
-            core, version = await anyio.to_thread.run_sync(read_session, path)
+            # read_only: the file is opened read-only and dead savers' temporary files are
+            # left alone (nothing on disk changes), as for the `kaizen` command
+            core, version = await anyio.to_thread.run_sync(
+                partial(read_session, path, read_only=self._read_only)
+            )
             self._core = core
             # recorded before the actor starts (nothing else can write yet), so nothing is
             # awaited between entering the task group and returning
@@ -236,8 +243,9 @@ class Session:
     def workspace_file(self, *parts: str) -> Path | None:
         """``workspace_path`` joined with ``parts``, or None without a workspace.
 
-        The result never leaves the workspace: a part that is not a str, is absolute,
-        holds NUL or a ``..`` segment raises :class:`KaizenValidationError`. The check is
+        The result never leaves the workspace: a part that is not a str (of valid UTF-8
+        text), is absolute, holds NUL or a ``..`` segment raises
+        :class:`KaizenValidationError`. The check is
         lexical (no file system access): symlinks inside the workspace are followed by
         whoever opens the path, as the workspace's owner set them up.
         """
@@ -246,6 +254,7 @@ class Session:
                 raise KaizenValidationError(
                     f"workspace path parts must be str, got {type(part).__name__}"
                 )
+            check_text(part, "workspace path part")
             if "\x00" in part:
                 raise KaizenValidationError(f"workspace path part {part!r} contains NUL")
             if os.path.isabs(part) or part.startswith(("/", "\\")) or part[1:2] == ":":
@@ -655,7 +664,8 @@ def agent_view(session: Session, agent_id: str) -> Session:
 
 
 def _check_path(path: object) -> str:
-    """A file path to save or load: a non-empty str (or PathLike of one) without NUL."""
+    """A file path to save or load: a non-empty str (or PathLike of one) of valid UTF-8
+    text without NUL (a lone surrogate would fail later as a raw ``UnicodeEncodeError``)."""
     if not isinstance(path, str | os.PathLike):
         raise KaizenValidationError(f"path must be a str or os.PathLike, got {type(path).__name__}")
     text = os.fspath(path)
@@ -663,4 +673,4 @@ def _check_path(path: object) -> str:
         raise KaizenValidationError(f"path must be a non-empty str, got {text!r}")
     if "\x00" in text:
         raise KaizenValidationError(f"path {text!r} contains a NUL byte")
-    return text
+    return check_text(text, "path")

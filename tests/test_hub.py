@@ -4,12 +4,15 @@ never races an open, create/list/delete, statistics, and many sessions in O(N)."
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import anyio
 import pytest
 from storefakes import ControlledStore
 
 from kaizen_async import (
+    Agent,
+    Dispatcher,
     EntryType,
     KaizenNotFoundError,
     KaizenValidationError,
@@ -19,6 +22,7 @@ from kaizen_async import (
     SessionHub,
     SessionInUseError,
     SessionNotFoundError,
+    capability,
 )
 from kaizen_async._durable import DurableSession
 from kaizen_async.stores import MemoryStore
@@ -269,3 +273,33 @@ async def test_bad_arguments(store: ControlledStore) -> None:
     with pytest.raises(SessionClosedError):
         async with hub.open("s"):
             pass
+
+
+class _Probe(Agent):
+    """Records how a capability sees the session it is handed."""
+
+    agent_id = "probe"
+
+    def __init__(self) -> None:
+        self.seen: list[bool] = []
+
+    @capability("probe")
+    async def probe(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
+        self.seen.append(isinstance(session, DurableSession))
+        await session.set("by", "probe")
+        return {"read_back": await session.get("by")}
+
+
+async def test_a_capability_sees_the_store_backed_session_as_itself(
+    store: ControlledStore,
+) -> None:
+    probe = _Probe()
+    async with SessionHub(store) as hub, Dispatcher() as dispatcher:
+        dispatcher.register(probe)
+        async with hub.open("s", create=True) as session:
+            result = await dispatcher.dispatch_single("probe", session, {})
+            assert result.result == {"read_back": "probe"}
+            assert probe.seen == [True]
+            await session.flush()
+            entries = await store.read("s", entry_types=["state_set"])
+            assert [e.agent_id for e in entries] == ["probe"]  # attributed and durable

@@ -5,10 +5,13 @@ is closed, and a plan made from it fails; memory never grows with what the serve
 from __future__ import annotations
 
 import json
+import tracemalloc
+import zlib
 from contextlib import aclosing
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 
 from kaizen_async import ErrorCode, KaizenValidationError, Planner, Session
@@ -173,3 +176,122 @@ async def test_a_plan_past_the_bound_fails(kind: str) -> None:
         assert result.error is not None
         assert result.error["details"]["llm_details"]["kind"] == "too_large"
     assert all(e.client_disconnected and not e.completed for e in server.exchanges)
+
+
+# -- compressed bodies: bounded by what they inflate to -----------------------------------------
+
+CHAT = {
+    "ollama": ("/api/chat", "application/x-ndjson"),
+    "openai": ("/v1/chat/completions", "text/event-stream"),
+}
+
+
+def compress(data: bytes, coding: str) -> bytes:
+    wbits = {"gzip": 31, "deflate": 15, "raw deflate": -15}[coding]
+    encoder = zlib.compressobj(9, zlib.DEFLATED, wbits)
+    return encoder.compress(data) + encoder.flush()
+
+
+def compressed(data: bytes, coding: str, **kwargs: Any) -> RawReply:
+    """A server that compresses whatever the request asked for (4 KiB chunks)."""
+    body = compress(data, coding)
+    chunks = [body[i : i + 4096] for i in range(0, len(body), 4096)]
+    header = "deflate" if coding == "raw deflate" else coding
+    return RawReply(chunks, headers={"Content-Encoding": header}, **kwargs)
+
+
+async def plain_body(kind: str, reply: Reply) -> bytes:
+    """The uncompressed body the stand-in server sends for ``reply``."""
+    path, _ = CHAT[kind]
+    async with StandInLLMServer([reply]) as server, httpx.AsyncClient() as client:
+        response = await client.post(server.url + path, json={"model": "m", "stream": True})
+        return response.content
+
+
+@pytest.mark.parametrize("kind", ["ollama", "openai"])
+async def test_a_compressed_body_is_bounded_by_what_it_inflates_to(kind: str) -> None:
+    # 32 MiB of one line, gzip-compressed to ~32 KiB: httpx inflated each network read whole
+    # before the bytes were counted (a 200 MB body peaked at ~178 MiB); now at most one
+    # 64 KiB step is inflated past the bound
+    encoder = zlib.compressobj(9, zlib.DEFLATED, 31)
+    block = b"x" * (1024 * 1024)
+    body = b"".join(encoder.compress(block) for _ in range(32)) + encoder.flush()
+    chunks = [body[i : i + 4096] for i in range(0, len(body), 4096)]
+    _, content_type = CHAT[kind]
+    reply = RawReply(chunks, content_type=content_type, headers={"Content-Encoding": "gzip"})
+    replies = [huge(kind, ["warm-up"]), reply]  # first use imports and caches what it needs
+    async with StandInLLMServer(replies) as server, make(kind, server, max_response_bytes=CAP) as p:
+        assert (await p.complete("x")).text == "warm-up"
+        tracemalloc.start()
+        try:
+            with pytest.raises(LLMError) as caught:
+                await drain(p)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        exchange = await finished(server.exchanges[1])
+    assert_too_large(caught.value)
+    assert peak < 2 * 1024 * 1024, f"peak {peak / 2**20:.1f} MiB for a {CAP} byte bound"
+    assert exchange.request.headers["accept-encoding"] == "identity"
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "raw deflate"])
+@pytest.mark.parametrize("kind", ["ollama", "openai"])
+async def test_a_server_that_compresses_anyway_is_decoded(kind: str, coding: str) -> None:
+    pieces = [f"piece {i} " for i in range(300)]
+    plain = await plain_body(kind, huge(kind, pieces))
+    _, content_type = CHAT[kind]
+    replies = [
+        compressed(plain, coding, content_type=content_type),
+        compressed(plain, coding, content_type=content_type),
+    ]
+    async with StandInLLMServer(replies) as server:
+        async with make(kind, server, max_response_bytes=len(plain)) as p:
+            assert (await p.complete("x")).text == "".join(pieces)
+        async with make(kind, server, max_response_bytes=len(plain) - 1) as p:
+            with pytest.raises(LLMError) as caught:  # the bound counts the inflated bytes
+                await p.complete("x")
+    assert_too_large(caught.value, len(plain) - 1)
+    assert all(r.headers["accept-encoding"] == "identity" for r in server.requests)
+
+
+@pytest.mark.parametrize("kind", ["ollama", "openai"])
+async def test_other_compressed_bodies_are_bounded_too(kind: str) -> None:
+    path = "/api/tags" if kind == "ollama" else "/v1/models"
+    listing = json.dumps({"models": [], "data": [], "pad": "x" * 100_000}).encode()
+    async with StandInLLMServer() as server, make(kind, server, max_response_bytes=CAP) as p:
+        server.route(path, compressed(listing, "gzip", content_type="application/json"))
+        with pytest.raises(LLMError) as caught:
+            await p.list_models()
+    assert_too_large(caught.value)
+    assert server.requests[0].headers["accept-encoding"] == "identity"
+
+
+@pytest.mark.parametrize("kind", ["ollama", "openai"])
+async def test_a_coding_that_is_not_decoded_here_is_refused(kind: str) -> None:
+    plain = await plain_body(kind, huge(kind, ["hello"]))
+    _, content_type = CHAT[kind]
+    replies: list[Reply] = [
+        RawReply([plain], content_type=content_type, headers={"Content-Encoding": coding})
+        for coding in ("br", "zstd", "gzip, gzip")
+    ]
+    replies.append(  # not gzip at all: says so instead of parsing garbage
+        RawReply([plain], content_type=content_type, headers={"Content-Encoding": "gzip"})
+    )
+    async with StandInLLMServer(replies) as server, make(kind, server) as p:
+        for _ in replies:
+            with pytest.raises(LLMError) as caught:
+                await p.complete("x")
+            assert caught.value.details["kind"] == "protocol"
+            assert "decode" in str(caught.value)
+        # an error status says what matters, its body decoded if it can be
+        overloaded = b'{"error": "overloaded"}'
+        server.script(
+            compressed(overloaded, "gzip", status=500, content_type="application/json"),
+            RawReply([overloaded], status=503, headers={"Content-Encoding": "br"}),
+        )
+        for status, message in ((500, "answered HTTP 500: overloaded"), (503, "HTTP 503")):
+            with pytest.raises(LLMError) as caught:
+                await p.complete("x")
+            assert caught.value.details["kind"] == "http_status"
+            assert caught.value.status == status and message in str(caught.value)

@@ -3,6 +3,7 @@ FIFO holds for the rest and the statistics count exactly the live waiters."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -29,6 +30,16 @@ class Item:
         return isinstance(other, Item) and other.n == self.n
 
     __hash__ = object.__hash__
+
+
+async def _until(condition: Callable[[], bool], what: str) -> None:
+    """Let the other tasks run until ``condition()`` holds (no fixed sleep that a loaded
+    machine can outlast); fails after 10 s instead of hanging."""
+    with anyio.move_on_after(10):
+        while not condition():
+            await anyio.sleep(0.001)
+        return
+    pytest.fail(f"not {what} after 10 s")
 
 
 async def _park_senders(
@@ -68,9 +79,12 @@ async def test_cancelled_senders_are_released_fifo_kept_statistics_exact() -> No
         cancelled = [i for i in range(n) if i % 3 != 0]
         for i in reversed(cancelled):  # the worst order for a search from the front
             scopes[i].cancel()
-        await anyio.sleep(0.01)
-        assert Item.comparisons == 0  # no search for the withdrawn senders
         kept = [i for i in range(n) if i % 3 == 0]
+        await _until(
+            lambda: mailbox.statistics().tasks_waiting_send == len(kept),
+            "only the kept senders waiting",
+        )
+        assert Item.comparisons == 0  # no search for the withdrawn senders
         stats = mailbox.statistics()
         assert stats.tasks_waiting_send == len(kept)
         assert stats.current_buffer_used == 2
@@ -98,7 +112,10 @@ async def test_timed_out_senders_are_released_and_the_mailbox_goes_on() -> None:
             # the odd ones give up, the last to arrive first
             tg.start_soon(sender, i, 0.05 + (40 - i) * 0.001 if i % 2 else 60)
             await anyio.lowlevel.checkpoint()
-        await anyio.sleep(0.2)
+        await _until(
+            lambda: len(timed_out) == 20 and mailbox.statistics().tasks_waiting_send == 20,
+            "20 senders timed out and 20 waiting",
+        )
         assert sorted(timed_out) == list(range(1, 41, 2))
         assert mailbox.statistics().tasks_waiting_send == 20
         assert [await mailbox.receive() for _ in range(21)] == [0, *range(2, 41, 2)]
@@ -116,8 +133,9 @@ async def test_withdrawn_waiters_do_not_pile_up_in_a_full_mailbox() -> None:
         async with anyio.create_task_group() as tg:
             for i in range(50):
                 tg.start_soon(mailbox.send, round_ * 100 + i)
-            await anyio.sleep(0.01)
-            assert mailbox.statistics().tasks_waiting_send == 50
+            await _until(
+                lambda: mailbox.statistics().tasks_waiting_send == 50, "50 senders waiting"
+            )
             tg.cancel_scope.cancel()
         assert mailbox.statistics().tasks_waiting_send == 0
         assert len(mailbox._senders) <= 64 + 50
@@ -135,10 +153,13 @@ async def test_cancelled_receivers_are_released_and_a_live_one_still_gets_the_it
         async with anyio.create_task_group() as quitters:
             for _ in range(100):
                 quitters.start_soon(mailbox.receive)
-            await anyio.sleep(0.01)
-            outer.start_soon(live_receiver)
-            await anyio.sleep(0.01)
-            assert mailbox.statistics().tasks_waiting_receive == 101
+            await _until(
+                lambda: mailbox.statistics().tasks_waiting_receive == 100, "100 receivers waiting"
+            )
+            outer.start_soon(live_receiver)  # the last to arrive
+            await _until(
+                lambda: mailbox.statistics().tasks_waiting_receive == 101, "101 receivers waiting"
+            )
             quitters.cancel_scope.cancel()
         assert mailbox.statistics().tasks_waiting_receive == 1
         await mailbox.send("x")
@@ -154,10 +175,8 @@ async def test_close_fails_the_live_waiters_and_keeps_counts_exact() -> None:
         scopes, outcomes = await _park_senders(mailbox, tg, list(range(1, 11)))
         for scope in scopes[:5]:
             scope.cancel()
-        await anyio.sleep(0.01)
-        assert mailbox.statistics().tasks_waiting_send == 5
-        mailbox.close()
-        await anyio.sleep(0.01)
+        await _until(lambda: mailbox.statistics().tasks_waiting_send == 5, "5 senders waiting")
+        mailbox.close()  # fails the live senders at once (they end before the group does)
         assert mailbox.statistics().tasks_waiting_send == 0
     assert outcomes == [anyio.get_cancelled_exc_class()] * 5 + [MailboxClosedError] * 5
     assert await mailbox.receive() == 0  # what was buffered is still drained

@@ -147,9 +147,24 @@ def test_agent_info_round_trip() -> None:
     again = AgentInfo.from_dict(data)
     assert again == info
     assert again.spec("rich").streamable is False
-    # an agent's own info (with pydantic params models) round-trips its JSON part
+    # an agent's own info (with pydantic params models) round-trips its JSON part only, as
+    # the README says: the params model (a class) is not in the dict
     real = ReverseAgent().info()
-    assert AgentInfo.from_dict(real.to_dict()).to_dict() == real.to_dict()
+    restored = AgentInfo.from_dict(real.to_dict())
+    assert restored.to_dict() == real.to_dict()
+    assert real.spec("reverse").params_model is not None
+    assert restored.spec("reverse").params_model is None
+    assert restored.spec("reverse").params_schema == real.spec("reverse").params_schema
+    assert restored != real
+    without_models = real.model_copy(
+        update={
+            "specs": {
+                name: spec.model_copy(update={"params_model": None})
+                for name, spec in real.specs.items()
+            }
+        }
+    )
+    assert restored == without_models
     with pytest.raises(KaizenValidationError):
         AgentInfo.from_dict({"agent_id": "", "name": "A", "version": "1", "capabilities": ["c"]})
 

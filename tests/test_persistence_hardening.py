@@ -472,8 +472,16 @@ async def test_an_imported_artifact_map_in_a_file_is_validated(tmp_path: Path) -
 
 @pytest.mark.parametrize(
     "parts",
-    [("/etc/passwd",), ("..", "x"), ("a", "../../x"), ("a/../../b",), ("a\x00b",), (7,)],
-    ids=["absolute", "dotdot", "nested-dotdot", "joined-dotdot", "nul", "not-str"],
+    [
+        ("/etc/passwd",),
+        ("..", "x"),
+        ("a", "../../x"),
+        ("a/../../b",),
+        ("a\x00b",),
+        (7,),
+        ("a", "b\ud800.txt"),
+    ],
+    ids=["absolute", "dotdot", "nested-dotdot", "joined-dotdot", "nul", "not-str", "not-utf8"],
 )
 async def test_workspace_file_never_leaves_the_workspace(
     tmp_path: Path, parts: tuple[Any, ...]
@@ -574,7 +582,12 @@ async def test_bad_paths_raise_kaizen_errors(tmp_path: Path) -> None:
     directory.mkdir()
     async with Session() as s:
         length = await s.get_trajectory_length()
-        for bad in ("a\x00b.kaizen", str(tmp_path / "x\x00.kaizen"), ""):
+        for bad in (
+            "a\x00b.kaizen",
+            str(tmp_path / "x\x00.kaizen"),
+            "",
+            str(tmp_path / "\ud800.kaizen"),  # not UTF-8: was a raw UnicodeEncodeError
+        ):
             with pytest.raises(KaizenValidationError):
                 await s.save(bad)
             with pytest.raises(KaizenValidationError):
@@ -665,7 +678,7 @@ async def _killed_save(path: Path, when: str) -> list[str]:
 
 
 @pytest.mark.skipif(os.name != "posix", reason="leftovers are recognised by pid on POSIX")
-async def test_leftovers_of_killed_saves_are_removed_by_the_next_load_or_save(
+async def test_leftovers_of_killed_saves_are_removed_by_the_next_writable_load_or_save(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "s.kaizen"
@@ -691,7 +704,13 @@ async def test_leftovers_of_killed_saves_are_removed_by_the_next_load_or_save(
         await s.save(path)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*alive, "s.kaizen"])
 
-    await _killed_save(path, "before-rename")  # a killed save over an existing file
-    async with Session.load(path, read_only=True) as loaded:
+    left = await _killed_save(path, "before-rename")  # a killed save over an existing file
+    (dead,) = set(left) - set(alive)
+    before = path.stat()
+    async with Session.load(path, read_only=True) as loaded:  # changes nothing on disk
+        assert loaded.session_id == s.session_id
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*alive, dead, "s.kaizen"])
+    assert (path.stat().st_mtime_ns, path.stat().st_size) == (before.st_mtime_ns, before.st_size)
+    async with Session.load(path) as loaded:  # a writable load removes the leftover
         assert loaded.session_id == s.session_id
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*alive, "s.kaizen"])

@@ -8,6 +8,7 @@ from types import ModuleType
 import pytest
 
 import kaizen_async
+import kaizen_async.inspect
 import kaizen_async.llm
 import kaizen_async.stores
 import kaizen_async.sync
@@ -84,6 +85,7 @@ PUBLIC = {
         "StandInLLMServer",
     ],
     kaizen_async.sync: ["Dispatcher", "Session"],
+    kaizen_async.inspect: ["create_app"],
     kaizen_async.stores: [
         "Batch",
         "MemoryStore",

@@ -3,14 +3,18 @@ that made them, and keep compact bytes; capability results must be JSON (issue 7
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import gc
 import math
 import tracemalloc
-from collections.abc import Callable
-from datetime import datetime
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from agents import ReverseAgent
@@ -18,6 +22,7 @@ from kaizen_async import (
     Agent,
     AgentInfo,
     Dispatcher,
+    DispatchError,
     EntryType,
     ErrorCode,
     InvokeResult,
@@ -27,6 +32,7 @@ from kaizen_async import (
     Transaction,
     capability,
 )
+from kaizen_async._canonical import check_json, encode
 
 pytestmark = pytest.mark.anyio
 
@@ -245,6 +251,35 @@ async def test_dispatch_refuses_text_that_is_not_utf8_before_anything_runs(
     await _unchanged(session, length=2, version=1)
 
 
+async def _calls(*calls: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    for call in calls:
+        yield call
+
+
+@pytest.mark.parametrize("plan_id", [BAD, "p" + BAD, 5, b"p", "", "  "])
+async def test_dispatch_refuses_a_bad_plan_id_before_anything_runs(
+    session: Session, plan_id: Any
+) -> None:
+    # a lone surrogate used to be a raw TypeError from the step's encoding; 5 and "" were
+    # recorded (resume_sequence) as the plan's id
+    good = {"capability": "reverse", "params": {"key": "text"}}
+    await session.set("text", "abc")
+    async with Dispatcher() as d:
+        d.register(ReverseAgent())
+        attempts: list[Callable[[], Any]] = [
+            lambda: d.dispatch_single("reverse", session, {"key": "text"}, plan_id=plan_id),
+            lambda: d.dispatch_sequence([good], session, plan_id=plan_id),
+            lambda: d.dispatch_parallel([good, good], session, plan_id=plan_id),
+            lambda: d.resume_sequence([good], session, plan_id=plan_id),
+            lambda: d.dispatch_stream(_calls(good), session, plan_id=plan_id),
+        ]
+        for attempt in attempts:
+            with pytest.raises(DispatchError, match="plan_id"):
+                await attempt()
+    assert await session.get("text") == "abc"
+    await _unchanged(session, length=2, version=1)
+
+
 class SurrogateAgent(Agent):
     agent_id = "agent" + BAD
 
@@ -412,6 +447,57 @@ async def test_the_agent_view_shares_the_session_files(session: Session, tmp_pat
 # -- 4. results are JSON ------------------------------------------------------------------------
 
 
+class Color(enum.Enum):
+    RED = "red"
+
+
+class Level(enum.IntEnum):
+    LOW = 1
+
+
+class Mode(enum.StrEnum):
+    FAST = "fast"
+
+
+@dataclasses.dataclass
+class Point:
+    x: int = 1
+
+
+class Text(str):
+    pass
+
+
+class Mapping(dict[str, Any]):
+    pass
+
+
+#: values orjson writes (some natively: UUID, enums, Fragment) but that are not JSON values:
+#: stored, they would come back as something else (a UUID as a str, an enum as its value)
+NOT_PLAIN_JSON: list[Any] = [
+    uuid.UUID(int=1),
+    {"id": uuid.UUID(int=2)},
+    [1, {"ids": (uuid.UUID(int=3),)}],
+    Color.RED,
+    Level.LOW,
+    {"mode": Mode.FAST},
+    orjson.Fragment(b'{"raw": 1}'),
+    [orjson.Fragment(b"1,2")],
+    date(2020, 1, 1),
+    time(12, 0),
+    {"at": datetime(2020, 1, 1)},
+    Point(),
+    Text("x"),
+    Mapping(a=1),
+]
+
+
+def _value_id(value: Any) -> str:
+    """A stable test id: repr() unless it holds an address."""
+    text = repr(value)
+    return type(value).__name__ if " at 0x" in text else text
+
+
 class Returner(Agent):
     agent_id = "returner"
 
@@ -438,8 +524,9 @@ class Returner(Agent):
         BAD,
         InvokeResult.ok(object(), "returner", "give"),
         InvokeResult.ok({"n": math.nan}, "returner", "give"),
+        *NOT_PLAIN_JSON,
     ],
-    ids=repr,
+    ids=_value_id,
 )
 async def test_a_result_that_is_not_json_fails_the_step(session: Session, value: Any) -> None:
     async with Dispatcher() as d:
@@ -463,6 +550,41 @@ async def test_json_results_succeed(session: Session, value: Any) -> None:
         d.register(Returner(value))
         result = await d.dispatch_single("give", session)
     assert result.success and result.result == value
+
+
+@pytest.mark.parametrize("value", NOT_PLAIN_JSON, ids=_value_id)
+async def test_values_and_contents_must_be_plain_json(session: Session, value: Any) -> None:
+    # a UUID stored as a value used to come back as a str, an enum member as its value, and
+    # a Fragment went into the file as raw, unchecked bytes
+    writes: list[Callable[[], Any]] = [
+        lambda: session.set("k", value),
+        lambda: session.set("k", {"nested": [value]}),
+        lambda: session.append("a", EntryType.SYSTEM_NOTE, value),
+        lambda: session.append("a", EntryType.SYSTEM_NOTE, {"v": value}),
+    ]
+    for write in writes:
+        with pytest.raises(KaizenValidationError, match="not JSON"):
+            await write()
+    with pytest.raises(KaizenValidationError, match="not JSON"):
+        session.append_nowait("a", EntryType.SYSTEM_NOTE, {"v": value})
+    with pytest.raises(KaizenValidationError):
+        async with session.transaction() as tx:
+            tx.set("ok", 1)
+            tx.set("k", value)
+    async with Dispatcher() as d:
+        d.register(ReverseAgent())
+        with pytest.raises(DispatchError, match="not JSON"):
+            await d.dispatch_single("reverse", session, {"key": value})
+    await _unchanged(session)
+
+
+def test_numpy_numbers_are_not_json_values() -> None:
+    np = pytest.importorskip("numpy")
+    for value in (np.float64(1.5), np.int64(3), np.bool_(True), np.array([1, 2])):
+        with pytest.raises(KaizenValidationError):
+            encode(value)
+        with pytest.raises(KaizenValidationError):
+            check_json({"v": [value]})
 
 
 # -- 5. memory per entry --------------------------------------------------------------------------

@@ -9,6 +9,7 @@ store joins the suite by adding one entry to ``STORES``. Batches are cut from a 
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -1237,6 +1238,36 @@ anyio.run(main, backend=backend)
 """
 
 
+_ACK = re.compile(r"ack (\S+) (\d+)")
+
+
+def _acknowledged(out: bytes, err: bytes = b"") -> list[tuple[str, int]]:
+    """The ``ack <sid> <seq>`` lines of a killed child's output.
+
+    Only complete lines count: the kill may cut the last one (no newline yet), and that one
+    alone is ignored; any other line that is not an acknowledgement fails the test.
+    """
+    *lines, last = out.decode(errors="replace").split("\n")
+    matches = [_ACK.fullmatch(line) for line in lines]
+    odd = [line for line, match in zip(lines, matches, strict=True) if match is None]
+    assert not odd, (
+        f"the child printed lines that are not acknowledgements: {odd!r}"
+        f" (cut last line: {last!r}); stderr: {err.decode(errors='replace')[-2000:]}"
+    )
+    return [(m[1], int(m[2])) for m in matches if m is not None]
+
+
+def test_acknowledgements_are_read_from_complete_lines_only() -> None:
+    # a line cut by the kill used to fail the crash test ("expected 3, got 2")
+    assert _acknowledged(b"ack s0 1\nack s1 7\nack s2") == [("s0", 1), ("s1", 7)]
+    assert _acknowledged(b"ack s0 1\nack s1 7\n") == [("s0", 1), ("s1", 7)]
+    assert _acknowledged(b"") == []
+    with pytest.raises(AssertionError, match=r"'ack s1'.*cut last line: 'ack s2 3'"):
+        _acknowledged(b"ack s0 1\nack s1\nack s2 3")
+    with pytest.raises(AssertionError, match="Traceback"):
+        _acknowledged(b"ack s0 1\nTraceback (most recent call last):\n")
+
+
 def test_sqlite_killed_mid_write_keeps_every_acknowledged_commit(tmp_path: Path) -> None:
     """A child process commits through the store and prints each acknowledgement; it is
     SIGKILLed at random moments (some during its open). Every acknowledged commit must be
@@ -1260,13 +1291,20 @@ def test_sqlite_killed_mid_write_keeps_every_acknowledged_commit(tmp_path: Path)
             stderr=subprocess.PIPE,
             env=env,
         )
-        time.sleep(rng.uniform(0.05, 0.8))  # early kills land while it starts or opens
+        first = b""
+        if round_ % 2:
+            # half the rounds are killed while it writes: wait for its first acknowledgement
+            # (however slow a loaded machine makes the start), then at a random moment
+            assert child.stdout is not None
+            first = child.stdout.readline()
+            time.sleep(rng.uniform(0.0, 0.3))
+        else:
+            time.sleep(rng.uniform(0.05, 0.8))  # early kills land while it starts or opens
         child.send_signal(signal.SIGKILL)
         out, err = child.communicate(timeout=30)
         assert child.returncode == -signal.SIGKILL, err.decode()
-        for line in out.decode().splitlines():
-            _, sid, seq = line.split()
-            acked[sid] = max(acked.get(sid, 0), int(seq))
+        for sid, seq in _acknowledged(first + out, err):
+            acked[sid] = max(acked.get(sid, 0), seq)
 
     async def check() -> None:
         async with SQLiteStore(path) as store:

@@ -8,6 +8,11 @@ Every body is read with a bound (``max_response_bytes``): a server that sends mo
 line that never ends, is an :class:`LLMError` of kind ``"too_large"`` and the connection is
 closed, instead of memory growing with whatever the server sends.
 
+Bodies are read raw and decoded here (:class:`BodyReader`), not by ``httpx``: its decoders
+inflate a whole network read at once, so a few KiB of gzip become hundreds of MiB in memory
+before any bound is checked. Requests ask for ``identity``; a server that compresses anyway
+(gzip or deflate) is decoded in bounded pieces, any other coding is refused.
+
 Lines are split on ``\\n`` in the raw bytes, not with ``httpx``'s ``aiter_lines``: that one
 splits like ``str.splitlines`` (also on U+0085, U+2028, U+2029), characters that JSON allows
 unescaped inside strings (Go's encoder leaves U+0085 as is), so it would cut a valid line.
@@ -18,6 +23,7 @@ from __future__ import annotations
 import functools
 import re
 import ssl
+import zlib
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Mapping
 from contextlib import asynccontextmanager
@@ -35,6 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_MAX_RESPONSE_BYTES",
+    "BodyReader",
     "HTTPProvider",
     "LineReader",
     "body_error_text",
@@ -51,6 +58,10 @@ _MAX_ERROR_TEXT = 2000
 _MAX_ERROR_BODY = 64 * 1024
 _DRAIN_SECONDS = 0.25
 _SSE_BREAK = re.compile(rb"\r\n|\r|\n")
+#: content codings decoded here, with their zlib ``wbits``
+_DECODABLE = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+#: the most bytes one decompression step produces (so the most a body piece holds)
+_DECODE_STEP = 64 * 1024
 _T = TypeVar("_T")
 
 
@@ -87,6 +98,102 @@ def body_error_text(body: bytes) -> tuple[str, bool]:
     return text[:_MAX_ERROR_TEXT], False
 
 
+class BodyReader:
+    """The body of a response as it arrives, decoded here in pieces of at most 64 KiB.
+
+    ``httpx`` would inflate each network read whole (its decoders have no output bound), so
+    a compressed body could take any amount of memory before a caller counts its bytes.
+    This reads the raw bytes and inflates gzip or deflate step by step with zlib's
+    ``max_length``, so whoever counts the pieces (``max_response_bytes``) stops it within
+    one step. A ``Content-Encoding`` other than identity, gzip or deflate (``br``, ``zstd``,
+    several codings), or a body that does not inflate, is an :class:`LLMError` of kind
+    ``"protocol"``.
+    """
+
+    def __init__(self, response: httpx.Response, provider: HTTPProvider) -> None:
+        self._response = response
+        self._raw = response.aiter_raw()
+        self._provider = provider
+        self._decoder: Any = None  # zlib's decompress object, once the coding is known
+        self._coding = ""
+        self._started = False
+        self._done = False
+        self._tail = b""  # input zlib has not consumed yet (its last step was full)
+        self._full = False  # the last step filled its output: more may be pending
+        self._inflated = False  # a step succeeded (the coding is settled)
+
+    async def read(self) -> bytes | None:
+        """The next piece of the body (at most 64 KiB once decoded), or None at its end."""
+        if not self._started:
+            self._start()
+        while not self._done:
+            decoder = self._decoder
+            if not self._tail and not self._full:
+                try:
+                    data = await self._raw.__anext__()
+                except StopAsyncIteration:
+                    self._done = True
+                    return None if decoder is None else (self._flush() or None)
+                if decoder is None:
+                    return data
+                self._tail = data
+            out = self._inflate(self._tail)
+            if out:
+                return out
+        return None
+
+    def _start(self) -> None:
+        self._started = True
+        codings = [
+            c.strip().lower()
+            for c in self._response.headers.get_list("content-encoding", split_commas=True)
+        ]
+        codings = [c for c in codings if c and c != "identity"]
+        if not codings:
+            return
+        if len(codings) > 1 or codings[0] not in _DECODABLE:
+            provider = self._provider
+            raise provider.error(
+                f"{provider.label} at {provider.base_url} sent a body with Content-Encoding "
+                f"{', '.join(codings)!r}, which this client does not decode (it asks for "
+                "identity; gzip and deflate are decoded)",
+                kind="protocol",
+            )
+        self._coding = codings[0]
+        self._decoder = zlib.decompressobj(_DECODABLE[self._coding])
+
+    def _inflate(self, data: bytes) -> bytes:
+        """One bounded step: at most ``_DECODE_STEP`` bytes out, the rest kept for later."""
+        try:
+            out: bytes = self._decoder.decompress(data, _DECODE_STEP)
+        except zlib.error as exc:
+            if self._coding != "deflate" or self._inflated:
+                raise self._undecodable(exc) from None
+            # "deflate" sent raw, without its zlib header (as some servers do): retry so
+            self._coding = "raw deflate"
+            self._decoder = zlib.decompressobj(-zlib.MAX_WBITS)
+            return self._inflate(data)
+        self._inflated = True
+        self._full = len(out) == _DECODE_STEP
+        self._tail = self._decoder.unconsumed_tail
+        return out
+
+    def _flush(self) -> bytes:
+        try:
+            rest: bytes = self._decoder.flush()
+        except zlib.error as exc:
+            raise self._undecodable(exc) from None
+        return rest  # empty or short: every step before drained what zlib held
+
+    def _undecodable(self, exc: zlib.error) -> LLMError:
+        provider = self._provider
+        return provider.error(
+            f"{provider.label} at {provider.base_url} sent a {self._coding} body that does not "
+            f"decode: {exc}",
+            kind="protocol",
+        )
+
+
 class LineReader:
     """Lines of a streamed body, split on the raw bytes, each bounded by the deadline.
 
@@ -105,7 +212,7 @@ class LineReader:
         *,
         sse: bool = False,
     ) -> None:
-        self._bytes = response.aiter_bytes()
+        self._body = BodyReader(response, provider)
         self._provider = provider
         self._deadline = deadline
         self._sse = sse
@@ -121,7 +228,7 @@ class LineReader:
         while not self._lines:
             if self._eof:
                 return None
-            data = await self._provider.within(self._deadline, self._read())
+            data = await self._provider.within(self._deadline, self._body.read())
             if data is None:
                 self._eof = True
                 self._buffer += b"".join(self._pending)
@@ -146,12 +253,6 @@ class LineReader:
                     pass
             except (httpx.HTTPError, LLMError, OSError):
                 pass
-
-    async def _read(self) -> bytes | None:
-        try:
-            return await self._bytes.__anext__()
-        except StopAsyncIteration:
-            return None
 
     def _split(self, data: bytes) -> None:
         if b"\n" not in data and not (self._sse and b"\r" in data):
@@ -215,7 +316,13 @@ class HTTPProvider(LLMProvider):
         self._timeout = httpx.Timeout(timeout, connect=connect_timeout)
         self._client = client
         self._owns_client = client is None
-        self._headers = {"User-Agent": _USER_AGENT, **dict(headers or {})}
+        # identity: model output is small, and a compressor holds streamed tokens back; a
+        # server that compresses anyway is decoded with a bound (see BodyReader)
+        self._headers = {
+            "User-Agent": _USER_AGENT,
+            "Accept-Encoding": "identity",
+            **dict(headers or {}),
+        }
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -279,14 +386,19 @@ class HTTPProvider(LLMProvider):
         limit = _MAX_ERROR_BODY if error_body else self.max_response_bytes
         parts: list[bytes] = []
         size = 0
-        async for data in response.aiter_bytes():
-            size += len(data)
-            if size > limit:
-                if not error_body:
-                    raise self.too_large()
-                parts.append(data[: len(data) - (size - limit)])
-                break
-            parts.append(data)
+        body = BodyReader(response, self)
+        try:
+            while (data := await body.read()) is not None:
+                size += len(data)
+                if size > limit:
+                    if not error_body:
+                        raise self.too_large()
+                    parts.append(data[: len(data) - (size - limit)])
+                    break
+                parts.append(data)
+        except LLMError:  # a coding not decoded here: the status says what matters
+            if not error_body:
+                raise
         return b"".join(parts)
 
     def transport_error(self, exc: httpx.HTTPError | httpx.InvalidURL | OSError) -> LLMError:

@@ -176,6 +176,9 @@ class RawReply:
     drop: bool = False
     delay: float = 0.0
     first_byte_delay: float = 0.0
+    #: more response headers, e.g. ``{"Content-Encoding": "gzip"}`` for chunks the test
+    #: compressed (a server that compresses whatever the request asked for)
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -291,6 +294,7 @@ class _Plan:
     first_byte_delay: float = 0.0
     chunked: bool = True
     drop: bytes | None = None  # a line of which only the first half is sent
+    headers: list[tuple[str, str]] = field(default_factory=list)  # more response headers
 
 
 def _go_json(value: Any) -> bytes:
@@ -576,6 +580,7 @@ def _plan(reply: Reply, request: RecordedRequest) -> _Plan:
         plan = _Plan(reply.status, reply.content_type, units, [], "lines", reply.delay)
         plan.first_byte_delay = reply.first_byte_delay
         plan.drop = b"" if reply.drop else None
+        plan.headers = list(reply.headers.items())
         return plan
     raise TypeError(f"not a reply: {reply!r}")
 
@@ -879,6 +884,7 @@ class StandInLLMServer:
             f"Content-Type: {plan.content_type}",
             f"Date: {datetime.now(UTC).strftime('%a, %d %b %Y %H:%M:%S GMT')}",
         ]
+        head.extend(f"{name}: {value}" for name, value in plan.headers)
         if plan.first_byte_delay > 0:
             await anyio.sleep(plan.first_byte_delay)
         send = conn.stream.send

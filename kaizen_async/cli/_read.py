@@ -1,0 +1,377 @@
+"""Commands that read one session: ``show``, ``log``, ``state``, ``verify``, ``artifacts``."""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .._canonical import decode
+from .._exceptions import SessionCorruptedError
+from .._state import SessionCore
+from .._trajectory import EntryType
+from ._common import SESSION_HELP, json_option, run, session_argument, wide_option
+from ._errors import DIFFERENT, OK, BadInput, IOFailure
+from ._naming import StoreURL, is_url, parse_session_names, parse_store_url
+from ._output import (
+    compact,
+    emit_json,
+    entry_json,
+    entry_row,
+    field_table,
+    progress_bar,
+    short_hash,
+    short_time,
+    table,
+)
+from ._sources import open_source, open_store
+
+__all__ = ["artifacts", "log", "show", "state", "verify"]
+
+_ENTRY_TYPES = [kind.value for kind in EntryType]
+_LOG_HEADERS = ("SEQ", "TIME", "AGENT", "TYPE", "CONTENT")
+
+
+def summarize(core: SessionCore) -> dict[str, Any]:
+    """The facts ``kaizen show`` prints about a session's history, state and artifacts."""
+    records = core.records
+    kinds = Counter(r.entry_type for r in records)
+    forked: dict[str, Any] | None = None
+    steps_ok = steps_failed = 0
+    for record in records:
+        if record.entry_type == EntryType.SESSION_FORKED.value:
+            content = decode(record.content)
+            forked = {
+                "parent_session_id": content.get("parent_session_id"),
+                "forked_at_seq": content.get("forked_at_seq"),
+            }
+        elif record.entry_type == EntryType.PLAN_STEP_COMPLETED.value:
+            if decode(record.content).get("success") is True:
+                steps_ok += 1
+            else:
+                steps_failed += 1
+    return {
+        "session_id": core.session_id,
+        "entries": len(records),
+        "head_hash": core.head,
+        "state_version": core.version,
+        "state_keys": len(core.state),
+        "artifacts": len(core.artifacts),
+        "created": records[0].timestamp if records else None,
+        "updated": records[-1].timestamp if records else None,
+        "forked_from": forked,
+        "plans": {
+            "created": kinds.get(EntryType.PLAN_CREATED.value, 0),
+            "failed": kinds.get(EntryType.PLAN_FAILED.value, 0),
+            "steps_succeeded": steps_ok,
+            "steps_failed": steps_failed,
+        },
+        "entry_types": dict(sorted(kinds.items())),
+    }
+
+
+def _one(tokens: tuple[str, ...]) -> Any:
+    return parse_session_names(tokens, count=1)[0]
+
+
+async def _list_store(url: StoreURL, as_json: bool) -> int:
+    async with open_store(url) as store:
+        sessions = await store.list_sessions()
+    rows: list[dict[str, Any]] = [
+        {
+            "session_id": info.session_id,
+            "entries": info.trajectory_length,
+            "state_version": info.state_version,
+            "created_at": info.created_at,
+            "updated_at": info.updated_at,
+            "metadata": dict(info.metadata),
+        }
+        for info in sessions
+    ]
+    if as_json:
+        for row in rows:
+            emit_json(row)
+        return OK
+    if not rows:
+        click.echo(f"{url}: no sessions")
+        return OK
+    table(
+        ("SESSION", "ENTRIES", "VERSION", "UPDATED", "METADATA"),
+        [
+            [
+                r["session_id"],
+                str(r["entries"]),
+                str(r["state_version"]),
+                short_time(r["updated_at"]),
+                compact(r["metadata"]) if r["metadata"] else "",
+            ]
+            for r in rows
+        ],
+    )
+    return OK
+
+
+@click.command(epilog=SESSION_HELP)
+@session_argument(metavar="SESSION | URL")
+@json_option("Print one JSON object (a store's listing: one per line).")
+def show(session: tuple[str, ...], as_json: bool) -> int:
+    """Summarize a session: id, size, state, artifacts, plans, where it came from.
+
+    Given only a store URL, list the sessions the store holds.
+    """
+    if len(session) == 1 and is_url(session[0]):
+        url = parse_store_url(session[0])
+        return run(lambda: _list_store(url, as_json))
+    name = _one(session)
+
+    async def body() -> int:
+        async with open_source(name) as source:
+            core = await source.core()
+            info = {"source": str(name), "kind": source.kind, **await source.facts()}
+            info.update(summarize(core))
+        if as_json:
+            emit_json(info)
+            return OK
+        plans = info["plans"]
+        fields = [
+            ("session", info["session_id"]),
+            ("source", f"{name} ({source.kind}" + _schema(info) + ")"),
+            ("entries", f"{info['entries']}, head {short_hash(info['head_hash'])}"),
+            ("state", f"version {info['state_version']}, {info['state_keys']} key(s)"),
+            ("artifacts", str(info["artifacts"])),
+            ("created", short_time(info["created"]) if info["created"] else "-"),
+            ("updated", short_time(info["updated"]) if info["updated"] else "-"),
+        ]
+        if info["forked_from"]:
+            fork = info["forked_from"]
+            fields.append(
+                ("forked from", f"{fork['parent_session_id']} at seq {fork['forked_at_seq']}")
+            )
+        fields.append(
+            (
+                "plans",
+                f"{plans['created']} created, {plans['failed']} failed; steps: "
+                f"{plans['steps_succeeded']} succeeded, {plans['steps_failed']} failed",
+            )
+        )
+        fields.append(
+            ("entry types", ", ".join(f"{k} {v}" for k, v in info["entry_types"].items()))
+        )
+        field_table(fields)
+        return OK
+
+    return run(body)
+
+
+def _schema(info: dict[str, Any]) -> str:
+    if "schema_version" in info:
+        return f", schema {info['schema_version']}"
+    return ""
+
+
+@click.command(epilog=SESSION_HELP)
+@session_argument()
+@click.option(
+    "--type",
+    "entry_types",
+    multiple=True,
+    type=click.Choice(_ENTRY_TYPES),
+    metavar="TYPE",
+    help="Only entries of this type (repeat for several), e.g. state_set, plan_created.",
+)
+@click.option("--agent", "agent_id", metavar="AGENT", help="Only entries written by this agent.")
+@click.option(
+    "--since",
+    "since_seq",
+    type=click.IntRange(min=0),
+    metavar="SEQ",
+    help="Only entries after this seq.",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="Only the last N matching entries.",
+)
+@wide_option()
+@json_option("Print each entry as one JSON object per line (TrajectoryEntry.to_dict()).")
+def log(
+    session: tuple[str, ...],
+    entry_types: tuple[str, ...],
+    agent_id: str | None,
+    since_seq: int | None,
+    limit: int | None,
+    wide: bool,
+    as_json: bool,
+) -> int:
+    """Print the trajectory, oldest first, filtered by type, agent and seq."""
+    name = _one(session)
+
+    async def body() -> int:
+        async with open_source(name) as source:
+            records = await source.entries(
+                since_seq=since_seq,
+                entry_types=entry_types or None,
+                agent_id=agent_id,
+                limit=limit,
+            )
+        if as_json:
+            for record in records:
+                emit_json(entry_json(record))
+        else:
+            table(_LOG_HEADERS, [entry_row(r) for r in records], wide=wide)
+        return OK
+
+    return run(body)
+
+
+@click.command(epilog=SESSION_HELP)
+@session_argument()
+@click.option(
+    "--at",
+    "at_version",
+    type=click.IntRange(min=0),
+    metavar="VERSION",
+    help="The state right after this state version (0 is empty), rebuilt by replay.",
+)
+@wide_option()
+@json_option('Print one object: {"state_version": V, "state": {...}}.')
+def state(session: tuple[str, ...], at_version: int | None, wide: bool, as_json: bool) -> int:
+    """Print a session's state (the current one, or as it was at a version)."""
+    name = _one(session)
+
+    async def body() -> int:
+        async with open_source(name) as source:
+            core = await source.core()
+            version = core.version if at_version is None else at_version
+            values = core.state_at(version)
+        if as_json:
+            emit_json({"state_version": version, "state": values})
+            return OK
+        click.echo(f"state version {version} of {core.version}, {len(values)} key(s)")
+        table(("KEY", "VALUE"), [[k, compact(v)] for k, v in sorted(values.items())], wide=wide)
+        return OK
+
+    return run(body)
+
+
+@click.command(epilog=SESSION_HELP)
+@session_argument()
+@json_option('Print one object: {"ok", "entries", "bad_seq", "error"}.')
+def verify(session: tuple[str, ...], as_json: bool) -> int:
+    """Recompute the hash chain, the state and the artifact digests.
+
+    Exits 0 when everything checks, 1 naming the first bad seq when not.
+    """
+    name = _one(session)
+
+    async def body() -> int:
+        try:
+            with progress_bar("verifying") as progress:
+                async with open_source(name, progress=progress) as source:
+                    checked = await source.verify()
+                    core = await source.core()
+        except SessionCorruptedError as exc:
+            if as_json:
+                emit_json({"ok": False, "entries": None, "bad_seq": exc.seq, "error": exc.message})
+            else:
+                where = "" if str(name) in exc.message else f"{name}: "
+                click.echo(f"FAILED: {where}{exc.message}")
+                if exc.seq is not None:
+                    click.echo(f"first bad seq: {exc.seq}")
+            return DIFFERENT
+        if as_json:
+            emit_json(
+                {
+                    "ok": True,
+                    "entries": checked,
+                    "bad_seq": None,
+                    "error": None,
+                    "head_hash": core.head,
+                    "state_version": core.version,
+                }
+            )
+        else:
+            click.echo(
+                f"ok: {name}: {checked} entries, hash chain intact (head "
+                f"{short_hash(core.head)}), state version {core.version} matches replay, "
+                f"{len(core.artifacts)} artifact(s) match their digests"
+            )
+        return OK
+
+    return run(body)
+
+
+def _artifact_rows(core: SessionCore) -> list[dict[str, Any]]:
+    written: dict[str, int] = {}
+    for record in core.records:
+        if record.entry_type == EntryType.ARTIFACT_WRITTEN.value:
+            written[decode(record.content)["name"]] = record.seq
+    return [
+        {
+            "name": artifact,
+            "size": len(core.blobs[digest]),
+            "digest": digest,
+            "written_at_seq": written.get(artifact),
+        }
+        for artifact, digest in sorted(core.artifacts.items())
+    ]
+
+
+@click.command(epilog=SESSION_HELP)
+@session_argument()
+@click.option("--get", "get_name", metavar="NAME", help="Write this artifact's bytes out.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    metavar="FILE",
+    help="Where --get writes (default: stdout).",
+)
+@json_option("Print each artifact as one JSON object per line.")
+def artifacts(
+    session: tuple[str, ...], get_name: str | None, output: str | None, as_json: bool
+) -> int:
+    """List a session's artifacts, or write one out with --get NAME [-o FILE]."""
+    name = _one(session)
+    if output is not None and get_name is None:
+        raise click.UsageError("-o/--output needs --get NAME")
+
+    async def body() -> int:
+        async with open_source(name) as source:
+            core = await source.core()
+        if get_name is not None:
+            if get_name not in core.artifacts:
+                known = ", ".join(sorted(core.artifacts)) or "none"
+                raise BadInput(f"{name} has no artifact {get_name!r} (it has: {known})")
+            _write_out(core.read_artifact(get_name), output)
+            return OK
+        rows = _artifact_rows(core)
+        if as_json:
+            for row in rows:
+                emit_json(row)
+        else:
+            table(
+                ("NAME", "SIZE", "SEQ", "DIGEST"),
+                [
+                    [r["name"], str(r["size"]), str(r["written_at_seq"] or "-"), r["digest"]]
+                    for r in rows
+                ],
+            )
+        return OK
+
+    return run(body)
+
+
+def _write_out(data: bytes, output: str | None) -> None:
+    if output is None or output == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    try:
+        Path(output).write_bytes(data)
+    except OSError as exc:
+        raise IOFailure(f"cannot write {output}: {exc.strerror or exc}") from None

@@ -198,6 +198,20 @@ async def test_flush_on_an_in_memory_session_waits_for_posted_writes() -> None:
         assert session._core.length == 2
 
 
+async def test_a_read_batched_with_a_write_that_cannot_be_reloaded_sees_nothing(
+    store: ControlledStore,
+) -> None:
+    async with small_hub(store) as hub, hub.open("s", create=True) as session:
+        store.fail_commits = 1
+        store.fail_loads = 1
+        async with session.transaction(wait=False) as tx:  # posted: the read joins its batch
+            tx.set("b", 2)
+        with pytest.raises(SessionClosedError):
+            await session.get("b")
+        with pytest.raises(SessionClosedError, match="store failed"):
+            await session.flush()
+
+
 async def test_store_that_cannot_reload_closes_the_session_and_the_hub_reopens_it(
     store: ControlledStore,
 ) -> None:
@@ -207,6 +221,8 @@ async def test_store_that_cannot_reload_closes_the_session_and_the_hub_reopens_i
         store.fail_loads = 1
         with pytest.raises(PersistError):
             await session.set("b", 2)
+        # the memory could not be reloaded: the session stops, and nothing reads what the
+        # store does not hold (a read in the same batch as the failed write included)
         with pytest.raises(SessionClosedError, match="store failed"):
             await session.set("c", 3)
         async with hub.open("s") as again:  # a fresh load from the store

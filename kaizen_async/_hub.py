@@ -28,7 +28,7 @@ from anyio.abc import TaskGroup
 
 from ._actor import exit_task_group
 from ._canonical import encode
-from ._durable import DEFAULT_TAIL, DurableSession, load_core
+from ._durable import DurableSession
 from ._exceptions import (
     KaizenValidationError,
     SessionClosedError,
@@ -42,6 +42,7 @@ from ._session import Session, _check_path, _entry_type
 from ._state import DEFAULT_MAX_ARTIFACT_SIZE, SCHEMA_VERSION, SessionCore
 from ._steps import find_open_steps
 from ._storage import Batch, SessionInfo, SessionStore
+from ._stored import DEFAULT_TAIL, load_core
 from ._trajectory import EntryType, TrajectoryEntry
 
 __all__ = ["HubStatistics", "SessionHub", "SessionLease"]

@@ -27,9 +27,10 @@ from kaizen_async import (
     TrajectoryEntry,
 )
 from kaizen_async._canonical import encode, entry_hash
-from kaizen_async._durable import DEFAULT_TAIL, DurableSession
+from kaizen_async._durable import DurableSession
 from kaizen_async._state import SessionCore
 from kaizen_async._storage import Batch, SessionStore
+from kaizen_async._stored import DEFAULT_TAIL
 from kaizen_async._trajectory import Record
 from kaizen_async.stores import MemoryStore, SQLiteStore
 

@@ -18,7 +18,7 @@ import contextlib
 import math
 import os
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -510,7 +510,7 @@ class SessionHub:
         *,
         since_seq: int = 0,
         entry_types: Iterable[EntryType | str] | None = None,
-    ) -> AsyncIterator[TrajectoryEntry]:
+    ) -> AsyncGenerator[TrajectoryEntry, None]:
         """Every committed (durable) entry of ``session_id`` with ``seq > since_seq``: the
         history first, read from the store page by page, then live entries as they are
         committed; in order, without gaps or duplicates; filtered to ``entry_types``.
@@ -526,7 +526,7 @@ class SessionHub:
 
     async def _follow(
         self, session_id: str, since_seq: int, kinds: list[str] | None
-    ) -> AsyncIterator[TrajectoryEntry]:
+    ) -> AsyncGenerator[TrajectoryEntry, None]:
         async with self.open(session_id) as session:
             async for entry in session.subscribe(since_seq=since_seq, entry_types=kinds):
                 yield entry

@@ -15,7 +15,9 @@ import anyio
 import pytest
 from storefakes import ControlledStore
 
+from agents import ReverseAgent
 from kaizen_async import (
+    Dispatcher,
     EntryType,
     ErrorCode,
     PersistError,
@@ -486,3 +488,24 @@ async def test_artifacts_replaced_and_deleted_after_a_reopen_record_their_size(
             assert entries[0].content["old_size"] == 5
             assert entries[1].content["size"] == 3
             assert await session.verify() == 5
+
+
+async def test_resume_sequence_reads_the_plan_from_the_store(store: ControlledStore) -> None:
+    plan = [{"capability": "reverse", "params": {"key": "text"}}] * 10
+    async with small_hub(store) as hub, Dispatcher() as dispatcher:
+        dispatcher.register(ReverseAgent())
+        async with hub.open("s", create=True) as session:
+            await session.set("text", "abc")
+            first = await dispatcher.dispatch_sequence(plan, session, plan_id="p")
+            assert first.success
+            await session.flush()
+            assert durable(session)._core.base > 0  # the plan's start is no longer in memory
+            length, reads = await session.get_trajectory_length(), store.read_calls
+            again = await dispatcher.resume_sequence(plan, session, plan_id="p")
+            assert again.success
+            assert [r.result for r in again.results] == [
+                {"resumed": True, "step_index": i} for i in range(10)
+            ]
+            assert await session.get_trajectory_length() == length  # nothing ran again
+            assert store.read_calls > reads
+            assert await session.get("text") == "abc"  # reversed ten times

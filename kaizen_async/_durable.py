@@ -27,7 +27,7 @@ from ._exceptions import (
     PersistError,
     SessionCorruptedError,
 )
-from ._session import VIEW_CLASSES, Session, Transaction, _entry_type
+from ._session import Session, Transaction, _entry_type
 from ._state import SessionCore, _timestamp, validate_key
 from ._steps import COMPLETED, interrupted_content
 from ._storage import SessionStore
@@ -433,16 +433,6 @@ class DurableSession(Session):
                 tx.append("system", COMPLETED, decode(interrupted_content(record)))
         self._core.interrupted = []
         return len(started)
-
-
-class _AgentDurableSession(DurableSession):
-    """A store-backed session as an agent's capability sees it (see ``agent_view``)."""
-
-    __slots__ = ("_writer",)
-
-
-VIEW_CLASSES[DurableSession] = _AgentDurableSession
-VIEW_CLASSES[_AgentDurableSession] = _AgentDurableSession
 
 
 class _DurableTransaction(Transaction):

@@ -1,0 +1,1 @@
+"""Demos of kaizen_async: real jobs built on the runtime (``python -m demo.py_to_go``)."""

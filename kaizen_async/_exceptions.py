@@ -72,6 +72,12 @@ class ErrorCode(str, Enum):
     SESSION_FENCED = "session_fenced"
     SESSION_READ_ONLY = "session_read_only"
     SESSION_IN_USE = "session_in_use"
+    # signed checkpoints (tamper evidence)
+    CHECKPOINT_INVALID = "checkpoint_invalid"
+    CHECKPOINT_HEAD_MISMATCH = "checkpoint_head_mismatch"
+    UNKNOWN_KEY = "unknown_key"
+    UNSIGNED_TAIL = "unsigned_tail"
+    ROLLBACK_DETECTED = "rollback_detected"
     STATE_KEY_NOT_FOUND = "state_key_not_found"
     # agents
     AGENT_NOT_FOUND = "agent_not_found"
@@ -167,6 +173,10 @@ class SessionInUseError(KaizenError):
 class SessionCorruptedError(KaizenError):
     """A trajectory or file failed verification.
 
+    ``code`` is ``session_corrupted`` for a broken chain or state, or, for signed
+    checkpoints, ``checkpoint_invalid``, ``checkpoint_head_mismatch``, ``unknown_key``,
+    ``unsigned_tail`` or ``rollback_detected``.
+
     Attributes:
         seq: the first bad entry's seq, when the problem is tied to one entry.
     """
@@ -174,9 +184,14 @@ class SessionCorruptedError(KaizenError):
     default_code = ErrorCode.SESSION_CORRUPTED
 
     def __init__(
-        self, message: str, *, seq: int | None = None, details: dict[str, Any] | None = None
+        self,
+        message: str,
+        *,
+        seq: int | None = None,
+        details: dict[str, Any] | None = None,
+        code: ErrorCode | None = None,
     ) -> None:
-        super().__init__(message, details=details)
+        super().__init__(message, details=details, code=code)
         self.seq = seq
 
 

@@ -20,7 +20,7 @@ import os
 import socket
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -30,7 +30,7 @@ from anyio.abc import TaskGroup
 
 from ._actor import exit_task_group
 from ._canonical import encode
-from ._durable import DEFAULT_TAIL, DurableSession, load_core
+from ._durable import DurableSession
 from ._exceptions import (
     KaizenValidationError,
     PersistError,
@@ -41,13 +41,15 @@ from ._exceptions import (
     SessionInUseError,
     SessionNotFoundError,
 )
+from ._keys import Keyring
 from ._logging import get_logger
-from ._persistence import read_session
-from ._session import Session, _check_path, _entry_type
+from ._session import Session, _check_path, _entry_type, _read_checked
 from ._state import DEFAULT_MAX_ARTIFACT_SIZE, SCHEMA_VERSION, SessionCore
 from ._steps import find_open_steps
 from ._storage import Batch, SessionInfo, SessionStore
+from ._stored import DEFAULT_TAIL, load_core
 from ._trajectory import EntryType, Record, TrajectoryEntry
+from ._verification import AnchorSource
 
 __all__ = ["HubStatistics", "SessionHub", "SessionLease"]
 
@@ -116,12 +118,20 @@ class SessionLease:
     closed, and then raises :class:`SessionClosedError`).
     """
 
-    __slots__ = ("_create", "_hub", "_session_id", "_slot", "_take_over")
+    __slots__ = ("_checks", "_create", "_hub", "_session_id", "_slot", "_take_over")
 
-    def __init__(self, hub: SessionHub, session_id: str, create: bool, take_over: bool) -> None:
+    def __init__(
+        self,
+        hub: SessionHub,
+        session_id: str,
+        create: bool,
+        checks: dict[str, Any] | None = None,
+        take_over: bool = False,
+    ) -> None:
         self._hub = hub
         self._session_id = session_id
         self._create = create
+        self._checks = checks
         self._take_over = take_over
         self._slot: _Slot | None = None
 
@@ -141,6 +151,12 @@ class SessionLease:
         if self._slot is not None:
             raise SessionClosedError(f"the lease on {self._session_id} is already held")
         self._slot = await self._hub._acquire(self._session_id, self._create, self._take_over)
+        if self._checks is not None:  # the open's checkpoint options: verify, or give back
+            try:
+                await self.session.verify(**self._checks)
+            except BaseException:
+                self.release()
+                raise
         return self.session
 
     def release(self) -> None:
@@ -300,7 +316,16 @@ class SessionHub:
     # -- opening -------------------------------------------------------------------------
 
     def open(
-        self, session_id: str, *, create: bool = False, take_over: bool = False
+        self,
+        session_id: str,
+        *,
+        create: bool = False,
+        take_over: bool = False,
+        keyring: Keyring | str | os.PathLike[str] | None = None,
+        require_signed: bool = False,
+        max_unsigned_tail: int | None = None,
+        anchors: AnchorSource | None = None,
+        all_checkpoints: bool = False,
     ) -> SessionLease:
         """A lease on session ``session_id``: ``async with hub.open(id) as session:``.
 
@@ -309,6 +334,12 @@ class SessionHub:
         Steps the store holds as started but never completed are recorded as
         ``step_interrupted`` before the session is handed out.
 
+        ``keyring``, ``require_signed``, ``max_unsigned_tail``, ``anchors`` and
+        ``all_checkpoints`` are :meth:`Session.verify`'s: given any, the open verifies the
+        whole session (its chain replayed from the store, then its signed checkpoints)
+        before handing it out, and raises :class:`SessionCorruptedError` (the lease given
+        back) when that fails. Without them an open reads no history.
+
         Opening a session takes its ownership in the store (a lease this hub renews, and a
         new epoch). If another live hub owns it, :class:`SessionBusyError` names that
         owner; once the owner's lease has expired (it died, or was paused) the open takes
@@ -316,7 +347,22 @@ class SessionHub:
         session this way finds out at its next commit or lease renewal: its copy closes,
         and every write it had not committed raises :class:`SessionFencedError`.
         """
-        return SessionLease(self, _check_id(session_id), bool(create), bool(take_over))
+        checks = {
+            "keyring": keyring,
+            "require_signed": require_signed,
+            "max_unsigned_tail": max_unsigned_tail,
+            "anchors": anchors,
+            "all_checkpoints": all_checkpoints,
+        }
+        wanted = keyring is not None or anchors is not None or require_signed
+        wanted = wanted or max_unsigned_tail is not None or all_checkpoints
+        return SessionLease(
+            self,
+            _check_id(session_id),
+            bool(create),
+            checks if wanted else None,
+            bool(take_over),
+        )
 
     async def _acquire(self, session_id: str, create: bool, take_over: bool = False) -> _Slot:
         while True:
@@ -631,7 +677,9 @@ class SessionHub:
         """
         self._check_running()
         path = _check_path(path)
-        core, version = await anyio.to_thread.run_sync(read_session, path)
+        # the file's signed checkpoints must match its chain (as for Session.load); they are
+        # not copied into the store, whose own signer (if any) signs the imported head
+        core, version = await anyio.to_thread.run_sync(_read_checked, path, False, None)
         content: dict[str, Any] = {"path": path}
         if version != SCHEMA_VERSION:
             content["imported_from_schema"] = version
@@ -662,7 +710,7 @@ class SessionHub:
         *,
         since_seq: int = 0,
         entry_types: Iterable[EntryType | str] | None = None,
-    ) -> AsyncIterator[TrajectoryEntry]:
+    ) -> AsyncGenerator[TrajectoryEntry, None]:
         """Every committed (durable) entry of ``session_id`` with ``seq > since_seq``: the
         history first, read from the store page by page, then live entries as they are
         committed; in order, without gaps or duplicates; filtered to ``entry_types``.
@@ -684,7 +732,7 @@ class SessionHub:
 
     async def _follow(
         self, session_id: str, since_seq: int, kinds: list[str] | None
-    ) -> AsyncIterator[TrajectoryEntry]:
+    ) -> AsyncGenerator[TrajectoryEntry, None]:
         last = since_seq
         slot = self._slots.get(session_id)
         if slot is not None and slot.state == _OPEN and slot.epoch is not None:
@@ -702,7 +750,7 @@ class SessionHub:
 
     async def _follow_store(
         self, session_id: str, since_seq: int, kinds: list[str] | None
-    ) -> AsyncIterator[TrajectoryEntry]:
+    ) -> AsyncGenerator[TrajectoryEntry, None]:
         """Follow a session in the store: read what is committed, then wait for more."""
         self._check_running()
         store = self._store

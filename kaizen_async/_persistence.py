@@ -54,12 +54,13 @@ import sqlite3
 import stat
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from ._canonical import ZERO_HASH, decode, encode, entry_hash, sha256_hex
+from ._checkpoint import Checkpoint
 from ._exceptions import (
     ErrorCode,
     KaizenError,
@@ -69,6 +70,7 @@ from ._exceptions import (
     SchemaMismatchError,
     SessionCorruptedError,
 )
+from ._file_checkpoints import read_checkpoints, write_checkpoints
 from ._state import SCHEMA_VERSION, SessionCore, validate_artifact_name
 from ._trajectory import EntryType, Record
 
@@ -106,6 +108,8 @@ class SavePlan:
     blobs: dict[str, bytes]
     #: replace whatever the file holds instead of refusing another history
     overwrite: bool = False
+    #: signed checkpoints kept beside the trajectory (see _file_checkpoints)
+    checkpoints: list[Checkpoint] = field(default_factory=list)
 
 
 def plan_save(core: SessionCore, path: str, saved: Record, *, overwrite: bool = False) -> SavePlan:
@@ -360,6 +364,7 @@ def _append(conn: sqlite3.Connection, plan: SavePlan, head_seq: int) -> None:
         ((digest, data) for digest, data in plan.blobs.items() if digest not in present),
     )
     conn.executemany("INSERT OR REPLACE INTO metadata VALUES (?, ?)", _meta_rows(plan.metadata))
+    write_checkpoints(conn, plan.checkpoints)
 
 
 def _check_v1_prefix(
@@ -402,6 +407,7 @@ def _write_fresh(plan: SavePlan, *, replace: bool) -> None:
                 ((key, value.decode()) for key, value in plan.state.items()),
             )
             conn.executemany("INSERT INTO blobs VALUES (?, ?)", plan.blobs.items())
+            write_checkpoints(conn, plan.checkpoints)
             conn.execute("COMMIT")
         finally:
             conn.close()
@@ -637,6 +643,7 @@ def _read_v2(
     missing = wanted - core.blobs.keys()
     if missing:
         raise SessionCorruptedError(f"{path}: {len(missing)} artifact blob(s) are missing")
+    core.checkpoints = read_checkpoints(conn, tables, path)
     return core
 
 

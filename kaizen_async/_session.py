@@ -13,9 +13,8 @@ subclass in :mod:`kaizen_async._durable`; the hooks it overrides are marked belo
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -25,9 +24,12 @@ from anyio.abc import TaskGroup
 
 from ._actor import Actor, Committer, create_actor
 from ._actor import exit_task_group as _exit_task_group
+from ._anchors import AnchorPublisher, AnchorSink, publisher_for
 from ._canonical import check_text
+from ._checkpoint import Checkpoint, default_writer_id, sign_heads
 from ._exceptions import KaizenValidationError, SessionClosedError, SessionReadOnlyError
-from ._persistence import plan_save, read_session, write_session
+from ._keys import Keyring, Signer, check_signer
+from ._persistence import SavePlan, plan_save, read_session, write_session
 from ._state import (
     DEFAULT_MAX_ARTIFACT_SIZE,
     SCHEMA_VERSION,
@@ -37,6 +39,13 @@ from ._state import (
 )
 from ._steps import find_open_steps, interrupted_records
 from ._trajectory import EntryType, Record, TrajectoryEntry
+from ._verification import (
+    AnchorSource,
+    VerifyOptions,
+    VerifyReport,
+    check_checkpoints,
+    verify_options,
+)
 
 __all__ = ["Session", "SessionStatistics"]
 
@@ -62,6 +71,11 @@ class Session:
         session_id: defaults to a new UUID4.
         max_artifact_size: largest artifact accepted, in bytes (inclusive).
         workspace_path: an optional directory the session's agents work in.
+        signer: signs a checkpoint of the chain's head at every :meth:`save` (see
+            :mod:`kaizen_async.signing`); None (the default) saves files as before.
+        anchor: receives each checkpoint after its save, off the write path (an
+            :class:`~kaizen_async.signing.AnchorSink` such as ``JsonlAnchor``, or an
+            ``AnchorPublisher`` to set its rate).
     """
 
     #: who ``set``/``delete``/``write_artifact``/``delete_artifact`` are recorded as: the
@@ -76,17 +90,28 @@ class Session:
         *,
         max_artifact_size: int = DEFAULT_MAX_ARTIFACT_SIZE,
         workspace_path: str | os.PathLike[str] | None = None,
+        signer: Signer | None = None,
+        anchor: AnchorSink | AnchorPublisher | None = None,
     ) -> None:
         self._setup(
             SessionCore(
                 session_id,
                 max_artifact_size=max_artifact_size,
                 workspace_path=None if workspace_path is None else os.fspath(workspace_path),
-            )
+            ),
+            signer=signer,
+            anchor=anchor,
         )
 
     def _setup(
-        self, core: SessionCore, load_path: str | None = None, read_only: bool = False
+        self,
+        core: SessionCore,
+        load_path: str | None = None,
+        read_only: bool = False,
+        *,
+        signer: Signer | None = None,
+        anchor: AnchorSink | AnchorPublisher | None = None,
+        load_checks: dict[str, Any] | None = None,
     ) -> None:
         self._core = core
         self._load_path = load_path
@@ -94,9 +119,25 @@ class Session:
         self._actor: Actor | None = None
         self._task_group: TaskGroup | None = None
         self._entered = False
+        self._signer = None if signer is None else check_signer(signer)
+        self._writer_id = default_writer_id() if signer is not None else ""
+        self._anchor = publisher_for(anchor)
+        self._load_checks = load_checks
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], *, read_only: bool = False) -> Session:
+    def load(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        read_only: bool = False,
+        signer: Signer | None = None,
+        anchor: AnchorSink | AnchorPublisher | None = None,
+        keyring: Keyring | str | os.PathLike[str] | None = None,
+        require_signed: bool = False,
+        max_unsigned_tail: int | None = None,
+        anchors: AnchorSource | None = None,
+        all_checkpoints: bool = False,
+    ) -> Session:
         """A session that loads ``path`` when entered: ``async with Session.load(p) as s``.
 
         Entering reads the file in one read transaction, verifies the hash chain, rebuilds
@@ -109,9 +150,28 @@ class Session:
         session) work. Raises :class:`PersistFileNotFoundError` (also a
         ``FileNotFoundError``), :class:`PersistError` (a directory, unreadable, locked),
         :class:`SessionCorruptedError` or :class:`SchemaMismatchError`.
+
+        ``keyring``, ``require_signed``, ``max_unsigned_tail``, ``anchors`` and
+        ``all_checkpoints`` check the file's signed checkpoints as :meth:`verify` does,
+        before anything is recorded (the ``session_loaded`` entry is not part of what is
+        checked); ``signer`` and ``anchor`` are as for :class:`Session`.
         """
         session = cls.__new__(cls)
-        session._setup(SessionCore(created=False), _check_path(path), bool(read_only))
+        checks = {
+            "keyring": keyring,
+            "require_signed": require_signed,
+            "max_unsigned_tail": max_unsigned_tail,
+            "anchors": anchors,
+            "all_checkpoints": all_checkpoints,
+        }
+        session._setup(
+            SessionCore(created=False),
+            _check_path(path),
+            bool(read_only),
+            signer=signer,
+            anchor=anchor,
+            load_checks=checks,
+        )
         return session
 
     @classmethod
@@ -131,7 +191,7 @@ class Session:
             # read_only: the file is opened read-only and dead savers' temporary files are
             # left alone (nothing on disk changes), as for the `kaizen` command
             core, version = await anyio.to_thread.run_sync(
-                partial(read_session, path, read_only=self._read_only)
+                _read_checked, path, self._read_only, self._load_checks
             )
             self._core = core
             # recorded before the actor starts (nothing else can write yet), so nothing is
@@ -145,6 +205,8 @@ class Session:
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
         task_group.start_soon(actor.run, name=actor.name)
+        if self._anchor is not None:
+            task_group.start_soon(self._anchor.run, name=f"anchor of {actor.name}")
         self._actor, self._task_group = actor, task_group
         return self
 
@@ -165,6 +227,8 @@ class Session:
     ) -> bool | None:
         assert self._actor is not None and self._task_group is not None
         self._actor.close()
+        if self._anchor is not None:
+            self._anchor.close()
         return await _exit_task_group(self._task_group, exc_type, exc, tb)
 
     def _committer(self) -> Committer | None:
@@ -403,7 +467,7 @@ class Session:
         *,
         since_seq: int = 0,
         entry_types: Iterable[EntryType | str] | None = None,
-    ) -> AsyncIterator[TrajectoryEntry]:
+    ) -> AsyncGenerator[TrajectoryEntry, None]:
         """Every committed entry with ``seq > since_seq``, in order: the history first,
         then live entries as they are committed, without gaps or duplicates.
 
@@ -421,7 +485,7 @@ class Session:
 
     async def _follow(
         self, pos: int, kinds: frozenset[str] | None
-    ) -> AsyncIterator[TrajectoryEntry]:
+    ) -> AsyncGenerator[TrajectoryEntry, None]:
         while True:
             head = self._committed_seq()
             if pos < head:
@@ -460,13 +524,45 @@ class Session:
             records = [r for r in records if r.entry_type in kinds]
         return records, end
 
-    async def verify(self) -> int:
-        """Recompute the hash chain and the derived state; returns the entries checked.
+    async def verify(
+        self,
+        *,
+        keyring: Keyring | str | os.PathLike[str] | None = None,
+        require_signed: bool = False,
+        max_unsigned_tail: int | None = None,
+        anchors: AnchorSource | None = None,
+        all_checkpoints: bool = False,
+    ) -> VerifyReport:
+        """Recompute the hash chain and the derived state, then check the signed
+        checkpoints; returns a :class:`~kaizen_async.signing.VerifyReport`.
 
-        Raises :class:`SessionCorruptedError` naming the first bad seq.
+        The report is an ``int``, the number of entries checked (what ``verify()``
+        returned before), with the rest as attributes: last signed seq, unsigned tail,
+        key ids, writers, epochs, problems. ``keyring`` (a
+        :class:`~kaizen_async.signing.Keyring` or its file) is what signatures are
+        trusted by; by default only the latest checkpoint's signature is checked (the
+        chain carries it back), ``all_checkpoints=True`` checks each. ``anchors`` (a
+        JSON-lines file or checkpoints) checks for rollback and truncation.
+        ``require_signed``/``max_unsigned_tail`` fail a session that is not signed
+        (enough). Raises :class:`SessionCorruptedError` naming the first bad seq, with
+        code ``session_corrupted``, ``checkpoint_invalid``, ``checkpoint_head_mismatch``,
+        ``unknown_key``, ``unsigned_tail`` or ``rollback_detected``.
         """
         await self._settled()
-        return await anyio.to_thread.run_sync(self._core.snapshot_copy().verify)
+        core = self._core.snapshot_copy()
+        options = {
+            "keyring": keyring,
+            "require_signed": require_signed,
+            "max_unsigned_tail": max_unsigned_tail,
+            "anchors": anchors,
+            "all_checkpoints": all_checkpoints,
+        }
+        return await anyio.to_thread.run_sync(_verify_core, core, options)
+
+    @property
+    def checkpoints(self) -> list[Checkpoint]:
+        """The signed checkpoints kept beside this session's chain, oldest first."""
+        return list(self._core.checkpoints)
 
     # -- artifacts -----------------------------------------------------------------------
 
@@ -535,13 +631,66 @@ class Session:
         saved = core.next_record("system", EntryType.SESSION_SAVED, {"path": path})
         whole = await self._full_core()
         plan = plan_save(whole, target, saved, overwrite=overwrite)
-        await anyio.to_thread.run_sync(write_session, plan)
+        plan.checkpoints = await self._file_checkpoints(whole)
+        signed = await anyio.to_thread.run_sync(self._sign_and_write, plan, saved)
         core.add_record(saved)
+        if signed is not None:
+            core.checkpoints.append(signed)
+            if self._anchor is not None:
+                self._anchor.offer([signed])
         return saved.seq
 
     async def _full_core(self) -> SessionCore:
         """The whole session in memory, as a save writes it (overridden: read from a store)."""
         return self._core
+
+    async def _file_checkpoints(self, whole: SessionCore) -> list[Checkpoint]:
+        """The checkpoints a save writes beside the entries (overridden: from a store)."""
+        return list(whole.checkpoints)
+
+    def _sign_and_write(self, plan: SavePlan, saved: Record) -> Checkpoint | None:
+        """Sign the saved head (with a signer), then write the file with the checkpoint in
+        the same transaction as the entries it covers (runs in a worker thread)."""
+        signer, signed = self._signer, None
+        if signer is not None:
+            (signed,) = sign_heads(
+                signer.sign,
+                signer.key_id,
+                [(self._core.session_id, saved.seq, saved.hash, 0)],
+                self._writer_id,
+            )
+            plan.checkpoints.append(signed)
+        write_session(plan)
+        return signed
+
+
+def _read_checked(
+    path: str, read_only: bool, checks: dict[str, Any] | None
+) -> tuple[SessionCore, int]:
+    """Load ``path`` and check its checkpoints as asked (runs in a worker thread)."""
+    options = VerifyOptions() if checks is None else verify_options(**checks)
+    core, version = read_session(path, read_only=read_only)
+    if options.active or core.checkpoints:  # stored heads must match the chain, always
+        _check_core(core, options)
+    return core, version
+
+
+def _check_core(core: SessionCore, options: VerifyOptions) -> VerifyReport:
+    records = core.records
+    return check_checkpoints(
+        core.session_id,
+        len(records),
+        lambda seq: records[seq - 1].hash,
+        core.checkpoints,
+        options,
+    )
+
+
+def _verify_core(core: SessionCore, checks: dict[str, Any]) -> VerifyReport:
+    """verify(): the options, the chain and state, then the checkpoints (worker thread)."""
+    options = verify_options(**checks)
+    core.verify()
+    return _check_core(core, options)
 
 
 def _entry_type(kind: EntryType | str) -> str:

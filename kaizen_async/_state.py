@@ -22,6 +22,7 @@ import orjson
 
 from ._canonical import ENTRY_TEMPLATE as _ENTRY
 from ._canonical import ZERO_HASH, check_text, decode, encode, entry_hash, sha256_hex
+from ._checkpoint import Checkpoint
 from ._exceptions import (
     ArtifactNotFoundError,
     ArtifactTooLargeError,
@@ -166,6 +167,7 @@ class SessionCore:
     __slots__ = (
         "artifacts",
         "blobs",
+        "checkpoints",
         "head",
         "max_artifact_size",
         "records",
@@ -196,6 +198,8 @@ class SessionCore:
         self.artifacts: dict[str, str] = {}  # name -> digest
         self.blobs: dict[str, bytes] = {}  # digest -> data (every version ever written)
         self.head = ZERO_HASH
+        #: signed checkpoints of this chain (beside it, not in it): loaded and saved
+        self.checkpoints: list[Checkpoint] = []
         if created:
             self.append(
                 _SYSTEM,
@@ -631,6 +635,7 @@ class SessionCore:
         copy.artifacts = dict(self.artifacts)
         copy.blobs = dict(self.blobs)
         copy.head = self.head
+        copy.checkpoints = list(self.checkpoints)
         return copy
 
     # -- forks and snapshots -------------------------------------------------------------

@@ -24,10 +24,12 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Protocol, Self, runtime_checkable
 
+from ._checkpoint import Checkpoint
 from ._trajectory import Record
 
 __all__ = [
     "Batch",
+    "CheckpointStore",
     "Ownership",
     "SessionInfo",
     "SessionStore",
@@ -246,4 +248,24 @@ class SessionStore(Protocol):
     async def wait_for_commit(self, session_id: str, after_seq: int, *, timeout: float) -> int:
         """The session's committed head seq once it is past ``after_seq``, whoever commits
         (this process or another), or after ``timeout`` seconds: whatever it is then."""
+        ...
+
+
+@runtime_checkable
+class CheckpointStore(Protocol):
+    """What a store that signs checkpoints offers beside :class:`SessionStore` (optional:
+    ``MemoryStore`` and ``SQLiteStore`` do).
+
+    A store given a signer signs, inside the transaction of each commit it accepts, the
+    session's new head when its policy says so (see :mod:`kaizen_async.signing`); a batch
+    it refuses (a conflict, or a fenced writer) commits no checkpoint.
+    """
+
+    async def checkpoint(self, session_id: str) -> Checkpoint | None:
+        """Sign the session's head now (None: this store's key signed it already, or the
+        store has no signer). What closing a store-backed session calls."""
+        ...
+
+    async def read_checkpoints(self, session_id: str, *, since_seq: int = 0) -> list[Checkpoint]:
+        """The session's committed checkpoints with ``seq > since_seq``, oldest first."""
         ...

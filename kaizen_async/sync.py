@@ -43,6 +43,7 @@ from ._session import SessionStatistics
 from ._state import DEFAULT_MAX_ARTIFACT_SIZE
 from ._trajectory import EntryType, TrajectoryEntry
 from ._types import AgentInfo, CapabilitySpec, InvokeResult
+from ._verification import VerifyReport
 
 __all__ = ["Dispatcher", "Session"]
 
@@ -289,8 +290,9 @@ class Session(_Resource):
     def get_trajectory_length(self) -> int:
         return self._call(self._inner.get_trajectory_length)
 
-    def verify(self) -> int:
-        return self._call(self._inner.verify)
+    def verify(self, **checks: Any) -> VerifyReport:
+        """See :meth:`kaizen_async.Session.verify` (the same keyword options)."""
+        return self._call(self._inner.verify, **checks)
 
     def write_artifact(self, name: str, data: bytes) -> int:
         return self._call(self._inner.write_artifact, name, data)

@@ -10,6 +10,7 @@ import pytest
 import kaizen_async
 import kaizen_async.inspect
 import kaizen_async.llm
+import kaizen_async.signing
 import kaizen_async.stores
 import kaizen_async.sync
 import kaizen_async.testing
@@ -90,6 +91,7 @@ PUBLIC = {
     kaizen_async.inspect: ["create_app"],
     kaizen_async.stores: [
         "Batch",
+        "CheckpointStore",
         "MemoryStore",
         "PostgresStore",
         "SQLiteStore",
@@ -97,6 +99,24 @@ PUBLIC = {
         "SessionStore",
         "StoreStatistics",
         "StoredSession",
+        "verify_stored",
+    ],
+    kaizen_async.signing: [
+        "ENV_KEY_FILE",
+        "ENV_KEY_PASSPHRASE",
+        "AnchorPublisher",
+        "AnchorSink",
+        "Checkpoint",
+        "CheckpointPolicy",
+        "Ed25519Signer",
+        "JsonlAnchor",
+        "Keyring",
+        "Signer",
+        "TrustedKey",
+        "VerifyReport",
+        "checkpoint_text",
+        "key_id_of",
+        "read_anchors",
     ],
 }
 
@@ -172,3 +192,17 @@ def test_original_vocabulary_is_kept() -> None:
         "unknown_error",
     }
     assert original_codes <= {c.value for c in ErrorCode}
+
+
+def test_checkpoint_codes_are_session_corrupted_codes() -> None:
+    codes = {
+        "checkpoint_invalid",
+        "checkpoint_head_mismatch",
+        "unknown_key",
+        "unsigned_tail",
+        "rollback_detected",
+    }
+    assert codes <= {c.value for c in ErrorCode}
+    error = kaizen_async.SessionCorruptedError("x", seq=3, code=ErrorCode.UNKNOWN_KEY)
+    assert error.code is ErrorCode.UNKNOWN_KEY and error.seq == 3
+    assert kaizen_async.SessionCorruptedError("x").code is ErrorCode.SESSION_CORRUPTED

@@ -950,7 +950,8 @@ async def test_sqlite_schema_is_created_and_marked(db_path: Path) -> None:
             _sqlite_schema.APPLICATION_ID
         )
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert [v for (v,) in conn.execute("SELECT version FROM schema_version")] == [1, 2]
+        versions = [v for (v,) in conn.execute("SELECT version FROM schema_version")]
+        assert versions == list(range(1, len(_sqlite_schema.MIGRATIONS) + 1))
         tables = {n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         assert tables == _sqlite_schema.TABLES
     finally:
@@ -1033,10 +1034,8 @@ async def test_sqlite_migrations_apply_in_order_in_one_transaction(
         await assert_matches(store, driver)
     conn = sqlite3.connect(db_path)
     try:
-        latest = len(steps)
-        assert [v for (v,) in conn.execute("SELECT version FROM schema_version")] == list(
-            range(1, latest + 1)
-        )
+        versions = [v for (v,) in conn.execute("SELECT version FROM schema_version")]
+        assert versions == list(range(1, len(steps) + 1))
         assert conn.execute("SELECT x, y FROM extra").fetchall() == [(2, 20)]
     finally:
         conn.close()
@@ -1060,9 +1059,8 @@ async def test_sqlite_a_failing_migration_changes_nothing(
     assert caught.value.code is ErrorCode.PERSIST_LOAD_FAILED
     conn = sqlite3.connect(db_path)
     try:
-        assert [v for (v,) in conn.execute("SELECT version FROM schema_version")] == list(
-            range(1, current + 1)
-        )
+        versions = [v for (v,) in conn.execute("SELECT version FROM schema_version")]
+        assert versions == list(range(1, current + 1))
         names = {n for (n,) in conn.execute("SELECT name FROM sqlite_master")}
         assert "extra" not in names  # the first new step was rolled back with the second
     finally:
@@ -1509,15 +1507,19 @@ async def test_sqlite_a_commit_of_another_process_is_found_by_polling(db_path: P
         assert heads == [2]
 
 
-async def test_sqlite_a_version_1_store_gains_ownership(
-    db_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A store written before ownership existed migrates: its sessions have no owner and
-    epoch 0, and can be acquired at once."""
-    monkeypatch.setattr(_sqlite_schema, "MIGRATIONS", _sqlite_schema.MIGRATIONS[:1])
+async def test_sqlite_a_store_from_before_ownership_gains_it(db_path: Path) -> None:
+    """A store written before ownership existed (taken back to that schema version here)
+    migrates: its sessions have no owner and epoch 0, and can be acquired at once."""
     async with SQLiteStore(db_path) as store:
         driver = await created(store, "s")
-    monkeypatch.undo()
+    before = len(_sqlite_schema.MIGRATIONS) - 1
+    _tamper(
+        db_path,
+        "ALTER TABLE sessions DROP COLUMN owner",
+        "ALTER TABLE sessions DROP COLUMN epoch",
+        "ALTER TABLE sessions DROP COLUMN lease_until",
+        f"DELETE FROM schema_version WHERE version > {before}",
+    )
     async with SQLiteStore(db_path) as store:
         await assert_matches(store, driver)
         assert (await store.acquire("s", "hub", lease_seconds=5)).epoch == 1

@@ -49,12 +49,14 @@ def _register() -> None:
     from ._compare import diff, replay
     from ._demo import demo
     from ._inspect import inspect
+    from ._keygen import keygen
     from ._live import tail
     from ._read import artifacts, log, show, state, verify
     from ._transfer import export, import_
 
     for command in (show, log, state, verify, artifacts, diff, tail, export, import_, replay, demo):
         cli.add_command(command)
+    cli.add_command(keygen)
     cli.add_command(inspect)
 
 

@@ -10,11 +10,12 @@ from typing import Any
 import click
 
 from .._canonical import decode
-from .._exceptions import SessionCorruptedError
+from .._exceptions import ErrorCode, KaizenError, KaizenValidationError, SessionCorruptedError
 from .._state import SessionCore
 from .._trajectory import EntryType
+from .._verification import check_checkpoints, verify_options
 from ._common import SESSION_HELP, json_option, run, session_argument, wide_option
-from ._errors import DIFFERENT, OK, BadInput, IOFailure
+from ._errors import OK, BadInput, CliError, IOFailure, describe
 from ._naming import StoreURL, is_url, parse_session_names, parse_store_url
 from ._output import (
     compact,
@@ -258,40 +259,124 @@ def state(session: tuple[str, ...], at_version: int | None, wide: bool, as_json:
     return run(body)
 
 
-@click.command(epilog=SESSION_HELP)
-@session_argument()
-@json_option('Print one object: {"ok", "entries", "bad_seq", "error"}.')
-def verify(session: tuple[str, ...], as_json: bool) -> int:
-    """Recompute the hash chain, the state and the artifact digests.
+#: exit codes of ``kaizen verify`` (the issue's contract for verifiers; see VERIFY_EXITS)
+VERIFIED, TAMPERED, UNVERIFIABLE, USAGE_OR_IO = 0, 1, 2, 3
+_UNVERIFIABLE = frozenset({ErrorCode.UNKNOWN_KEY, ErrorCode.UNSIGNED_TAIL})
+VERIFY_EXITS = f"""\b
+Exit codes of verify:
+  {VERIFIED}  verified
+  {TAMPERED}  tampered or invalid: a broken chain, state or digest, a checkpoint whose head
+     differs or whose signature fails, a rollback or truncation the anchors show
+  {UNVERIFIABLE}  unverifiable: more unsigned entries than --max-unsigned-tail, a key the
+     keyring does not hold
+  {USAGE_OR_IO}  usage or I/O error: bad options, a missing or unreadable session, keyring or
+     anchor file
 
-    Exits 0 when everything checks, 1 naming the first bad seq when not.
+{SESSION_HELP}"""
+
+
+class _VerifyCommand(click.Command):
+    """``verify`` reports usage errors with its own code (3), as verifiers expect."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            exc.exit_code = USAGE_OR_IO
+            raise
+
+
+@click.command(cls=_VerifyCommand, epilog=VERIFY_EXITS)
+@session_argument()
+@click.option(
+    "--keyring",
+    type=click.Path(dir_okay=False),
+    help="Trusted public keys (one 'key_id base64 [from [until]]' per line): checks the "
+    "latest signed checkpoint (all of them with --all-checkpoints).",
+)
+@click.option(
+    "--anchors",
+    type=click.Path(dir_okay=False),
+    help="A JSON-lines anchor file: detects rollback, truncation and equivocation.",
+)
+@click.option("--all-checkpoints", is_flag=True, help="Check every checkpoint's signature.")
+@click.option(
+    "--max-unsigned-tail",
+    type=click.IntRange(min=0),
+    help="Fail (exit 2) when more entries than this follow the last signed checkpoint "
+    "(0: everything must be signed). Needs --keyring.",
+)
+@json_option("Print one object: the verification report (ok, entries, bad_seq, code, ...).")
+def verify(
+    session: tuple[str, ...],
+    keyring: str | None,
+    anchors: str | None,
+    all_checkpoints: bool,
+    max_unsigned_tail: int | None,
+    as_json: bool,
+) -> int:
+    """Recompute the hash chain, the state and the artifact digests, and check the signed
+    checkpoints beside them.
+
+    Without --keyring, stored checkpoints must still match the chain, but their signatures
+    are not checked. Exits 0 when everything checks, 1 naming the first bad seq when not
+    (see the exit codes below).
     """
-    name = _one(session)
+    try:
+        name = _one(session)
+        options = verify_options(keyring, False, max_unsigned_tail, anchors, all_checkpoints)
+    except (CliError, KaizenValidationError) as exc:
+        click.echo(f"kaizen: {exc.message if isinstance(exc, KaizenError) else exc}", err=True)
+        return USAGE_OR_IO
 
     async def body() -> int:
         try:
             with progress_bar("verifying") as progress:
                 async with open_source(name, progress=progress) as source:
+                    checkpoints = await source.checkpoints()
                     checked = await source.verify()
                     core = await source.core()
+                    records = core.records
+                    report = check_checkpoints(
+                        core.session_id,
+                        checked,
+                        lambda seq: records[seq - 1].hash,
+                        checkpoints,
+                        options,
+                    )
         except SessionCorruptedError as exc:
             if as_json:
-                emit_json({"ok": False, "entries": None, "bad_seq": exc.seq, "error": exc.message})
+                emit_json(
+                    {
+                        "ok": False,
+                        "entries": None,
+                        "bad_seq": exc.seq,
+                        "code": exc.code.value,
+                        "error": exc.message,
+                    }
+                )
             else:
                 where = "" if str(name) in exc.message else f"{name}: "
-                click.echo(f"FAILED: {where}{exc.message}")
+                click.echo(f"FAILED ({exc.code.value}): {where}{exc.message}")
                 if exc.seq is not None:
                     click.echo(f"first bad seq: {exc.seq}")
-            return DIFFERENT
+            return UNVERIFIABLE if exc.code in _UNVERIFIABLE else TAMPERED
+        except Exception as exc:
+            known = describe(exc)
+            if known is None:
+                raise
+            click.echo(f"kaizen: {known[0]}", err=True)
+            return USAGE_OR_IO
         if as_json:
             emit_json(
                 {
                     "ok": True,
-                    "entries": checked,
                     "bad_seq": None,
+                    "code": None,
                     "error": None,
                     "head_hash": core.head,
                     "state_version": core.version,
+                    **report.to_dict(),
                 }
             )
         else:
@@ -300,7 +385,17 @@ def verify(session: tuple[str, ...], as_json: bool) -> int:
                 f"{short_hash(core.head)}), state version {core.version} matches replay, "
                 f"{len(core.artifacts)} artifact(s) match their digests"
             )
-        return OK
+            if report.signed:
+                click.echo(
+                    f"signed: up to seq {report.last_signed_seq} ({report.signatures_checked} "
+                    f"signature(s) checked; keys {', '.join(report.key_ids)}; writers "
+                    f"{', '.join(report.writers)}); unsigned tail {report.unsigned_tail}"
+                )
+            if report.rollback_checked:
+                click.echo(f"anchors: consistent (newest anchored seq {report.anchored_seq})")
+            for problem in report.problems:
+                click.echo(f"note: {problem}")
+        return VERIFIED
 
     return run(body)
 

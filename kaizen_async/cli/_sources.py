@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from .._canonical import sha256_hex
+from .._checkpoint import Checkpoint
 from .._exceptions import SessionCorruptedError, SessionNotFoundError
 from .._persistence import read_session
 from .._state import SessionCore
@@ -92,6 +93,12 @@ class Source(ABC):
             agent_id=agent_id,
             limit=limit,
         )
+
+    async def checkpoints(self) -> list[Checkpoint]:
+        """The signed checkpoints stored beside the session (call before :meth:`core`: a
+        store commits each with the entries it covers, so none lies past the head read
+        after it)."""
+        return list((await self.core()).checkpoints)
 
     @abstractmethod
     async def verify(self) -> int:
@@ -233,6 +240,10 @@ class StoreSource(Source):
         self._core = core
         return core
 
+    async def checkpoints(self) -> list[Checkpoint]:
+        reader: Any = getattr(self.store, "read_checkpoints", None)
+        return [] if reader is None else list(await reader(self.session_id))
+
     async def verify(self) -> int:
         return len((await self.core()).records)
 
@@ -277,7 +288,9 @@ async def open_source(
             source = FileSource.read(name, progress)
         except SessionCorruptedError as exc:
             message = exc.message if name.path in exc.message else f"{name.path}: {exc.message}"
-            raise SessionCorruptedError(message, seq=exc.seq, details=exc.details) from None
+            raise SessionCorruptedError(
+                message, seq=exc.seq, details=exc.details, code=exc.code
+            ) from None
         yield source
         return
     assert name.store is not None and name.session_id is not None

@@ -9,6 +9,7 @@ database that several processes share (driver: ``pip install "kaizen-async[postg
 from __future__ import annotations
 
 from .._storage import Batch as Batch
+from .._storage import CheckpointStore as CheckpointStore
 from .._storage import SessionInfo as SessionInfo
 from .._storage import SessionStore as SessionStore
 from .._storage import StoredSession as StoredSession
@@ -16,9 +17,11 @@ from .._storage import StoreStatistics as StoreStatistics
 from ._memory import MemoryStore as MemoryStore
 from ._postgres import PostgresStore as PostgresStore
 from ._sqlite import SQLiteStore as SQLiteStore
+from ._verify import verify_stored as verify_stored
 
 __all__ = [
     "Batch",
+    "CheckpointStore",
     "MemoryStore",
     "PostgresStore",
     "SQLiteStore",
@@ -26,4 +29,5 @@ __all__ = [
     "SessionStore",
     "StoreStatistics",
     "StoredSession",
+    "verify_stored",
 ]

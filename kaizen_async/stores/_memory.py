@@ -5,7 +5,8 @@ holds exactly as in the durable stores: a batch must continue the stored head
 (``persist_conflict``), ids are unique, reads are filtered and paged the same way, blobs are
 shared between sessions and dropped with the last session that uses them. Each call is
 applied whole when called (in call order, like a durable store's queue) and the call then
-yields, so its "transactions" hold one batch each.
+yields, so its "transactions" hold one batch each. With a signer, each commit's checkpoint
+is made with it (signed alone: a transaction holds one session).
 """
 
 from __future__ import annotations
@@ -18,8 +19,13 @@ from typing import Any, Self
 
 import anyio
 
+from .._actor import exit_task_group
+from .._anchors import AnchorPublisher, AnchorSink
 from .._canonical import ZERO_HASH, decode
+from .._checkpoint import Checkpoint
+from .._checkpointing import Checkpointer, CheckpointPolicy
 from .._exceptions import ArtifactNotFoundError, ErrorCode, KaizenValidationError, PersistError
+from .._keys import Signer
 from .._storage import Batch, Ownership, SessionInfo, StoredSession, StoreStatistics
 from .._trajectory import Record
 from ._common import (
@@ -64,6 +70,7 @@ class _Session:
     owner: str | None = None
     epoch: int = 0
     lease_until: float = 0.0
+    checkpoints: list[Checkpoint] = field(default_factory=list)
 
     def info(self, session_id: str) -> SessionInfo:
         return SessionInfo(
@@ -80,21 +87,35 @@ class MemoryStore:
     """A :class:`~kaizen_async.stores.SessionStore` in memory (no durability).
 
     The data lives in the object: leaving and entering it again keeps every session.
+    ``signer``, ``checkpoints`` and ``anchor`` are as for :class:`SQLiteStore`.
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        *,
+        signer: Signer | None = None,
+        checkpoints: CheckpointPolicy | None = None,
+        anchor: AnchorSink | AnchorPublisher | None = None,
+    ) -> None:
         self._sessions: dict[str, _Session] = {}
         self._blobs: dict[str, bytes] = {}
         self._blob_users: dict[str, int] = {}
         self._open = False
         self._commits = 0
         self._waiters: dict[str, list[anyio.Event]] = {}
+        self._checkpointer = None if signer is None else Checkpointer(signer, checkpoints, anchor)
+        self._task_group: Any = None
 
     async def __aenter__(self) -> Self:
         if self._open:
             raise PersistError(
                 "this MemoryStore is already open", code=ErrorCode.PERSIST_LOAD_FAILED
             )
+        anchor = self._checkpointer.anchor if self._checkpointer is not None else None
+        if anchor is not None:
+            self._task_group = anyio.create_task_group()
+            await self._task_group.__aenter__()
+            self._task_group.start_soon(anchor.run, name="anchor of a MemoryStore")
         self._open = True
         await anyio.lowlevel.checkpoint()
         return self
@@ -104,8 +125,14 @@ class MemoryStore:
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> None:
+    ) -> bool | None:
         self._open = False
+        task_group, self._task_group = self._task_group, None
+        if task_group is None:
+            return None
+        assert self._checkpointer is not None and self._checkpointer.anchor is not None
+        self._checkpointer.anchor.close()
+        return await exit_task_group(task_group, exc_type, exc, tb)
 
     def _check_open(self, code: ErrorCode) -> None:
         if not self._open:
@@ -146,6 +173,7 @@ class MemoryStore:
         stored = _Session(stamp, stamp, max_artifact_size, workspace, meta)
         self._sessions[batch.session_id] = stored
         self._apply(stored, batch, stamp)
+        self._sign(batch, stored)
         await anyio.lowlevel.checkpoint()  # applied first: calls apply in call order
         return stored.info(batch.session_id)
 
@@ -162,7 +190,44 @@ class MemoryStore:
         ):
             raise conflict(batch.session_id, batch.base_seq, head)
         self._apply(stored, batch, now())
+        self._sign(batch, stored)
         await anyio.lowlevel.checkpoint()
+
+    def _sign(self, batch: Batch, stored: _Session, *, force: bool = False) -> list[Checkpoint]:
+        """The checkpoint of a batch just applied, if one is due (always with ``force``)."""
+        signer = self._checkpointer
+        if signer is None or not (batch.records or force):
+            return []
+        sid, entries = batch.session_id, len(batch.records)
+        head = (sid, len(stored.records), stored.head_hash, 0, entries)
+        trees = signer.sign([head[:4]]) if force or signer.due(sid, 1, entries) else []
+        made = signer.checkpoints(trees)
+        stored.checkpoints.extend(made)
+        signer.committed([head], trees)
+        return made
+
+    async def checkpoint(self, session_id: str) -> Checkpoint | None:
+        """Sign the session's head now unless this store's key signed that head already
+        (then None, as without a signer): what a store-backed session's close calls."""
+        self._check_open(ErrorCode.PERSIST_COMMIT_FAILED)
+        stored = self._session(session_id)
+        await anyio.lowlevel.checkpoint()
+        signer = self._checkpointer
+        if signer is None:
+            return None
+        head_seq = len(stored.records)
+        for known in reversed(stored.checkpoints):
+            if known.seq == head_seq and known.key_id == signer.key_id:
+                return None
+        batch = Batch(session_id, head_seq, (), stored.state_version)
+        return self._sign(batch, stored, force=True)[0]
+
+    async def read_checkpoints(self, session_id: str, *, since_seq: int = 0) -> list[Checkpoint]:
+        """The session's checkpoints with ``seq > since_seq``, oldest first."""
+        self._check_open(ErrorCode.PERSIST_LOAD_FAILED)
+        since, _ = check_range(since_seq, None)
+        await anyio.lowlevel.checkpoint()
+        return [c for c in self._session(session_id).checkpoints if c.seq > since]
 
     def _apply(self, stored: _Session, batch: Batch, stamp: str) -> None:
         stored.records.extend(batch.records)
@@ -200,6 +265,8 @@ class MemoryStore:
         await anyio.lowlevel.checkpoint()
         if stored is None:
             return False
+        if self._checkpointer is not None:
+            self._checkpointer.forget(session_id)
         for digest in stored.blobs:
             users = self._blob_users[digest] - 1
             if users:

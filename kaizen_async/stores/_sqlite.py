@@ -10,6 +10,11 @@ database, I/O error) is rolled back whole and every batch in it fails with
 ``persist_commit_failed``; the writer then reopens its connection, so the store works
 again once the fault is gone.
 
+With a signer, the writer also signs the new head of every session the transaction
+advanced (per :class:`~kaizen_async.signing.CheckpointPolicy`; one signature per
+transaction) and writes the checkpoint rows in that same transaction, after the guarded
+updates: a refused batch, a rolled-back transaction or a fenced writer commits none.
+
 Reads run on a small pool of read connections in worker threads, concurrently with the
 writer (WAL readers see the last committed state and never block it); a read that spans
 several statements (``load``, ``read``) runs in one read transaction: one snapshot.
@@ -28,12 +33,16 @@ import anyio
 from anyio.abc import TaskGroup
 
 from .._actor import exit_task_group
+from .._anchors import AnchorPublisher, AnchorSink
+from .._checkpoint import Checkpoint
+from .._checkpointing import Checkpointer, CheckpointPolicy, Head, SignedTree
 from .._exceptions import (
     ErrorCode,
     KaizenError,
     KaizenValidationError,
     PersistError,
 )
+from .._keys import Signer
 from .._storage import Batch, Ownership, SessionInfo, StoredSession, StoreStatistics
 from .._trajectory import Record
 from . import _sqlite_reads as reads
@@ -58,10 +67,13 @@ from ._sqlite_writes import (
     DELETE_SESSION,
     Staged,
     acquire,
+    next_tree_id,
     release,
     renew,
+    stage_checkpoint,
     stage_commit,
     stage_create,
+    write_trees,
 )
 
 __all__ = ["SQLiteStore"]
@@ -79,6 +91,10 @@ class SQLiteStore:
         poll_interval: seconds between reads of a session's head while
             :meth:`wait_for_commit` waits for another process's commit (this process's own
             commits wake it at once).
+        signer: signs checkpoints of session heads at commits (see
+            :mod:`kaizen_async.signing`); None (the default): no checkpoints.
+        checkpoints: when to sign (default: at every durable commit of a session).
+        anchor: receives each committed checkpoint, off the write path.
 
     Entering opens (creating or migrating) the database and starts the writer; leaving
     commits what is queued, then closes. Opening raises :class:`SessionCorruptedError`
@@ -93,6 +109,9 @@ class SQLiteStore:
         readers: int = 4,
         busy_timeout: float = 5.0,
         poll_interval: float = 0.05,
+        signer: Signer | None = None,
+        checkpoints: CheckpointPolicy | None = None,
+        anchor: AnchorSink | AnchorPublisher | None = None,
     ) -> None:
         if not isinstance(readers, int) or isinstance(readers, bool) or readers < 1:
             raise KaizenValidationError("readers must be an int >= 1")
@@ -114,6 +133,7 @@ class SQLiteStore:
         #: test seam: called with the writer connection in the writer thread before each
         #: transaction (fault injection: ``PRAGMA max_page_count``, ``query_only``)
         self._writer_hook: Callable[[sqlite3.Connection], None] | None = None
+        self._checkpointer = None if signer is None else Checkpointer(signer, checkpoints, anchor)
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r})"
@@ -134,6 +154,9 @@ class SQLiteStore:
         self._reader_slots = anyio.Semaphore(len(readers))
         self._committer.open()
         task_group.start_soon(self._committer.run, name=f"writer of {self!r}")
+        anchor = self._checkpointer.anchor if self._checkpointer is not None else None
+        if anchor is not None:
+            task_group.start_soon(anchor.run, name=f"anchor of {self!r}")
         self._task_group = task_group
         self._open = True
         return self
@@ -149,6 +172,8 @@ class SQLiteStore:
             return None
         self._task_group = None
         self._committer.close()
+        if self._checkpointer is not None and self._checkpointer.anchor is not None:
+            self._checkpointer.anchor.close()
         try:
             return await exit_task_group(task_group, exc_type, exc, tb)
         finally:
@@ -240,8 +265,35 @@ class SQLiteStore:
         deleted: bool = await self._committer.submit("delete", session_id)
         return deleted
 
+    async def checkpoint(self, session_id: str) -> Checkpoint | None:
+        """Sign the session's head now, in its own transaction, unless this store's key
+        signed that head already (then that checkpoint is not repeated: None). What a
+        store-backed session's close calls. None without a signer."""
+        check_session_id(session_id)
+        if self._checkpointer is None:
+            return None
+        made: Checkpoint | None = await self._committer.submit("checkpoint", session_id)
+        return made
+
+    async def read_checkpoints(self, session_id: str, *, since_seq: int = 0) -> list[Checkpoint]:
+        """The session's committed checkpoints with ``seq > since_seq``, oldest first."""
+        check_session_id(session_id)
+        since, _ = check_range(since_seq, None)
+        return await self._read(reads.read_checkpoints, session_id, since)
+
     async def _transact(self, writes: list[Write]) -> tuple[bool, list[Outcome]]:
-        committed, outcomes = await anyio.to_thread.run_sync(self._transact_sync, writes)
+        signer = self._checkpointer
+        if signer is None:
+            committed, outcomes = await anyio.to_thread.run_sync(self._transact_sync, writes)
+        else:
+            signing = _Signing(signer)
+            committed, outcomes = await anyio.to_thread.run_sync(
+                self._transact_sync, writes, signing
+            )
+            if committed:
+                signer.committed(signing.heads, signing.trees)
+                for session_id in signing.deleted:
+                    signer.forget(session_id)
         if self._waiters:  # this process's commits wake its waiters at once
             for (kind, payload), outcome in zip(writes, outcomes, strict=True):
                 if kind in ("commit", "create") and not isinstance(outcome, BaseException):
@@ -250,8 +302,11 @@ class SQLiteStore:
                         event.set()
         return committed, outcomes
 
-    def _transact_sync(self, writes: list[Write]) -> tuple[bool, list[Outcome]]:
-        """One transaction for all ``writes`` (runs in a worker thread)."""
+    def _transact_sync(
+        self, writes: list[Write], signing: _Signing | None = None
+    ) -> tuple[bool, list[Outcome]]:
+        """One transaction for all ``writes`` (runs in a worker thread); ``signing``
+        collects and signs the session heads it advances (with a signer)."""
         outcomes: list[Outcome] = [None] * len(writes)
         conn = self._writer
         try:
@@ -264,9 +319,24 @@ class SQLiteStore:
             conn.execute("BEGIN IMMEDIATE")
             for index, (kind, payload) in enumerate(writes):
                 if kind == "commit":
-                    outcomes[index] = stage_commit(conn, payload, stamp, staged)
+                    if signing is None or not payload.records:
+                        outcomes[index] = stage_commit(conn, payload, stamp, staged)
+                    else:
+                        mark = signing.mark(conn, payload)
+                        outcomes[index] = stage_commit(conn, payload, stamp, staged, mark)
+                        if outcomes[index] is None:
+                            signing.accepted(payload, mark)
                 elif kind == "create":
                     outcomes[index] = stage_create(conn, payload, stamp, staged)
+                    if signing is not None and isinstance(outcomes[index], SessionInfo):
+                        signing.explicit(conn, payload[0].session_id, *_last(payload[0]))
+                elif kind == "checkpoint":
+                    assert signing is not None
+                    found = stage_checkpoint(conn, payload, signing.signer.key_id)
+                    if isinstance(found, tuple):
+                        signing.explicit(conn, payload, *found, index=index)
+                    else:
+                        outcomes[index] = found
                 elif kind == "acquire":
                     outcomes[index] = acquire(conn, payload)
                 elif kind == "renew":
@@ -279,7 +349,11 @@ class SQLiteStore:
                     if outcomes[index]:
                         for statement in DELETE_SESSION[1:]:
                             conn.execute(statement, (payload,))
+                        if signing is not None:
+                            signing.deleted.add(payload)
             staged.flush(conn)
+            if signing is not None and signing.due:
+                signing.write(conn, outcomes)
             conn.execute("COMMIT")
             return True, outcomes
         except Exception as exc:
@@ -455,6 +529,107 @@ class SQLiteStore:
                 waiters.discard(event)
                 if not waiters and self._waiters.get(session_id) is waiters:
                     del self._waiters[session_id]
+
+
+def _last(batch: Batch) -> tuple[int, str]:
+    last = batch.records[-1]
+    return last[0], last[6]
+
+
+def _epoch(batch: Batch) -> int:
+    """The writer's fencing epoch for this session's batch (0: a writer without
+    ownership)."""
+    return batch.epoch or 0
+
+
+class _Signing:
+    """What one transaction signs (runs in the writer thread): the heads due, in leaf
+    order, the tree ids and leaf indexes they get, and the rows that record them."""
+
+    __slots__ = (
+        "counts",
+        "deleted",
+        "due",
+        "explicit_rows",
+        "first_tree",
+        "heads",
+        "signer",
+        "trees",
+    )
+
+    def __init__(self, signer: Checkpointer) -> None:
+        self.signer = signer
+        self.due: list[tuple[str, int, str, int]] = []
+        #: (position in due, write index or None) of heads not set by a guarded update
+        self.explicit_rows: list[tuple[int, int | None]] = []
+        self.heads: list[Head] = []  # every head advanced (for the policy's counters)
+        self.counts: dict[str, tuple[int, int]] = {}
+        self.deleted: set[str] = set()
+        self.first_tree = 0
+        self.trees: list[SignedTree] = []
+
+    def _place(self, conn: sqlite3.Connection, epoch: int) -> tuple[int, int, int]:
+        """(epoch, tree id, leaf index) of the next head signed."""
+        first = self.first_tree or self._first(conn)
+        n = len(self.due)
+        if self.signer.policy.group:
+            return epoch, first, n
+        return epoch, first + n, 0
+
+    def _first(self, conn: sqlite3.Connection) -> int:
+        self.first_tree = next_tree_id(conn)
+        return self.first_tree
+
+    def mark(self, conn: sqlite3.Connection, batch: Batch) -> tuple[int, int, int] | None:
+        """Where this batch's head goes if it is due (None: not due). Runs once per
+        batch: the default policy (every commit, one tree) takes the short way."""
+        signer = self.signer
+        if signer.every and signer.policy.group:
+            return _epoch(batch), self.first_tree or self._first(conn), len(self.due)
+        sid = batch.session_id
+        commits, entries = self.counts.get(sid, (0, 0))
+        commits, entries = commits + 1, entries + len(batch.records)
+        self.counts[sid] = (commits, entries)
+        if not signer.due(sid, commits, entries):
+            return None
+        return self._place(conn, _epoch(batch))
+
+    def accepted(self, batch: Batch, mark: tuple[int, int, int] | None) -> None:
+        last = batch.records[-1]
+        if mark is not None:
+            self.due.append((batch.session_id, last[0], last[6], mark[0]))
+        if not self.signer.every:  # the policy's counters need every head
+            self.heads.append(
+                (batch.session_id, last[0], last[6], _epoch(batch), len(batch.records))
+            )
+
+    def explicit(
+        self, conn: sqlite3.Connection, sid: str, seq: int, head: str, *, index: int | None = None
+    ) -> None:
+        """A head signed whatever the policy (a created session, ``store.checkpoint``)."""
+        self._place(conn, 0)
+        self.explicit_rows.append((len(self.due), index))
+        self.due.append((sid, seq, head, 0))
+
+    def write(self, conn: sqlite3.Connection, outcomes: list[Outcome]) -> None:
+        """Sign the due heads and write their rows; explicit callers get their checkpoint."""
+        signer = self.signer
+        self.trees = trees = signer.sign(self.due)
+        first, group = self.first_tree, signer.policy.group
+        explicit = dict(self.explicit_rows)
+        history = signer.history(self.due, first, group, explicit, self.deleted)
+        latest = []
+        for n in explicit:
+            sid = self.due[n][0]
+            if sid not in self.deleted:
+                tree_id, leaf = (first, n) if group else (first + n, 0)
+                latest.append((tree_id, leaf, sid, tree_id))
+        write_trees(conn, first, trees, signer.key_id, signer.writer_id, history, latest)
+        wanted = [(n, index) for n, index in self.explicit_rows if index is not None]
+        if wanted:
+            made = signer.checkpoints(trees)
+            for n, index in wanted:
+                outcomes[index] = made[n]
 
 
 def _close_all(connections: list[sqlite3.Connection]) -> None:

@@ -12,7 +12,10 @@ import gc
 import sqlite3
 from typing import Any
 
+import orjson
+
 from .._canonical import sha256_hex
+from .._checkpoint import Checkpoint, checkpoint_text, leaf_hash, proof_from_leaves
 from .._exceptions import ArtifactNotFoundError, KaizenValidationError, SessionCorruptedError
 from .._storage import SessionInfo, StoredSession
 from .._trajectory import Record
@@ -29,7 +32,16 @@ from ._common import (
     not_found,
 )
 
-__all__ = ["HEAD", "head", "info", "list_sessions", "load", "read_blob", "read_entries"]
+__all__ = [
+    "HEAD",
+    "head",
+    "info",
+    "list_sessions",
+    "load",
+    "read_blob",
+    "read_checkpoints",
+    "read_entries",
+]
 
 HEAD = "SELECT head_seq FROM sessions WHERE session_id = ?"
 _SESSION_COLUMNS = (
@@ -188,3 +200,77 @@ def list_sessions(
         ("" if after is None else after, -1 if count is None else count),
     ).fetchall()
     return [_session_info(tuple(row)) for row in rows]
+
+
+_HISTORY = "SELECT tree_id, tree_index FROM checkpoints WHERE session_id = ? AND seq > ?"
+_LATEST = (
+    "SELECT checkpoint_tree, checkpoint_index FROM sessions "
+    "WHERE session_id = ? AND checkpoint_tree IS NOT NULL"
+)
+_TREE = "SELECT key_id, writer_id, time, signature, heads FROM checkpoint_trees WHERE tree_id = ?"
+
+
+def read_checkpoints(conn: sqlite3.Connection, session_id: str, since: int) -> list[Checkpoint]:
+    """The session's checkpoints after ``since`` (its history rows and its latest, in one
+    snapshot), oldest first, each rebuilt from the tree row its signature covers (the heads
+    signed together, in leaf order), audit path included.
+
+    Whatever was changed in a tree row after signing makes its leaves, so its root, differ:
+    the signature then fails (``checkpoint_invalid``), as it should; a rewritten entry
+    leaves the signed head in the tree row (``checkpoint_head_mismatch``).
+    """
+    conn.execute("BEGIN")
+    if conn.execute(HEAD, (session_id,)).fetchone() is None:
+        raise not_found(session_id)
+    places = conn.execute(_HISTORY, (session_id, since)).fetchall()
+    places += conn.execute(_LATEST, (session_id,)).fetchall()
+    trees = {tree: conn.execute(_TREE, (tree,)).fetchone() for tree in {tree for tree, _ in places}}
+    conn.execute("COMMIT")
+    found: dict[tuple[Any, Any], Checkpoint] = {}
+    for tree, index in places:
+        if (tree, index) in found:
+            continue  # the latest is often also a history row
+        try:
+            checkpoint = _from_tree(session_id, trees[tree], index)
+        except (KaizenValidationError, TypeError, ValueError, IndexError, KeyError) as exc:
+            raise corrupted(session_id, f"malformed checkpoint (tree {tree!r}): {exc}") from None
+        if checkpoint.seq > since:
+            found[tree, index] = checkpoint
+    return sorted(found.values(), key=lambda c: (c.seq, c.time))
+
+
+def _from_tree(session_id: str, row: tuple[Any, ...] | None, index: Any) -> Checkpoint:
+    """Leaf ``index`` of a tree row as a checkpoint (it must name ``session_id``)."""
+    if row is None:
+        raise KaizenValidationError("its tree row is missing")
+    key_id, writer, time, signature, heads_text = row
+    heads = orjson.loads(heads_text)
+    if type(index) is not int or not isinstance(heads, list) or not 0 <= index < len(heads):
+        raise KaizenValidationError("its leaf index is out of range")
+    members = [tuple(member) for member in heads]
+    if any(len(member) != 4 for member in members):
+        raise KaizenValidationError("its tree's heads are malformed")
+    sid, seq, head, epoch = members[index]
+    if sid != session_id:
+        raise KaizenValidationError(f"its leaf names session {sid!r}")
+    if type(signature) is not bytes:
+        raise KaizenValidationError("its signature is not bytes")
+    size = len(members)
+    checkpoint = Checkpoint(sid, seq, head, epoch, writer, time, key_id, signature, index, size)
+    checkpoint.checked()
+    if size == 1:
+        return checkpoint
+    leaves = [leaf_hash(checkpoint_text(s, q, h, e, writer, time)) for s, q, h, e in members]
+    return Checkpoint(
+        sid,
+        seq,
+        head,
+        epoch,
+        writer,
+        time,
+        key_id,
+        signature,
+        index,
+        size,
+        proof_from_leaves(leaves, index),
+    )

@@ -1,7 +1,6 @@
 """The SQLite store's schema, its migrations and the checks that a file is one of ours.
 
-Schema version 1 (version 2 adds ``sessions.owner``, ``epoch`` and ``lease_until``: the
-ownership of sessions by hubs, see :meth:`SessionStore.acquire`)::
+Schema version 1::
 
     schema_version(version PK, applied_at)         one row per applied migration
     sessions(session_id PK, created_at, updated_at, head_seq, head_hash, state_version,
@@ -13,6 +12,28 @@ ownership of sessions by hubs, see :meth:`SessionStore.acquire`)::
     blobs(digest PK, data)                         content-addressed, shared by sessions
     session_blobs(session_id, digest, PK (session_id, digest)) + index on digest:
                                                    which sessions use which blob
+
+Schema version 2 adds signed checkpoints (beside the entries, not in them)::
+
+    sessions + checkpoint_tree, checkpoint_index   where the session's latest checkpoint is
+                                                   (NULL: none), set by the guarded head
+                                                   update itself
+    checkpoint_trees(tree_id PK, key_id, writer_id, time, signature, heads)
+                                                   one row per signature (a transaction):
+                                                   heads = JSON [[session id, seq, head
+                                                   hash, epoch], ...] in leaf order
+    checkpoints(session_id, seq, tree_id, tree_index) + index on (session_id, seq)
+                                                   older checkpoints kept as history (see
+                                                   CheckpointPolicy.history_every)
+
+A commit's checkpoint thus costs two small integers in a row the commit updates anyway
+and its share of one appended row: no page per session is dirtied for it.
+
+Schema version 3 adds the ownership of sessions by hubs (see :meth:`SessionStore.acquire`)::
+
+    sessions + owner, epoch, lease_until           the owning hub, the fencing epoch (bumped
+                                                   on every acquisition), the lease's end
+                                                   (seconds since the Unix epoch)
 
 The database header's ``application_id`` marks the file as a kaizen_async store. Opening
 applies the migrations the file lacks, in order, in one transaction; a file of a newer
@@ -86,7 +107,26 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "CREATE INDEX session_blobs_by_digest ON session_blobs (digest)",
         f"PRAGMA application_id = {APPLICATION_ID}",
     ),
-    (  # 2: ownership of sessions by hubs (owner, its lease, the fencing epoch)
+    (
+        "ALTER TABLE sessions ADD COLUMN checkpoint_tree INTEGER",
+        "ALTER TABLE sessions ADD COLUMN checkpoint_index INTEGER",
+        """CREATE TABLE checkpoint_trees (
+            tree_id INTEGER PRIMARY KEY,
+            key_id TEXT NOT NULL,
+            writer_id TEXT NOT NULL,
+            time TEXT NOT NULL,
+            signature BLOB NOT NULL,
+            heads TEXT NOT NULL
+        )""",
+        """CREATE TABLE checkpoints (
+            session_id TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            tree_id INTEGER NOT NULL,
+            tree_index INTEGER NOT NULL
+        )""",
+        "CREATE INDEX checkpoints_by_session ON checkpoints (session_id, seq)",
+    ),
+    (  # 3: ownership of sessions by hubs (owner, its lease, the fencing epoch)
         "ALTER TABLE sessions ADD COLUMN owner TEXT",
         "ALTER TABLE sessions ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE sessions ADD COLUMN lease_until REAL NOT NULL DEFAULT 0",
@@ -95,7 +135,17 @@ MIGRATIONS: list[tuple[str, ...]] = [
 
 #: the tables a current database must have
 TABLES = frozenset(
-    {"schema_version", "sessions", "entries", "state", "artifacts", "blobs", "session_blobs"}
+    {
+        "schema_version",
+        "sessions",
+        "entries",
+        "state",
+        "artifacts",
+        "blobs",
+        "session_blobs",
+        "checkpoint_trees",
+        "checkpoints",
+    }
 )
 
 

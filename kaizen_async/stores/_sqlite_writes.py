@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Sequence
 from typing import Any
 
+import orjson
+
+from .._checkpointing import SignedTree
 from .._exceptions import KaizenError
 from .._storage import Batch, Ownership, SessionInfo
 from ._common import busy, check_metadata_text, conflict, exists, fenced, not_found
@@ -20,16 +24,24 @@ __all__ = [
     "DELETE_SESSION",
     "Staged",
     "acquire",
+    "next_tree_id",
     "release",
     "renew",
+    "stage_checkpoint",
     "stage_commit",
     "stage_create",
+    "write_trees",
 ]
 
 _ADVANCE = (  # behind the head guard and, for an owner's batch, the epoch (fencing)
     "UPDATE sessions SET head_seq = ?, head_hash = ?, state_version = ?, updated_at = ?, "
     "open_steps_json = coalesce(?, open_steps_json) "
     "WHERE session_id = ? AND head_seq = ? AND head_hash = ? AND (?9 IS NULL OR epoch = ?9)"
+)
+_ADVANCE_SIGNED = (  # the same, and the batch's head becomes the session's latest checkpoint
+    "UPDATE sessions SET head_seq = ?, head_hash = ?, state_version = ?, updated_at = ?, "
+    "open_steps_json = coalesce(?, open_steps_json), checkpoint_tree = ?, checkpoint_index = ? "
+    "WHERE session_id = ? AND head_seq = ? AND head_hash = ? AND (?11 IS NULL OR epoch = ?11)"
 )
 _TOUCH = (  # a batch without records (only open steps or the state version changed)
     "UPDATE sessions SET state_version = ?, updated_at = ?, "
@@ -71,6 +83,18 @@ DELETE_SESSION = (
     "WHERE mine.session_id = ?1 AND NOT EXISTS (SELECT 1 FROM session_blobs AS other "
     "WHERE other.digest = mine.digest AND other.session_id <> ?1))",
     "DELETE FROM session_blobs WHERE session_id = ?1",
+    "DELETE FROM checkpoints WHERE session_id = ?1",
+)
+_INSERT_TREE = "INSERT INTO checkpoint_trees VALUES (?, ?, ?, ?, ?, ?)"
+_INSERT_CHECKPOINT = "INSERT INTO checkpoints VALUES (?, ?, ?, ?)"
+_SET_LATEST = (  # an explicit checkpoint, unless this transaction signed a newer head
+    "UPDATE sessions SET checkpoint_tree = ?, checkpoint_index = ? "
+    "WHERE session_id = ? AND (checkpoint_tree IS NULL OR checkpoint_tree < ?)"
+)
+_NEXT_TREE = "SELECT coalesce(max(tree_id), 0) + 1 FROM checkpoint_trees"
+_HEAD_SIGNED = (
+    "SELECT s.head_seq, s.head_hash, s.checkpoint_index, t.key_id, t.heads FROM sessions AS s "
+    "LEFT JOIN checkpoint_trees AS t ON t.tree_id = s.checkpoint_tree WHERE s.session_id = ?"
 )
 
 
@@ -140,16 +164,22 @@ def _steps_json(steps: tuple[int, ...] | None) -> str | None:
 
 
 def stage_commit(
-    conn: sqlite3.Connection, batch: Batch, stamp: str, staged: Staged
+    conn: sqlite3.Connection,
+    batch: Batch,
+    stamp: str,
+    staged: Staged,
+    mark: tuple[int, int, int] | None = None,
 ) -> KaizenError | None:
+    """Move the session's head (guarded) and stage the batch's rows; with ``mark``
+    (epoch, tree id, leaf index) its new head also becomes the session's latest
+    checkpoint, in the same guarded update."""
     sid = batch.session_id
     records = batch.records
     steps = _steps_json(batch.open_steps)
     if records:
         last = records[-1]
-        changed = conn.execute(
-            _ADVANCE,
-            (
+        if mark is None:
+            params: tuple[Any, ...] = (
                 last[0],
                 last[6],
                 batch.state_version,
@@ -159,8 +189,23 @@ def stage_commit(
                 batch.base_seq,
                 records[0][5],
                 batch.epoch,
-            ),
-        ).rowcount
+            )
+            changed = conn.execute(_ADVANCE, params).rowcount
+        else:
+            params = (
+                last[0],
+                last[6],
+                batch.state_version,
+                stamp,
+                steps,
+                mark[1],
+                mark[2],
+                sid,
+                batch.base_seq,
+                records[0][5],
+                batch.epoch,
+            )
+            changed = conn.execute(_ADVANCE_SIGNED, params).rowcount
     else:
         changed = conn.execute(
             _TOUCH, (batch.state_version, stamp, steps, sid, batch.base_seq, batch.epoch)
@@ -234,3 +279,58 @@ def stage_create(
     return SessionInfo(
         sid, stamp, stamp, last[0], batch.state_version, check_metadata_text(sid, meta)
     )
+
+
+def stage_checkpoint(
+    conn: sqlite3.Connection, session_id: str, key_id: str
+) -> KaizenError | tuple[int, str] | None:
+    """The head to sign for an explicit checkpoint (None: this key signed it already)."""
+    row = conn.execute(_HEAD_SIGNED, (session_id,)).fetchone()
+    if row is None:
+        return not_found(session_id)
+    seq, head_hash, index, signed_by, heads = row
+    if signed_by == key_id and type(index) is int:
+        try:
+            if orjson.loads(heads)[index][1] == seq:
+                return None
+        except (orjson.JSONDecodeError, IndexError, TypeError):
+            pass  # a damaged tree row: sign again (a verifier reports the damage)
+    return seq, head_hash
+
+
+def next_tree_id(conn: sqlite3.Connection) -> int:
+    """The id the next tree row gets (the writer holds the write lock)."""
+    next_id: int = conn.execute(_NEXT_TREE).fetchone()[0]
+    return next_id
+
+
+def write_trees(
+    conn: sqlite3.Connection,
+    first_tree_id: int,
+    trees: Sequence[SignedTree],
+    key_id: str,
+    writer_id: str,
+    history: Sequence[tuple[Any, ...]],
+    latest: Sequence[tuple[Any, ...]],
+) -> None:
+    """The signature rows of a transaction (tree ids from ``first_tree_id`` on, each with
+    the heads it signed), its history rows and the latest-checkpoint columns of sessions
+    not set by their guarded update."""
+    conn.executemany(
+        _INSERT_TREE,
+        [
+            (
+                first_tree_id + n,
+                key_id,
+                writer_id,
+                t.time,
+                t.signature,
+                orjson.dumps(t.heads).decode(),
+            )
+            for n, t in enumerate(trees)
+        ],
+    )
+    if history:
+        conn.executemany(_INSERT_CHECKPOINT, history)
+    if latest:
+        conn.executemany(_SET_LATEST, latest)

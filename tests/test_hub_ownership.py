@@ -185,3 +185,21 @@ async def test_a_dead_process_of_this_machine_is_taken_over_at_once(make: Make) 
         with pytest.raises(SessionBusyError):  # another machine's process: no way to tell
             async with hub.open("far"):
                 pass
+
+
+async def test_signed_checkpoints_carry_the_owners_epoch(tmp_path: Path) -> None:
+    """A signing SQLite store records the epoch each checkpointed head was written under."""
+    from kaizen_async.signing import Ed25519Signer
+
+    signer = Ed25519Signer.generate()
+    path = tmp_path / "signed.db"
+    async with SessionHub(SQLiteStore(path, signer=signer), owner="hub-a") as a:
+        async with a.open("s", create=True) as session:
+            await session.set("k", 1)
+    async with SessionHub(SQLiteStore(path, signer=signer), owner="hub-b") as b:
+        async with b.open("s") as session:
+            await session.set("k", 2)
+        store = b.store
+        assert isinstance(store, SQLiteStore)
+        epochs = [c.epoch for c in await store.read_checkpoints("s")]
+    assert epochs[-1] == 2 and epochs == sorted(epochs)  # the head hub-b wrote: its epoch

@@ -193,9 +193,11 @@ async def test_signed_checkpoints_carry_the_owners_epoch(tmp_path: Path) -> None
 
     signer = Ed25519Signer.generate()
     path = tmp_path / "signed.db"
-    async with SessionHub(SQLiteStore(path, signer=signer), owner="hub-a") as a:
-        async with a.open("s", create=True) as session:
-            await session.set("k", 1)
+    async with (
+        SessionHub(SQLiteStore(path, signer=signer), owner="hub-a") as a,
+        a.open("s", create=True) as session,
+    ):
+        await session.set("k", 1)
     async with SessionHub(SQLiteStore(path, signer=signer), owner="hub-b") as b:
         async with b.open("s") as session:
             await session.set("k", 2)

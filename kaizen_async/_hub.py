@@ -195,7 +195,9 @@ class SessionHub:
             renewed; the hub renews every third of it. Several hubs (processes) may share
             one store: a session is open in one hub at a time, and once its owner has died
             another hub's open takes it over after this long (see :meth:`open`).
-        owner: this hub's id in the store (default: host, process id and a random suffix).
+        owner: this hub's id in the store (default: this machine's host name, boot and
+            process namespace, the process id and a random suffix; from it a hub on the
+            same machine tells that a holder's process has exited, see :meth:`open`).
     """
 
     def __init__(
@@ -343,9 +345,11 @@ class SessionHub:
         Opening a session takes its ownership in the store (a lease this hub renews, and a
         new epoch). If another live hub owns it, :class:`SessionBusyError` names that
         owner; once the owner's lease has expired (it died, or was paused) the open takes
-        the session over, and ``take_over=True`` takes it at once. A hub that lost a
-        session this way finds out at its next commit or lease renewal: its copy closes,
-        and every write it had not committed raises :class:`SessionFencedError`.
+        the session over, and ``take_over=True`` takes it at once; an owner that was a
+        process of this machine which has exited (see ``owner``) is taken over at once. A
+        hub that lost a session this way finds out at its next commit or lease renewal:
+        its copy closes, and every write it had not committed raises
+        :class:`SessionFencedError`.
         """
         checks = {
             "keyring": keyring,
@@ -564,7 +568,7 @@ class SessionHub:
         error = SessionFencedError(
             f"session {slot.session_id!r} was taken over by another hub; this hub's copy "
             "is closed and its uncommitted writes were not stored",
-            details={"session_id": slot.session_id, "owner": self._owner},
+            details={"session_id": slot.session_id, "hub": self._owner},
         )
         _log.warning("hub.session_fenced", session_id=slot.session_id)
         session = slot.session

@@ -648,11 +648,32 @@ class _AgentSession(Session):
     __slots__ = ("_writer",)  # the one attribute of its own; the rest is the session's
 
 
+#: the view class of each kind of session (a store-backed one reads through its store)
+_VIEW_CLASSES: dict[type[Session], type[_AgentSession]] = {}
+
+
+def _view_class(cls: type[Session]) -> type[_AgentSession]:
+    """The agent view class for sessions of class ``cls``: ``_AgentSession`` for a plain
+    ``Session``, else a subclass of both, so a view of a store-backed session keeps that
+    session's own reads and writes (committed data, blobs and history from the store)."""
+    if issubclass(cls, _AgentSession):
+        return cls
+    view_class = _VIEW_CLASSES.get(cls)
+    if view_class is None:
+        if cls is Session:
+            view_class = _AgentSession
+        else:
+            view_class = type(f"_Agent{cls.__name__}", (_AgentSession, cls), {"__slots__": ()})
+        _VIEW_CLASSES[cls] = view_class
+    return view_class
+
+
 def agent_view(session: Session, agent_id: str) -> Session:
     """``session`` as seen by agent ``agent_id`` (validated by the caller): cheap enough
     (~0.2 us) to make one per capability call. The view shares the session's attribute
-    dict, so whatever one of them sets (the actor once started, say) the other sees."""
-    view = object.__new__(_AgentSession)
+    dict, so whatever one of them sets (the actor once started, say) the other sees, and
+    has the methods of the session's own class."""
+    view = object.__new__(_view_class(type(session)))
     view.__dict__ = session.__dict__
     view._writer = agent_id
     return view

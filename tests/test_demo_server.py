@@ -27,7 +27,7 @@ from starlette.applications import Starlette
 from starlette.types import Message, Scope
 
 from demo.server import Settings, create_app
-from demo.server.app import Server
+from demo.server.app import Server, stop_streams
 from demo.server.planning import keyword_plan
 from kaizen_async import EntryType, SessionHub
 from kaizen_async.stores import MemoryStore, SQLiteStore
@@ -295,6 +295,25 @@ async def test_streams_end_when_the_server_stops(settings: Settings) -> None:
                 await raw.changed.wait()
 
 
+async def test_stop_streams_ends_open_streams_first(settings: Settings) -> None:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        hub: SessionHub = app.state.server.hub
+        await hub.create("s")
+        raw = RawStream("/sessions/s/events")
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as group:
+                group.start_soon(app, raw.scope, raw.receive, raw.send)
+                await raw.wait_for(b"id: 1\n")
+                stop_streams(app)  # what the server does before it waits for connections
+                await raw.wait_for(b"event: end\n")
+                while not raw.finished:
+                    await raw.changed.wait()
+        assert hub.statistics().leased == 0  # the hub still runs; the stream let go
+        async with hub.open("s") as session:
+            assert await session.get_trajectory_length() == 1
+
+
 async def test_the_store_outlives_the_app(settings: Settings) -> None:
     async with served(settings) as client:
         await client.post("/sessions", json={"id": "kept", "state": {"text": "hello"}})
@@ -417,7 +436,8 @@ class LiveEvents:
                 block = []
                 if "event" in fields:
                     data = orjson.loads(fields["data"])
-                    self.events.append({"id": fields.get("id"), "event": fields["event"], **data})
+                    entry = data if isinstance(data, dict) else {"data": data}
+                    self.events.append({"id": fields.get("id"), "event": fields["event"], **entry})
                     self._changed.set()
                     self._changed = anyio.Event()
         except httpx.HTTPError:
@@ -531,13 +551,16 @@ async def test_live_events_from_a_real_server(tmp_path: Path) -> None:
                     assert [int(e["id"]) for e in again.events] == [13, 14]
                     state = (await client.get("/sessions/live/state")).json()
                     assert state["state"] == {"text": "BA"}
-                    # stop the server while this stream is open: the stream ends and the
-                    # server exits (its hub committed and closed)
+                    # stop the server while this stream is open: the stream ends (told so)
+                    # and the server exits (its hub committed and closed)
                     process.send_signal(signal.SIGINT)
                     with anyio.fail_after(60):
                         await again.ended.wait()
+                    assert again.events[-1]["event"] == "end", again.events[-1]
             with anyio.fail_after(60):
                 assert await process.wait() == 0, "\n".join(log)
+            text = "\n".join(log)
+            assert "Traceback" not in text and "graceful shutdown exceeded" not in text, text
         finally:
             if process.returncode is None:
                 process.kill()

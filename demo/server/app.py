@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -66,6 +67,16 @@ class Server:
     dispatcher: Dispatcher
     models: Models
     settings: Settings
+    #: set when the server starts stopping: open event streams end at once
+    stopping: anyio.Event
+
+
+def stop_streams(app: Starlette) -> None:
+    """End the app's open event streams (each sends ``event: end``): for a server that
+    waits for open connections before it runs the lifespan's shutdown (uvicorn does)."""
+    server: Server | None = getattr(app.state, "server", None)
+    if server is not None:
+        server.stopping.set()
 
 
 def create_app(settings: Settings | None = None, *, store: SessionStore | None = None) -> Starlette:
@@ -90,7 +101,7 @@ def create_app(settings: Settings | None = None, *, store: SessionStore | None =
         ):
             dispatcher.register(ReverseAgent())
             dispatcher.register(UppercaseAgent())
-            app.state.server = Server(hub, dispatcher, models, settings)
+            app.state.server = Server(hub, dispatcher, models, settings, anyio.Event())
             yield
 
     return Starlette(
@@ -197,7 +208,7 @@ async def stream_events(request: Request) -> Response:
     async with server.hub.open(session_id) as session:  # 404 for an unknown id
         head = await session.get_trajectory_length()
     entries = committed_entries(server.hub, session_id, since, None if follow else head)
-    return EventStream(entries, server.settings.heartbeat)
+    return EventStream(entries, server.settings.heartbeat, server.stopping)
 
 
 # -- errors ----------------------------------------------------------------------------------

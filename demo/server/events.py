@@ -3,8 +3,9 @@
 Each entry is one event: ``id: <seq>``, ``event: entry``, ``data: <the entry as JSON>``.
 A client that reconnects sends the last id it saw as ``Last-Event-ID`` and the stream
 resumes right after it (the subscription yields ``seq > since_seq``): nothing is lost or
-repeated. The stream ends with ``event: end`` when the session closes (the server is
-stopping) or, for a finite stream, once it has sent what was committed when it began.
+repeated. The stream ends with ``event: end`` when the server stops (``stopping`` is set,
+or the hub closes the session) or, for a finite stream, once it has sent what was committed
+when it began.
 """
 
 from __future__ import annotations
@@ -55,10 +56,16 @@ class EventStream(Response):
 
     media_type = "text/event-stream"
 
-    def __init__(self, entries: AsyncGenerator[TrajectoryEntry, None], heartbeat: float) -> None:
+    def __init__(
+        self,
+        entries: AsyncGenerator[TrajectoryEntry, None],
+        heartbeat: float,
+        stopping: anyio.Event | None = None,
+    ) -> None:
         # as Starlette's StreamingResponse: no body, so no content-length
         self.entries = entries
         self.heartbeat = heartbeat
+        self.stopping = stopping
         self.status_code = 200
         self.background = None
         self.init_headers({"cache-control": "no-store", "x-accel-buffering": "no"})
@@ -95,11 +102,18 @@ class EventStream(Response):
                         await anyio.sleep(self.heartbeat)
                         await emit(b": keep-alive\n\n")
 
+                async def stop_on(event: anyio.Event, pump: anyio.CancelScope) -> None:
+                    await event.wait()
+                    pump.cancel()
+
                 group.start_soon(watch)
                 group.start_soon(beat)
                 await emit(b"retry: %d\n\n" % RETRY_MS)
-                async for entry in self.entries:
-                    await emit(sse_event("entry", orjson.dumps(entry.to_dict()), entry.seq))
+                with anyio.CancelScope() as pump:
+                    if self.stopping is not None:
+                        group.start_soon(stop_on, self.stopping, pump)
+                    async for entry in self.entries:
+                        await emit(sse_event("entry", orjson.dumps(entry.to_dict()), entry.seq))
                 await emit(sse_event("end", b'"no more entries"'))
                 group.cancel_scope.cancel()
         finally:

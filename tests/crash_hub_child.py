@@ -22,11 +22,13 @@ from __future__ import annotations
 import hashlib
 import random
 import sys
+from pathlib import Path
 from typing import Any
 
 import anyio
 from pydantic import BaseModel
 
+import kaizen_async
 from agents import ReverseAgent, UppercaseAgent
 from kaizen_async import Agent, Dispatcher, EntryType, Session, SessionHub, capability
 from kaizen_async.stores import SQLiteStore
@@ -150,5 +152,8 @@ async def main(path: str, round_: str, seed: str) -> None:
 
 
 if __name__ == "__main__":
+    checkout = Path(__file__).resolve().parent.parent
+    imported = Path(kaizen_async.__file__).resolve()
+    assert imported.is_relative_to(checkout), f"{imported} is not this checkout's ({checkout})"
     db, backend, round_arg, seed_arg = sys.argv[1:5]
     anyio.run(main, db, round_arg, seed_arg, backend=backend)

@@ -220,6 +220,17 @@ class Actor:
                 answers = [(w, False, error) if ok else (w, ok, v) for w, ok, v in answers]
         for answer in answers:
             self._resolve(*answer)
+        if committer is not None and committer.broken is not None:
+            # the store failed and the session could not be reloaded from it: its memory
+            # may hold writes the store does not, so nothing more is applied or read
+            if not self.closing:
+                self.closing = True
+                self.close_reason = f" (its store failed: {committer.broken})"
+                self._fail_queue()  # the loop ends by itself now that the queue is empty
+            closed = SessionClosedError(f"{self.name} is closed{self.close_reason}")
+            for _, _, waiter in after:
+                self._resolve(waiter, False, closed)
+            after = []
         for fn, args, waiter in after:
             try:
                 value = fn(*args)
@@ -227,12 +238,6 @@ class Actor:
                 self._resolve(waiter, False, exc)
             else:
                 self._resolve(waiter, True, value)
-        if committer is not None and committer.broken is not None and not self.closing:
-            # the store failed and the session could not be reloaded from it: its memory
-            # may hold writes the store does not, so nothing more is applied or read
-            self.closing = True
-            self.close_reason = f" (its store failed: {committer.broken})"
-            self._fail_queue()  # the loop ends by itself now that the queue is empty
         notify = self.on_settled
         if notify is not None:
             notify()

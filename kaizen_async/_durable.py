@@ -1,11 +1,8 @@
 """A session backed by a :class:`~kaizen_async._storage.SessionStore`.
 
-Three pieces:
+Its data is a :class:`~kaizen_async._stored.StoredCore` (state, head, a bounded tail, and
+what changed since the last commit). Two pieces here:
 
-- :class:`StoredCore`: the session's data as the actor holds it when a store keeps the
-  history: the whole state, the head, and only the newest entries (``records[i]`` has seq
-  ``base + i + 1``); it also notes what changed since the last commit (new records, state
-  keys, artifact names, new blobs, the open plan steps) so a commit sends only that.
 - :class:`StoreLink`: the actor's committer. After each drained batch it sends one
   :class:`~kaizen_async._storage.Batch`; when a commit fails it **reloads** the core from
   the store (state, head, tail, open steps), so memory never runs ahead of the store.
@@ -17,13 +14,13 @@ Three pieces:
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 import anyio
 import anyio.from_thread
 
-from ._canonical import decode, entry_hash, sha256_hex
+from ._canonical import decode, sha256_hex
 from ._exceptions import (
     ErrorCode,
     KaizenValidationError,
@@ -32,195 +29,18 @@ from ._exceptions import (
 )
 from ._session import Session, Transaction, _entry_type
 from ._state import SessionCore, _timestamp, validate_key
-from ._steps import COMPLETED, STARTED, OpenSteps, interrupted_content
-from ._storage import Batch, SessionStore, StoredSession
+from ._steps import COMPLETED, interrupted_content
+from ._storage import SessionStore
+from ._stored import _CACHE_BLOB_BYTES, StoredCore, step_records
 from ._trajectory import EntryType, Record, TrajectoryEntry
 
-__all__ = ["DurableSession", "StoreLink", "StoredCore", "load_core"]
+__all__ = ["DurableSession", "StoreLink"]
 
 T = TypeVar("T")
 
-#: entries a store-backed session keeps in memory (it trims back to this many once it
-#: holds twice as many, so trimming costs O(1) per entry)
-DEFAULT_TAIL = 256
 #: records per page when history is read from the store
 PAGE = 4096
-#: artifact data kept in memory after it is committed: at most this many blobs, each small
-_CACHE_BLOBS = 16
-_CACHE_BLOB_BYTES = 256 * 1024
 _ARTIFACT_WRITTEN = EntryType.ARTIFACT_WRITTEN.value
-
-
-class StoredCore(SessionCore):
-    """State, head and a bounded tail of a store-backed session, and what changed since
-    its last commit (tracked only here, so an in-memory session pays nothing for it)."""
-
-    __slots__ = (
-        "base",
-        "committed",
-        "interrupted",
-        "keys",
-        "names",
-        "new_blobs",
-        "open_steps",
-        "sizes",
-        "steps_changed",
-        "tail_max",
-    )
-
-    def __init__(
-        self, stored: StoredSession, steps: Mapping[int, Record], tail_max: int = DEFAULT_TAIL
-    ) -> None:
-        super().__init__(
-            stored.info.session_id,
-            max_artifact_size=stored.max_artifact_size,
-            workspace_path=stored.workspace_path,
-            created=False,
-        )
-        self.tail_max = tail_max
-        self.sizes: dict[str, int] = {}  # digest -> size: known sizes outlive reloads
-        self.reset(stored, steps)
-
-    def reset(self, stored: StoredSession, steps: Mapping[int, Record]) -> None:
-        """Take the store's snapshot as the session (at open, and to reload after a failed
-        commit): everything applied but not committed is dropped."""
-        info = stored.info
-        tail = list(stored.tail)
-        length = info.trajectory_length
-        base = length - len(tail)
-        if length < 1 or base < 0:
-            raise SessionCorruptedError(
-                f"session {info.session_id}: the store holds {length} entries and a tail of "
-                f"{len(tail)}"
-            )
-        for offset, record in enumerate(tail, base + 1):
-            if record.seq != offset:
-                raise SessionCorruptedError(
-                    f"session {info.session_id}: the stored tail has seq {record.seq} where "
-                    f"{offset} was expected",
-                    seq=offset,
-                )
-        if tail and tail[-1].hash != stored.head_hash:
-            raise SessionCorruptedError(
-                f"session {info.session_id}: the stored head differs from the last entry",
-                seq=length,
-            )
-        self.records = tail
-        self.base = base
-        self.committed = length
-        self.state = dict(stored.state)
-        self.version = info.state_version
-        self.artifacts = dict(stored.artifacts)
-        self.head = stored.head_hash
-        self.blobs: dict[str, bytes] = {}  # a small cache; the store holds every blob
-        self.keys: set[str] = set()
-        self.names: set[str] = set()
-        self.new_blobs: dict[str, bytes] = {}
-        self.open_steps = OpenSteps()
-        self.steps_changed = False
-        #: the started records of the steps that were open when the store was read
-        self.interrupted: list[Record] = []
-        for seq in stored.open_steps:
-            started = steps.get(seq)
-            if started is None or not self.open_steps.started(seq, started.content):
-                raise SessionCorruptedError(
-                    f"session {info.session_id}: open step at seq {seq} is not a readable "
-                    "plan_step_started entry",
-                    seq=seq,
-                )
-            self.interrupted.append(started)
-
-    @property
-    def length(self) -> int:
-        return self.base + len(self.records)
-
-    def _push(self, agent_id: str, entry_type: str, content: bytes) -> Record:
-        # SessionCore._push with the base offset, plus the open-step bookkeeping
-        seq = self.base + len(self.records) + 1
-        prev = self.head
-        record = _record(seq, agent_id, entry_type, content, prev)
-        self.records.append(record)
-        self.head = record[6]
-        if entry_type == STARTED:
-            self.steps_changed |= self.open_steps.started(seq, content)
-        elif entry_type == COMPLETED:
-            self.steps_changed |= self.open_steps.completed(content)
-        return record
-
-    def apply_set(self, key: str, *args: Any, **kwargs: Any) -> int:
-        self.keys.add(key)
-        return super().apply_set(key, *args, **kwargs)
-
-    def apply_delete(self, key: str, *args: Any, **kwargs: Any) -> int:
-        self.keys.add(key)
-        return super().apply_delete(key, *args, **kwargs)
-
-    def apply_write_artifact(
-        self, name: str, data: bytes, digest: str, *args: Any, **kwargs: Any
-    ) -> int:
-        self.names.add(name)
-        self.sizes[digest] = len(data)
-        self.new_blobs[digest] = data
-        return super().apply_write_artifact(name, data, digest, *args, **kwargs)
-
-    def apply_delete_artifact(self, name: str, *args: Any, **kwargs: Any) -> int:
-        self.names.add(name)
-        return super().apply_delete_artifact(name, *args, **kwargs)
-
-    def _blob_size(self, digest: str) -> int | None:
-        size = self.sizes.get(digest)
-        if size is None:
-            data = self.blobs.get(digest)
-            size = None if data is None else len(data)
-        return size  # None only if the session never learned it (see DurableSession)
-
-    # -- commits ---------------------------------------------------------------------------
-
-    def pending(self) -> bool:
-        """Whether entries were applied since the last commit."""
-        return self.base + len(self.records) != self.committed
-
-    def batch(self) -> Batch:
-        """Everything applied since the last commit, as one batch."""
-        state = self.state
-        artifacts = self.artifacts
-        return Batch(
-            session_id=self.session_id,
-            base_seq=self.committed,
-            records=self.records[self.committed - self.base :],
-            state_version=self.version,
-            state={key: state.get(key) for key in self.keys},
-            artifacts={name: artifacts.get(name) for name in self.names},
-            blobs=dict(self.new_blobs),
-            open_steps=self.open_steps.seqs() if self.steps_changed else None,
-        )
-
-    def committed_ok(self) -> None:
-        """The batch is durable: forget what it changed, trim the tail and the blob cache."""
-        self.committed = self.base + len(self.records)
-        self.keys.clear()
-        self.names.clear()
-        self.new_blobs.clear()
-        self.steps_changed = False
-        records = self.records
-        excess = len(records) - self.tail_max
-        if excess >= self.tail_max:
-            del records[:excess]
-            self.base += excess
-        blobs = self.blobs
-        if len(blobs) > _CACHE_BLOBS or any(len(b) > _CACHE_BLOB_BYTES for b in blobs.values()):
-            kept = [(d, b) for d, b in blobs.items() if len(b) <= _CACHE_BLOB_BYTES]
-            self.blobs = dict(kept[-_CACHE_BLOBS:])
-
-    def tail(self) -> tuple[int, int, list[Record]]:
-        """``(head seq, base, committed tail records)`` right now."""
-        return self.committed, self.base, self.records[: self.committed - self.base]
-
-
-def _record(seq: int, agent_id: str, entry_type: str, content: bytes, prev: str) -> Record:
-    ts = _timestamp()
-    digest = entry_hash(seq, ts, agent_id, entry_type, content, prev)
-    return Record((seq, ts, agent_id, entry_type, content, prev, digest))
 
 
 def _persist_error(exc: Exception, session_id: str) -> PersistError:
@@ -233,29 +53,6 @@ def _persist_error(exc: Exception, session_id: str) -> PersistError:
     )
     error.__cause__ = exc
     return error
-
-
-async def _step_records(store: SessionStore, stored: StoredSession) -> dict[int, Record]:
-    """The ``plan_step_started`` records of the open steps (from the tail, else one read)."""
-    wanted = set(stored.open_steps)
-    found = {r.seq: r for r in stored.tail if r.seq in wanted}
-    missing = wanted - found.keys()
-    if missing:
-        for record in await store.read(
-            stored.info.session_id,
-            since_seq=min(missing) - 1,
-            until_seq=max(missing),
-            entry_types=[STARTED],
-        ):
-            if record.seq in missing:
-                found[record.seq] = record
-    return found
-
-
-async def load_core(store: SessionStore, session_id: str, tail: int = DEFAULT_TAIL) -> StoredCore:
-    """Open ``session_id`` from ``store``: state, head, tail and open steps, no history."""
-    stored = await store.load(session_id, tail=tail)
-    return StoredCore(stored, await _step_records(store, stored), tail)
 
 
 class StoreLink:
@@ -291,7 +88,7 @@ class StoreLink:
         """Replace the core's data with the store's (drops whatever was not committed)."""
         core = self.core
         stored = await self.store.load(core.session_id, tail=core.tail_max)
-        core.reset(stored, await _step_records(self.store, stored))
+        core.reset(stored, await step_records(self.store, stored))
 
     def take_flush_error(self) -> None:
         """Raise (once) the failed commit of a posted write since the last flush."""

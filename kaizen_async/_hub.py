@@ -18,7 +18,7 @@ import contextlib
 import math
 import os
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -28,7 +28,7 @@ from anyio.abc import TaskGroup
 
 from ._actor import exit_task_group
 from ._canonical import encode
-from ._durable import DEFAULT_TAIL, DurableSession, load_core
+from ._durable import DurableSession
 from ._exceptions import (
     KaizenValidationError,
     SessionClosedError,
@@ -42,6 +42,7 @@ from ._session import Session, _check_path, _entry_type
 from ._state import DEFAULT_MAX_ARTIFACT_SIZE, SCHEMA_VERSION, SessionCore
 from ._steps import find_open_steps
 from ._storage import Batch, SessionInfo, SessionStore
+from ._stored import DEFAULT_TAIL, load_core
 from ._trajectory import EntryType, TrajectoryEntry
 
 __all__ = ["HubStatistics", "SessionHub", "SessionLease"]
@@ -509,7 +510,7 @@ class SessionHub:
         *,
         since_seq: int = 0,
         entry_types: Iterable[EntryType | str] | None = None,
-    ) -> AsyncIterator[TrajectoryEntry]:
+    ) -> AsyncGenerator[TrajectoryEntry, None]:
         """Every committed (durable) entry of ``session_id`` with ``seq > since_seq``: the
         history first, read from the store page by page, then live entries as they are
         committed; in order, without gaps or duplicates; filtered to ``entry_types``.
@@ -525,7 +526,7 @@ class SessionHub:
 
     async def _follow(
         self, session_id: str, since_seq: int, kinds: list[str] | None
-    ) -> AsyncIterator[TrajectoryEntry]:
+    ) -> AsyncGenerator[TrajectoryEntry, None]:
         async with self.open(session_id) as session:
             async for entry in session.subscribe(since_seq=since_seq, entry_types=kinds):
                 yield entry

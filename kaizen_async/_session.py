@@ -13,7 +13,7 @@ subclass in :mod:`kaizen_async._durable`; the hooks it overrides are marked belo
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -401,7 +401,7 @@ class Session:
         *,
         since_seq: int = 0,
         entry_types: Iterable[EntryType | str] | None = None,
-    ) -> AsyncIterator[TrajectoryEntry]:
+    ) -> AsyncGenerator[TrajectoryEntry, None]:
         """Every committed entry with ``seq > since_seq``, in order: the history first,
         then live entries as they are committed, without gaps or duplicates.
 
@@ -419,7 +419,7 @@ class Session:
 
     async def _follow(
         self, pos: int, kinds: frozenset[str] | None
-    ) -> AsyncIterator[TrajectoryEntry]:
+    ) -> AsyncGenerator[TrajectoryEntry, None]:
         while True:
             head = self._committed_seq()
             if pos < head:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
-from storefakes import ControlledStore, FakeStore
+from storefakes import ControlledStore
 
 from kaizen_async import Session
+from kaizen_async.stores import MemoryStore, SQLiteStore
 
 
 @pytest.fixture(
@@ -26,7 +28,9 @@ async def session() -> AsyncIterator[Session]:
         yield s
 
 
-@pytest.fixture(params=[pytest.param("fake", id="fake-store")])
-def store(request: pytest.FixtureRequest) -> ControlledStore:
-    """A store for hub tests, wrapped so a test can hold, fail and count its calls."""
-    return ControlledStore(FakeStore())
+@pytest.fixture(params=["memory", "sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> ControlledStore:
+    """A store for hub tests (each kind), wrapped so a test can hold, fail and count calls."""
+    if request.param == "memory":
+        return ControlledStore(MemoryStore())
+    return ControlledStore(SQLiteStore(tmp_path / "sessions.db"))

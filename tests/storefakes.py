@@ -1,4 +1,4 @@
-"""Stores for the hub tests: a wrapper that lets a test hold, fail and count store calls.
+"""A store wrapper for the hub tests: lets a test hold, fail and count store calls.
 
 ``ControlledStore`` wraps any :class:`~kaizen_async._storage.SessionStore` and passes every
 call through, except that a test can hold commits (or loads) at a gate, make the next
@@ -13,13 +13,7 @@ from typing import Any, Self
 
 import anyio
 
-from kaizen_async import (
-    ArtifactNotFoundError,
-    ErrorCode,
-    PersistError,
-    SessionExistsError,
-    SessionNotFoundError,
-)
+from kaizen_async import ErrorCode, PersistError
 from kaizen_async._storage import Batch, SessionInfo, SessionStore, StoredSession, StoreStatistics
 from kaizen_async._trajectory import Record
 
@@ -132,141 +126,3 @@ class ControlledStore:
 
     def statistics(self) -> StoreStatistics:
         return self.inner.statistics()
-
-
-class FakeStore:
-    """A small in-memory store following the contract (used until the real stores land)."""
-
-    def __init__(self) -> None:
-        self.sessions: dict[str, dict[str, Any]] = {}
-        self.blobs: dict[str, bytes] = {}
-        self.commits = 0
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
-
-    def _get(self, session_id: str) -> dict[str, Any]:
-        if session_id not in self.sessions:
-            raise SessionNotFoundError(f"no session {session_id!r}")
-        return self.sessions[session_id]
-
-    def _apply(self, stored: dict[str, Any], batch: Batch) -> None:
-        stored["records"].extend(batch.records)
-        if batch.records:
-            stored["head"] = batch.records[-1].hash
-        stored["version"] = batch.state_version
-        for key, value in batch.state.items():
-            if value is None:
-                stored["state"].pop(key, None)
-            else:
-                stored["state"][key] = value
-        for name, digest in batch.artifacts.items():
-            if digest is None:
-                stored["artifacts"].pop(name, None)
-            else:
-                stored["artifacts"][name] = digest
-        self.blobs.update(batch.blobs)
-        if batch.open_steps is not None:
-            stored["open_steps"] = tuple(batch.open_steps)
-        stored["updated"] = str(anyio.current_time())
-        self.commits += 1
-
-    async def create(
-        self,
-        batch: Batch,
-        *,
-        max_artifact_size: int,
-        workspace_path: str | None,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> SessionInfo:
-        await anyio.lowlevel.checkpoint()
-        if batch.session_id in self.sessions:
-            raise SessionExistsError(f"session {batch.session_id!r} exists")
-        stored: dict[str, Any] = {
-            "records": [],
-            "head": "0" * 64,
-            "version": 0,
-            "state": {},
-            "artifacts": {},
-            "open_steps": (),
-            "max": max_artifact_size,
-            "workspace": workspace_path,
-            "metadata": dict(metadata or {}),
-            "created": str(anyio.current_time()),
-        }
-        self.sessions[batch.session_id] = stored
-        self._apply(stored, batch)
-        return self._info(batch.session_id)
-
-    def _info(self, session_id: str) -> SessionInfo:
-        s = self._get(session_id)
-        return SessionInfo(
-            session_id, s["created"], s["updated"], len(s["records"]), s["version"], s["metadata"]
-        )
-
-    async def load(self, session_id: str, *, tail: int = 256) -> StoredSession:
-        await anyio.lowlevel.checkpoint()
-        s = self._get(session_id)
-        records = s["records"]
-        return StoredSession(
-            self._info(session_id),
-            s["head"],
-            s["max"],
-            s["workspace"],
-            dict(s["state"]),
-            dict(s["artifacts"]),
-            s["open_steps"],
-            records[len(records) - tail :] if tail else [],
-        )
-
-    async def commit(self, batch: Batch) -> None:
-        await anyio.lowlevel.checkpoint()
-        s = self._get(batch.session_id)
-        if batch.base_seq != len(s["records"]):
-            raise PersistError("conflict", code=ErrorCode.PERSIST_CONFLICT)
-        self._apply(s, batch)
-
-    async def read(
-        self,
-        session_id: str,
-        *,
-        since_seq: int = 0,
-        until_seq: int | None = None,
-        entry_types: Collection[str] | None = None,
-        agent_id: str | None = None,
-        limit: int | None = None,
-        newest: bool = False,
-    ) -> list[Record]:
-        await anyio.lowlevel.checkpoint()
-        found = self._get(session_id)["records"][since_seq:until_seq]
-        if entry_types is not None:
-            found = [r for r in found if r.entry_type in entry_types]
-        if agent_id is not None:
-            found = [r for r in found if r.agent_id == agent_id]
-        if limit is not None:
-            found = (found[-limit:] if limit else []) if newest else found[:limit]
-        return list(found)
-
-    async def read_blob(self, digest: str) -> bytes:
-        await anyio.lowlevel.checkpoint()
-        if digest not in self.blobs:
-            raise ArtifactNotFoundError(f"no blob {digest}")
-        return self.blobs[digest]
-
-    async def info(self, session_id: str) -> SessionInfo:
-        return self._info(session_id)
-
-    async def list_sessions(
-        self, *, limit: int | None = None, after: str | None = None
-    ) -> list[SessionInfo]:
-        ids = sorted(i for i in self.sessions if after is None or i > after)
-        return [self._info(i) for i in ids[:limit]]
-
-    async def delete(self, session_id: str) -> bool:
-        return self.sessions.pop(session_id, None) is not None
-
-    def statistics(self) -> StoreStatistics:
-        return StoreStatistics(self.commits, self.commits, 0)

@@ -3,6 +3,9 @@ reload after a failed commit, flush, a bounded tail and history read from the st
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import sqlite3
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
@@ -12,7 +15,9 @@ import anyio
 import pytest
 from storefakes import ControlledStore
 
+from agents import ReverseAgent
 from kaizen_async import (
+    Dispatcher,
     EntryType,
     ErrorCode,
     PersistError,
@@ -24,12 +29,23 @@ from kaizen_async import (
     TrajectoryEntry,
 )
 from kaizen_async._canonical import encode, entry_hash
-from kaizen_async._durable import DEFAULT_TAIL, DurableSession
+from kaizen_async._durable import DurableSession
 from kaizen_async._state import SessionCore
-from kaizen_async._storage import Batch
+from kaizen_async._storage import Batch, SessionStore
+from kaizen_async._stored import DEFAULT_TAIL
 from kaizen_async._trajectory import Record
+from kaizen_async.stores import MemoryStore, SQLiteStore
 
 pytestmark = pytest.mark.anyio
+
+TAIL = 16  # a small in-memory tail, so a few dozen entries reach back into the store
+
+
+def small_hub(store: SessionStore, **options: Any) -> SessionHub:
+    """A hub whose sessions keep only ``TAIL`` entries in memory."""
+    hub = SessionHub(store, **options)
+    hub._tail = TAIL
+    return hub
 
 
 async def wait_until(predicate: Callable[[], bool]) -> None:
@@ -45,7 +61,7 @@ def durable(session: Session) -> DurableSession:
 
 
 async def test_awaited_write_returns_only_after_its_commit(store: ControlledStore) -> None:
-    async with SessionHub(store) as hub, hub.open("s", create=True) as session:
+    async with small_hub(store) as hub, hub.open("s", create=True) as session:
         store.commit_gate = anyio.Event()
         done: list[str] = []
 
@@ -72,7 +88,7 @@ async def test_awaited_write_returns_only_after_its_commit(store: ControlledStor
 async def test_read_while_commit_in_flight_sees_only_committed_data(
     store: ControlledStore,
 ) -> None:
-    async with SessionHub(store) as hub, hub.open("s", create=True) as session:
+    async with small_hub(store) as hub, hub.open("s", create=True) as session:
         await session.set("k", "old")
         store.commit_gate = anyio.Event()
         store.fail_commits = 1
@@ -100,7 +116,7 @@ async def test_read_while_commit_in_flight_sees_only_committed_data(
 async def test_failed_commit_raises_reloads_and_the_chain_continues(
     store: ControlledStore,
 ) -> None:
-    async with SessionHub(store) as hub, hub.open("s", create=True) as session:
+    async with small_hub(store) as hub, hub.open("s", create=True) as session:
         await session.set("a", 1)
         store.fail_commits = 1
         with pytest.raises(PersistError) as caught:
@@ -122,7 +138,7 @@ async def test_failed_commit_raises_reloads_and_the_chain_continues(
 
 
 async def test_failed_commit_answers_every_write_of_the_batch(store: ControlledStore) -> None:
-    async with SessionHub(store) as hub, hub.open("s", create=True) as session:
+    async with small_hub(store) as hub, hub.open("s", create=True) as session:
         store.commit_gate = anyio.Event()
         store.fail_commits = 1
         errors: list[BaseException] = []
@@ -145,7 +161,7 @@ async def test_failed_commit_answers_every_write_of_the_batch(store: ControlledS
 
 
 async def test_posted_writes_are_durable_after_flush(store: ControlledStore) -> None:
-    async with SessionHub(store) as hub, hub.open("s", create=True) as session:
+    async with small_hub(store) as hub, hub.open("s", create=True) as session:
         store.commit_gate = anyio.Event()
         session.append_nowait("me", EntryType.USER_INPUT, {"n": 1})
         flushed = False
@@ -166,7 +182,7 @@ async def test_posted_writes_are_durable_after_flush(store: ControlledStore) -> 
 
 
 async def test_failed_posted_write_makes_the_next_flush_raise(store: ControlledStore) -> None:
-    async with SessionHub(store) as hub, hub.open("s", create=True) as session:
+    async with small_hub(store) as hub, hub.open("s", create=True) as session:
         store.fail_commits = 1
         session.append_nowait("me", EntryType.USER_INPUT, {"n": 1})
         async with session.transaction(wait=False) as tx:
@@ -185,15 +201,31 @@ async def test_flush_on_an_in_memory_session_waits_for_posted_writes() -> None:
         assert session._core.length == 2
 
 
+async def test_a_read_batched_with_a_write_that_cannot_be_reloaded_sees_nothing(
+    store: ControlledStore,
+) -> None:
+    async with small_hub(store) as hub, hub.open("s", create=True) as session:
+        store.fail_commits = 1
+        store.fail_loads = 1
+        async with session.transaction(wait=False) as tx:  # posted: the read joins its batch
+            tx.set("b", 2)
+        with pytest.raises(SessionClosedError):
+            await session.get("b")
+        with pytest.raises(SessionClosedError, match="store failed"):
+            await session.flush()
+
+
 async def test_store_that_cannot_reload_closes_the_session_and_the_hub_reopens_it(
     store: ControlledStore,
 ) -> None:
-    async with SessionHub(store) as hub, hub.open("s", create=True) as session:
+    async with small_hub(store) as hub, hub.open("s", create=True) as session:
         await session.set("a", 1)
         store.fail_commits = 1
         store.fail_loads = 1
         with pytest.raises(PersistError):
             await session.set("b", 2)
+        # the memory could not be reloaded: the session stops, and nothing reads what the
+        # store does not hold (a read in the same batch as the failed write included)
         with pytest.raises(SessionClosedError, match="store failed"):
             await session.set("c", 3)
         async with hub.open("s") as again:  # a fresh load from the store
@@ -202,7 +234,7 @@ async def test_store_that_cannot_reload_closes_the_session_and_the_hub_reopens_i
 
 
 async def test_evicted_session_commits_what_was_posted(store: ControlledStore) -> None:
-    async with SessionHub(store, idle_timeout=0) as hub:
+    async with small_hub(store, idle_timeout=0) as hub:
         async with hub.open("s", create=True) as session:
             for n in range(50):
                 session.append_nowait("me", EntryType.USER_INPUT, {"n": n})
@@ -215,61 +247,93 @@ async def test_evicted_session_commits_what_was_posted(store: ControlledStore) -
 # -- memory: a bounded tail ----------------------------------------------------------------
 
 
-def _chain(count: int, session_id: str) -> list[Record]:
-    """``count`` valid entries (session_created, then notes), built without a session."""
-    core = SessionCore(session_id)
-    records = list(core.records)
-    prev, ts = records[0].hash, records[0].timestamp
+MILLION = 1_000_000
+
+
+@functools.cache
+def _million() -> list[Record]:
+    """A million entries, cheaply: seq-numbered placeholder hashes except for the newest
+    thousand, which are properly chained (an open checks the tail it reads; this test is
+    about what an open holds in memory, not about the whole chain, which it never replays)."""
+    first = SessionCore("big").records[0]
     content = encode({"note": "x" * 20})
-    for seq in range(2, count + 1):
+    ts = first.timestamp
+    chained = MILLION - 1000
+    records = [Record((1, ts, "system", "session_created", first.content, "0" * 64, _h(1)))]
+    records += [
+        Record((seq, ts, "me", "system_note", content, _h(seq - 1), _h(seq)))
+        for seq in range(2, chained + 1)
+    ]
+    prev = _h(chained)
+    for seq in range(chained + 1, MILLION + 1):
         digest = entry_hash(seq, ts, "me", "system_note", content, prev)
         records.append(Record((seq, ts, "me", "system_note", content, prev, digest)))
         prev = digest
     return records
 
 
+def _h(seq: int) -> str:
+    return f"{seq:064x}"
+
+
+async def _create_big(store: SessionStore) -> None:
+    await store.create(
+        Batch("big", 0, _million(), 0, state={"k": encode("v")}),
+        max_artifact_size=1024,
+        workspace_path=None,
+    )
+
+
+@pytest.fixture(scope="module")
+def million_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An SQLite store holding one 1,000,000-entry session, built once for the module."""
+    path = tmp_path_factory.mktemp("million") / "sessions.db"
+
+    async def build() -> None:
+        async with SQLiteStore(path) as store:
+            await _create_big(store)
+
+    anyio.run(build)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
 async def test_a_million_entry_session_opens_with_a_bounded_tail(
-    store: ControlledStore,
+    kind: str, million_db: Path
 ) -> None:
-    records = _chain(1_000_000, "big")
+    store: SessionStore = MemoryStore() if kind == "memory" else SQLiteStore(million_db)
     async with SessionHub(store) as hub:
-        await store.create(
-            Batch("big", 0, records, 0, state={"k": encode("v")}),
-            max_artifact_size=1024,
-            workspace_path=None,
-        )
-        del records
+        if kind == "memory":
+            await _create_big(store)
+        length = (await store.info("big")).trajectory_length  # the other backend appended
         tracemalloc.start()
         try:
             before = tracemalloc.get_traced_memory()[0]
             async with hub.open("big") as session:
                 held = tracemalloc.get_traced_memory()[0] - before
                 core = durable(session)._core
-                assert core.length == 1_000_000
+                assert core.length == length >= MILLION
                 assert len(core.records) <= DEFAULT_TAIL
                 assert held < 10 * 1024 * 1024
                 assert await session.get("k") == "v"
-                assert [e.seq for e in await session.get_trajectory(3)] == [
-                    999_998,
-                    999_999,
-                    1_000_000,
-                ]
+                newest = await session.get_trajectory(3)
+                assert [e.seq for e in newest] == [length - 2, length - 1, length]
                 seq = await session.append("me", EntryType.USER_INPUT, {"more": True})
-                assert seq == 1_000_001
+                assert seq == length + 1
         finally:
             tracemalloc.stop()
 
 
 async def test_the_tail_stays_bounded_while_writing(store: ControlledStore) -> None:
-    async with SessionHub(store) as hub, hub.open("s", create=True) as session:
+    async with small_hub(store) as hub, hub.open("s", create=True) as session:
         core = durable(session)._core
         most = 0
-        for n in range(3 * DEFAULT_TAIL):
+        for n in range(3 * TAIL):
             await session.set("k", n)
             most = max(most, len(core.records))
-        assert most <= 2 * DEFAULT_TAIL
-        assert core.length == 3 * DEFAULT_TAIL + 1
-        assert await session.get_trajectory_length() == 3 * DEFAULT_TAIL + 1
+        assert most <= 2 * TAIL
+        assert core.length == 3 * TAIL + 1
+        assert await session.get_trajectory_length() == 3 * TAIL + 1
 
 
 # -- history from the store ------------------------------------------------------------------
@@ -294,9 +358,9 @@ def _same(entries: list[TrajectoryEntry], expected: list[TrajectoryEntry]) -> No
 
 
 async def test_history_reads_come_from_the_store(store: ControlledStore) -> None:
-    count = DEFAULT_TAIL * 3
+    count = TAIL * 3
     async with (
-        SessionHub(store) as hub,
+        small_hub(store) as hub,
         Session("s") as mirror,
         hub.open("s", create=True) as session,
     ):
@@ -312,7 +376,7 @@ async def test_history_reads_come_from_the_store(store: ControlledStore) -> None
             {"agent_id": "agent-a"},
             {"since_seq": 10},
             {"since_seq": 10, "entry_types": ["artifact_written"], "limit": 20},
-            {"limit": 2 * DEFAULT_TAIL, "agent_id": "system"},
+            {"limit": 2 * TAIL, "agent_id": "system"},
             {"entry_types": []},
             {"limit": 0},
         ]
@@ -328,8 +392,8 @@ async def test_history_reads_come_from_the_store(store: ControlledStore) -> None
         for name in await mirror.list_artifacts():
             assert await session.read_artifact(name) == await mirror.read_artifact(name)
             assert await session.get_artifact_size(name) == len(await mirror.read_artifact(name))
-        snap = await session.snapshot_for_agent("a", depth=DEFAULT_TAIL * 2)
-        expected = await mirror.snapshot_for_agent("a", depth=DEFAULT_TAIL * 2)
+        snap = await session.snapshot_for_agent("a", depth=TAIL * 2)
+        expected = await mirror.snapshot_for_agent("a", depth=TAIL * 2)
         for key in ("state", "state_version", "artifacts"):
             assert snap[key] == expected[key]
         assert [(e["seq"], e["content"]) for e in snap["trajectory"]] == [
@@ -340,11 +404,11 @@ async def test_history_reads_come_from_the_store(store: ControlledStore) -> None
 
 async def test_fork_of_a_stored_session_replays_from_the_store(store: ControlledStore) -> None:
     async with (
-        SessionHub(store) as hub,
+        small_hub(store) as hub,
         Session("s") as mirror,
         hub.open("s", create=True) as session,
     ):
-        await _fill(session, mirror, DEFAULT_TAIL * 3)
+        await _fill(session, mirror, TAIL * 3)
         at = 40
         child = await session.fork(at_seq=at, session_id="child")
         expected = await mirror.fork(at_seq=at, session_id="child")
@@ -359,16 +423,22 @@ async def test_fork_of_a_stored_session_replays_from_the_store(store: Controlled
 
 
 async def test_verify_finds_a_tampered_stored_entry(store: ControlledStore) -> None:
-    async with SessionHub(store) as hub, hub.open("s", create=True) as session:
-        for n in range(DEFAULT_TAIL * 3):
+    async with small_hub(store) as hub, hub.open("s", create=True) as session:
+        for n in range(TAIL * 3):
             await session.set("k", n)
-        assert await session.verify() == DEFAULT_TAIL * 3 + 1
-        old = await store.inner.read("s", since_seq=9, until_seq=10)
-        tampered = Record((*old[0][:4], encode({"forged": True}), *old[0][5:]))
-        fake = getattr(store.inner, "sessions", None)
-        if fake is None:
-            pytest.skip("tampering needs direct access to the store's records")
-        fake["s"]["records"][9] = tampered
+        assert await session.verify() == TAIL * 3 + 1
+        forged = encode({"key": "k", "new_value": -1, "old_value": 7, "state_version": 9})
+        inner = store.inner
+        if isinstance(inner, MemoryStore):
+            records = inner._sessions["s"].records
+            records[9] = Record((*records[9][:4], forged, *records[9][5:]))
+        else:
+            assert isinstance(inner, SQLiteStore)
+            with contextlib.closing(sqlite3.connect(inner.path, timeout=10)) as db, db:
+                db.execute(
+                    "UPDATE entries SET content = ? WHERE session_id = 's' AND seq = 10",
+                    (forged,),
+                )
         with pytest.raises(SessionCorruptedError) as caught:
             await session.verify()
         assert caught.value.seq == 10
@@ -378,11 +448,11 @@ async def test_save_exports_and_import_file_round_trips(
     store: ControlledStore, tmp_path: Path
 ) -> None:
     path = tmp_path / "export.kaizen"
-    async with SessionHub(store) as hub, Session("s") as mirror:
+    async with small_hub(store) as hub, Session("s") as mirror:
         async with hub.open("s", create=True) as session:
-            await _fill(session, mirror, DEFAULT_TAIL * 3)
+            await _fill(session, mirror, TAIL * 3)
             saved = await session.save(path)
-            assert saved == DEFAULT_TAIL * 3 + 2
+            assert saved == TAIL * 3 + 2
             assert (await session.get_trajectory(1))[0].entry_type is EntryType.SESSION_SAVED
             again = await session.save(path)  # incremental onto the same file
             assert again == saved + 1
@@ -405,7 +475,7 @@ async def test_save_exports_and_import_file_round_trips(
 async def test_artifacts_replaced_and_deleted_after_a_reopen_record_their_size(
     store: ControlledStore,
 ) -> None:
-    async with SessionHub(store, idle_timeout=0) as hub:
+    async with small_hub(store, idle_timeout=0) as hub:
         async with hub.open("s", create=True) as session:
             await session.write_artifact("a", b"12345")
             await session.write_artifact("b", b"123")
@@ -418,3 +488,24 @@ async def test_artifacts_replaced_and_deleted_after_a_reopen_record_their_size(
             assert entries[0].content["old_size"] == 5
             assert entries[1].content["size"] == 3
             assert await session.verify() == 5
+
+
+async def test_resume_sequence_reads_the_plan_from_the_store(store: ControlledStore) -> None:
+    plan = [{"capability": "reverse", "params": {"key": "text"}}] * 10
+    async with small_hub(store) as hub, Dispatcher() as dispatcher:
+        dispatcher.register(ReverseAgent())
+        async with hub.open("s", create=True) as session:
+            await session.set("text", "abc")
+            first = await dispatcher.dispatch_sequence(plan, session, plan_id="p")
+            assert first.success
+            await session.flush()
+            assert durable(session)._core.base > 0  # the plan's start is no longer in memory
+            length, reads = await session.get_trajectory_length(), store.read_calls
+            again = await dispatcher.resume_sequence(plan, session, plan_id="p")
+            assert again.success
+            assert [r.result for r in again.results] == [
+                {"resumed": True, "step_index": i} for i in range(10)
+            ]
+            assert await session.get_trajectory_length() == length  # nothing ran again
+            assert store.read_calls > reads
+            assert await session.get("text") == "abc"  # reversed ten times

@@ -46,12 +46,15 @@ class PaymentAgent(Agent):
     def __init__(self) -> None:
         self.calls: list[str] = []
         self.hold: anyio.Event | None = None
+        self.declined = False
 
     @capability("charge", params=Amount)
-    async def charge(self, session: Session, params: Amount) -> dict[str, Any]:
+    async def charge(self, session: Session, params: Amount) -> Any:
         self.calls.append("charge")
         if self.hold is not None:
             await self.hold.wait()
+        if self.declined:
+            return self.fail(ErrorCode.AGENT_INVOCATION_FAILED, "card declined", "charge")
         await session.set("charged", params.amount)
         return {"charged": params.amount}
 
@@ -59,16 +62,6 @@ class PaymentAgent(Agent):
     async def lookup(self, session: Session, params: Amount) -> dict[str, Any]:
         self.calls.append("lookup")
         return {"found": params.amount}
-
-
-class DecliningAgent(Agent):
-    """``charge`` that always fails (a retry that fails in the ordinary way)."""
-
-    agent_id = "declines"
-
-    @capability("charge", params=Amount)
-    async def charge(self, session: Session, params: Amount) -> dict[str, Any]:
-        raise RuntimeError("card declined")
 
 
 def _started(plan_id: str, index: int, capability_name: str, amount: int) -> dict[str, Any]:
@@ -100,7 +93,8 @@ async def _crashed_plan(store: ControlledStore, second: str) -> None:
             "dispatcher", EntryType.PLAN_STEP_COMPLETED, _completed("p", 0, "lookup")
         )
         await session.append("dispatcher", EntryType.PLAN_STEP_STARTED, _started("p", 1, second, 2))
-    assert (await store.inner.load("s")).open_steps == (4,)
+    async with store.inner:
+        assert (await store.inner.load("s")).open_steps == (4,)
 
 
 PLAN = [
@@ -128,8 +122,8 @@ async def test_a_step_cut_off_by_a_crash_is_closed_at_the_next_open(
             store.fail_commits = store.fail_loads = 10**9  # the process dies: nothing more
             agent.hold.set()
     store.fail_commits = store.fail_loads = 0
-    stored = await store.inner.load("s")
-    assert len(stored.open_steps) == 1
+    async with store.inner:
+        assert len((await store.inner.load("s")).open_steps) == 1
     async with SessionHub(store) as hub, hub.open("s") as session:
         last = (await session.get_trajectory(1))[0]
         assert last.entry_type is EntryType.PLAN_STEP_COMPLETED
@@ -149,7 +143,8 @@ async def test_a_step_cut_off_by_a_crash_is_closed_at_the_next_open(
         }
         assert await session.get("charged") is None
         assert await session.verify() == last.seq
-    assert (await store.inner.load("s")).open_steps == ()
+    async with store.inner:
+        assert (await store.inner.load("s")).open_steps == ()
 
 
 async def test_resume_stops_at_an_interrupted_step_that_is_not_idempotent(
@@ -195,18 +190,19 @@ async def test_a_failed_retry_after_an_interruption_is_an_ordinary_failure(
     store: ControlledStore,
 ) -> None:
     await _crashed_plan(store, "charge")
+    agent = PaymentAgent()
+    agent.declined = True
     async with SessionHub(store) as hub, Dispatcher() as dispatcher, hub.open("s") as session:
-        # the forced re-run runs and fails normally (the charge raises), which ends the doubt
-        failing = DecliningAgent()
-        dispatcher.register(failing)
+        dispatcher.register(agent)
+        # the forced re-run runs and fails normally, which ends the doubt about the step
         result = await dispatcher.resume_sequence(
             PLAN, session, plan_id="p", rerun_interrupted=True
         )
         assert result.results[1].error_code is ErrorCode.AGENT_INVOCATION_FAILED
-        dispatcher.unregister(failing.agent_id)
-        dispatcher.register(PaymentAgent())
+        agent.declined = False
         result = await dispatcher.resume_sequence(PLAN, session, plan_id="p")
         assert result.success
+        assert agent.calls == ["charge", "charge"]
 
 
 async def test_a_loaded_file_closes_its_interrupted_steps(tmp_path: Path) -> None:

@@ -119,3 +119,41 @@ def test_blocking_quick_start_closes_what_it_opens(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     made, still_open = map(int, done.stdout.strip().splitlines()[-1].split())
     assert made == 2 and still_open == 0
+
+
+def test_servers_example_runs_as_written(tmp_path: Path) -> None:
+    code = _examples()["servers"]
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    first, *entries = done.stdout.strip().splitlines()
+    assert first == "True"
+    assert [int(line.split()[0]) for line in entries] == list(range(1, len(entries) + 1))
+    assert entries[0].split()[1] == "session_created"
+    assert entries[-1].split()[1:] == ["state_set", "shipped"]
+    check = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import anyio\nfrom kaizen_async import SessionHub\n"
+            "from kaizen_async.stores import SQLiteStore\n"
+            "async def main():\n"
+            "    async with SessionHub(SQLiteStore('sessions.db')) as hub:\n"
+            "        async with hub.open('order-42') as s:\n"
+            "            print(await s.get('status'), await s.get('text'), await s.verify())\n"
+            "anyio.run(main)\n",
+        ],
+        cwd=tmp_path,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert check.returncode == 0, check.stderr
+    assert check.stdout.split() == ["shipped", "dlrow", "olleh", str(len(entries))]

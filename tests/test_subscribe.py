@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import tracemalloc
 from collections.abc import Callable
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -18,9 +19,18 @@ from kaizen_async import (
     SessionHub,
     TrajectoryEntry,
 )
-from kaizen_async._durable import DEFAULT_TAIL
+from kaizen_async._storage import SessionStore
 
 pytestmark = pytest.mark.anyio
+
+TAIL = 16  # a small in-memory tail, so a few dozen entries reach back into the store
+
+
+def small_hub(store: SessionStore, **options: Any) -> SessionHub:
+    """A hub whose sessions keep only ``TAIL`` entries in memory."""
+    hub = SessionHub(store, **options)
+    hub._tail = TAIL
+    return hub
 
 
 async def wait_until(predicate: Callable[[], bool]) -> None:
@@ -33,23 +43,24 @@ async def wait_until(predicate: Callable[[], bool]) -> None:
 async def _collect(
     source: object, until_seq: int, into: list[TrajectoryEntry], slow: bool = False
 ) -> None:
-    async for entry in source:  # type: ignore[attr-defined]
-        into.append(entry)
-        if slow:
-            await anyio.lowlevel.checkpoint()
-        if entry.seq >= until_seq:
-            return
+    with anyio.fail_after(30):  # a bound against hanging, not a timing test
+        async for entry in source:  # type: ignore[attr-defined]
+            into.append(entry)
+            if slow:
+                await anyio.lowlevel.checkpoint()
+            if entry.seq >= until_seq:
+                return
 
 
 async def test_history_then_live_without_gaps_with_concurrent_writers(
     store: ControlledStore,
 ) -> None:
     writers, per_writer = 4, 150
-    async with SessionHub(store) as hub:
+    async with small_hub(store) as hub:
         async with hub.open("s", create=True) as session:
-            for n in range(DEFAULT_TAIL * 2):  # history older than the tail
+            for n in range(TAIL * 2):  # history older than the tail
                 await session.set("k", n)
-        history = DEFAULT_TAIL * 2 + 1
+        history = TAIL * 2 + 1
         total = history + writers * per_writer
         seen: list[TrajectoryEntry] = []
 
@@ -72,8 +83,8 @@ async def test_history_then_live_without_gaps_with_concurrent_writers(
 
 
 async def test_since_seq_and_entry_types_filter(store: ControlledStore) -> None:
-    async with SessionHub(store) as hub, hub.open("s", create=True) as session:
-        for n in range(DEFAULT_TAIL * 2):
+    async with small_hub(store) as hub, hub.open("s", create=True) as session:
+        for n in range(TAIL * 2):
             await session.set("k", n)
             await session.append("me", EntryType.USER_INPUT, {"n": n})
         head = await session.get_trajectory_length()
@@ -81,7 +92,7 @@ async def test_since_seq_and_entry_types_filter(store: ControlledStore) -> None:
         async with anyio.create_task_group() as tg:
             tg.start_soon(
                 _collect,
-                session.subscribe(since_seq=100, entry_types=[EntryType.USER_INPUT]),
+                session.subscribe(since_seq=10, entry_types=[EntryType.USER_INPUT]),
                 head + 4,
                 seen,
             )
@@ -90,14 +101,14 @@ async def test_since_seq_and_entry_types_filter(store: ControlledStore) -> None:
             await session.set("k", "live2")
             await session.append("me", EntryType.USER_INPUT, {"n": "live2"})
         assert all(e.entry_type is EntryType.USER_INPUT for e in seen)
-        assert seen[0].seq == 101
-        expected = await session.get_trajectory(since_seq=100, entry_types=["user_input"])
+        assert seen[0].seq == 11
+        expected = await session.get_trajectory(since_seq=10, entry_types=["user_input"])
         assert [e.seq for e in seen] == [e.seq for e in expected]
         assert seen[-1].content == {"n": "live2"}
 
 
 async def test_subscriber_never_sees_an_uncommitted_entry(store: ControlledStore) -> None:
-    async with SessionHub(store) as hub, hub.open("s", create=True) as session:
+    async with small_hub(store) as hub, hub.open("s", create=True) as session:
         seen: list[TrajectoryEntry] = []
         store.fail_commits = 1
         async with anyio.create_task_group() as tg:
@@ -114,7 +125,7 @@ async def test_a_slow_subscriber_holds_no_backlog(store: ControlledStore) -> Non
     writes = 2000
 
     async def run(with_subscriber: bool) -> int:
-        async with SessionHub(store) as hub, hub.open(f"s{with_subscriber}", create=True) as s:
+        async with small_hub(store) as hub, hub.open(f"s{with_subscriber}", create=True) as s:
             stalled = anyio.Event()
             got: list[int] = []
 
@@ -132,7 +143,9 @@ async def test_a_slow_subscriber_holds_no_backlog(store: ControlledStore) -> Non
                     if with_subscriber:
                         tg.start_soon(subscriber)
                     for n in range(writes):
-                        await s.append("me", EntryType.USER_INPUT, {"n": n})
+                        s.append_nowait("me", EntryType.USER_INPUT, {"n": n})
+                        if n % 50 == 49:
+                            await s.flush()  # committed in batches: the store holds them
                     grown = tracemalloc.get_traced_memory()[0]
                     stalled.set()
             finally:
@@ -149,7 +162,7 @@ async def test_a_slow_subscriber_holds_no_backlog(store: ControlledStore) -> Non
 async def test_subscription_ends_on_cancel_and_releases_its_lease(
     store: ControlledStore,
 ) -> None:
-    async with SessionHub(store) as hub:
+    async with small_hub(store) as hub:
         await hub.create("s")
         seen: list[TrajectoryEntry] = []
         with anyio.move_on_after(0.05):
@@ -169,7 +182,7 @@ async def test_subscription_ends_when_the_hub_closes(store: ControlledStore) -> 
         ended.set()
 
     async with anyio.create_task_group() as tg:
-        async with SessionHub(store) as hub:
+        async with small_hub(store) as hub:
             await hub.create("s")
             tg.start_soon(follow, hub)
             await wait_until(lambda: len(seen) == 1)

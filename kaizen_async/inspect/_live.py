@@ -86,7 +86,7 @@ async def entries_after(
             pass
         finally:
             with contextlib.suppress(Exception):
-                await subscription.aclose()  # type: ignore[attr-defined]
+                await subscription.aclose()
         return
     pos = since
     while True:

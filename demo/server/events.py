@@ -47,7 +47,7 @@ async def committed_entries(
         return  # the hub closed while a page was being read: the server is stopping
     finally:
         with anyio.CancelScope(shield=True):
-            await subscription.aclose()  # type: ignore[attr-defined]
+            await subscription.aclose()
 
 
 class EventStream(Response):

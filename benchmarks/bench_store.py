@@ -231,13 +231,20 @@ async def hub_sets(directory: str, callers: int, per_caller: int) -> float:
             for value in values:
                 await set_("key", value)
 
+        before = hub.statistics()
         start = time.perf_counter()
         async with anyio.create_task_group() as tg:
             for session in sessions:
                 tg.start_soon(caller, session)
         elapsed = time.perf_counter() - start
+        after = hub.statistics()
         for lease in leases:
             lease.release()
+    batches, commits = after.batches - before.batches, after.commits - before.commits
+    print(
+        f"  hub sets, {callers} caller(s): {batches:,} session commits in {commits:,} "
+        f"transactions (mean batch {batches / commits:.1f})"
+    )
     return elapsed
 
 
@@ -260,19 +267,31 @@ async def dispatch_durable(directory: str, per_caller: int) -> float:
                 await dispatcher.dispatch_single("reverse", session, {"key": "text"})
             await session.flush()
 
+        before = hub.statistics()
         start = time.perf_counter()
         async with anyio.create_task_group() as tg:
             for session in sessions:
                 tg.start_soon(caller, session)
         elapsed = time.perf_counter() - start
+        after = hub.statistics()
         for lease in leases:
             lease.release()
+    steps = CALLERS * per_caller
+    batches, commits = after.batches - before.batches, after.commits - before.commits
+    print(
+        f"  hub dispatch: {steps:,} steps, {batches:,} session "
+        f"commits ({batches / steps:.1f} a step) in {commits:,} transactions "
+        f"(mean batch {batches / commits:.1f})"
+    )
     return elapsed
 
 
 async def dispatch_memory(per_caller: int) -> float:
     """The same on 64 in-memory sessions (the baseline of the durable row)."""
-    async with Dispatcher(mailbox_size=CALLERS) as dispatcher, contextlib.AsyncExitStack() as stack:
+    async with (
+        Dispatcher(mailbox_size=CALLERS) as dispatcher,
+        contextlib.AsyncExitStack() as stack,
+    ):
         dispatcher.register(ReverseAgent())
         sessions = [await stack.enter_async_context(Session()) for _ in range(CALLERS)]
         for session in sessions:

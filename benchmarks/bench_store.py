@@ -19,6 +19,15 @@ Baselines (plain stdlib sqlite3, one worker-thread call per transaction):
 The store additionally keeps each session's row (head, version; the guarded update that
 refuses a conflicting batch) and runs the group commit: queue, one writer, per-caller
 answers.
+
+Hub rows (what a server pays: ``SessionHub(SQLiteStore(path))`` sessions, records built as
+they are written, each ``set`` awaited until durable), against the baselines above or run
+in the same invocation:
+  ``session.set`` with 1 caller (vs a) and 64 callers on 64 sessions (vs b);
+  ``dispatch_single("reverse")``, 64 callers on 64 hub sessions vs 64 in-memory sessions (c);
+  reopening an evicted 1,000-entry session; tracemalloc's bytes per idle open session
+  (2 entries, and 300 entries: a full 256-entry tail); opening N stored sessions through one
+  hub, all leased at once, then closing them, for three N doubling (linear: ~x2 each).
 """
 
 from __future__ import annotations
@@ -26,19 +35,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import os
 import sqlite3
 import sys
 import tempfile
 import time
+import tracemalloc
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
+import orjson
 from _common import report
 
+from agents import ReverseAgent
+from kaizen_async import Dispatcher, EntryType, Session, SessionHub, SessionLease
 from kaizen_async._state import SessionCore
 from kaizen_async._trajectory import Record
 from kaizen_async.stores import Batch, PostgresStore, SQLiteStore
@@ -48,6 +62,9 @@ from kaizen_async.stores._sqlite_schema import MIGRATIONS
 CALLERS = 64
 TARGET_RATIO = 0.8
 TARGET_64_PER_S = 40_000
+TARGET_DISPATCH_RATIO = 0.5
+TARGET_REOPEN_MS = 5
+TARGET_IDLE_KIB = 10
 PG_TARGET_RATIO = 0.7
 PG_TARGET_64_PER_S = 20_000
 #: the lease of the takeover measurement: SessionHub's default (env TAKEOVER_LEASE: shorter)
@@ -568,17 +585,214 @@ async def postgres_rows(dsn: str, quick: bool) -> tuple[list[tuple[str, str, str
 
 
 # -- hub-level rows ---------------------------------------------------------------------------
-# PLACE FOR THE HUB ROWS (added with SessionHub, issue 8), each beside its target:
-#   durable Session.set through a hub, 1 caller and 64 callers on 64 sessions
-#   durable dispatch_single, 64 callers on 64 sessions (>= 0.5x the same in memory)
-#   reopen of an evicted 1,000-entry session (< 5 ms)
-#   memory per idle open session (<= 10 KiB plus its state)
-HUB_ROWS_PENDING = [
-    "durable Session.set via hub",
-    "durable dispatch_single, 64 callers",
-    "reopen evicted 1,000-entry session",
-    "memory per idle open session",
-]
+# The same writes through SessionHub sessions (SQLiteStore underneath): what a server pays.
+
+
+async def _create_sessions(hub: SessionHub, ids: list[str], text: str | None = None) -> None:
+    """Create ``ids`` in the hub's store (64 at a time), with ``text`` set when given."""
+
+    async def make(part: list[str]) -> None:
+        for sid in part:
+            await hub.create(sid)
+            if text is not None:
+                async with hub.open(sid) as session:
+                    await session.set("text", text)
+
+    async with anyio.create_task_group() as tg:
+        for c in range(CALLERS):
+            tg.start_soon(make, ids[c::CALLERS])
+
+
+async def hub_sets(directory: str, callers: int, per_caller: int) -> float:
+    """Seconds for ``callers`` tasks, each on its own hub session, to ``await set`` the
+    baselines' values ``per_caller`` times (every set acknowledged once durable)."""
+    path = os.path.join(directory, f"hub-sets-{time.perf_counter_ns()}.db")
+    values = [{"i": i, "text": "hello world"} for i in range(per_caller)]
+    ids = [f"s{c:02d}" for c in range(callers)]
+    async with SessionHub(SQLiteStore(path)) as hub:
+        await _create_sessions(hub, ids)
+        leases = [hub.open(sid) for sid in ids]
+        sessions = [await lease.acquire() for lease in leases]
+
+        async def caller(session: Session) -> None:
+            set_ = session.set
+            for value in values:
+                await set_("key", value)
+
+        before = hub.statistics()
+        start = time.perf_counter()
+        async with anyio.create_task_group() as tg:
+            for session in sessions:
+                tg.start_soon(caller, session)
+        elapsed = time.perf_counter() - start
+        after = hub.statistics()
+        for lease in leases:
+            lease.release()
+    batches, commits = after.batches - before.batches, after.commits - before.commits
+    print(
+        f"  hub sets, {callers} caller(s): {batches:,} session commits in {commits:,} "
+        f"transactions (mean batch {batches / commits:.1f})"
+    )
+    return elapsed
+
+
+async def dispatch_durable(directory: str, per_caller: int) -> float:
+    """Seconds for 64 callers on 64 hub sessions to ``dispatch_single("reverse")``
+    ``per_caller`` times each (then ``flush``: every step entry durable)."""
+    path = os.path.join(directory, f"hub-dispatch-{time.perf_counter_ns()}.db")
+    ids = [f"d{c:02d}" for c in range(CALLERS)]
+    async with (
+        SessionHub(SQLiteStore(path)) as hub,
+        Dispatcher(mailbox_size=CALLERS) as dispatcher,
+    ):
+        dispatcher.register(ReverseAgent())
+        await _create_sessions(hub, ids, "hello world")
+        leases = [hub.open(sid) for sid in ids]
+        sessions = [await lease.acquire() for lease in leases]
+
+        async def caller(session: Session) -> None:
+            for _ in range(per_caller):
+                await dispatcher.dispatch_single("reverse", session, {"key": "text"})
+            await session.flush()
+
+        before = hub.statistics()
+        start = time.perf_counter()
+        async with anyio.create_task_group() as tg:
+            for session in sessions:
+                tg.start_soon(caller, session)
+        elapsed = time.perf_counter() - start
+        after = hub.statistics()
+        for lease in leases:
+            lease.release()
+    steps = CALLERS * per_caller
+    batches, commits = after.batches - before.batches, after.commits - before.commits
+    print(
+        f"  hub dispatch: {steps:,} steps, {batches:,} session "
+        f"commits ({batches / steps:.1f} a step) in {commits:,} transactions "
+        f"(mean batch {batches / commits:.1f})"
+    )
+    return elapsed
+
+
+async def dispatch_memory(per_caller: int) -> float:
+    """The same on 64 in-memory sessions (the baseline of the durable row)."""
+    async with (
+        Dispatcher(mailbox_size=CALLERS) as dispatcher,
+        contextlib.AsyncExitStack() as stack,
+    ):
+        dispatcher.register(ReverseAgent())
+        sessions = [await stack.enter_async_context(Session()) for _ in range(CALLERS)]
+        for session in sessions:
+            await session.set("text", "hello world")
+
+        async def caller(session: Session) -> None:
+            for _ in range(per_caller):
+                await dispatcher.dispatch_single("reverse", session, {"key": "text"})
+            await session.flush()
+
+        start = time.perf_counter()
+        async with anyio.create_task_group() as tg:
+            for session in sessions:
+                tg.start_soon(caller, session)
+        return time.perf_counter() - start
+
+
+async def _wait_evicted(hub: SessionHub) -> None:
+    """Until the reaper has evicted every session (the hub has no event for it)."""
+    while hub.statistics().open:  # noqa: ASYNC110
+        await anyio.sleep(0.001)
+
+
+async def reopen_evicted(directory: str, entries: int, repeats: int) -> list[float]:
+    """Seconds to open (take a lease on) an evicted session of ``entries`` entries: the
+    store reads its state, head and tail; ``idle_timeout=0`` evicts it at each release."""
+    path = os.path.join(directory, "reopen.db")
+    async with SessionHub(SQLiteStore(path), idle_timeout=0) as hub:
+        await hub.create("big")
+        async with hub.open("big") as session:
+            for first in range(1, entries, 100):
+                async with session.transaction() as tx:
+                    for i in range(first, min(first + 100, entries)):
+                        tx.set(f"k{i % 10}", {"i": i, "text": "hello world"})
+            assert await session.get_trajectory_length() == entries
+        times = []
+        for _ in range(repeats):
+            await _wait_evicted(hub)
+            lease = hub.open("big")
+            began = time.perf_counter()
+            await lease.acquire()
+            times.append(time.perf_counter() - began)
+            lease.release()
+        assert hub.statistics().evicted >= repeats
+    return times
+
+
+async def idle_memory(directory: str, n: int, entries: int) -> tuple[float, float, list[str]]:
+    """Bytes held per idle (warm, unleased) open session, measured with tracemalloc over
+    ``n`` sessions of ``entries`` entries each; also each one's state (canonical JSON
+    bytes of keys and values) and the biggest allocation sites."""
+    path = os.path.join(directory, f"memory-{entries}.db")
+    ids = [f"m{i:05d}" for i in range(n)]
+    async with SessionHub(SQLiteStore(path)) as hub:
+        await _create_sessions(hub, ids, "hello world")
+        for sid in ids:
+            async with hub.open(sid) as session, session.transaction() as tx:
+                for i in range(entries - 2):
+                    tx.append("bench", EntryType.SYSTEM_NOTE, {"i": i})
+    async with SessionHub(SQLiteStore(path), idle_timeout=3600) as hub:
+        async with hub.open(ids[0]) as session:  # warm up: imports, caches, threads
+            state = await session.get_all_state()
+            assert await session.get_trajectory_length() == entries
+        state_bytes = sum(len(k) + len(orjson.dumps(v)) for k, v in state.items())
+        gc.collect()
+        tracemalloc.start(10)
+        before = tracemalloc.take_snapshot()
+        for sid in ids[1:]:
+            async with hub.open(sid):
+                pass
+        gc.collect()
+        after = tracemalloc.take_snapshot()
+        tracemalloc.stop()
+        assert hub.statistics().open == n and hub.statistics().leased == 0
+    diff = after.compare_to(before, "lineno")
+    total = sum(stat.size_diff for stat in diff)
+    top = [
+        f"{stat.size_diff / (n - 1):,.0f} B/session at {stat.traceback[0].filename.split('/')[-1]}"
+        f":{stat.traceback[0].lineno}"
+        for stat in sorted(diff, key=lambda s: -s.size_diff)[:5]
+    ]
+    return total / (n - 1), state_bytes, top
+
+
+async def open_close(directory: str, n: int) -> tuple[float, float]:
+    """Seconds to open ``n`` stored sessions through one hub, all leased at once (64
+    openers), then to release them all and close the hub (every actor stopped)."""
+    path = os.path.join(directory, f"open-close-{n}.db")
+    ids = [f"o{i:06d}" for i in range(n)]
+    async with SessionHub(SQLiteStore(path)) as hub:
+        await _create_sessions(hub, ids)
+    leases: list[SessionLease] = []
+    hub = SessionHub(SQLiteStore(path), max_open=n)
+    await hub.__aenter__()
+    try:
+
+        async def opener(part: list[str]) -> None:
+            for sid in part:
+                lease = hub.open(sid)
+                await lease.acquire()
+                leases.append(lease)
+
+        start = time.perf_counter()
+        async with anyio.create_task_group() as tg:
+            for c in range(CALLERS):
+                tg.start_soon(opener, ids[c::CALLERS])
+        opened = time.perf_counter()
+        assert hub.statistics().open == n
+        for lease in leases:
+            lease.release()
+    finally:
+        await hub.__aexit__(None, None, None)
+    return opened - start, time.perf_counter() - opened
 
 
 async def main(quick: bool) -> None:
@@ -586,22 +800,42 @@ async def main(quick: bool) -> None:
     repeats = 2 if quick else 3
     single_n = 1_000 if quick else 5_000
     per_caller = 200 if quick else 1_000
+    per_dispatch = 40 if quick else 250
     long_entries = 100_000 if quick else 1_000_000
+    reopen_repeats = 20 if quick else 50
+    idle_n = 200 if quick else 1_000
+    scale = [500, 1_000, 2_000] if quick else [2_500, 5_000, 10_000]
     one = [("one", *make_sets("one", single_n))]
     many = [(f"s{c:02d}", *make_sets(f"s{c:02d}", per_caller)) for c in range(CALLERS)]
     one_plain = [(sid, sets) for sid, _, sets in one]
     many_plain = [(sid, sets) for sid, _, sets in many]
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as directory:
-        base_a = await best(lambda: timed_run(lambda: plain_per_set(directory, one_plain)), repeats)
-        base_b = await best(
-            lambda: timed_run(lambda: plain_batched(directory, many_plain)), repeats
-        )
+        # each repeat runs every variant once, interleaved, so a change in the machine's
+        # load shifts a row and its baseline alike; each keeps its best time
+        base_a_times: list[float] = []
+        base_b_times: list[float] = []
         single_times: list[float] = []
         many_times: list[float] = []
+        hub_one_times: list[float] = []
+        hub_many_times: list[float] = []
+        memory_dispatch_times: list[float] = []
+        durable_dispatch_times: list[float] = []
         for _ in range(repeats):
+            base_a_times.append(await timed_run(lambda: plain_per_set(directory, one_plain)))
             await store_commits(directory, one, single_times)
+            hub_one_times.append(await hub_sets(directory, 1, single_n))
+            base_b_times.append(await timed_run(lambda: plain_batched(directory, many_plain)))
             await store_commits(directory, many, many_times)
+            hub_many_times.append(await hub_sets(directory, CALLERS, per_caller))
+            memory_dispatch_times.append(await dispatch_memory(per_dispatch))
+            durable_dispatch_times.append(await dispatch_durable(directory, per_dispatch))
         load_s = await long_session_load(directory, long_entries)
+        reopen = sorted(await reopen_evicted(directory, 1_000, reopen_repeats))
+        idle_small = await idle_memory(directory, idle_n, 2)
+        idle_full = await idle_memory(directory, idle_n, 300)
+        scaling = [(n, *await open_close(directory, n)) for n in scale]
+    rate_a = single_n / min(base_a_times)
+    rate_b = CALLERS * per_caller / min(base_b_times)
     pg_rows: list[tuple[str, str, str]] = []
     pg_figures: dict[str, Any] = {}
     with postgres_dsn() as dsn:
@@ -609,21 +843,34 @@ async def main(quick: bool) -> None:
             pg_rows = [("PostgresStore (no PostgreSQL server binaries: not measured)", "-", "")]
         else:
             pg_rows, pg_figures = await postgres_rows(dsn, quick)
-    rate_a = single_n / base_a
-    rate_b = CALLERS * per_caller / base_b
     rate_one = single_n / min(single_times)
     rate_many = CALLERS * per_caller / min(many_times)
     ratio_one, ratio_many = rate_one / rate_a, rate_many / rate_b
+    hub_one = single_n / min(hub_one_times)
+    hub_many = CALLERS * per_caller / min(hub_many_times)
+    steps = CALLERS * per_dispatch
+    dispatch_memory_rate = steps / min(memory_dispatch_times)
+    dispatch_durable_rate = steps / min(durable_dispatch_times)
+    dispatch_ratio = dispatch_durable_rate / dispatch_memory_rate
+    reopen_median = reopen[len(reopen) // 2]
 
     def verdict(ok: bool) -> str:
         return "met" if ok else "MISSED"
+
+    def ratio(value: float, target: float) -> str:
+        return f"{value:.2f} {verdict(value >= target)}"
 
     rows = [
         ("(a) plain sqlite3, 1 set per transaction (baseline)", f"{rate_a:,.0f}/s", "1.00"),
         (
             f"SQLiteStore.commit, 1 caller [target >= {TARGET_RATIO}x (a)]",
             f"{rate_one:,.0f}/s",
-            f"{ratio_one:.2f} {verdict(ratio_one >= TARGET_RATIO)}",
+            ratio(ratio_one, TARGET_RATIO),
+        ),
+        (
+            f"hub session.set, 1 caller [target >= {TARGET_RATIO}x (a)]",
+            f"{hub_one:,.0f}/s",
+            ratio(hub_one / rate_a, TARGET_RATIO),
         ),
         (
             f"(b) plain sqlite3, {CALLERS} sets per transaction (baseline)",
@@ -634,7 +881,7 @@ async def main(quick: bool) -> None:
             f"SQLiteStore.commit, {CALLERS} callers on {CALLERS} sessions "
             f"[target >= {TARGET_RATIO}x (b)]",
             f"{rate_many:,.0f}/s",
-            f"{ratio_many:.2f} {verdict(ratio_many >= TARGET_RATIO)}",
+            ratio(ratio_many, TARGET_RATIO),
         ),
         (
             f"  same, absolute [target >= {TARGET_64_PER_S:,}/s on a quiet machine]",
@@ -642,13 +889,67 @@ async def main(quick: bool) -> None:
             verdict(rate_many >= TARGET_64_PER_S),
         ),
         (
+            f"hub session.set, {CALLERS} callers on {CALLERS} sessions "
+            f"[target >= {TARGET_RATIO}x (b)]",
+            f"{hub_many:,.0f}/s",
+            ratio(hub_many / rate_b, TARGET_RATIO),
+        ),
+        (
+            f"  same, absolute [target >= {TARGET_64_PER_S:,}/s on a quiet machine]",
+            f"{hub_many:,.0f}/s",
+            verdict(hub_many >= TARGET_64_PER_S),
+        ),
+        (
+            f"(c) dispatch_single, {CALLERS} callers on {CALLERS} in-memory sessions (baseline)",
+            f"{dispatch_memory_rate:,.0f}/s",
+            "1.00",
+        ),
+        (
+            f"dispatch_single, {CALLERS} callers on {CALLERS} hub sessions "
+            f"[target >= {TARGET_DISPATCH_RATIO}x (c)]",
+            f"{dispatch_durable_rate:,.0f}/s",
+            ratio(dispatch_ratio, TARGET_DISPATCH_RATIO),
+        ),
+        (
             f"load() of a {long_entries:,}-entry session (tail 256) [target < 1 s]",
             f"{load_s * 1000:,.1f} ms",
             verdict(load_s < 1.0),
         ),
+        (
+            f"reopen of an evicted 1,000-entry session, median of {reopen_repeats} "
+            f"[target < {TARGET_REOPEN_MS} ms]",
+            f"{reopen_median * 1000:,.2f} ms",
+            f"best {reopen[0] * 1000:,.2f} ms, {verdict(reopen_median * 1000 < TARGET_REOPEN_MS)}",
+        ),
         *pg_rows,
-        *[(f"{name} (hub: not measured here yet)", "-", "") for name in HUB_ROWS_PENDING],
     ]
+    for entries, (per_session, state_bytes, _) in [(2, idle_small), (300, idle_full)]:
+        beyond = per_session - state_bytes
+        rows.append(
+            (
+                f"memory per idle open session, {entries} entries (state {state_bytes:.0f} B) "
+                f"[target <= {TARGET_IDLE_KIB} KiB + state]",
+                f"{per_session / 1024:,.1f} KiB",
+                f"{beyond / 1024:,.1f} KiB beyond state, "
+                f"{verdict(beyond <= TARGET_IDLE_KIB * 1024)}",
+            )
+        )
+    previous = None
+    for n, opened, closed in scaling:
+        total = opened + closed
+        growth = "" if previous is None else f"x{total / previous:.2f} for x2 sessions"
+        rows.append(
+            (
+                f"open {n:,} sessions through a hub, then close them [O(N): ~x2 per doubling]",
+                f"{total:,.2f} s (open {opened:,.2f}, close {closed:,.2f})",
+                growth,
+            )
+        )
+        previous = total
+    for entries, (_, _, top) in [(2, idle_small), (300, idle_full)]:
+        print(f"where an idle {entries}-entry session's memory goes (tracemalloc, top 5):")
+        for line in top:
+            print(f"  {line}")
     report(
         "store",
         rows,
@@ -660,8 +961,21 @@ async def main(quick: bool) -> None:
             "store_64_callers_per_s": rate_many,
             "ratio_one_caller": ratio_one,
             "ratio_64_callers": ratio_many,
+            "hub_set_one_caller_per_s": hub_one,
+            "hub_set_64_callers_per_s": hub_many,
+            "ratio_hub_one_caller": hub_one / rate_a,
+            "ratio_hub_64_callers": hub_many / rate_b,
+            "dispatch_memory_64_per_s": dispatch_memory_rate,
+            "dispatch_durable_64_per_s": dispatch_durable_rate,
+            "ratio_dispatch_durable": dispatch_ratio,
             "long_session_entries": long_entries,
             "long_session_load_s": load_s,
+            "reopen_evicted_1000_median_s": reopen_median,
+            "reopen_evicted_1000_best_s": reopen[0],
+            "idle_session_bytes_2_entries": idle_small[0],
+            "idle_session_bytes_300_entries": idle_full[0],
+            "idle_session_state_bytes": idle_small[1],
+            "open_close_seconds": {str(n): [o, c] for n, o, c in scaling},
             **pg_figures,
         },
     )

@@ -49,6 +49,13 @@ PLAN = (
 REQUEST = "reverse the text, then shout it"
 
 
+def _ctrl_c_default() -> None:
+    """In the child: Ctrl-C does what it does in a terminal. A process started in the
+    background by a non-interactive shell (as CI may start the suite) inherits SIGINT
+    ignored, and Python then installs no KeyboardInterrupt handler at all."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _script() -> Path:
     beside = Path(sys.executable).parent / "kaizen"
     if beside.exists():
@@ -454,6 +461,7 @@ def _tail(*args: str | Path) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_ctrl_c_default,
         env=_env(),
     )
 

@@ -45,6 +45,13 @@ ROOT = Path(__file__).resolve().parent.parent
 # -- the mapper ----------------------------------------------------------------------------
 
 
+def _ctrl_c_default() -> None:
+    """In the child: Ctrl-C does what it does in a terminal. A process started in the
+    background by a non-interactive shell (as CI may start the suite) inherits SIGINT
+    ignored, and Python then installs no KeyboardInterrupt handler at all."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_sample_plan_orders_files_by_their_imports() -> None:
     plan = plan_package(SAMPLE_DIR)
     assert plan["package"] == "sample"
@@ -751,6 +758,7 @@ def test_ctrl_c_stops_with_130_and_names_the_run(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=_ctrl_c_default,
     )
     try:
         assert process.stdout is not None

@@ -193,9 +193,35 @@ class Checkpointer:
             )
         return made
 
-    def committed(self, heads: Iterable[Head], trees: Sequence[SignedTree]) -> None:
+    def committed(
+        self,
+        heads: Iterable[Head],
+        trees: Sequence[SignedTree],
+        accepted: Collection[tuple[str, int, str]] | None = None,
+    ) -> None:
         """A transaction committed ``heads`` and ``trees``: count the unsigned commits and
-        entries per session, and offer the checkpoints to the anchor (event loop)."""
+        entries per session, and offer the checkpoints to the anchor (event loop).
+
+        ``accepted``: the ``(session, seq, head)`` of the trees' heads that were committed,
+        when a store signs before it knows (``PostgresStore``: the others' leaves stay in
+        the tree, but their checkpoints were never stored and are not offered)."""
+        if accepted is not None:
+            made = [
+                c for c in self.checkpoints(trees) if (c.session_id, c.seq, c.head_hash) in accepted
+            ]
+            if not self.every:
+                unsigned = self._unsigned
+                if len(unsigned) > _MAX_TRACKED:
+                    unsigned.clear()
+                for sid, _, _, _, entries in heads:
+                    commits, count = unsigned.get(sid, (0, 0))
+                    unsigned[sid] = (commits + 1, count + entries)
+                for checkpoint in made:
+                    unsigned.pop(checkpoint.session_id, None)
+            self.signed += len(made)
+            if made and self.anchor is not None:
+                self.anchor.offer(made)
+            return
         if not self.every:
             unsigned = self._unsigned
             if len(unsigned) > _MAX_TRACKED:  # bounded: counting restarts (later checkpoints)

@@ -12,6 +12,13 @@ restarted, the connection dropped, a timeout) fails every batch in it with
 hide a commit that did happen, so the caller is told the write was not acknowledged and
 the session reloads what the store holds. The writer reconnects for the next statement.
 
+With a signer, the writer signs the new heads of a round's sessions (per
+:class:`~kaizen_async.signing.CheckpointPolicy`; one signature per round) before the
+statement, since their heads and epochs are known, and the same statement writes the
+checkpoint rows, each only if its session's create or guarded head update held: a refused
+batch, a fenced writer or a failed statement commits none (the refused sessions' leaves
+stay in the signed tree, but their checkpoints are never stored nor anchored).
+
 Reads run on a small connection pool; a read that spans several statements (``load``)
 runs in one ``REPEATABLE READ`` read-only transaction: one snapshot.
 
@@ -34,7 +41,10 @@ import anyio
 from anyio.abc import TaskGroup
 
 from .._actor import exit_task_group
+from .._anchors import AnchorPublisher, AnchorSink
 from .._canonical import sha256_hex
+from .._checkpoint import Checkpoint
+from .._checkpointing import Checkpointer, CheckpointPolicy, Head, SignedTree
 from .._exceptions import (
     ArtifactNotFoundError,
     ErrorCode,
@@ -43,6 +53,7 @@ from .._exceptions import (
     PersistError,
     SessionCorruptedError,
 )
+from .._keys import Signer
 from .._storage import Batch, Ownership, SessionInfo, StoredSession, StoreStatistics
 from .._trajectory import Record
 from ._common import (
@@ -71,7 +82,15 @@ from ._common import (
 from ._driver_loop import DriverLoop
 from ._group_commit import GroupCommitter, Outcome, Write
 from ._postgres_schema import migrate, quote_ident
-from ._postgres_sql import Round, Statements, plan_rounds, session_info, stored_session, to_records
+from ._postgres_sql import (
+    Round,
+    Statements,
+    checkpoints_from_rows,
+    plan_rounds,
+    session_info,
+    stored_session,
+    to_records,
+)
 
 if TYPE_CHECKING:
     import asyncpg
@@ -127,6 +146,11 @@ class PostgresStore:
         poll_interval: the longest :meth:`wait_for_commit` goes without reading the head
             (with notifications this only makes up for one lost with a dropped listener
             connection).
+        signer: signs checkpoints of session heads at commits (see
+            :mod:`kaizen_async.signing`); None (the default): no checkpoints.
+        checkpoints: when to sign (default: at every commit of a session); every
+            checkpoint is kept (``history_every`` does not apply).
+        anchor: receives each committed checkpoint, off the write path.
 
     Entering connects, creates or migrates the schema and starts the writer; leaving
     commits what is queued, then closes. Opening raises :class:`SessionCorruptedError` for
@@ -145,6 +169,9 @@ class PostgresStore:
         command_timeout: float = 60.0,
         notify: bool = True,
         poll_interval: float = 1.0,
+        signer: Signer | None = None,
+        checkpoints: CheckpointPolicy | None = None,
+        anchor: AnchorSink | AnchorPublisher | None = None,
     ) -> None:
         if not isinstance(dsn, str) or not dsn.strip():
             raise KaizenValidationError("dsn must be a non-empty connection string")
@@ -184,6 +211,7 @@ class PostgresStore:
         #: test seam: awaited with the writer connection (on the driver loop) before each
         #: statement of a group commit (fault injection: terminate the connection)
         self._writer_hook: Callable[[asyncpg.Connection], Awaitable[None]] | None = None
+        self._checkpointer = None if signer is None else Checkpointer(signer, checkpoints, anchor)
 
     def __repr__(self) -> str:
         return f"PostgresStore(schema={self.schema!r})"
@@ -205,6 +233,9 @@ class PostgresStore:
             raise
         self._committer.open()
         task_group.start_soon(self._committer.run, name=f"writer of {self!r}")
+        anchor = self._checkpointer.anchor if self._checkpointer is not None else None
+        if anchor is not None:
+            task_group.start_soon(anchor.run, name=f"anchor of {self!r}")
         self._task_group = task_group
         self._open = True
         return self
@@ -220,6 +251,8 @@ class PostgresStore:
             return None
         self._task_group = None
         self._committer.close()
+        if self._checkpointer is not None and self._checkpointer.anchor is not None:
+            self._checkpointer.anchor.close()
         try:
             return await exit_task_group(task_group, exc_type, exc, tb)
         finally:
@@ -337,10 +370,43 @@ class PostgresStore:
         deleted: bool = await self._committer.submit("delete", session_id)
         return deleted
 
-    async def _transact(self, writes: list[Write]) -> tuple[bool, list[Outcome]]:
-        return await self._loop.call(self._transact_async, writes, shield=True)
+    async def checkpoint(self, session_id: str) -> Checkpoint | None:
+        """Sign the session's head now, in a statement of its own, unless this store's key
+        signed that head already (then None). What a store-backed session's close calls.
+        None without a signer."""
+        check_session_id(session_id)
+        if self._checkpointer is None:
+            return None
+        made: Checkpoint | None = await self._committer.submit("checkpoint", session_id)
+        return made
 
-    async def _transact_async(self, writes: list[Write]) -> tuple[bool, list[Outcome]]:
+    async def read_checkpoints(self, session_id: str, *, since_seq: int = 0) -> list[Checkpoint]:
+        """The session's committed checkpoints with ``seq > since_seq``, oldest first."""
+        check_session_id(session_id)
+        since, _ = check_range(since_seq, None)
+        return await self._read(self._read_checkpoints, session_id, since)
+
+    async def _read_checkpoints(
+        self, conn: asyncpg.Connection, session_id: str, since: int
+    ) -> list[Checkpoint]:
+        rows = await conn.fetch(self._sql.read_checkpoints, session_id.encode(), since)
+        return checkpoints_from_rows(session_id, rows)
+
+    async def _transact(self, writes: list[Write]) -> tuple[bool, list[Outcome]]:
+        signer = self._checkpointer
+        if signer is None:
+            return await self._loop.call(self._transact_async, writes, None, shield=True)
+        signing = _Signing(signer)
+        result = await self._loop.call(self._transact_async, writes, signing, shield=True)
+        if signing.trees or signing.heads:  # back on the event loop: counters and anchor
+            signer.committed(signing.heads, signing.trees, signing.accepted)
+        for session_id in signing.deleted:
+            signer.forget(session_id)
+        return result
+
+    async def _transact_async(
+        self, writes: list[Write], signing: _Signing | None
+    ) -> tuple[bool, list[Outcome]]:
         """Every round of the group, one statement each (on the driver loop)."""
         outcomes: list[Outcome] = [None] * len(writes)
         committed = False
@@ -357,7 +423,7 @@ class PostgresStore:
                     conn = self._writer = await self._connect()
                 if self._writer_hook is not None:
                     await self._writer_hook(conn)
-                await self._run_round(conn, writes, indices, stamp, outcomes)
+                await self._run_round(conn, writes, indices, stamp, outcomes, signing)
                 committed = True
             except Exception as exc:
                 self._abandon_writer()
@@ -381,10 +447,11 @@ class PostgresStore:
         indices: list[int],
         stamp: str,
         outcomes: list[Outcome],
+        signing: _Signing | None,
     ) -> None:
         first_kind, first_payload = writes[indices[0]]
         if first_kind not in ("create", "commit"):
-            outcomes[indices[0]] = await self._run_single(conn, first_kind, first_payload)
+            outcomes[indices[0]] = await self._run_single(conn, first_kind, first_payload, signing)
             return
         round_ = Round(stamp)
         for index in indices:
@@ -393,10 +460,21 @@ class PostgresStore:
                 round_.add_create(index, payload)
             else:
                 round_.add_commit(index, payload)
-        rows = await conn.fetch(
-            self._sql.round, *round_.arguments(self._channel if self._notify else None)
-        )
-        accepted = {row[0] for row in rows}
+        channel = self._channel if self._notify else None
+        if signing is None:
+            rows = await conn.fetch(self._sql.round, *round_.arguments(channel))
+            accepted = {row[0] for row in rows}
+        else:
+            trees, signed_heads = signing.sign(writes, indices)
+            made = signing.signer.checkpoints(trees)
+            round_.add_checkpoints(made)
+            signer = signing.signer
+            rows = await conn.fetch(
+                self._sql.round_signed,
+                *round_.signed_arguments(channel, signer.writer_id, signer.key_id),
+            )
+            accepted = {row[0] for row in rows}
+            signing.committed(accepted, trees, signed_heads, made)
         refused: list[bytes] = []
         for sid, index in round_.writes.items():
             kind, payload = writes[index]
@@ -429,11 +507,20 @@ class PostgresStore:
                 else:
                     outcomes[index] = conflict(batch.session_id, batch.base_seq, row[1])
 
-    async def _run_single(self, conn: asyncpg.Connection, kind: str, payload: Any) -> Outcome:
-        """A write that is a statement of its own: delete, acquire, renew, release."""
+    async def _run_single(
+        self, conn: asyncpg.Connection, kind: str, payload: Any, signing: _Signing | None
+    ) -> Outcome:
+        """A write that is a statement of its own: delete, acquire, renew, release, and
+        an explicit checkpoint (two: its head read, then its guarded insert)."""
         sql = self._sql
         if kind == "delete":
-            return bool(await conn.fetchval(sql.delete, payload.encode()))
+            deleted = bool(await conn.fetchval(sql.delete, payload.encode()))
+            if deleted and signing is not None:
+                signing.deleted.add(payload)
+            return deleted
+        if kind == "checkpoint":
+            assert signing is not None
+            return await self._explicit_checkpoint(conn, payload, signing)
         if kind == "acquire":
             sid, owner, lease, take_over, replace = payload
             row = await conn.fetchrow(sql.acquire, sid.encode(), owner, lease, take_over, replace)
@@ -455,6 +542,36 @@ class PostgresStore:
         sid, owner, epoch = payload
         await conn.execute(sql.release, sid.encode(), owner, epoch)
         return None
+
+    async def _explicit_checkpoint(
+        self, conn: asyncpg.Connection, session_id: str, signing: _Signing
+    ) -> Outcome:
+        """Sign the session's head unless this key signed it already; the row is written
+        only while the session still holds that entry."""
+        signer = signing.signer
+        key = session_id.encode()
+        row = await conn.fetchrow(self._sql.checkpoint_head, key, signer.key_id)
+        if row is None:
+            return not_found(session_id)
+        if row[2]:
+            return None
+        trees = signer.sign([(session_id, row[0], row[1], 0)])
+        (made,) = signer.checkpoints(trees)
+        inserted = await conn.execute(
+            self._sql.insert_checkpoint,
+            key,
+            made.seq,
+            made.head_hash,
+            made.epoch,
+            made.writer_id,
+            made.time,
+            made.key_id,
+            made.signature,
+        )
+        if inserted != "INSERT 0 1":  # deleted (or cut back) between the two statements
+            return not_found(session_id)
+        signing.committed({key}, trees, [], [made])
+        return made
 
     def _abandon_writer(self) -> None:
         """Drop the writer connection; the next statement reconnects."""
@@ -732,3 +849,56 @@ class PostgresStore:
                     woken.extend(events)
         for event in woken:
             event.set()
+
+
+class _Signing:
+    """What one group's rounds sign and commit (rounds run on the driver loop; the
+    checkpointer's counters and anchor are updated from it on the event loop)."""
+
+    def __init__(self, signer: Checkpointer) -> None:
+        self.signer = signer
+        #: per session in this group: (commits, entries) not yet signed
+        self.counts: dict[str, tuple[int, int]] = {}
+        self.trees: list[SignedTree] = []
+        self.heads: list[Head] = []
+        self.accepted: set[tuple[str, int, str]] = set()
+        self.deleted: set[str] = set()
+
+    def sign(self, writes: list[Write], indices: list[int]) -> tuple[list[SignedTree], list[Head]]:
+        """Sign the heads of a round's creates (always) and of its commits with records
+        when the policy says so (blocking, before the statement)."""
+        signer = self.signer
+        due: list[tuple[str, int, str, int]] = []
+        heads: list[Head] = []
+        for index in indices:
+            kind, payload = writes[index]
+            batch: Batch = payload[0] if kind == "create" else payload
+            if not batch.records:
+                continue
+            sid, last = batch.session_id, batch.records[-1]
+            epoch = batch.epoch or 0
+            heads.append((sid, last[0], last[6], epoch, len(batch.records)))
+            if kind == "create":
+                due.append((sid, last[0], last[6], 0))
+                continue
+            commits, entries = self.counts.get(sid, (0, 0))
+            commits, entries = commits + 1, entries + len(batch.records)
+            self.counts[sid] = (commits, entries)
+            if signer.due(sid, commits, entries):
+                due.append((sid, last[0], last[6], epoch))
+                self.counts.pop(sid, None)
+        return signer.sign(due), heads
+
+    def committed(
+        self,
+        sessions: Collection[bytes],
+        trees: list[SignedTree],
+        heads: list[Head],
+        made: list[Checkpoint],
+    ) -> None:
+        """A statement committed these sessions (id bytes): keep what it signed for them."""
+        self.trees.extend(trees)
+        self.heads.extend(head for head in heads if head[0].encode() in sessions)
+        self.accepted.update(
+            (c.session_id, c.seq, c.head_hash) for c in made if c.session_id.encode() in sessions
+        )

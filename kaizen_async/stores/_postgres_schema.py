@@ -16,6 +16,13 @@ sessions by hubs)::
     blobs(digest PK, data)                      content-addressed, shared by sessions
     session_blobs(session_id, digest, PK (session_id, digest)) + index on digest
 
+Version 3 adds signed checkpoints (beside the entries, not in them; written only by a
+store with a signer)::
+
+    checkpoints(id PK, session_id, seq, head_hash, epoch, writer_id, time, key_id,
+                signature, tree_index, tree_size, tree_path) + index on (session_id, seq)
+                                                one row per checkpoint, every one kept
+
 Session ids, state keys, agent ids and workspace paths are stored as their UTF-8 bytes
 (``bytea``): PostgreSQL ``text`` cannot hold U+0000, which these may contain, and byte
 order is the order the other stores list sessions in (code point order). An ASCII id
@@ -92,11 +99,37 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "ADD COLUMN epoch bigint NOT NULL DEFAULT 0, "
         "ADD COLUMN lease_until double precision NOT NULL DEFAULT 0",
     ),
+    (  # 3: signed checkpoints of session heads, each row a whole checkpoint
+        """CREATE TABLE {s}.checkpoints (
+            id bigserial PRIMARY KEY,
+            session_id bytea NOT NULL,
+            seq bigint NOT NULL,
+            head_hash text NOT NULL,
+            epoch bigint NOT NULL,
+            writer_id text NOT NULL,
+            time text NOT NULL,
+            key_id text NOT NULL,
+            signature bytea NOT NULL,
+            tree_index integer NOT NULL,
+            tree_size integer NOT NULL,
+            tree_path bytea NOT NULL
+        )""",
+        "CREATE INDEX checkpoints_by_session ON {s}.checkpoints (session_id, seq)",
+    ),
 ]
 
 #: the tables a current schema must have
 TABLES = frozenset(
-    {"schema_version", "sessions", "entries", "state", "artifacts", "blobs", "session_blobs"}
+    {
+        "schema_version",
+        "sessions",
+        "entries",
+        "state",
+        "artifacts",
+        "blobs",
+        "session_blobs",
+        "checkpoints",
+    }
 )
 
 _INSPECT = """

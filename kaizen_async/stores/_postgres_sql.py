@@ -19,6 +19,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._checkpoint import Checkpoint
+from .._exceptions import KaizenValidationError
 from .._storage import Batch, SessionInfo, StoredSession
 from .._trajectory import Record
 from ._common import (
@@ -36,6 +38,7 @@ from ._common import (
 
 __all__ = [
     "Round",
+    "checkpoints_from_rows",
     "Statements",
     "plan_rounds",
     "session_info",
@@ -113,6 +116,46 @@ notified AS (
 SELECT ok.session_id FROM ok, (SELECT count(*) FROM notified) AS n
 """
 
+#: the round with a signer: the checkpoints signed before the statement are written by it,
+#: each only if its session's create or guarded head update held (a refused or fenced
+#: batch commits no checkpoint)
+_SIGNED = """signed AS (
+    INSERT INTO {s}.checkpoints (session_id, seq, head_hash, epoch, writer_id, time, key_id,
+                                 signature, tree_index, tree_size, tree_path)
+    SELECT k.sid, k.seq, k.head, k.epoch, $42, k.time, $43, k.sig, k.idx, k.size, k.path
+    FROM unnest($44::bytea[], $45::bigint[], $46::text[], $47::bigint[], $48::text[],
+                $49::bytea[], $50::integer[], $51::integer[], $52::bytea[])
+        AS k(sid, seq, head, epoch, time, sig, idx, size, path)
+    WHERE k.sid IN (SELECT session_id FROM ok)),
+"""
+_ROUND_SIGNED = _ROUND.replace(
+    "-- one notification per statement", _SIGNED + "-- one notification per statement", 1
+)
+
+_CHECKPOINT_HEAD = """
+SELECT s.head_seq, s.head_hash, EXISTS (
+    SELECT 1 FROM {s}.checkpoints AS c WHERE c.session_id = s.session_id
+        AND c.seq = s.head_seq AND c.head_hash = s.head_hash AND c.key_id = $2)
+FROM {s}.sessions AS s WHERE s.session_id = $1
+"""
+
+#: an explicit checkpoint, written only while the session still holds the signed entry
+_INSERT_CHECKPOINT = """
+INSERT INTO {s}.checkpoints (session_id, seq, head_hash, epoch, writer_id, time, key_id,
+                             signature, tree_index, tree_size, tree_path)
+SELECT $1, $2, $3, $4, $5, $6, $7, $8, 0, 1, ''::bytea
+WHERE EXISTS (SELECT 1 FROM {s}.entries WHERE session_id = $1 AND seq = $2 AND hash = $3)
+"""
+
+_READ_CHECKPOINTS = """
+SELECT c.seq, c.head_hash, c.epoch, c.writer_id, c.time, c.key_id, c.signature,
+    c.tree_index, c.tree_size, c.tree_path, s.head_seq
+FROM {s}.sessions AS s
+LEFT JOIN {s}.checkpoints AS c ON c.session_id = s.session_id AND c.seq > $2
+WHERE s.session_id = $1
+ORDER BY c.seq, c.id
+"""
+
 _ACQUIRE = """
 WITH now_s AS (SELECT extract(epoch FROM clock_timestamp())::double precision AS t),
 current AS (SELECT owner, epoch, lease_until FROM {s}.sessions WHERE session_id = $1 FOR UPDATE),
@@ -153,7 +196,8 @@ gone_blobs AS (
         WHERE mine.session_id = $1 AND NOT EXISTS (
             SELECT 1 FROM {s}.session_blobs AS other
             WHERE other.digest = mine.digest AND other.session_id <> $1))),
-gone_refs AS (DELETE FROM {s}.session_blobs WHERE session_id = $1)
+gone_refs AS (DELETE FROM {s}.session_blobs WHERE session_id = $1),
+gone_checkpoints AS (DELETE FROM {s}.checkpoints WHERE session_id = $1)
 SELECT count(*) FROM gone
 """
 
@@ -183,6 +227,10 @@ class Statements:
     """The store's SQL with its schema name filled in."""
 
     round: str
+    round_signed: str
+    checkpoint_head: str
+    insert_checkpoint: str
+    read_checkpoints: str
     delete: str
     acquire: str
     renew: str
@@ -205,6 +253,10 @@ class Statements:
 
         return cls(
             round=fill(_ROUND),
+            round_signed=fill(_ROUND_SIGNED),
+            checkpoint_head=fill(_CHECKPOINT_HEAD),
+            insert_checkpoint=fill(_INSERT_CHECKPOINT),
+            read_checkpoints=fill(_READ_CHECKPOINTS),
             delete=fill(_DELETE),
             acquire=fill(_ACQUIRE),
             renew=fill(_RENEW),
@@ -252,8 +304,28 @@ class Round:
     unset_artifacts: list[list[Any]] = field(default_factory=lambda: [[], []])
     blobs: list[list[Any]] = field(default_factory=lambda: [[], [], []])
     refs: list[list[Any]] = field(default_factory=lambda: [[], []])
+    #: checkpoints signed for this round (written only for the sessions it commits)
+    signed: list[list[Any]] = field(default_factory=lambda: [[] for _ in range(9)])
     #: session id bytes -> index of its write in the group
     writes: dict[bytes, int] = field(default_factory=dict)
+
+    def add_checkpoints(self, checkpoints: Iterable[Checkpoint]) -> None:
+        """Checkpoints the statement writes beside the batches (signed before it)."""
+        signed = self.signed
+        for c in checkpoints:
+            row = (
+                c.session_id.encode(),
+                c.seq,
+                c.head_hash,
+                c.epoch,
+                c.time,
+                c.signature,
+                c.tree_index,
+                c.tree_size,
+                c.tree_path,
+            )
+            for column, value in zip(signed, row, strict=True):
+                column.append(value)
 
     def add_create(self, index: int, payload: tuple[Batch, int, str | None, str]) -> None:
         batch, max_artifact_size, workspace, meta = payload
@@ -359,6 +431,10 @@ class Round:
             self.advances[7],
             channel,
         ]
+
+    def signed_arguments(self, channel: str | None, writer_id: str, key_id: str) -> list[Any]:
+        """The signed round statement's arguments, in ``$n`` order."""
+        return [*self.arguments(channel), writer_id, key_id, *self.signed]
 
 
 def plan_rounds(writes: list[tuple[str, Any]]) -> list[list[int]]:
@@ -466,3 +542,19 @@ def stored_session(
         open_steps=check_open_steps(session_id, row[9]),
         tail=tail,
     )
+
+
+def checkpoints_from_rows(session_id: str, rows: list[Any]) -> list[Checkpoint]:
+    """Checkpoint rows (``_READ_CHECKPOINTS``) as checked checkpoints; no row at all: the
+    session does not exist."""
+    if not rows:
+        raise not_found(session_id)
+    made = []
+    for row in rows:
+        if row[0] is None:  # the session, without checkpoints past ``since``
+            continue
+        try:
+            made.append(Checkpoint(session_id, *row[:10]).checked())
+        except (KaizenValidationError, TypeError, ValueError) as exc:
+            raise corrupted(session_id, f"malformed checkpoint (seq {row[0]!r}): {exc}") from None
+    return made

@@ -9,6 +9,7 @@ someone with write access (and no key) could, every hash recomputed (see
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 import os
@@ -61,7 +62,7 @@ from kaizen_async.signing import (
     key_id_of,
     read_anchors,
 )
-from kaizen_async.stores import MemoryStore, SQLiteStore, verify_stored
+from kaizen_async.stores import MemoryStore, PostgresStore, SQLiteStore, verify_stored
 
 pytestmark = pytest.mark.anyio
 
@@ -648,15 +649,24 @@ async def test_sqlite_unsigned_tail_after_a_crash(tmp_path: Path) -> None:
     assert code_of(caught) is ErrorCode.UNSIGNED_TAIL and caught.value.seq == 4
 
 
-@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def _signed_store(request: pytest.FixtureRequest, tmp_path: Path, kind: str, **kw: Any) -> Any:
+    """A store of ``kind`` with a signer (postgres: a schema of its own on the test server)."""
+    if kind == "memory":
+        return MemoryStore(signer=KEY_A, **kw)
+    if kind == "sqlite":
+        return SQLiteStore(tmp_path / "s.db", signer=KEY_A, **kw)
+    dsn, schema = request.getfixturevalue("postgres_dsn"), request.getfixturevalue("pg_schema")
+    return PostgresStore(dsn, schema=schema, signer=KEY_A, **kw)
+
+
+_KINDS = ["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.mark.parametrize("kind", _KINDS)
 async def test_store_signs_every_commit_groups_sessions_and_verifies(
-    tmp_path: Path, kind: str
+    request: pytest.FixtureRequest, tmp_path: Path, kind: str
 ) -> None:
-    store: Any = (
-        MemoryStore(signer=KEY_A)
-        if kind == "memory"
-        else SQLiteStore(tmp_path / "s.db", signer=KEY_A)
-    )
+    store = _signed_store(request, tmp_path, kind)
     async with store:
         drivers = [await created(store, f"s{i}") for i in range(5)]
         for round_ in range(3):
@@ -676,7 +686,7 @@ async def test_store_signs_every_commit_groups_sessions_and_verifies(
             assert report.last_signed_seq == 4 and report.writers
         made = await store.read_checkpoints("s0")
         assert made[-1].seq == 4
-        if kind == "sqlite":  # concurrent commits shared one signature
+        if kind != "memory":  # concurrent commits shared one signature
             assert max(c.tree_size for c in made) > 1
         assert await store.checkpoint("s0") is None  # the head is signed already
         assert await store.delete("s1")
@@ -741,6 +751,97 @@ async def test_sqlite_anchor_receives_checkpoints_off_the_write_path(tmp_path: P
     async with SQLiteStore(tmp_path / "s.db") as store:
         report = await verify_stored(store, "s", keyring=ring(KEY_A), anchors=anchors)
         assert report.anchored_seq == 3 and report.rollback_checked
+
+
+@pytest.mark.postgres
+async def test_postgres_fenced_writer_commits_no_checkpoint(
+    postgres_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    """A writer fenced by a newer epoch has its batch refused by the round statement, and
+    the checkpoint signed for it before the statement is neither stored nor anchored; a
+    batch of another session in the same statement commits with its checkpoint."""
+    anchors = tmp_path / "a.jsonl"
+    old_owner = PostgresStore(
+        postgres_dsn, schema=pg_schema, signer=KEY_A, anchor=JsonlAnchor(anchors)
+    )
+    new_owner = PostgresStore(postgres_dsn, schema=pg_schema, signer=KEY_B)
+    async with old_owner, new_owner:
+        fenced_driver = await created(old_owner, "s")
+        other = await created(old_owner, "t")
+        first = await old_owner.acquire("s", "hub-a", lease_seconds=30)
+        fenced_driver.set("k", "a")
+        await old_owner.commit(dataclasses.replace(fenced_driver.batch(), epoch=first.epoch))
+        taken = await new_owner.acquire("s", "hub-b", lease_seconds=30, take_over=True)
+        assert taken.epoch == first.epoch + 1
+        stale = dataclasses.replace(fenced_driver.set("k", "stale").batch(), epoch=first.epoch)
+        other.set("k", "fine")
+        errors: list[BaseException] = []
+
+        async def commit_stale() -> None:
+            try:
+                await old_owner.commit(stale)
+            except PersistError as exc:
+                errors.append(exc)
+
+        async with anyio.create_task_group() as tg:  # one group, likely one statement
+            tg.start_soon(commit_stale)
+            tg.start_soon(other.commit, old_owner)
+        assert [type(e).__name__ for e in errors] == ["SessionFencedError"]
+        made = await old_owner.read_checkpoints("s")
+        assert [(c.seq, c.epoch, c.key_id) for c in made] == [
+            (1, 0, KEY_A.key_id),
+            (2, first.epoch, KEY_A.key_id),
+        ]
+        assert [c.seq for c in await old_owner.read_checkpoints("t")] == [1, 2]
+        # the new owner continues from the stored head: its checkpoint carries its epoch
+        resumed = Driver("s")
+        resumed.core = SessionCore.replay(await new_owner.read("s"), session_id="s")
+        resumed.cut = len(resumed.core.records)
+        resumed.set("k", "b")
+        await new_owner.commit(dataclasses.replace(resumed.batch(), epoch=taken.epoch))
+        latest = (await new_owner.read_checkpoints("s", since_seq=2))[-1]
+        assert (latest.seq, latest.epoch, latest.key_id) == (3, taken.epoch, KEY_B.key_id)
+        for sid in ("s", "t"):
+            report = await verify_stored(
+                new_owner, sid, keyring=ring(KEY_A, KEY_B), require_signed=True
+            )
+            assert report.unsigned_tail == 0
+    found, notes = read_anchors(anchors)  # the refused head was never offered to the anchor
+    assert notes == []
+    assert sorted((c.session_id, c.seq) for c in found if c.session_id == "s") == [
+        ("s", 1),
+        ("s", 2),
+    ]
+
+
+@pytest.mark.postgres
+async def test_postgres_explicit_checkpoint_and_interval_policy(
+    postgres_dsn: str, pg_schema: str
+) -> None:
+    policy = CheckpointPolicy(every_commits=3, writer_id="api-1")
+    async with PostgresStore(
+        postgres_dsn, schema=pg_schema, signer=KEY_A, checkpoints=policy
+    ) as store:
+        driver = await created(store, "s")
+        await _commit_sets(store, driver, ["a", "b", "c", "d"])
+        assert [c.seq for c in await store.read_checkpoints("s")] == [1, 4]
+        made = await store.checkpoint("s")
+        assert made is not None and made.seq == 5 and made.writer_id == "api-1"
+        assert await store.checkpoint("s") is None
+        assert [c.seq for c in await store.read_checkpoints("s", since_seq=1)] == [4, 5]
+        report = await verify_stored(
+            store,
+            "s",
+            keyring=ring(KEY_A),
+            all_checkpoints=True,
+            max_unsigned_tail=0,
+            require_signed=True,
+        )
+        assert report.last_signed_seq == 5
+    async with PostgresStore(postgres_dsn, schema=pg_schema) as store:  # no signer: none
+        assert await store.checkpoint("s") is None
+        await _commit_sets(store, driver, ["e"])
+        assert [c.seq for c in await store.read_checkpoints("s")] == [1, 4, 5]
 
 
 _WRITER = """

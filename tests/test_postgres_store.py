@@ -491,6 +491,7 @@ async def test_a_version_1_store_gains_ownership(postgres_dsn: str, pg_schema: s
             f'ALTER TABLE "{pg_schema}".sessions DROP COLUMN owner, DROP COLUMN epoch, '
             "DROP COLUMN lease_until"
         )
+        await conn.execute(f'DROP TABLE "{pg_schema}".checkpoints')  # version 3
         await conn.execute(f'DELETE FROM "{pg_schema}".schema_version WHERE version > 1')
 
     await _sql(postgres_dsn, back_to_1)

@@ -24,9 +24,11 @@ from ._exceptions import LLMError as LLMError
 from ._exceptions import PersistError as PersistError
 from ._exceptions import PersistFileNotFoundError as PersistFileNotFoundError
 from ._exceptions import SchemaMismatchError as SchemaMismatchError
+from ._exceptions import SessionBusyError as SessionBusyError
 from ._exceptions import SessionClosedError as SessionClosedError
 from ._exceptions import SessionCorruptedError as SessionCorruptedError
 from ._exceptions import SessionExistsError as SessionExistsError
+from ._exceptions import SessionFencedError as SessionFencedError
 from ._exceptions import SessionInUseError as SessionInUseError
 from ._exceptions import SessionNotFoundError as SessionNotFoundError
 from ._exceptions import SessionReadOnlyError as SessionReadOnlyError
@@ -83,7 +85,9 @@ __all__ = [
     "Session",
     "SessionClosedError",
     "SessionCorruptedError",
+    "SessionBusyError",
     "SessionExistsError",
+    "SessionFencedError",
     "SessionHub",
     "SessionInUseError",
     "SessionLease",

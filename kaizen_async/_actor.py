@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import anyio
 from anyio.abc import TaskGroup
 
-from ._exceptions import SessionClosedError
+from ._exceptions import SessionClosedError, SessionFencedError
 from ._waiting import create_parker, on_trio
 
 __all__ = ["Actor", "Committer", "create_actor", "exit_task_group"]
@@ -71,6 +71,15 @@ class Actor:
         #: set when the loop has ended, for whoever stops the actor without a task group
         self.finished: anyio.Event | None = None
         self.close_reason = ""
+        #: when set, what a closed actor answers instead of SessionClosedError (a session
+        #: that lost its store ownership answers every later request as fenced)
+        self.close_error: Callable[[], Exception] | None = None
+
+    def _closed_error(self) -> Exception:
+        make = self.close_error
+        if make is not None:
+            return make()
+        return SessionClosedError(f"{self.name} is closed{self.close_reason}")
 
     async def call(self, fn: _Fn, *args: Any) -> Any:
         """Queue ``fn(*args)`` and wait for its result (or its exception)."""
@@ -119,7 +128,7 @@ class Actor:
     # shared ---------------------------------------------------------------------------
     def _check_open(self) -> None:
         if self.closing or self.closed:
-            raise SessionClosedError(f"{self.name} is closed{self.close_reason}")
+            raise self._closed_error()
 
     def close(self) -> None:
         """Stop accepting requests; the loop drains what is queued, then returns."""
@@ -163,11 +172,7 @@ class Actor:
                 answers, after, posted = [], [], 0
                 if committer is not None and committer.broken is not None:
                     # the rest of the queue was failed with the session: stop here
-                    self._resolve(
-                        waiter,
-                        False,
-                        SessionClosedError(f"{self.name} is closed{self.close_reason}"),
-                    )
+                    self._resolve(waiter, False, self._closed_error())
                     return
                 try:
                     result = (True, await fn(*args))
@@ -226,10 +231,14 @@ class Actor:
             if not self.closing:
                 self.closing = True
                 self.close_reason = f" (its store failed: {committer.broken})"
+                broken = committer.broken
+                if isinstance(broken, SessionFencedError):  # another hub owns it now
+                    self.close_error = lambda: SessionFencedError(
+                        broken.message, details=broken.details
+                    )
                 self._fail_queue()  # the loop ends by itself now that the queue is empty
-            closed = SessionClosedError(f"{self.name} is closed{self.close_reason}")
             for _, _, waiter in after:
-                self._resolve(waiter, False, closed)
+                self._resolve(waiter, False, self._closed_error())
             after = []
         for fn, args, waiter in after:
             try:
@@ -253,9 +262,7 @@ class Actor:
             if kind:
                 self.async_queued -= 1
             if waiter is not None:
-                self._resolve(
-                    waiter, False, SessionClosedError(f"{self.name} is closed{self.close_reason}")
-                )
+                self._resolve(waiter, False, self._closed_error())
 
     def _ended(self) -> None:
         """The loop is over: fail what is left, wake subscribers and whoever waits to stop."""

@@ -28,6 +28,7 @@ from ._exceptions import (
     KaizenValidationError,
     PersistError,
     SessionCorruptedError,
+    SessionFencedError,
 )
 from ._keys import Keyring
 from ._logging import get_logger
@@ -82,6 +83,10 @@ class StoreLink:
             return None
         try:
             await self.store.commit(core.batch())
+        except SessionFencedError as exc:
+            # another hub owns the session now: this copy must not write (or reload) again
+            self.broken = exc
+            return exc
         except Exception as exc:
             error = _persist_error(exc, core.session_id)
             try:

@@ -11,8 +11,10 @@ subclasses it, so ``except ValueError`` / ``except KeyError`` keep working::
     ├── SessionInUseError            deleting a session that someone holds open
     ├── SessionCorruptedError        a file or trajectory fails verification (names the seq)
     ├── SchemaMismatchError          a file written by a newer schema
+    ├── SessionBusyError             opening a session whose lease another live hub holds
     ├── PersistError                 a save could not be written (OSError underneath)
-    │   └── PersistFileNotFoundError (FileNotFoundError) loading a file that does not exist
+    │   ├── PersistFileNotFoundError (FileNotFoundError) loading a file that does not exist
+    │   └── SessionFencedError       a write of a hub that lost the session to another hub
     ├── KaizenValidationError        (ValueError) bad key, non-JSON value, bad name ...
     │   ├── ArtifactTooLargeError    data over the session's artifact size limit
     │   └── DispatchError            a capability call that cannot be routed or formed
@@ -44,9 +46,11 @@ __all__ = [
     "PersistError",
     "PersistFileNotFoundError",
     "SchemaMismatchError",
+    "SessionBusyError",
     "SessionClosedError",
     "SessionCorruptedError",
     "SessionExistsError",
+    "SessionFencedError",
     "SessionInUseError",
     "SessionNotFoundError",
     "SessionReadOnlyError",
@@ -64,6 +68,8 @@ class ErrorCode(str, Enum):
     SESSION_CLOSED = "session_closed"
     SESSION_SCHEMA_MISMATCH = "session_schema_mismatch"
     SESSION_EXISTS = "session_exists"
+    SESSION_BUSY = "session_busy"
+    SESSION_FENCED = "session_fenced"
     SESSION_READ_ONLY = "session_read_only"
     SESSION_IN_USE = "session_in_use"
     # signed checkpoints (tamper evidence)
@@ -266,6 +272,23 @@ class SessionNotFoundError(KaizenNotFoundError):
     """No session with that id in the store."""
 
     default_code = ErrorCode.SESSION_NOT_FOUND
+
+
+class SessionBusyError(KaizenError):
+    """Opening a session whose lease another live hub holds. ``details`` name the
+    ``owner`` and when its lease ends (``lease_until``, seconds since the epoch): once it
+    has ended the session can be taken over, or at once with ``take_over=True``."""
+
+    default_code = ErrorCode.SESSION_BUSY
+
+
+class SessionFencedError(PersistError):
+    """A write of a hub that no longer owns the session: another hub took it over (a
+    higher epoch). Nothing of the write is stored, and the hub's copy of the session
+    closes; ``details`` name the session, the ``epoch`` the write carried and the
+    current ``owner``."""
+
+    default_code = ErrorCode.SESSION_FENCED
 
 
 class DispatchError(KaizenValidationError):

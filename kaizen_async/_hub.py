@@ -17,6 +17,8 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import socket
+import uuid
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Iterable, Mapping
 from dataclasses import dataclass
@@ -31,8 +33,11 @@ from ._canonical import encode
 from ._durable import DurableSession
 from ._exceptions import (
     KaizenValidationError,
+    PersistError,
+    SessionBusyError,
     SessionClosedError,
     SessionExistsError,
+    SessionFencedError,
     SessionInUseError,
     SessionNotFoundError,
 )
@@ -43,12 +48,16 @@ from ._state import DEFAULT_MAX_ARTIFACT_SIZE, SCHEMA_VERSION, SessionCore
 from ._steps import find_open_steps
 from ._storage import Batch, SessionInfo, SessionStore
 from ._stored import DEFAULT_TAIL, load_core
-from ._trajectory import EntryType, TrajectoryEntry
+from ._trajectory import EntryType, Record, TrajectoryEntry
 from ._verification import AnchorSource
 
 __all__ = ["HubStatistics", "SessionHub", "SessionLease"]
 
 _log = get_logger("kaizen_async.hub")
+#: entries read at a time when following a session in the store
+_FOLLOW_PAGE = 4096
+#: the longest a store subscription waits before reading the head again
+_FOLLOW_WAIT = 30.0
 _LOADING, _OPEN, _CLOSING = 0, 1, 2
 
 
@@ -77,6 +86,7 @@ class _Slot:
     """One session id's place in the hub."""
 
     __slots__ = (
+        "epoch",
         "error",
         "idle_since",
         "leases",
@@ -96,6 +106,7 @@ class _Slot:
         self.ready = anyio.Event()  # set when the current load or close has finished
         self.error: Exception | None = None
         self.idle_since = 0.0
+        self.epoch: int | None = None  # this hub's ownership epoch, while it owns it
 
 
 class SessionLease:
@@ -107,7 +118,7 @@ class SessionLease:
     closed, and then raises :class:`SessionClosedError`).
     """
 
-    __slots__ = ("_checks", "_create", "_hub", "_session_id", "_slot")
+    __slots__ = ("_checks", "_create", "_hub", "_session_id", "_slot", "_take_over")
 
     def __init__(
         self,
@@ -115,11 +126,13 @@ class SessionLease:
         session_id: str,
         create: bool,
         checks: dict[str, Any] | None = None,
+        take_over: bool = False,
     ) -> None:
         self._hub = hub
         self._session_id = session_id
         self._create = create
         self._checks = checks
+        self._take_over = take_over
         self._slot: _Slot | None = None
 
     @property
@@ -137,7 +150,7 @@ class SessionLease:
         """Open the session (loading it if needed) and hold it; returns it."""
         if self._slot is not None:
             raise SessionClosedError(f"the lease on {self._session_id} is already held")
-        self._slot = await self._hub._acquire(self._session_id, self._create)
+        self._slot = await self._hub._acquire(self._session_id, self._create, self._take_over)
         if self._checks is not None:  # the open's checkpoint options: verify, or give back
             try:
                 await self.session.verify(**self._checks)
@@ -178,6 +191,13 @@ class SessionHub:
         max_open: sessions kept open at most; past it the least recently used unleased
             ones are evicted. Leased sessions are never evicted, so while more than
             ``max_open`` are leased, more are open.
+        lease_seconds: how long this hub's ownership of an open session lasts unless
+            renewed; the hub renews every third of it. Several hubs (processes) may share
+            one store: a session is open in one hub at a time, and once its owner has died
+            another hub's open takes it over after this long (see :meth:`open`).
+        owner: this hub's id in the store (default: this machine's host name, boot and
+            process namespace, the process id and a random suffix; from it a hub on the
+            same machine tells that a holder's process has exited, see :meth:`open`).
     """
 
     def __init__(
@@ -186,6 +206,8 @@ class SessionHub:
         *,
         idle_timeout: float = 60.0,
         max_open: int = 10_000,
+        lease_seconds: float = 30.0,
+        owner: str | None = None,
     ) -> None:
         if not isinstance(store, SessionStore):
             raise KaizenValidationError(f"{store!r} is not a SessionStore")
@@ -198,6 +220,26 @@ class SessionHub:
             raise KaizenValidationError(f"idle_timeout must be a number >= 0, got {idle_timeout!r}")
         if not isinstance(max_open, int) or isinstance(max_open, bool) or max_open < 1:
             raise KaizenValidationError(f"max_open must be an int >= 1, got {max_open!r}")
+        if (
+            not isinstance(lease_seconds, int | float)
+            or isinstance(lease_seconds, bool)
+            or not 0 < lease_seconds < 10**9
+        ):
+            raise KaizenValidationError(
+                f"lease_seconds must be a number of seconds > 0, got {lease_seconds!r}"
+            )
+        if owner is None:
+            owner = f"{_LOCAL}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        elif not isinstance(owner, str) or not owner.strip() or not owner.isprintable():
+            raise KaizenValidationError(f"owner must be a non-blank printable str, got {owner!r}")
+        self._lease_seconds = float(lease_seconds)
+        self._owner = owner
+        # store subscriptions: the scopes of their waits, and how many are inside a store
+        # call (the hub's exit lets those finish before it closes the store)
+        self._followers: set[anyio.CancelScope] = set()
+        self._renewer = anyio.CancelScope()
+        self._in_store = 0
+        self._store_idle: anyio.Event | None = None
         self._store = store
         self._idle_timeout = float(idle_timeout)
         self._max_open = max_open
@@ -216,6 +258,11 @@ class SessionHub:
     def store(self) -> SessionStore:
         return self._store
 
+    @property
+    def owner(self) -> str:
+        """This hub's id as the owner of the sessions it has open (in the store)."""
+        return self._owner
+
     # -- lifecycle -------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
@@ -232,6 +279,7 @@ class SessionHub:
         self._loaded = anyio.Event()  # the ``ready`` of every open slot (saves one each)
         self._loaded.set()
         task_group.start_soon(self._reap, name="session hub reaper")
+        task_group.start_soon(self._renew, name="session hub lease renewer")
         return self
 
     async def __aexit__(
@@ -243,6 +291,7 @@ class SessionHub:
         assert self._task_group is not None
         self._closed = True
         self._wake_reaper()
+        self._renewer.cancel()
         for slot in list(self._slots.values()):
             if slot.state == _OPEN:
                 self._close(slot)
@@ -250,7 +299,19 @@ class SessionHub:
         try:
             return await exit_task_group(self._task_group, exc_type, exc, tb)
         finally:
+            with anyio.CancelScope(shield=True):
+                await self._end_followers()
             await self._store.__aexit__(exc_type, exc, tb)
+
+    async def _end_followers(self) -> None:
+        """Store subscriptions end: each reads what was committed up to now (the sessions
+        are closed, their writes committed), then ends; the store closes after that."""
+        for scope in list(self._followers):
+            scope.cancel()
+        with anyio.move_on_after(10):
+            while self._in_store:
+                idle = self._store_idle = anyio.Event()
+                await idle.wait()
 
     def _check_running(self) -> TaskGroup:
         if self._task_group is None or self._closed:
@@ -264,6 +325,7 @@ class SessionHub:
         session_id: str,
         *,
         create: bool = False,
+        take_over: bool = False,
         keyring: Keyring | str | os.PathLike[str] | None = None,
         require_signed: bool = False,
         max_unsigned_tail: int | None = None,
@@ -282,6 +344,15 @@ class SessionHub:
         whole session (its chain replayed from the store, then its signed checkpoints)
         before handing it out, and raises :class:`SessionCorruptedError` (the lease given
         back) when that fails. Without them an open reads no history.
+
+        Opening a session takes its ownership in the store (a lease this hub renews, and a
+        new epoch). If another live hub owns it, :class:`SessionBusyError` names that
+        owner; once the owner's lease has expired (it died, or was paused) the open takes
+        the session over, and ``take_over=True`` takes it at once; an owner that was a
+        process of this machine which has exited (see ``owner``) is taken over at once. A
+        hub that lost a session this way finds out at its next commit or lease renewal:
+        its copy closes, and every write it had not committed raises
+        :class:`SessionFencedError`.
         """
         checks = {
             "keyring": keyring,
@@ -292,14 +363,20 @@ class SessionHub:
         }
         wanted = keyring is not None or anchors is not None or require_signed
         wanted = wanted or max_unsigned_tail is not None or all_checkpoints
-        return SessionLease(self, _check_id(session_id), bool(create), checks if wanted else None)
+        return SessionLease(
+            self,
+            _check_id(session_id),
+            bool(create),
+            checks if wanted else None,
+            bool(take_over),
+        )
 
-    async def _acquire(self, session_id: str, create: bool) -> _Slot:
+    async def _acquire(self, session_id: str, create: bool, take_over: bool = False) -> _Slot:
         while True:
             task_group = self._check_running()
             slot = self._slots.get(session_id)
             if slot is None:
-                slot = self._new_slot(session_id, create, task_group)
+                slot = self._new_slot(session_id, create, take_over, task_group)
             elif slot.state == _OPEN:
                 session = slot.session
                 assert session is not None
@@ -323,27 +400,53 @@ class SessionHub:
                     continue  # created meanwhile by no one: this open creates it
                 raise slot.error
 
-    def _new_slot(self, session_id: str, create: bool, task_group: TaskGroup) -> _Slot:
+    def _new_slot(
+        self, session_id: str, create: bool, take_over: bool, task_group: TaskGroup
+    ) -> _Slot:
         self._make_room(1)
         slot = _Slot(session_id, _LOADING)
         self._slots[session_id] = slot
         self._open += 1
-        task_group.start_soon(self._load, slot, create, name=f"load session {session_id}")
+        task_group.start_soon(
+            self._load, slot, create, take_over, name=f"load session {session_id}"
+        )
         return slot
 
-    async def _load(self, slot: _Slot, create: bool) -> None:
-        """Read the session from the store, start its actor, close its interrupted steps."""
+    async def _take(self, session_id: str, take_over: bool) -> int:
+        """Own the session in the store (its new epoch); SessionBusyError if another live
+        hub does. A holder that was a process of this machine (same boot, same process
+        namespace) that no longer exists is taken over at once (a restarted server does
+        not wait out its predecessor's lease)."""
+        store, lease = self._store, self._lease_seconds
+        try:
+            ownership = await store.acquire(
+                session_id, self._owner, lease_seconds=lease, take_over=take_over
+            )
+        except SessionBusyError as busy:
+            holder = busy.details.get("owner")
+            if not isinstance(holder, str) or not _dead_local_owner(holder):
+                raise
+            ownership = await store.acquire(
+                session_id, self._owner, lease_seconds=lease, replace_owner=holder
+            )
+        return ownership.epoch
+
+    async def _load(self, slot: _Slot, create: bool, take_over: bool) -> None:
+        """Take the session's ownership, read it from the store (everything committed up
+        to the takeover), start its actor, close its interrupted steps."""
         ready = slot.ready
         session: DurableSession | None = None
         try:
             try:
-                core = await load_core(self._store, slot.session_id, self._tail)
+                slot.epoch = await self._take(slot.session_id, take_over)
             except SessionNotFoundError:
                 if not create:
                     raise
                 with contextlib.suppress(SessionExistsError):  # created meanwhile: load it
                     await self.create(slot.session_id)
-                core = await load_core(self._store, slot.session_id, self._tail)
+                slot.epoch = await self._take(slot.session_id, take_over)
+            core = await load_core(self._store, slot.session_id, self._tail)
+            core.epoch = slot.epoch
             self._loads += 1
             session = DurableSession._open(self._store, core)
             assert self._task_group is not None
@@ -356,9 +459,10 @@ class SessionHub:
             else:
                 self._maybe_idle(slot)
         except Exception as exc:
-            if session is not None:
-                with anyio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True):
+                if session is not None:
                     await session._stop()
+                await self._give_up(slot)
             slot.error = exc
             if self._slots.get(slot.session_id) is slot:
                 del self._slots[slot.session_id]
@@ -418,10 +522,69 @@ class SessionHub:
                 error = slot.session._link.flush_error
                 if error is not None:
                     _log.warning("hub.writes_lost", session_id=slot.session_id, error=str(error))
+                if isinstance(slot.session._link.broken, SessionFencedError):
+                    slot.epoch = None  # not ours any more: nothing to give back
+            with anyio.CancelScope(shield=True):
+                await self._give_up(slot)
         finally:
             if self._slots.get(slot.session_id) is slot:
                 del self._slots[slot.session_id]
             ready.set()
+
+    async def _give_up(self, slot: _Slot) -> None:
+        """End this hub's lease on a session it closes (its writes are committed), so
+        another hub may open it at once."""
+        epoch, slot.epoch = slot.epoch, None
+        if epoch is None:
+            return
+        try:
+            await self._store.release(slot.session_id, self._owner, epoch)
+        except PersistError as exc:  # the lease then simply runs out
+            _log.warning("hub.release_failed", session_id=slot.session_id, error=str(exc))
+
+    async def _renew(self) -> None:
+        """Renew this hub's leases every third of a lease; close the sessions another hub
+        has taken over meanwhile (this hub was paused, or cut off, past its lease)."""
+        with self._renewer:
+            while not self._closed:
+                await anyio.sleep(self._lease_seconds / 3)
+                await self._renew_once()
+
+    async def _renew_once(self) -> None:
+        claims = {
+            sid: slot.epoch
+            for sid, slot in self._slots.items()
+            if slot.epoch is not None and slot.state == _OPEN
+        }
+        if not claims:
+            return
+        try:
+            kept = await self._store.renew(self._owner, claims, lease_seconds=self._lease_seconds)
+        except PersistError as exc:
+            _log.warning("hub.renew_failed", error=str(exc))
+            return
+        for sid, epoch in claims.items():
+            slot = self._slots.get(sid)
+            if sid not in kept and slot is not None and slot.epoch == epoch:
+                self._fence(slot)
+
+    def _fence(self, slot: _Slot) -> None:
+        """Another hub owns the session now: close this copy; whatever it still holds
+        uncommitted, and every later request, fails with SessionFencedError."""
+        slot.epoch = None
+        error = SessionFencedError(
+            f"session {slot.session_id!r} was taken over by another hub; this hub's copy "
+            "is closed and its uncommitted writes were not stored",
+            details={"session_id": slot.session_id, "hub": self._owner},
+        )
+        _log.warning("hub.session_fenced", session_id=slot.session_id)
+        session = slot.session
+        if session is not None and session._actor is not None:
+            actor = session._actor
+            actor.close_reason = " (taken over by another hub)"
+            actor.close_error = lambda: SessionFencedError(error.message, details=error.details)
+        if slot.state == _OPEN:
+            self._close(slot)
 
     async def _reap(self) -> None:
         """Evict sessions that have been warm for ``idle_timeout``."""
@@ -563,8 +726,14 @@ class SessionHub:
         history first, read from the store page by page, then live entries as they are
         committed; in order, without gaps or duplicates; filtered to ``entry_types``.
 
-        Holds a lease while it runs; ends when cancelled, when the loop is left, or when
-        the hub closes. A slow subscriber holds no backlog: it catches up from the store.
+        A session open in this hub is followed through its actor (holding a lease while it
+        runs). Any other session, one another hub (process) owns included, is followed in
+        the store without opening it (no ownership is taken): committed entries are read
+        as the store reports new commits (``SessionStore.wait_for_commit``: a NOTIFY per
+        committed statement on PostgreSQL, polling on SQLite). Across a takeover the
+        entries keep coming, from whichever hub commits them. Ends when cancelled, when
+        the loop is left, or when the hub closes. A slow subscriber holds no backlog: it
+        catches up from the store.
         """
         session_id = _check_id(session_id)
         if not isinstance(since_seq, int) or isinstance(since_seq, bool):
@@ -575,9 +744,59 @@ class SessionHub:
     async def _follow(
         self, session_id: str, since_seq: int, kinds: list[str] | None
     ) -> AsyncGenerator[TrajectoryEntry, None]:
-        async with self.open(session_id) as session:
-            async for entry in session.subscribe(since_seq=since_seq, entry_types=kinds):
-                yield entry
+        last = since_seq
+        slot = self._slots.get(session_id)
+        if slot is not None and slot.state == _OPEN and slot.epoch is not None:
+            try:
+                async with self.open(session_id) as session:
+                    async for entry in session.subscribe(since_seq=last, entry_types=kinds):
+                        last = entry.seq
+                        yield entry
+            except (SessionFencedError, SessionClosedError):
+                pass  # taken over, or closed: carry on from the store
+            if self._closed:
+                return
+        async for entry in self._follow_store(session_id, last, kinds):
+            yield entry
+
+    async def _follow_store(
+        self, session_id: str, since_seq: int, kinds: list[str] | None
+    ) -> AsyncGenerator[TrajectoryEntry, None]:
+        """Follow a session in the store: read what is committed, then wait for more."""
+        self._check_running()
+        store = self._store
+        last = since_seq
+        head = (await store.info(session_id)).trajectory_length
+        while True:
+            while last < head:  # page by page: a slow subscriber holds no backlog
+                until = min(head, last + _FOLLOW_PAGE)
+                records = await store.read(
+                    session_id, since_seq=last, until_seq=until, entry_types=kinds
+                )
+                for record in records:
+                    yield TrajectoryEntry.from_record(record)
+                last = until
+            if self._closed:
+                return
+            self._in_store += 1  # the hub's exit waits until this wait (or catch-up) ends
+            try:
+                with anyio.CancelScope() as scope:
+                    self._followers.add(scope)
+                    try:
+                        head = await store.wait_for_commit(session_id, last, timeout=_FOLLOW_WAIT)
+                    finally:
+                        self._followers.discard(scope)
+                final: list[Record] = []
+                if scope.cancelled_caught:  # the hub closes: what was committed, then end
+                    final = await store.read(session_id, since_seq=last, entry_types=kinds)
+            finally:
+                self._in_store -= 1
+                if not self._in_store and self._store_idle is not None:
+                    self._store_idle.set()
+            if scope.cancelled_caught:
+                for record in final:
+                    yield TrajectoryEntry.from_record(record)
+                return
 
     # -- statistics ------------------------------------------------------------------------
 
@@ -597,6 +816,39 @@ class SessionHub:
 
     def __repr__(self) -> str:
         return f"SessionHub(store={self._store!r}, open={self._open})"
+
+
+def _local_key() -> str:
+    """This machine boot and process namespace, as the prefix of a default owner id: two
+    processes with the same prefix see each other's process ids."""
+    parts = [socket.gethostname()]
+    with contextlib.suppress(OSError):
+        with open("/proc/sys/kernel/random/boot_id") as boot:
+            parts.append(boot.read().strip()[:8])
+        parts.append(str(os.stat("/proc/self/ns/pid").st_ino))
+    return "/".join(parts)
+
+
+_LOCAL = _local_key()
+
+
+def _dead_local_owner(owner: str) -> bool:
+    """Whether ``owner`` is a default owner id of a process of this machine (same boot
+    and process namespace) that has exited."""
+    prefix, _, rest = owner.rpartition(":")
+    local, _, pid_text = prefix.rpartition(":")
+    if local != _LOCAL or not pid_text.isdigit() or not rest:
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # it exists (another user's): alive
+        return False
+    return False
 
 
 def _check_id(session_id: object) -> str:

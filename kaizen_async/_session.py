@@ -269,6 +269,8 @@ class Session:
 
     def _running(self) -> Actor:
         actor = self._actor
+        if actor is not None and (actor.closing or actor.closed) and actor.close_error:
+            raise actor.close_error()  # e.g. fenced: another hub owns the session now
         if actor is None or actor.closing or actor.closed:
             state = "not started" if actor is None else f"closed{actor.close_reason}"
             raise SessionClosedError(

@@ -5,8 +5,16 @@ writes (its new records plus what they changed: state keys, artifact names, new 
 is answered once the batch is durable; it reads back a :class:`StoredSession` when opened
 (state, head and a bounded tail, never the whole history) and older entries on demand.
 
+Several hubs (processes) may share one store. A hub that opens a session takes its
+*ownership* (:meth:`SessionStore.acquire`): the store records the owner, a lease the owner
+renews and an *epoch*, bumped on every acquisition. The owner's batches carry that epoch,
+and the store commits a batch only while the session's epoch is still the batch's: a hub
+that lost the session (paused past its lease, then taken over) is fenced
+(:class:`~kaizen_async.SessionFencedError`) and can overwrite nothing.
+
 Only the interface lives here, below the session layer; the implementations
-(``MemoryStore``, ``SQLiteStore``) are in :mod:`kaizen_async.stores`, above it.
+(``MemoryStore``, ``SQLiteStore``, ``PostgresStore``) are in :mod:`kaizen_async.stores`,
+above it.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from ._trajectory import Record
 __all__ = [
     "Batch",
     "CheckpointStore",
+    "Ownership",
     "SessionInfo",
     "SessionStore",
     "StoreStatistics",
@@ -73,7 +82,9 @@ class Batch:
     with a ``persist_conflict`` :class:`PersistError`). ``state`` and ``artifacts`` carry
     only what changed (None: deleted); ``blobs`` the artifact data first written in this
     batch (digest -> bytes); ``open_steps`` the new set of open step seqs, or None when it
-    did not change.
+    did not change. ``epoch``: the writer's :class:`Ownership` epoch; the store refuses the
+    batch with :class:`~kaizen_async.SessionFencedError` unless the session is still at it
+    (None: a writer without ownership, guarded by the head alone).
     """
 
     session_id: str
@@ -84,11 +95,27 @@ class Batch:
     artifacts: Mapping[str, str | None] = field(default_factory=dict)
     blobs: Mapping[str, bytes] = field(default_factory=dict)
     open_steps: tuple[int, ...] | None = None
+    epoch: int | None = None
 
     @property
     def head_seq(self) -> int:
         """The session's head once this batch is committed."""
         return self.base_seq + len(self.records)
+
+
+@dataclass(frozen=True, slots=True)
+class Ownership:
+    """A hub's claim on one session, as the store granted it.
+
+    ``epoch`` is the fencing token (it grows with every acquisition of the session);
+    ``lease_until`` is when the claim lapses unless renewed, in seconds since the Unix
+    epoch by the store's clock (the database server's, for a server database).
+    """
+
+    session_id: str
+    owner: str
+    epoch: int
+    lease_until: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +210,45 @@ class SessionStore(Protocol):
         ...
 
     def statistics(self) -> StoreStatistics: ...
+
+    # -- ownership (several hubs on one store) ---------------------------------------------
+
+    async def acquire(
+        self,
+        session_id: str,
+        owner: str,
+        *,
+        lease_seconds: float,
+        take_over: bool = False,
+        replace_owner: str | None = None,
+    ) -> Ownership:
+        """Make ``owner`` the session's owner under a new epoch, leased for
+        ``lease_seconds``; durable on return.
+
+        Refused with :class:`~kaizen_async.SessionBusyError` (naming the holder) while
+        another owner's lease runs, unless ``take_over``, or unless that owner is
+        ``replace_owner`` (one the caller knows is dead: a takeover that does not also take
+        the session from whoever took it meanwhile); an expired lease is taken over.
+        """
+        ...
+
+    async def renew(
+        self, owner: str, claims: Mapping[str, int], *, lease_seconds: float
+    ) -> dict[str, float]:
+        """Extend ``owner``'s leases on the sessions it still holds at the epochs given
+        (``session_id -> epoch``); returns ``session_id -> lease_until`` for those. A
+        session missing from the result was lost (taken over, or deleted)."""
+        ...
+
+    async def release(self, session_id: str, owner: str, epoch: int) -> None:
+        """End ``owner``'s lease on the session if it still holds it at ``epoch`` (another
+        hub may then take it at once); otherwise do nothing."""
+        ...
+
+    async def wait_for_commit(self, session_id: str, after_seq: int, *, timeout: float) -> int:
+        """The session's committed head seq once it is past ``after_seq``, whoever commits
+        (this process or another), or after ``timeout`` seconds: whatever it is then."""
+        ...
 
 
 @runtime_checkable

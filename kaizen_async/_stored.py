@@ -37,6 +37,7 @@ class StoredCore(SessionCore):
     __slots__ = (
         "base",
         "committed",
+        "epoch",
         "interrupted",
         "keys",
         "names",
@@ -57,6 +58,9 @@ class StoredCore(SessionCore):
             created=False,
         )
         self.tail_max = tail_max
+        #: the hub's ownership epoch of the session (None: not owned); every batch
+        #: carries it, so the store refuses it once another hub has taken the session over
+        self.epoch: int | None = None
         self.sizes: dict[str, int] = {}  # digest -> size: known sizes outlive reloads
         self.reset(stored, steps)
 
@@ -172,6 +176,7 @@ class StoredCore(SessionCore):
             artifacts={name: artifacts.get(name) for name in self.names},
             blobs=dict(self.new_blobs),
             open_steps=self.open_steps.seqs() if self.steps_changed else None,
+            epoch=self.epoch,
         )
 
     def committed_ok(self) -> None:

@@ -6,10 +6,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from pgserver import pg_schema, postgres_dsn, postgres_server
 from storefakes import ControlledStore
 
 from kaizen_async import Session
 from kaizen_async.stores import MemoryStore, SQLiteStore
+
+# PostgreSQL fixtures (tests/pgserver.py): a server for the session, a schema per test
+__all__ = ["pg_schema", "postgres_dsn", "postgres_server"]
 
 
 @pytest.fixture(

@@ -14,7 +14,14 @@ from typing import Any, Self
 import anyio
 
 from kaizen_async import ErrorCode, PersistError
-from kaizen_async._storage import Batch, SessionInfo, SessionStore, StoredSession, StoreStatistics
+from kaizen_async._storage import (
+    Batch,
+    Ownership,
+    SessionInfo,
+    SessionStore,
+    StoredSession,
+    StoreStatistics,
+)
 from kaizen_async._trajectory import Record
 
 
@@ -126,3 +133,31 @@ class ControlledStore:
 
     def statistics(self) -> StoreStatistics:
         return self.inner.statistics()
+
+    async def acquire(
+        self,
+        session_id: str,
+        owner: str,
+        *,
+        lease_seconds: float,
+        take_over: bool = False,
+        replace_owner: str | None = None,
+    ) -> Ownership:
+        return await self.inner.acquire(
+            session_id,
+            owner,
+            lease_seconds=lease_seconds,
+            take_over=take_over,
+            replace_owner=replace_owner,
+        )
+
+    async def renew(
+        self, owner: str, claims: Mapping[str, int], *, lease_seconds: float
+    ) -> dict[str, float]:
+        return await self.inner.renew(owner, claims, lease_seconds=lease_seconds)
+
+    async def release(self, session_id: str, owner: str, epoch: int) -> None:
+        await self.inner.release(session_id, owner, epoch)
+
+    async def wait_for_commit(self, session_id: str, after_seq: int, *, timeout: float) -> int:
+        return await self.inner.wait_for_commit(session_id, after_seq, timeout=timeout)

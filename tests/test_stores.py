@@ -8,10 +8,12 @@ store joins the suite by adding one entry to ``STORES``. Batches are cut from a 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -30,8 +32,10 @@ from kaizen_async import (
     PersistError,
     SchemaMismatchError,
     Session,
+    SessionBusyError,
     SessionCorruptedError,
     SessionExistsError,
+    SessionFencedError,
     SessionNotFoundError,
 )
 from kaizen_async._canonical import sha256_hex
@@ -40,6 +44,7 @@ from kaizen_async._trajectory import Record
 from kaizen_async.stores import (
     Batch,
     MemoryStore,
+    PostgresStore,
     SessionInfo,
     SessionStore,
     SQLiteStore,
@@ -163,22 +168,38 @@ async def assert_matches(store: SessionStore, driver: Driver, tail: int = 256) -
 StoreFactory = Callable[[], SessionStore]
 
 
-def _memory(tmp_path: Path) -> StoreFactory:
+def _memory(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
     store = MemoryStore()  # its data lives in the object: "reopening" re-enters it
     return lambda: store
 
 
-def _sqlite(tmp_path: Path) -> StoreFactory:
+def _sqlite(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
     return lambda: SQLiteStore(tmp_path / "sessions.db")
 
 
-STORES: dict[str, Callable[[Path], StoreFactory]] = {"memory": _memory, "sqlite": _sqlite}
+def _postgres(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
+    """A schema of its own on the test server (started only when a test needs it)."""
+    dsn: str = request.getfixturevalue("postgres_dsn")
+    schema: str = request.getfixturevalue("pg_schema")
+    return lambda: PostgresStore(dsn, schema=schema)
 
 
-@pytest.fixture(params=list(STORES))
+STORES: dict[str, Callable[[pytest.FixtureRequest, Path], StoreFactory]] = {
+    "memory": _memory,
+    "sqlite": _sqlite,
+    "postgres": _postgres,
+}
+
+
+@pytest.fixture(
+    params=[
+        pytest.param(name, marks=[pytest.mark.postgres] if name == "postgres" else [])
+        for name in STORES
+    ]
+)
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
     """Unentered stores over one backing (a new one per call, same data)."""
-    return STORES[request.param](tmp_path)
+    return STORES[request.param](request, tmp_path)
 
 
 @pytest.fixture
@@ -575,6 +596,142 @@ async def test_a_closed_store_refuses_calls(make_store: StoreFactory) -> None:
         await store.delete("s")
 
 
+# -- ownership (several hubs on one store) ----------------------------------------------------
+
+
+async def test_acquire_takes_ownership_and_fences_the_previous_owner(
+    store: SessionStore,
+) -> None:
+    driver = await created(store, "s")
+    first = await store.acquire("s", "hub-a", lease_seconds=60)
+    assert (first.session_id, first.owner) == ("s", "hub-a")
+    assert first.lease_until > time.time() + 50
+    with pytest.raises(SessionBusyError) as caught:  # hub-a's lease runs
+        await store.acquire("s", "hub-b", lease_seconds=60)
+    assert caught.value.code is ErrorCode.SESSION_BUSY
+    assert caught.value.details["owner"] == "hub-a"
+    assert "hub-a" in str(caught.value)
+    driver.set("k", "a")
+    await store.commit(_with_epoch(driver.batch(), first.epoch))  # the owner writes
+    second = await store.acquire("s", "hub-b", lease_seconds=60, take_over=True)
+    assert second.epoch > first.epoch
+    stale = Driver("s")  # hub-a's copy, one write ahead of what it committed
+    stale.core = SessionCore.replay(driver.records, session_id="s")
+    stale.cut = len(stale.records)
+    stale.set("k", "a again")
+    with pytest.raises(SessionFencedError) as fenced:
+        await store.commit(_with_epoch(stale.batch(), first.epoch))
+    assert fenced.value.code is ErrorCode.SESSION_FENCED
+    assert isinstance(fenced.value, PersistError)
+    assert fenced.value.details["owner"] == "hub-b"
+    driver.set("k", "b")
+    await store.commit(_with_epoch(driver.batch(), second.epoch))
+    loaded = await assert_matches(store, driver)  # nothing of the fenced write is stored
+    assert loaded.state == {"k": b'"b"'}
+    with pytest.raises(SessionFencedError):  # a batch that conflicts too is fenced first
+        await store.commit(Batch("s", 1, [], 0, epoch=first.epoch))
+    with pytest.raises(SessionNotFoundError):
+        await store.acquire("nope", "hub-a", lease_seconds=1)
+
+
+def _with_epoch(batch: Batch, epoch: int) -> Batch:
+    return dataclasses.replace(batch, epoch=epoch)
+
+
+async def test_an_expired_lease_is_taken_over(store: SessionStore) -> None:
+    await created(store, "s")
+    first = await store.acquire("s", "hub-a", lease_seconds=0.05)
+    await anyio.sleep(0.1)
+    second = await store.acquire("s", "hub-b", lease_seconds=60)
+    assert second.owner == "hub-b" and second.epoch == first.epoch + 1
+    again = await store.acquire("s", "hub-b", lease_seconds=60)  # its own: a new epoch
+    assert again.epoch == second.epoch + 1
+
+
+async def test_replace_owner_takes_only_from_the_owner_named(store: SessionStore) -> None:
+    await created(store, "s")
+    first = await store.acquire("s", "hub-a", lease_seconds=60)
+    with pytest.raises(SessionBusyError):  # hub-a holds it, not hub-x
+        await store.acquire("s", "hub-b", lease_seconds=60, replace_owner="hub-x")
+    second = await store.acquire("s", "hub-b", lease_seconds=60, replace_owner="hub-a")
+    assert second.epoch == first.epoch + 1
+    with pytest.raises(SessionBusyError):  # hub-b took it meanwhile: hub-c's is refused
+        await store.acquire("s", "hub-c", lease_seconds=60, replace_owner="hub-a")
+    with pytest.raises(KaizenValidationError):
+        await store.acquire("s", "hub-c", lease_seconds=60, replace_owner="")
+
+
+async def test_renew_extends_held_leases_and_reports_lost_ones(store: SessionStore) -> None:
+    for sid in ("s1", "s2", "s3"):
+        await created(store, sid)
+    a1 = await store.acquire("s1", "hub-a", lease_seconds=1)
+    a2 = await store.acquire("s2", "hub-a", lease_seconds=1)
+    await store.acquire("s2", "hub-b", lease_seconds=60, take_over=True)
+    kept = await store.renew(
+        "hub-a", {"s1": a1.epoch, "s2": a2.epoch, "s3": 1, "gone": 1}, lease_seconds=60
+    )
+    assert set(kept) == {"s1"}
+    assert kept["s1"] > a1.lease_until + 30
+    with pytest.raises(SessionBusyError):  # the renewed lease holds
+        await store.acquire("s1", "hub-b", lease_seconds=60)
+    assert await store.renew("hub-a", {}, lease_seconds=60) == {}
+
+
+async def test_release_frees_the_session_at_once(store: SessionStore) -> None:
+    await created(store, "s")
+    first = await store.acquire("s", "hub-a", lease_seconds=60)
+    await store.release("s", "hub-b", first.epoch)  # not the owner: nothing happens
+    await store.release("s", "hub-a", first.epoch + 1)  # not its epoch: nothing happens
+    with pytest.raises(SessionBusyError):
+        await store.acquire("s", "hub-b", lease_seconds=60)
+    await store.release("s", "hub-a", first.epoch)
+    second = await store.acquire("s", "hub-b", lease_seconds=60)
+    assert second.epoch == first.epoch + 1
+    await store.release("gone", "hub-a", 1)  # an unknown session: nothing to release
+
+
+async def test_ownership_arguments_are_checked(store: SessionStore) -> None:
+    await created(store, "s")
+    for owner in ("", " ", "a\nb", 3):
+        with pytest.raises(KaizenValidationError):
+            await store.acquire("s", owner, lease_seconds=1)  # type: ignore[arg-type]
+    for lease in (0, -1, float("nan"), True, "1"):
+        with pytest.raises(KaizenValidationError):
+            await store.acquire("s", "hub", lease_seconds=lease)  # type: ignore[arg-type]
+    with pytest.raises(KaizenValidationError):
+        await store.renew("hub", {"s": -1}, lease_seconds=1)
+    with pytest.raises(KaizenValidationError):
+        await store.commit(Batch("s", 1, [], 0, epoch=-1))
+    with pytest.raises(KaizenValidationError):
+        await store.wait_for_commit("s", -1, timeout=1)
+    with pytest.raises(KaizenValidationError):
+        await store.wait_for_commit("s", 0, timeout=-1)
+    first = await store.acquire("s", "hub", lease_seconds=1)
+    assert first.epoch == 1  # nothing refused above took the session
+
+
+async def test_wait_for_commit_wakes_on_a_commit(store: SessionStore) -> None:
+    driver = await created(store, "s")
+    assert await store.wait_for_commit("s", 0, timeout=5) == 1  # already past
+    assert await store.wait_for_commit("s", 1, timeout=0.05) == 1  # timed out: the head
+    heads: list[int] = []
+
+    async def wait() -> None:
+        heads.append(await store.wait_for_commit("s", 1, timeout=30))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(wait)
+        tg.start_soon(wait)
+        await anyio.sleep(0.05)
+        assert heads == []
+        driver.set("k", 1).note()
+        with anyio.fail_after(10):  # woken by the commit, long before their timeout
+            await driver.commit(store)
+    assert heads == [3, 3]
+    with pytest.raises(SessionNotFoundError):
+        await store.wait_for_commit("nope", 0, timeout=1)
+
+
 # -- SQLite: durability, group commit, schema -----------------------------------------------
 
 
@@ -905,7 +1062,7 @@ async def test_sqlite_a_failing_migration_changes_nothing(
         versions = [v for (v,) in conn.execute("SELECT version FROM schema_version")]
         assert versions == list(range(1, current + 1))
         names = {n for (n,) in conn.execute("SELECT name FROM sqlite_master")}
-        assert "extra" not in names  # step 2 was rolled back with step 3
+        assert "extra" not in names  # the first new step was rolled back with the second
     finally:
         conn.close()
     monkeypatch.setattr(_sqlite_schema, "MIGRATIONS", steps[:current])
@@ -1324,3 +1481,45 @@ def test_sqlite_killed_mid_write_keeps_every_acknowledged_commit(tmp_path: Path)
 
     anyio.run(check)
     assert acked, "no round got as far as an acknowledged commit"
+
+
+async def test_sqlite_a_commit_of_another_process_is_found_by_polling(db_path: Path) -> None:
+    """Two stores on one file stand for two processes: the waiter reads the head every
+    ``poll_interval`` and finds the other's commit."""
+    async with (
+        SQLiteStore(db_path) as writer,
+        SQLiteStore(db_path, poll_interval=0.02) as watcher,
+    ):
+        driver = await created(writer, "s")
+        heads: list[int] = []
+
+        async def wait() -> None:
+            heads.append(await watcher.wait_for_commit("s", 1, timeout=600))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait)
+            await anyio.sleep(0.1)
+            driver.set("k", 1)
+            await driver.commit(writer)
+            with anyio.fail_after(5):
+                while not heads:
+                    await anyio.sleep(0.01)
+        assert heads == [2]
+
+
+async def test_sqlite_a_store_from_before_ownership_gains_it(db_path: Path) -> None:
+    """A store written before ownership existed (taken back to that schema version here)
+    migrates: its sessions have no owner and epoch 0, and can be acquired at once."""
+    async with SQLiteStore(db_path) as store:
+        driver = await created(store, "s")
+    before = len(_sqlite_schema.MIGRATIONS) - 1
+    _tamper(
+        db_path,
+        "ALTER TABLE sessions DROP COLUMN owner",
+        "ALTER TABLE sessions DROP COLUMN epoch",
+        "ALTER TABLE sessions DROP COLUMN lease_until",
+        f"DELETE FROM schema_version WHERE version > {before}",
+    )
+    async with SQLiteStore(db_path) as store:
+        await assert_matches(store, driver)
+        assert (await store.acquire("s", "hub", lease_seconds=5)).epoch == 1

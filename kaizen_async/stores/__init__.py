@@ -2,7 +2,8 @@
 
 ``SessionStore`` is the contract (see :mod:`kaizen_async._storage`); ``MemoryStore`` keeps
 it in memory (tests, in-memory hubs) and ``SQLiteStore`` in one durable SQLite file holding
-many sessions, with group commit across sessions.
+many sessions, with group commit across sessions; ``PostgresStore`` in a PostgreSQL
+database that several processes share (driver: ``pip install "kaizen-async[postgres]"``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from .._storage import SessionStore as SessionStore
 from .._storage import StoredSession as StoredSession
 from .._storage import StoreStatistics as StoreStatistics
 from ._memory import MemoryStore as MemoryStore
+from ._postgres import PostgresStore as PostgresStore
 from ._sqlite import SQLiteStore as SQLiteStore
 from ._verify import verify_stored as verify_stored
 
@@ -21,6 +23,7 @@ __all__ = [
     "Batch",
     "CheckpointStore",
     "MemoryStore",
+    "PostgresStore",
     "SQLiteStore",
     "SessionInfo",
     "SessionStore",

@@ -21,8 +21,10 @@ from .._exceptions import (
     KaizenTypeError,
     KaizenValidationError,
     PersistError,
+    SessionBusyError,
     SessionCorruptedError,
     SessionExistsError,
+    SessionFencedError,
     SessionNotFoundError,
 )
 from .._state import validate_artifact_name, validate_key
@@ -31,6 +33,12 @@ from .._trajectory import EntryType, Record
 
 __all__ = [
     "ENTRY_TYPES",
+    "busy",
+    "check_claims",
+    "check_lease",
+    "check_owner",
+    "check_wait",
+    "fenced",
     "check_artifact_rows",
     "check_batch",
     "check_entry_types",
@@ -94,6 +102,29 @@ def conflict(session_id: str, base_seq: int, head_seq: int) -> PersistError:
     )
 
 
+def busy(session_id: str, owner: str, lease_until: float) -> SessionBusyError:
+    return SessionBusyError(
+        f"session {session_id!r} is owned by {owner!r}, whose lease runs until "
+        f"{datetime.fromtimestamp(lease_until, UTC).isoformat()} (open it with "
+        "take_over=True to take it at once)",
+        details={"session_id": session_id, "owner": owner, "lease_until": lease_until},
+    )
+
+
+def fenced(session_id: str, epoch: int, current: int, owner: str | None) -> SessionFencedError:
+    """A batch of a writer whose ownership ended (the session's epoch moved on)."""
+    return SessionFencedError(
+        f"session {session_id!r} was taken over (epoch {current}, owner {owner!r}); this "
+        f"writer's epoch {epoch} is fenced and its write was not stored",
+        details={
+            "session_id": session_id,
+            "epoch": epoch,
+            "current_epoch": current,
+            "owner": owner,
+        },
+    )
+
+
 # -- arguments -----------------------------------------------------------------------------
 
 
@@ -152,6 +183,8 @@ def check_batch(batch: object, *, create: bool = False) -> Batch:
             )
         if records[0][5] != "0" * 64:
             raise KaizenValidationError("entry 1 of a session must follow the zero hash")
+    if batch.epoch is not None:
+        _check_int(batch.epoch, "epoch")
     if batch.open_steps is not None and not all(
         isinstance(seq, int) and not isinstance(seq, bool) for seq in batch.open_steps
     ):
@@ -166,6 +199,43 @@ def check_metadata(metadata: Mapping[str, Any] | None) -> bytes:
     if not isinstance(metadata, Mapping) or not all(isinstance(k, str) for k in metadata):
         raise KaizenValidationError("metadata must be a mapping with str keys")
     return encode(dict(metadata), "metadata")
+
+
+def check_owner(owner: object) -> str:
+    """An owner id: a non-blank ``str`` of printable text (it is shown in errors)."""
+    if not isinstance(owner, str) or not owner.strip() or not owner.isprintable():
+        raise KaizenValidationError(f"owner must be a non-blank printable str, got {owner!r}")
+    return check_text(owner, "owner")
+
+
+def check_lease(lease_seconds: object) -> float:
+    if (
+        not isinstance(lease_seconds, int | float)
+        or isinstance(lease_seconds, bool)
+        or not 0 < lease_seconds < 10**9
+    ):
+        raise KaizenValidationError(
+            f"lease_seconds must be a number of seconds > 0, got {lease_seconds!r}"
+        )
+    return float(lease_seconds)
+
+
+def check_wait(after_seq: object, timeout: object) -> tuple[int, float]:
+    after = _check_int(after_seq, "after_seq")
+    if (
+        not isinstance(timeout, int | float)
+        or isinstance(timeout, bool)
+        or not 0 <= timeout < 10**9
+    ):
+        raise KaizenValidationError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
+    return after, float(timeout)
+
+
+def check_claims(claims: object) -> dict[str, int]:
+    """``session_id -> epoch`` of the sessions an owner renews."""
+    if not isinstance(claims, Mapping):
+        raise KaizenValidationError("claims must be a mapping of session id to epoch")
+    return {check_session_id(sid): _check_int(epoch, "epoch") for sid, epoch in claims.items()}
 
 
 def check_range(since_seq: object, until_seq: object) -> tuple[int, int | None]:

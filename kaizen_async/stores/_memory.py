@@ -11,6 +11,7 @@ is made with it (signed alone: a transaction holds one session).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -25,19 +26,25 @@ from .._checkpoint import Checkpoint
 from .._checkpointing import Checkpointer, CheckpointPolicy
 from .._exceptions import ArtifactNotFoundError, ErrorCode, KaizenValidationError, PersistError
 from .._keys import Signer
-from .._storage import Batch, SessionInfo, StoredSession, StoreStatistics
+from .._storage import Batch, Ownership, SessionInfo, StoredSession, StoreStatistics
 from .._trajectory import Record
 from ._common import (
+    busy,
     check_batch,
+    check_claims,
     check_entry_types,
+    check_lease,
     check_limit,
     check_metadata,
     check_optional_text,
+    check_owner,
     check_range,
     check_session_id,
+    check_wait,
     closed_error,
     conflict,
     exists,
+    fenced,
     is_digest,
     not_found,
     now,
@@ -60,6 +67,9 @@ class _Session:
     state: dict[str, bytes] = field(default_factory=dict)
     artifacts: dict[str, str] = field(default_factory=dict)
     blobs: set[str] = field(default_factory=set)  # digests this session refers to
+    owner: str | None = None
+    epoch: int = 0
+    lease_until: float = 0.0
     checkpoints: list[Checkpoint] = field(default_factory=list)
 
     def info(self, session_id: str) -> SessionInfo:
@@ -92,6 +102,7 @@ class MemoryStore:
         self._blob_users: dict[str, int] = {}
         self._open = False
         self._commits = 0
+        self._waiters: dict[str, list[anyio.Event]] = {}
         self._checkpointer = None if signer is None else Checkpointer(signer, checkpoints, anchor)
         self._task_group: Any = None
 
@@ -171,6 +182,8 @@ class MemoryStore:
         self._check_open(ErrorCode.PERSIST_COMMIT_FAILED)
         check_batch(batch)
         stored = self._session(batch.session_id)
+        if batch.epoch is not None and batch.epoch != stored.epoch:
+            raise fenced(batch.session_id, batch.epoch, stored.epoch, stored.owner)
         head = len(stored.records)
         if batch.base_seq != head or (
             batch.records and batch.records[0].prev_hash != stored.head_hash
@@ -241,6 +254,8 @@ class MemoryStore:
         if batch.open_steps is not None:
             stored.open_steps = tuple(batch.open_steps)
         self._commits += 1
+        for event in self._waiters.pop(batch.session_id, ()):
+            event.set()
 
     async def delete(self, session_id: str) -> bool:
         """Remove a session and the blobs no other session uses; False if absent."""
@@ -344,3 +359,81 @@ class MemoryStore:
     def statistics(self) -> StoreStatistics:
         """Each call is its own transaction here: the mean batch size is 1."""
         return StoreStatistics(commits=self._commits, batches=self._commits, queued=0)
+
+    # -- ownership ---------------------------------------------------------------------------
+
+    async def acquire(
+        self,
+        session_id: str,
+        owner: str,
+        *,
+        lease_seconds: float,
+        take_over: bool = False,
+        replace_owner: str | None = None,
+    ) -> Ownership:
+        """Make ``owner`` the owner under a new epoch unless another live lease holds it."""
+        self._check_open(ErrorCode.PERSIST_COMMIT_FAILED)
+        check_owner(owner)
+        if replace_owner is not None:
+            check_owner(replace_owner)
+        lease = check_lease(lease_seconds)
+        stored = self._session(session_id)
+        now_s = time.time()
+        if (
+            not take_over
+            and stored.owner is not None
+            and stored.owner not in (owner, replace_owner)
+            and stored.lease_until > now_s
+        ):
+            raise busy(session_id, stored.owner, stored.lease_until)
+        stored.owner, stored.epoch, stored.lease_until = owner, stored.epoch + 1, now_s + lease
+        await anyio.lowlevel.checkpoint()
+        return Ownership(session_id, owner, stored.epoch, stored.lease_until)
+
+    async def renew(
+        self, owner: str, claims: Mapping[str, int], *, lease_seconds: float
+    ) -> dict[str, float]:
+        """Extend the leases ``owner`` still holds at the given epochs."""
+        self._check_open(ErrorCode.PERSIST_COMMIT_FAILED)
+        check_owner(owner)
+        lease = check_lease(lease_seconds)
+        wanted = check_claims(claims)
+        until = time.time() + lease
+        kept = {}
+        for sid, epoch in wanted.items():
+            stored = self._sessions.get(sid)
+            if stored is not None and stored.owner == owner and stored.epoch == epoch:
+                stored.lease_until = kept[sid] = until
+        await anyio.lowlevel.checkpoint()
+        return kept
+
+    async def release(self, session_id: str, owner: str, epoch: int) -> None:
+        """End ``owner``'s lease if it still holds the session at ``epoch``."""
+        self._check_open(ErrorCode.PERSIST_COMMIT_FAILED)
+        check_owner(owner)
+        check_claims({session_id: epoch})
+        stored = self._sessions.get(session_id)
+        if stored is not None and stored.owner == owner and stored.epoch == epoch:
+            stored.owner, stored.lease_until = None, 0.0
+        await anyio.lowlevel.checkpoint()
+
+    async def wait_for_commit(self, session_id: str, after_seq: int, *, timeout: float) -> int:
+        """The head once past ``after_seq`` (woken by the commit), or after ``timeout``."""
+        self._check_open(ErrorCode.PERSIST_LOAD_FAILED)
+        after, limit = check_wait(after_seq, timeout)
+        stored = self._session(session_id)
+        if len(stored.records) <= after:
+            event = anyio.Event()
+            waiters = self._waiters.setdefault(session_id, [])
+            waiters.append(event)
+            try:
+                with anyio.move_on_after(limit):
+                    await event.wait()
+            finally:
+                if event in waiters:
+                    waiters.remove(event)
+                    if not waiters and self._waiters.get(session_id) is waiters:
+                        del self._waiters[session_id]
+        else:
+            await anyio.lowlevel.checkpoint()
+        return len(self._session(session_id).records)

@@ -43,17 +43,21 @@ from .._exceptions import (
     PersistError,
 )
 from .._keys import Signer
-from .._storage import Batch, SessionInfo, StoredSession, StoreStatistics
+from .._storage import Batch, Ownership, SessionInfo, StoredSession, StoreStatistics
 from .._trajectory import Record
 from . import _sqlite_reads as reads
 from ._common import (
     check_batch,
+    check_claims,
     check_entry_types,
+    check_lease,
     check_limit,
     check_metadata,
     check_optional_text,
+    check_owner,
     check_range,
     check_session_id,
+    check_wait,
     closed_error,
     now,
 )
@@ -62,7 +66,10 @@ from ._sqlite_schema import configure, migrate, storage_error
 from ._sqlite_writes import (
     DELETE_SESSION,
     Staged,
+    acquire,
     next_tree_id,
+    release,
+    renew,
     stage_checkpoint,
     stage_commit,
     stage_create,
@@ -81,6 +88,9 @@ class SQLiteStore:
         path: the database file (created with its schema when missing or empty).
         readers: read connections (reads beyond this many wait for one to be free).
         busy_timeout: seconds a connection waits for another process's lock.
+        poll_interval: seconds between reads of a session's head while
+            :meth:`wait_for_commit` waits for another process's commit (this process's own
+            commits wake it at once).
         signer: signs checkpoints of session heads at commits (see
             :mod:`kaizen_async.signing`); None (the default): no checkpoints.
         checkpoints: when to sign (default: at every durable commit of a session).
@@ -98,6 +108,7 @@ class SQLiteStore:
         *,
         readers: int = 4,
         busy_timeout: float = 5.0,
+        poll_interval: float = 0.05,
         signer: Signer | None = None,
         checkpoints: CheckpointPolicy | None = None,
         anchor: AnchorSink | AnchorPublisher | None = None,
@@ -106,6 +117,10 @@ class SQLiteStore:
             raise KaizenValidationError("readers must be an int >= 1")
         if not isinstance(busy_timeout, int | float) or busy_timeout < 0:
             raise KaizenValidationError("busy_timeout must be a number of seconds >= 0")
+        if not isinstance(poll_interval, int | float) or not 0 < poll_interval < 3600:
+            raise KaizenValidationError("poll_interval must be a number of seconds > 0")
+        self._poll_interval = float(poll_interval)
+        self._waiters: dict[str, set[anyio.Event]] = {}
         self.path = os.fspath(path)
         self._reader_count = readers
         self._busy_timeout = float(busy_timeout)
@@ -269,13 +284,22 @@ class SQLiteStore:
     async def _transact(self, writes: list[Write]) -> tuple[bool, list[Outcome]]:
         signer = self._checkpointer
         if signer is None:
-            return await anyio.to_thread.run_sync(self._transact_sync, writes)
-        signing = _Signing(signer)
-        committed, outcomes = await anyio.to_thread.run_sync(self._transact_sync, writes, signing)
-        if committed:
-            signer.committed(signing.heads, signing.trees)
-            for session_id in signing.deleted:
-                signer.forget(session_id)
+            committed, outcomes = await anyio.to_thread.run_sync(self._transact_sync, writes)
+        else:
+            signing = _Signing(signer)
+            committed, outcomes = await anyio.to_thread.run_sync(
+                self._transact_sync, writes, signing
+            )
+            if committed:
+                signer.committed(signing.heads, signing.trees)
+                for session_id in signing.deleted:
+                    signer.forget(session_id)
+        if self._waiters:  # this process's commits wake its waiters at once
+            for (kind, payload), outcome in zip(writes, outcomes, strict=True):
+                if kind in ("commit", "create") and not isinstance(outcome, BaseException):
+                    sid = payload.session_id if kind == "commit" else payload[0].session_id
+                    for event in self._waiters.pop(sid, ()):
+                        event.set()
         return committed, outcomes
 
     def _transact_sync(
@@ -313,6 +337,12 @@ class SQLiteStore:
                         signing.explicit(conn, payload, *found, index=index)
                     else:
                         outcomes[index] = found
+                elif kind == "acquire":
+                    outcomes[index] = acquire(conn, payload)
+                elif kind == "renew":
+                    outcomes[index] = renew(conn, payload)
+                elif kind == "release":
+                    release(conn, payload)
                 else:
                     staged.flush(conn)  # rows of earlier batches go in before the delete
                     outcomes[index] = conn.execute(DELETE_SESSION[0], (payload,)).rowcount > 0
@@ -437,6 +467,69 @@ class SQLiteStore:
             commits=committer.commits, batches=committer.batches, queued=committer.queued
         )
 
+    # -- ownership ---------------------------------------------------------------------------
+
+    async def acquire(
+        self,
+        session_id: str,
+        owner: str,
+        *,
+        lease_seconds: float,
+        take_over: bool = False,
+        replace_owner: str | None = None,
+    ) -> Ownership:
+        """Make ``owner`` the owner under a new epoch unless another live lease holds it
+        (:class:`~kaizen_async.SessionBusyError`); in the writer's transaction."""
+        check_session_id(session_id)
+        check_owner(owner)
+        if replace_owner is not None:
+            check_owner(replace_owner)
+        lease = check_lease(lease_seconds)
+        ownership: Ownership = await self._committer.submit(
+            "acquire", (session_id, owner, lease, bool(take_over), replace_owner)
+        )
+        return ownership
+
+    async def renew(
+        self, owner: str, claims: Mapping[str, int], *, lease_seconds: float
+    ) -> dict[str, float]:
+        """Extend the leases ``owner`` still holds at the given epochs."""
+        check_owner(owner)
+        lease = check_lease(lease_seconds)
+        wanted = check_claims(claims)
+        if not wanted:
+            return {}
+        kept: dict[str, float] = await self._committer.submit("renew", (owner, wanted, lease))
+        return kept
+
+    async def release(self, session_id: str, owner: str, epoch: int) -> None:
+        """End ``owner``'s lease if it still holds the session at ``epoch``."""
+        check_owner(owner)
+        check_claims({session_id: epoch})
+        await self._committer.submit("release", (session_id, owner, epoch))
+
+    async def wait_for_commit(self, session_id: str, after_seq: int, *, timeout: float) -> int:
+        """The head once past ``after_seq``: woken at once by this store's own commits,
+        found within ``poll_interval`` when another process commits."""
+        check_session_id(session_id)
+        after, limit = check_wait(after_seq, timeout)
+        deadline = anyio.current_time() + limit
+        while True:
+            event = anyio.Event()
+            waiters = self._waiters.setdefault(session_id, set())
+            waiters.add(event)
+            try:
+                head = await self._read(reads.head, session_id)
+                remaining = deadline - anyio.current_time()
+                if head > after or remaining <= 0:
+                    return head
+                with anyio.move_on_after(min(remaining, self._poll_interval)):
+                    await event.wait()
+            finally:
+                waiters.discard(event)
+                if not waiters and self._waiters.get(session_id) is waiters:
+                    del self._waiters[session_id]
+
 
 def _last(batch: Batch) -> tuple[int, str]:
     last = batch.records[-1]
@@ -444,9 +537,9 @@ def _last(batch: Batch) -> tuple[int, str]:
 
 
 def _epoch(batch: Batch) -> int:
-    """The writer's fencing epoch for this session's batch: 0 until sessions carry one
-    (issue 9, ownership and fencing, passes it here)."""
-    return 0
+    """The writer's fencing epoch for this session's batch (0: a writer without
+    ownership)."""
+    return batch.epoch or 0
 
 
 class _Signing:

@@ -34,6 +34,7 @@ from ._common import (
 
 __all__ = [
     "HEAD",
+    "head",
     "info",
     "list_sessions",
     "load",
@@ -175,6 +176,16 @@ def read_blob(conn: sqlite3.Connection, digest: str) -> bytes:
             details={"digest": digest},
         )
     return data
+
+
+def head(conn: sqlite3.Connection, session_id: str) -> int:
+    """The session's committed head seq."""
+    row = conn.execute(HEAD, (session_id,)).fetchone()
+    if row is None:
+        raise not_found(session_id)
+    if type(row[0]) is not int:
+        raise corrupted(session_id, "malformed session row")
+    return row[0]
 
 
 def info(conn: sqlite3.Connection, session_id: str) -> SessionInfo:

@@ -29,6 +29,12 @@ Schema version 2 adds signed checkpoints (beside the entries, not in them)::
 A commit's checkpoint thus costs two small integers in a row the commit updates anyway
 and its share of one appended row: no page per session is dirtied for it.
 
+Schema version 3 adds the ownership of sessions by hubs (see :meth:`SessionStore.acquire`)::
+
+    sessions + owner, epoch, lease_until           the owning hub, the fencing epoch (bumped
+                                                   on every acquisition), the lease's end
+                                                   (seconds since the Unix epoch)
+
 The database header's ``application_id`` marks the file as a kaizen_async store. Opening
 applies the migrations the file lacks, in order, in one transaction; a file of a newer
 version raises :class:`SchemaMismatchError`, a file that is not ours (or not SQLite)
@@ -119,6 +125,11 @@ MIGRATIONS: list[tuple[str, ...]] = [
             tree_index INTEGER NOT NULL
         )""",
         "CREATE INDEX checkpoints_by_session ON checkpoints (session_id, seq)",
+    ),
+    (  # 3: ownership of sessions by hubs (owner, its lease, the fencing epoch)
+        "ALTER TABLE sessions ADD COLUMN owner TEXT",
+        "ALTER TABLE sessions ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE sessions ADD COLUMN lease_until REAL NOT NULL DEFAULT 0",
     ),
 ]
 

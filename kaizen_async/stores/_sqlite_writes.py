@@ -9,6 +9,7 @@ table, built as plain tuples (no per-row work beyond that).
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,38 +17,48 @@ import orjson
 
 from .._checkpointing import SignedTree
 from .._exceptions import KaizenError
-from .._storage import Batch, SessionInfo
-from ._common import check_metadata_text, conflict, exists, not_found
-from ._sqlite_reads import HEAD
+from .._storage import Batch, Ownership, SessionInfo
+from ._common import busy, check_metadata_text, conflict, exists, fenced, not_found
 
 __all__ = [
     "DELETE_SESSION",
     "Staged",
+    "acquire",
+    "next_tree_id",
+    "release",
+    "renew",
     "stage_checkpoint",
     "stage_commit",
     "stage_create",
     "write_trees",
-    "next_tree_id",
 ]
 
-_ADVANCE = (
+_ADVANCE = (  # behind the head guard and, for an owner's batch, the epoch (fencing)
     "UPDATE sessions SET head_seq = ?, head_hash = ?, state_version = ?, updated_at = ?, "
     "open_steps_json = coalesce(?, open_steps_json) "
-    "WHERE session_id = ? AND head_seq = ? AND head_hash = ?"
+    "WHERE session_id = ? AND head_seq = ? AND head_hash = ? AND (?9 IS NULL OR epoch = ?9)"
 )
 _ADVANCE_SIGNED = (  # the same, and the batch's head becomes the session's latest checkpoint
     "UPDATE sessions SET head_seq = ?, head_hash = ?, state_version = ?, updated_at = ?, "
     "open_steps_json = coalesce(?, open_steps_json), checkpoint_tree = ?, checkpoint_index = ? "
-    "WHERE session_id = ? AND head_seq = ? AND head_hash = ?"
+    "WHERE session_id = ? AND head_seq = ? AND head_hash = ? AND (?11 IS NULL OR epoch = ?11)"
 )
 _TOUCH = (  # a batch without records (only open steps or the state version changed)
     "UPDATE sessions SET state_version = ?, updated_at = ?, "
-    "open_steps_json = coalesce(?, open_steps_json) WHERE session_id = ? AND head_seq = ?"
+    "open_steps_json = coalesce(?, open_steps_json) WHERE session_id = ? AND head_seq = ? "
+    "AND (?6 IS NULL OR epoch = ?6)"
 )
 _CREATE = (
     "INSERT INTO sessions (session_id, created_at, updated_at, head_seq, head_hash, "
     "state_version, max_artifact_size, workspace_path, metadata_json, open_steps_json) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (session_id) DO NOTHING"
+)
+_OWNER = "SELECT head_seq, epoch, owner, lease_until FROM sessions WHERE session_id = ?"
+_ACQUIRE = "UPDATE sessions SET owner = ?, epoch = epoch + 1, lease_until = ? WHERE session_id = ?"
+_RENEW = "UPDATE sessions SET lease_until = ? WHERE session_id = ? AND owner = ? AND epoch = ?"
+_RELEASE = (
+    "UPDATE sessions SET owner = NULL, lease_until = 0 "
+    "WHERE session_id = ? AND owner = ? AND epoch = ?"
 )
 _INSERT_ENTRIES = "INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 _UPSERT_STATE = (
@@ -177,6 +188,7 @@ def stage_commit(
                 sid,
                 batch.base_seq,
                 records[0][5],
+                batch.epoch,
             )
             changed = conn.execute(_ADVANCE, params).rowcount
         else:
@@ -191,17 +203,53 @@ def stage_commit(
                 sid,
                 batch.base_seq,
                 records[0][5],
+                batch.epoch,
             )
             changed = conn.execute(_ADVANCE_SIGNED, params).rowcount
     else:
         changed = conn.execute(
-            _TOUCH, (batch.state_version, stamp, steps, sid, batch.base_seq)
+            _TOUCH, (batch.state_version, stamp, steps, sid, batch.base_seq, batch.epoch)
         ).rowcount
     if changed != 1:
-        row = conn.execute(HEAD, (sid,)).fetchone()
-        return not_found(sid) if row is None else conflict(sid, batch.base_seq, row[0])
+        row = conn.execute(_OWNER, (sid,)).fetchone()
+        if row is None:
+            return not_found(sid)
+        if batch.epoch is not None and row[1] != batch.epoch:
+            return fenced(sid, batch.epoch, row[1], row[2])
+        return conflict(sid, batch.base_seq, row[0])
     staged.add(batch)
     return None
+
+
+def acquire(
+    conn: sqlite3.Connection, payload: tuple[str, str, float, bool, str | None]
+) -> KaizenError | Ownership:
+    """Take a session for ``owner`` unless another owner's lease runs (or ``take_over``).
+    Times are this machine's clock: every process on one SQLite file shares it."""
+    sid, owner, lease, take_over, replace = payload
+    row = conn.execute(_OWNER, (sid,)).fetchone()
+    if row is None:
+        return not_found(sid)
+    now_s = time.time()
+    if not take_over and row[2] is not None and row[2] not in (owner, replace) and row[3] > now_s:
+        return busy(sid, row[2], row[3])
+    conn.execute(_ACQUIRE, (owner, now_s + lease, sid))
+    return Ownership(sid, owner, row[1] + 1, now_s + lease)
+
+
+def renew(conn: sqlite3.Connection, payload: tuple[str, dict[str, int], float]) -> dict[str, float]:
+    owner, claims, lease = payload
+    until = time.time() + lease
+    return {
+        sid: until
+        for sid, epoch in claims.items()
+        if conn.execute(_RENEW, (until, sid, owner, epoch)).rowcount == 1
+    }
+
+
+def release(conn: sqlite3.Connection, payload: tuple[str, str, int]) -> None:
+    sid, owner, epoch = payload
+    conn.execute(_RELEASE, (sid, owner, epoch))
 
 
 def stage_create(

@@ -1,0 +1,734 @@
+"""``PostgresStore``: many sessions in one PostgreSQL database (driver: asyncpg).
+
+Writes: one writer task per store (see :mod:`._group_commit`) takes every queued batch,
+of all sessions, and commits them with one statement on one connection (see
+:mod:`._postgres_sql`: each session's head moves behind a guard, its rows are written
+only if the guard held); the statement is its own transaction, so a caller is answered
+only once its batch is committed (``synchronous_commit`` as the server is configured:
+on by default, i.e. flushed to the server's WAL). A batch that does not continue the
+stored head fails alone with ``persist_conflict``. A statement that fails (the server
+restarted, the connection dropped, a timeout) fails every batch in it with
+``persist_commit_failed`` and is never retried by the store: a dropped connection can
+hide a commit that did happen, so the caller is told the write was not acknowledged and
+the session reloads what the store holds. The writer reconnects for the next statement.
+
+Reads run on a small connection pool; a read that spans several statements (``load``)
+runs in one ``REPEATABLE READ`` read-only transaction: one snapshot.
+
+asyncpg runs on asyncio only: on asyncio its calls run on the caller's event loop; on
+Trio they run on a private asyncio loop in a thread of the store's own
+(:mod:`._driver_loop`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import hashlib
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self, TypeVar
+
+import anyio
+from anyio.abc import TaskGroup
+
+from .._actor import exit_task_group
+from .._canonical import sha256_hex
+from .._exceptions import (
+    ArtifactNotFoundError,
+    ErrorCode,
+    KaizenError,
+    KaizenValidationError,
+    PersistError,
+    SessionCorruptedError,
+)
+from .._storage import Batch, Ownership, SessionInfo, StoredSession, StoreStatistics
+from .._trajectory import Record
+from ._common import (
+    busy,
+    check_batch,
+    check_claims,
+    check_entry_types,
+    check_lease,
+    check_limit,
+    check_metadata,
+    check_metadata_text,
+    check_optional_text,
+    check_owner,
+    check_range,
+    check_session_id,
+    check_wait,
+    closed_error,
+    conflict,
+    corrupted,
+    exists,
+    fenced,
+    is_digest,
+    not_found,
+    now,
+)
+from ._driver_loop import DriverLoop
+from ._group_commit import GroupCommitter, Outcome, Write
+from ._postgres_schema import migrate, quote_ident
+from ._postgres_sql import Round, Statements, plan_rounds, session_info, stored_session, to_records
+
+if TYPE_CHECKING:
+    import asyncpg
+
+__all__ = ["PostgresStore"]
+
+_T = TypeVar("_T")
+#: rows past which a read pauses the cyclic GC while it builds its records
+_LONG_READ = 10_000
+#: every connection's settings. Writes are single statements, so no connection of the
+#: store sits in a transaction between round trips except a migration and ``load``'s
+#: read snapshot; should its process be paused there, the server ends that transaction
+#: after 10 s, so its locks (a migration's) never hold other processes up for longer.
+_SETTINGS = {"application_name": "kaizen_async", "idle_in_transaction_session_timeout": "10s"}
+
+
+def _asyncpg() -> Any:
+    try:
+        import asyncpg
+    except ModuleNotFoundError as exc:  # pragma: no cover - the extra is installed in tests
+        raise ModuleNotFoundError(
+            'PostgresStore needs the asyncpg driver: pip install "kaizen-async[postgres]"',
+            name="asyncpg",
+        ) from exc
+    return asyncpg
+
+
+def _check_seconds(value: object, what: str) -> float:
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or not value > 0
+        or value == float("inf")
+    ):
+        raise KaizenValidationError(f"{what} must be a number of seconds > 0, got {value!r}")
+    return float(value)
+
+
+class PostgresStore:
+    """A durable :class:`~kaizen_async.stores.SessionStore` in a PostgreSQL database.
+
+    Args:
+        dsn: a libpq connection string or URI (``postgresql://user@host:5432/db``).
+        schema: the PostgreSQL schema holding the store's tables (created with them on
+            first use); several stores can share a database under different schemas.
+        readers: read connections (reads beyond this many wait for one to be free).
+        connect_timeout: seconds to wait for a connection.
+        command_timeout: seconds a statement may take before the driver cancels it (its
+            callers then get a :class:`PersistError`).
+        notify: send one ``NOTIFY`` per committed statement (naming its sessions), which
+            wakes :meth:`wait_for_commit` in every process at once; without it waiters
+            find commits by reading the head every ``poll_interval``.
+        poll_interval: the longest :meth:`wait_for_commit` goes without reading the head
+            (with notifications this only makes up for one lost with a dropped listener
+            connection).
+
+    Entering connects, creates or migrates the schema and starts the writer; leaving
+    commits what is queued, then closes. Opening raises :class:`SessionCorruptedError` for
+    a schema that holds tables but is not a session store, :class:`SchemaMismatchError`
+    for a store of a newer schema version and :class:`PersistError` when the server
+    cannot be reached.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str = "kaizen",
+        readers: int = 4,
+        connect_timeout: float = 10.0,
+        command_timeout: float = 60.0,
+        notify: bool = True,
+        poll_interval: float = 1.0,
+    ) -> None:
+        if not isinstance(dsn, str) or not dsn.strip():
+            raise KaizenValidationError("dsn must be a non-empty connection string")
+        if (
+            not isinstance(schema, str)
+            or not schema.strip()
+            or "\x00" in schema
+            or len(schema.encode()) > 63
+        ):
+            raise KaizenValidationError(
+                f"schema must be a PostgreSQL identifier (1-63 bytes, no NUL), got {schema!r}"
+            )
+        check_optional_text(schema, "schema")
+        if not isinstance(readers, int) or isinstance(readers, bool) or readers < 1:
+            raise KaizenValidationError("readers must be an int >= 1")
+        self._connect_timeout = _check_seconds(connect_timeout, "connect_timeout")
+        self._command_timeout = _check_seconds(command_timeout, "command_timeout")
+        self._poll_interval = _check_seconds(poll_interval, "poll_interval")
+        #: the NOTIFY channel of this schema (an identifier: hashed to stay short)
+        self._channel = "kaizen_async_" + hashlib.sha256(schema.encode()).hexdigest()[:24]
+        self._notify = bool(notify)
+        # on the driver loop only: the listener connection and who waits for which session
+        self._listener: asyncpg.Connection | None = None
+        self._listener_lock: asyncio.Lock | None = None
+        self._watchers: dict[bytes, set[asyncio.Event]] = {}
+        _asyncpg()  # fail at construction when the driver is missing
+        self.dsn = dsn
+        self.schema = schema
+        self._reader_count = readers
+        self._sql = Statements.for_schema(quote_ident(schema))
+        self._loop = DriverLoop("kaizen_async postgres driver")
+        self._writer: asyncpg.Connection | None = None
+        self._pool: asyncpg.Pool | None = None
+        self._committer = GroupCommitter(self._transact)
+        self._task_group: TaskGroup | None = None
+        self._open = False
+        #: test seam: awaited with the writer connection (on the driver loop) before each
+        #: statement of a group commit (fault injection: terminate the connection)
+        self._writer_hook: Callable[[asyncpg.Connection], Awaitable[None]] | None = None
+
+    def __repr__(self) -> str:
+        return f"PostgresStore(schema={self.schema!r})"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        if self._open or self._task_group is not None:
+            raise PersistError(f"{self!r} is already open", code=ErrorCode.PERSIST_LOAD_FAILED)
+        await self._loop.start()
+        try:
+            self._writer, self._pool = await self._loop.call(self._open_driver)
+            task_group = anyio.create_task_group()
+            await task_group.__aenter__()
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._loop.call(self._close_driver)
+                await self._loop.stop()
+            raise
+        self._committer.open()
+        task_group.start_soon(self._committer.run, name=f"writer of {self!r}")
+        self._task_group = task_group
+        self._open = True
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        task_group = self._task_group
+        if task_group is None:
+            return None
+        self._task_group = None
+        self._committer.close()
+        try:
+            return await exit_task_group(task_group, exc_type, exc, tb)
+        finally:
+            self._open = False
+            with anyio.CancelScope(shield=True):
+                await self._loop.call(self._close_driver)
+                await self._loop.stop()
+
+    async def _connect(self) -> asyncpg.Connection:
+        connection: asyncpg.Connection = await _asyncpg().connect(
+            self.dsn,
+            timeout=self._connect_timeout,
+            command_timeout=self._command_timeout,
+            server_settings=_SETTINGS,
+        )
+        return connection
+
+    async def _open_driver(self) -> tuple[asyncpg.Connection, asyncpg.Pool]:
+        """Connect, migrate, start the read pool (on the driver loop)."""
+        driver = _asyncpg()
+        writer = None
+        try:
+            writer = await self._connect()
+            await migrate(writer, self.schema)
+            pool: asyncpg.Pool = await driver.create_pool(
+                self.dsn,
+                min_size=1,
+                max_size=self._reader_count,
+                timeout=self._connect_timeout,
+                command_timeout=self._command_timeout,
+                server_settings=_SETTINGS,
+            )
+            return writer, pool
+        except BaseException as exc:
+            if writer is not None:
+                writer.terminate()
+            if isinstance(exc, KaizenError) or not isinstance(exc, Exception):
+                raise
+            raise self._error(exc, ErrorCode.PERSIST_LOAD_FAILED, "cannot open the store") from None
+
+    async def _close_driver(self) -> None:
+        writer, pool, listener = self._writer, self._pool, self._listener
+        self._writer, self._pool, self._listener = None, None, None
+        self._listener_lock = None
+        for event in [e for events in self._watchers.values() for e in events]:
+            event.set()  # waiters read the head once more (and find the store closed)
+        if listener is not None:
+            listener.terminate()
+        if writer is not None:
+            try:
+                await writer.close(timeout=self._connect_timeout)
+            except Exception:
+                writer.terminate()
+        if pool is not None:
+            try:
+                with anyio.fail_after(self._connect_timeout):
+                    await pool.close()
+            except Exception:
+                pool.terminate()
+
+    def _error(self, exc: BaseException, code: ErrorCode, what: str) -> PersistError:
+        """The typed error for a failed driver call (the SQLSTATE, if any, in ``details``)."""
+        details: dict[str, Any] = {"schema": self.schema}
+        sqlstate = getattr(exc, "sqlstate", None)
+        if sqlstate:
+            details["sqlstate"] = sqlstate
+        return PersistError(
+            f"{what} (PostgreSQL, schema {self.schema!r}): {type(exc).__name__}: {exc}",
+            code=code,
+            details=details,
+        )
+
+    # -- writes ------------------------------------------------------------------------------
+
+    async def create(
+        self,
+        batch: Batch,
+        *,
+        max_artifact_size: int,
+        workspace_path: str | None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> SessionInfo:
+        """Create the session ``batch.session_id`` from its first records (durable on
+        return); :class:`~kaizen_async.SessionExistsError` if the id is taken."""
+        check_batch(batch, create=True)
+        meta = check_metadata(metadata)
+        if (
+            not isinstance(max_artifact_size, int)
+            or isinstance(max_artifact_size, bool)
+            or max_artifact_size < 0
+        ):
+            raise KaizenValidationError("max_artifact_size must be a non-negative int")
+        workspace = check_optional_text(
+            None if workspace_path is None else str(workspace_path), "workspace_path"
+        )
+        info: SessionInfo = await self._committer.submit(
+            "create", (batch, max_artifact_size, workspace, meta.decode())
+        )
+        return info
+
+    async def commit(self, batch: Batch) -> None:
+        """Append ``batch`` once it is committed, grouped with whatever else is queued.
+
+        Raises ``persist_conflict`` when the batch does not continue the stored head,
+        :class:`~kaizen_async.SessionNotFoundError` for an unknown session, and
+        ``persist_commit_failed`` when the statement failed (nothing of it is stored, or
+        the connection dropped before the answer: the session reloads to find out).
+        """
+        check_batch(batch)
+        await self._committer.submit("commit", batch)
+
+    async def delete(self, session_id: str) -> bool:
+        """Remove a session, its entries and the blobs no other session uses."""
+        check_session_id(session_id)
+        deleted: bool = await self._committer.submit("delete", session_id)
+        return deleted
+
+    async def _transact(self, writes: list[Write]) -> tuple[bool, list[Outcome]]:
+        return await self._loop.call(self._transact_async, writes, shield=True)
+
+    async def _transact_async(self, writes: list[Write]) -> tuple[bool, list[Outcome]]:
+        """Every round of the group, one statement each (on the driver loop)."""
+        outcomes: list[Outcome] = [None] * len(writes)
+        committed = False
+        failure: PersistError | None = None
+        stamp = now()
+        for indices in plan_rounds(writes):
+            if failure is not None:  # the database failed: so do the rounds after it
+                for index in indices:
+                    outcomes[index] = failure
+                continue
+            try:
+                conn = self._writer
+                if conn is None or conn.is_closed():
+                    conn = self._writer = await self._connect()
+                if self._writer_hook is not None:
+                    await self._writer_hook(conn)
+                await self._run_round(conn, writes, indices, stamp, outcomes)
+                committed = True
+            except Exception as exc:
+                self._abandon_writer()
+                failure = (
+                    exc
+                    if isinstance(exc, PersistError)
+                    else self._error(
+                        exc,
+                        ErrorCode.PERSIST_COMMIT_FAILED,
+                        "the commit failed or its outcome is unknown (reload the session)",
+                    )
+                )
+                for index in indices:
+                    outcomes[index] = failure
+        return committed, outcomes
+
+    async def _run_round(
+        self,
+        conn: asyncpg.Connection,
+        writes: list[Write],
+        indices: list[int],
+        stamp: str,
+        outcomes: list[Outcome],
+    ) -> None:
+        first_kind, first_payload = writes[indices[0]]
+        if first_kind not in ("create", "commit"):
+            outcomes[indices[0]] = await self._run_single(conn, first_kind, first_payload)
+            return
+        round_ = Round(stamp)
+        for index in indices:
+            kind, payload = writes[index]
+            if kind == "create":
+                round_.add_create(index, payload)
+            else:
+                round_.add_commit(index, payload)
+        rows = await conn.fetch(
+            self._sql.round, *round_.arguments(self._channel if self._notify else None)
+        )
+        accepted = {row[0] for row in rows}
+        refused: list[bytes] = []
+        for sid, index in round_.writes.items():
+            kind, payload = writes[index]
+            if kind == "create":
+                batch = payload[0]
+                if sid in accepted:
+                    last = batch.records[-1]
+                    outcomes[index] = SessionInfo(
+                        batch.session_id,
+                        stamp,
+                        stamp,
+                        last[0],
+                        batch.state_version,
+                        check_metadata_text(batch.session_id, payload[3]),
+                    )
+                else:
+                    outcomes[index] = exists(batch.session_id)
+            elif sid not in accepted:
+                refused.append(sid)
+        if refused:  # name each refusal: unknown session, or another head
+            heads = {row[0]: row for row in await conn.fetch(self._sql.heads, refused)}
+            for sid in refused:
+                index = round_.writes[sid]
+                batch = writes[index][1]
+                row = heads.get(sid)
+                if row is None:
+                    outcomes[index] = not_found(batch.session_id)
+                elif batch.epoch is not None and row[2] != batch.epoch:
+                    outcomes[index] = fenced(batch.session_id, batch.epoch, row[2], row[3])
+                else:
+                    outcomes[index] = conflict(batch.session_id, batch.base_seq, row[1])
+
+    async def _run_single(self, conn: asyncpg.Connection, kind: str, payload: Any) -> Outcome:
+        """A write that is a statement of its own: delete, acquire, renew, release."""
+        sql = self._sql
+        if kind == "delete":
+            return bool(await conn.fetchval(sql.delete, payload.encode()))
+        if kind == "acquire":
+            sid, owner, lease, take_over, replace = payload
+            row = await conn.fetchrow(sql.acquire, sid.encode(), owner, lease, take_over, replace)
+            if row is None:
+                return not_found(sid)
+            if row[3] is None:
+                return busy(sid, row[0], row[2])
+            return Ownership(sid, owner, row[3], row[4])
+        if kind == "renew":
+            owner, claims, lease = payload
+            rows = await conn.fetch(
+                sql.renew,
+                owner,
+                lease,
+                [sid.encode() for sid in claims],
+                list(claims.values()),
+            )
+            return {row[0].decode(): row[1] for row in rows}
+        sid, owner, epoch = payload
+        await conn.execute(sql.release, sid.encode(), owner, epoch)
+        return None
+
+    def _abandon_writer(self) -> None:
+        """Drop the writer connection; the next statement reconnects."""
+        conn, self._writer = self._writer, None
+        if conn is not None and not conn.is_closed():
+            conn.terminate()
+
+    # -- reads -------------------------------------------------------------------------------
+
+    async def _read(self, fn: Callable[..., Awaitable[_T]], *args: Any) -> _T:
+        if not self._open or self._pool is None:
+            raise closed_error(ErrorCode.PERSIST_LOAD_FAILED)
+        return await self._loop.call(self._read_async, fn, *args)
+
+    async def _read_async(self, fn: Callable[..., Awaitable[_T]], *args: Any) -> _T:
+        pool = self._pool
+        if pool is None:
+            raise closed_error(ErrorCode.PERSIST_LOAD_FAILED)
+        try:
+            async with pool.acquire() as conn:
+                return await fn(conn, *args)
+        except KaizenError:
+            raise
+        except Exception as exc:
+            raise self._error(exc, ErrorCode.PERSIST_LOAD_FAILED, "the read failed") from None
+
+    async def load(self, session_id: str, *, tail: int = 256) -> StoredSession:
+        """The session's state, head and newest ``tail`` records, as one snapshot; the
+        tail is checked (seqs, hash chain, head) and every row validated."""
+        check_session_id(session_id)
+        wanted = check_limit(tail, "tail") or 0
+        return await self._read(self._load, session_id, wanted)
+
+    async def _load(self, conn: asyncpg.Connection, session_id: str, wanted: int) -> StoredSession:
+        key = session_id.encode()
+        sql = self._sql
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            row = await conn.fetchrow(sql.session, key)
+            if row is None:
+                raise not_found(session_id)
+            state_rows = await conn.fetch(sql.state, key)
+            artifact_rows = await conn.fetch(sql.artifacts, key)
+            tail_rows = await conn.fetch(sql.tail, key, wanted) if wanted else []
+        return stored_session(session_id, row, state_rows, artifact_rows, tail_rows, wanted)
+
+    async def read(
+        self,
+        session_id: str,
+        *,
+        since_seq: int = 0,
+        until_seq: int | None = None,
+        entry_types: Collection[str] | None = None,
+        agent_id: str | None = None,
+        limit: int | None = None,
+        newest: bool = False,
+    ) -> list[Record]:
+        """Committed records with ``since_seq < seq <= until_seq``, filtered, oldest first.
+
+        ``limit`` keeps the first ``limit`` matches (the last ones with ``newest=True``).
+        One statement: the session's head and its entries in one snapshot.
+        """
+        check_session_id(session_id)
+        since, until = check_range(since_seq, until_seq)
+        kinds = check_entry_types(entry_types)
+        count = check_limit(limit)
+        check_optional_text(agent_id, "agent_id")
+        return await self._read(
+            self._read_entries, session_id, since, until, kinds, agent_id, count, bool(newest)
+        )
+
+    async def _read_entries(
+        self,
+        conn: asyncpg.Connection,
+        session_id: str,
+        since: int,
+        until: int | None,
+        kinds: tuple[str, ...] | None,
+        agent_id: str | None,
+        count: int | None,
+        newest: bool,
+    ) -> list[Record]:
+        rows = await conn.fetch(
+            self._sql.read_newest if newest else self._sql.read_oldest,
+            session_id.encode(),
+            since,
+            until,
+            None if kinds is None else list(kinds),
+            None if agent_id is None else agent_id.encode(),
+            count,
+        )
+        if not rows:
+            raise not_found(session_id)
+        if type(rows[0][0]) is not int:
+            raise corrupted(session_id, "malformed session row")
+        if rows[0][1] is None:  # the session exists; no entry matched
+            return []
+        paused = len(rows) > _LONG_READ and gc.isenabled()
+        if paused:  # many acyclic objects: don't let the cyclic GC rescan them meanwhile
+            gc.disable()
+        try:
+            if newest:
+                rows.reverse()
+            return to_records(session_id, (row[1:] for row in rows))
+        finally:
+            if paused:
+                gc.enable()
+
+    async def read_blob(self, digest: str) -> bytes:
+        """Artifact data by SHA-256 digest, checked against it."""
+        return await self._read(self._read_blob, digest)
+
+    async def _read_blob(self, conn: asyncpg.Connection, digest: str) -> bytes:
+        data = await conn.fetchval(self._sql.blob, digest) if is_digest(digest) else None
+        if data is None:
+            raise ArtifactNotFoundError(
+                f"no artifact blob {digest!r} in the store", details={"digest": digest}
+            )
+        if type(data) is not bytes or sha256_hex(data) != digest:
+            raise SessionCorruptedError(
+                f"artifact blob {digest[:12]}... does not match its digest",
+                details={"digest": digest},
+            )
+        return data
+
+    async def info(self, session_id: str) -> SessionInfo:
+        check_session_id(session_id)
+        return await self._read(self._info, session_id)
+
+    async def _info(self, conn: asyncpg.Connection, session_id: str) -> SessionInfo:
+        row = await conn.fetchrow(self._sql.session, session_id.encode())
+        if row is None:
+            raise not_found(session_id)
+        return session_info(row)
+
+    async def list_sessions(
+        self, *, limit: int | None = None, after: str | None = None
+    ) -> list[SessionInfo]:
+        """Sessions ordered by id (code point order); ``after`` continues a page."""
+        count = check_limit(limit)
+        check_optional_text(after, "after")
+        return await self._read(self._list, after, count)
+
+    async def _list(
+        self, conn: asyncpg.Connection, after: str | None, count: int | None
+    ) -> list[SessionInfo]:
+        rows = await conn.fetch(
+            self._sql.list_sessions, b"" if after is None else after.encode(), count
+        )
+        return [session_info(row) for row in rows]
+
+    def statistics(self) -> StoreStatistics:
+        committer = self._committer
+        return StoreStatistics(
+            commits=committer.commits, batches=committer.batches, queued=committer.queued
+        )
+
+    # -- ownership ---------------------------------------------------------------------------
+
+    async def acquire(
+        self,
+        session_id: str,
+        owner: str,
+        *,
+        lease_seconds: float,
+        take_over: bool = False,
+        replace_owner: str | None = None,
+    ) -> Ownership:
+        """Make ``owner`` the owner under a new epoch unless another live lease holds it
+        (:class:`~kaizen_async.SessionBusyError`); one statement, the row locked, the
+        lease timed by the database server's clock."""
+        check_session_id(session_id)
+        check_owner(owner)
+        if replace_owner is not None:
+            check_owner(replace_owner)
+        lease = check_lease(lease_seconds)
+        ownership: Ownership = await self._committer.submit(
+            "acquire", (session_id, owner, lease, bool(take_over), replace_owner)
+        )
+        return ownership
+
+    async def renew(
+        self, owner: str, claims: Mapping[str, int], *, lease_seconds: float
+    ) -> dict[str, float]:
+        """Extend the leases ``owner`` still holds at the given epochs (one statement)."""
+        check_owner(owner)
+        lease = check_lease(lease_seconds)
+        wanted = check_claims(claims)
+        if not wanted:
+            return {}
+        kept: dict[str, float] = await self._committer.submit("renew", (owner, wanted, lease))
+        return kept
+
+    async def release(self, session_id: str, owner: str, epoch: int) -> None:
+        """End ``owner``'s lease if it still holds the session at ``epoch``."""
+        check_owner(owner)
+        check_claims({session_id: epoch})
+        await self._committer.submit("release", (session_id, owner, epoch))
+
+    async def wait_for_commit(self, session_id: str, after_seq: int, *, timeout: float) -> int:
+        """The head once past ``after_seq``: woken by the ``NOTIFY`` of the statement that
+        committed it, in whichever process (a listener connection per store)."""
+        check_session_id(session_id)
+        after, limit = check_wait(after_seq, timeout)
+        if not self._open:
+            raise closed_error(ErrorCode.PERSIST_LOAD_FAILED)
+        return await self._loop.call(self._wait_async, session_id, after, limit)
+
+    async def _wait_async(self, session_id: str, after: int, limit: float) -> int:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit
+        key = session_id.encode()
+        while True:
+            event = asyncio.Event()
+            watchers = self._watchers.setdefault(key, set())
+            watchers.add(event)
+            try:
+                listening = await self._listen()
+                head = await self._read_async(self._head, session_id)
+                remaining = deadline - loop.time()
+                if head > after or remaining <= 0:
+                    return head
+                wait = remaining if listening else min(remaining, self._poll_interval)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), min(wait, self._poll_interval))
+            finally:
+                watchers.discard(event)
+                if not watchers and self._watchers.get(key) is watchers:
+                    del self._watchers[key]
+
+    async def _head(self, conn: asyncpg.Connection, session_id: str) -> int:
+        head = await conn.fetchval(self._sql.head, session_id.encode())
+        if head is None:
+            raise not_found(session_id)
+        if type(head) is not int:
+            raise corrupted(session_id, "malformed session row")
+        return head
+
+    async def _listen(self) -> bool:
+        """Make sure the listener connection runs (on the driver loop); False when it
+        cannot (the waiters then poll)."""
+        if not self._notify or self._pool is None:
+            return False
+        listener = self._listener
+        if listener is not None and not listener.is_closed():
+            return True
+        if self._listener_lock is None:
+            self._listener_lock = asyncio.Lock()
+        async with self._listener_lock:
+            if self._listener is not None and not self._listener.is_closed():
+                return True
+            try:
+                listener = await self._connect()
+                await listener.add_listener(self._channel, self._notified)
+            except Exception:
+                return False
+            self._listener = listener
+            # commits made while there was no listener are found by the head read next
+            for events in self._watchers.values():
+                for event in events:
+                    event.set()
+            return True
+
+    def _notified(self, conn: object, pid: int, channel: str, payload: object) -> None:
+        """A committed statement's session ids (hex, comma-separated) or ``*``."""
+        if payload == "*" or not isinstance(payload, str):
+            woken = [e for events in self._watchers.values() for e in events]
+        else:
+            woken = []
+            for text in payload.split(","):
+                try:
+                    events = self._watchers.get(bytes.fromhex(text))
+                except ValueError:
+                    continue
+                if events:
+                    woken.extend(events)
+        for event in woken:
+            event.set()

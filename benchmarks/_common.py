@@ -18,6 +18,17 @@ import anyio
 RESULTS = Path(__file__).parent / "results"
 
 
+def load_average() -> float:
+    """Print the 1-minute load average; warn when the machine is busy (figures taken under
+    load read several times low)."""
+    one, five, _ = os.getloadavg()
+    cores = os.cpu_count() or 1
+    print(f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {cores} cores")
+    if one > 0.5 * cores:
+        print("WARNING: the machine is busy; these figures are not representative")
+    return one
+
+
 def command_line() -> str:
     return "python " + " ".join(shlex.quote(a) for a in sys.argv)
 

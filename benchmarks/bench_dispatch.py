@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 import anyio
-from _common import anyio_stream_baseline, asyncio_queue_baseline, best_rate, report
+from _common import anyio_stream_baseline, asyncio_queue_baseline, best_rate, load_average, report
 
 from agents import ReverseAgent
 from kaizen_async import Dispatcher, Session
@@ -61,6 +61,7 @@ async def one_session(n: int) -> None:
 
 
 async def main(quick: bool) -> None:
+    load_average()
     n = 6_400 if quick else 32_000
     repeats = 2 if quick else 4
     queue = await best_rate(asyncio_queue_baseline, n, repeats)

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 
 import anyio
 import httpx
+from _common import load_average
 
 from kaizen_async import SessionHub
 from kaizen_async._canonical import ZERO_HASH, encode, entry_hash
@@ -156,7 +157,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.entries, args.sessions = 100_000, 1_000
-    print(f"load average: {os.getloadavg()[0]:.2f} (2 cores)")
+    load_average()
     with tempfile.TemporaryDirectory() as tmp:
         path = args.db or os.path.join(tmp, "bench.db")
         if not os.path.exists(path):

@@ -25,7 +25,7 @@ import argparse
 import time
 
 import anyio
-from _common import report
+from _common import load_average, report
 
 from kaizen_async import Agent, Dispatcher, Session, capability
 from kaizen_async._mailbox import Mailbox
@@ -140,6 +140,7 @@ async def time_out_dispatches(n: int) -> float:
 
 
 async def main(n: int) -> None:
+    load_average()
     cases = [
         ("baseline", f"{n:,} tasks sleeping (no mailbox), cancelled: baseline", cancel_sleepers),
         ("cancel", f"{n:,} senders waiting on a full mailbox, cancelled", cancel_senders),

@@ -24,7 +24,7 @@ from functools import partial
 from typing import Any
 
 import orjson
-from _common import report
+from _common import load_average, report
 
 from kaizen_async._plan_parser import PlanStreamParser
 
@@ -124,6 +124,7 @@ def char_loop(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    load_average()
     ap = argparse.ArgumentParser(description="PlanStreamParser throughput")
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--repeat", type=int, default=5)

@@ -21,7 +21,7 @@ import time
 from typing import Any
 
 import anyio
-from _common import report
+from _common import load_average, report
 
 from kaizen_async import Agent, Dispatcher, Planner, Session, capability
 from kaizen_async.llm import OllamaProvider
@@ -92,6 +92,7 @@ async def run_once(streamed: bool, rate: float, step_seconds: float) -> dict[str
 
 
 async def main(rate: float, repeats: int) -> None:
+    load_average()
     await run_once(True, rate, 0.0)  # the first run also pays for imports and connections
     warm_up = await run_once(True, rate, 0.0)
     # one step's real generation time: its own tokens at the pace the stand-in really kept

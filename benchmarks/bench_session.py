@@ -13,7 +13,7 @@ import tempfile
 import time
 
 import anyio
-from _common import anyio_stream_baseline, asyncio_queue_baseline, best_rate, report
+from _common import anyio_stream_baseline, asyncio_queue_baseline, best_rate, load_average, report
 
 from kaizen_async import Session
 
@@ -84,6 +84,7 @@ async def persistence(entries: int, increment: int, directory: str) -> dict[str,
 
 
 async def main(quick: bool) -> None:
+    load_average()
     n = 20_000 if quick else 100_000
     repeats = 3 if quick else 5
     queue_rate = await best_rate(asyncio_queue_baseline, n, repeats)

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
-from _common import report
+from _common import load_average, report
 
 from agents import KeyParams, ReverseAgent
 from kaizen_async import Dispatcher, EntryType, InvokeResult, Session
@@ -44,6 +44,7 @@ async def per_op(fn: Callable[[], Awaitable[Any]]) -> float:
 
 
 async def main() -> None:
+    load_average()
     rows: list[tuple[str, str, str]] = []
 
     mailbox: Mailbox[Reply] = Mailbox(64)

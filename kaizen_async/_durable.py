@@ -48,6 +48,9 @@ T = TypeVar("T")
 #: records per page when history is read from the store
 PAGE = 4096
 _ARTIFACT_WRITTEN = EntryType.ARTIFACT_WRITTEN.value
+#: a state read looks through at most this many queued requests for a state change
+_SCAN = 8
+_APPLY_APPEND = StoredCore.apply_append
 
 
 def _persist_error(exc: Exception, session_id: str) -> PersistError:
@@ -229,6 +232,19 @@ class DurableSession(Session):
             return await actor.call_after(fn, *args)  # type: ignore[no-any-return]
         return fn(*args)
 
+    async def _consistent_state(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on the state: like :meth:`_consistent`, but at once when what is
+        queued or uncommitted changes no state (plain appends: a step's entries), since the
+        state it reads is then exactly the committed state and will be after those writes."""
+        actor = self._running()
+        queue = actor.queue
+        if self._core.keys or len(queue) > _SCAN:
+            return await actor.call_after(fn, *args)  # type: ignore[no-any-return]
+        for item in queue:  # [fn, args, waiter, kind]: only appends and reads may be queued
+            if item[3] == 0 and getattr(item[0], "__func__", None) is not _APPLY_APPEND:
+                return await actor.call_after(fn, *args)  # type: ignore[no-any-return]
+        return fn(*args)
+
     async def flush(self) -> None:
         """Return once every write queued before this call (posted ones included) is
         committed; raises the :class:`PersistError` of a posted write whose commit failed
@@ -242,13 +258,13 @@ class DurableSession(Session):
     # -- state -----------------------------------------------------------------------------
 
     async def get(self, key: str, default: Any = None) -> Any:
-        return await self._consistent(self._core.get, validate_key(key), default)
+        return await self._consistent_state(self._core.get, validate_key(key), default)
 
     async def get_state_version(self) -> int:
-        return await self._consistent(_version, self._core)
+        return await self._consistent_state(_version, self._core)
 
     async def get_all_state(self) -> dict[str, Any]:
-        return await self._consistent(self._core.all_state)
+        return await self._consistent_state(self._core.all_state)
 
     async def state_at(self, version: int) -> dict[str, Any]:
         """The state right after ``version``, replayed from the store's history."""

@@ -252,6 +252,7 @@ class SessionHub:
         self._task_group: TaskGroup | None = None
         self._closed = False
         self._reaper_wake: anyio.Event | None = None
+        self._loaded: anyio.Event
 
     @property
     def store(self) -> SessionStore:
@@ -275,6 +276,8 @@ class SessionHub:
             await self._store.__aexit__(type(exc), exc, exc.__traceback__)
             raise
         self._task_group = task_group
+        self._loaded = anyio.Event()  # the ``ready`` of every open slot (saves one each)
+        self._loaded.set()
         task_group.start_soon(self._reap, name="session hub reaper")
         task_group.start_soon(self._renew, name="session hub lease renewer")
         return self
@@ -466,6 +469,8 @@ class SessionHub:
             self._open -= 1
         finally:
             ready.set()
+            if slot.state == _OPEN and slot.ready is ready:
+                slot.ready = self._loaded  # set for good: nobody needs this slot's own
 
     def _release(self, slot: _Slot) -> None:
         slot.leases -= 1
@@ -484,6 +489,8 @@ class SessionHub:
             return
         slot.idle_since = anyio.current_time()
         self._idle[slot.session_id] = slot
+        if slot.session is not None:  # warm sessions keep no history in memory
+            slot.session._core.trim()
         if len(self._idle) == 1:
             self._wake_reaper()
 

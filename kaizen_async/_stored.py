@@ -196,6 +196,16 @@ class StoredCore(SessionCore):
             kept = [(d, b) for d, b in blobs.items() if len(b) <= _CACHE_BLOB_BYTES]
             self.blobs = dict(kept[-_CACHE_BLOBS:])
 
+    def trim(self) -> None:
+        """Drop every committed entry from memory (the session went idle: its history is
+        in the store, and a warm session should hold little beyond its state). Entries not
+        yet committed stay; ``base + len(records)`` is unchanged, so a commit under way is
+        not disturbed."""
+        committed = self.committed - self.base
+        if committed:
+            self.records = self.records[committed:]
+            self.base = self.committed
+
     def tail(self) -> tuple[int, int, list[Record]]:
         """``(head seq, base, committed tail records)`` right now."""
         return self.committed, self.base, self.records[: self.committed - self.base]

@@ -509,3 +509,40 @@ async def test_resume_sequence_reads_the_plan_from_the_store(store: ControlledSt
             assert await session.get_trajectory_length() == length  # nothing ran again
             assert store.read_calls > reads
             assert await session.get("text") == "abc"  # reversed ten times
+
+
+async def test_state_read_does_not_wait_for_uncommitted_appends(store: ControlledStore) -> None:
+    """A state read answers at once while only appends (which change no state) are queued
+    or committing; a history read still waits for them, and a queued set makes it wait."""
+    async with small_hub(store) as hub, hub.open("s", create=True) as session:
+        await session.set("k", "old")
+        store.commit_gate = anyio.Event()
+        session.append_nowait("agent", EntryType.SYSTEM_NOTE, {"n": 1})
+        await wait_until(lambda: store.commits_waiting == 1)  # the append is committing
+        session.append_nowait("agent", EntryType.SYSTEM_NOTE, {"n": 2})  # and one queued
+        try:
+            with anyio.fail_after(5):
+                assert await session.get("k") == "old"
+                assert await session.get_all_state() == {"k": "old"}
+                assert await session.get_state_version() == 1
+        except BaseException:
+            store.commit_gate.set()  # let the hub close
+            raise
+        seen: list[object] = []
+        async with anyio.create_task_group() as tg:
+
+            async def history() -> None:
+                seen.append(await session.get_trajectory_length())
+
+            async def state_after_set() -> None:
+                async with session.transaction(wait=False) as tx:
+                    tx.set("k", "new")
+                seen.append(await session.get("k"))
+
+            tg.start_soon(history)
+            tg.start_soon(state_after_set)
+            await anyio.sleep(0.01)
+            assert seen == []  # both wait for the commits in flight and queued
+            store.commit_gate.set()
+        assert len(seen) == 2 and "new" in seen  # the history read saw both appends:
+        assert ({4, 5} & set(seen)) and await session.get_trajectory_length() == 5

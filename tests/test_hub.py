@@ -303,3 +303,50 @@ async def test_a_capability_sees_the_store_backed_session_as_itself(
             await session.flush()
             entries = await store.read("s", entry_types=["state_set"])
             assert [e.agent_id for e in entries] == ["probe"]  # attributed and durable
+
+
+async def test_idle_open_session_holds_little_beyond_its_state(tmp_path: Any) -> None:
+    """Memory bounded by state: a warm (unleased) session of 1,000 entries holds at most
+    10 KiB plus its state; its history stays in the store, and reads still see all of it."""
+    import gc
+    import tracemalloc
+
+    import orjson
+
+    from kaizen_async.stores import SQLiteStore
+
+    path = str(tmp_path / "idle.db")
+    ids = [f"m{i}" for i in range(9)]
+    async with SessionHub(SQLiteStore(path)) as hub:
+        for sid in ids:
+            async with hub.open(sid, create=True) as session:
+                await session.set("text", "hello world")
+                for first in range(2, 1000, 100):
+                    async with session.transaction() as tx:
+                        for i in range(first, min(first + 100, 1000)):
+                            tx.append("bench", EntryType.SYSTEM_NOTE, {"i": i})
+    async with SessionHub(SQLiteStore(path), idle_timeout=3600) as hub:
+        async with hub.open(ids[0]) as session:  # warm up: imports, caches, threads
+            state = await session.get_all_state()
+            assert await session.get_trajectory_length() == 1000
+        state_bytes = sum(len(k) + len(orjson.dumps(v)) for k, v in state.items())
+        gc.collect()
+        tracemalloc.start()
+        try:
+            before = tracemalloc.take_snapshot()
+            for sid in ids[1:]:
+                async with hub.open(sid):
+                    pass
+            gc.collect()
+            after = tracemalloc.take_snapshot()
+        finally:
+            tracemalloc.stop()
+        assert hub.statistics().open == len(ids) and hub.statistics().leased == 0
+        per_session = sum(s.size_diff for s in after.compare_to(before, "filename"))
+        assert per_session / (len(ids) - 1) <= 10 * 1024 + state_bytes
+        async with hub.open(ids[1]) as session:  # history is still all there
+            entries = await session.get_trajectory()
+            assert [e.seq for e in entries] == list(range(1, 1001))
+            assert [e.seq for e in await session.get_trajectory(limit=3)] == [998, 999, 1000]
+            await session.set("more", 1)
+            assert (await session.get_trajectory(limit=1))[0].seq == 1001

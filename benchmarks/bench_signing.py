@@ -26,9 +26,9 @@ import tempfile
 import time
 
 import anyio
-from _common import report
+from _common import load_average, report
 from bench_session import fill
-from bench_store import CALLERS, load_average, make_sets
+from bench_store import CALLERS, make_sets
 
 from kaizen_async import Session, SessionHub
 from kaizen_async._trajectory import Record

@@ -49,7 +49,7 @@ from typing import Any
 
 import anyio
 import orjson
-from _common import report
+from _common import load_average, report
 
 from agents import ReverseAgent
 from kaizen_async import Dispatcher, EntryType, Session, SessionHub, SessionLease
@@ -71,16 +71,6 @@ PG_TARGET_64_PER_S = 20_000
 TAKEOVER_LEASE = float(os.environ.get("TAKEOVER_LEASE", "30"))
 
 Sets = list[tuple[Record, bytes]]  # per session: each set's record and new state value
-
-
-def load_average() -> float:
-    """Print the 1-minute load average; warn when the machine is busy."""
-    one, five, _ = os.getloadavg()
-    cores = os.cpu_count() or 1
-    print(f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {cores} cores")
-    if one > 0.5 * cores:
-        print("WARNING: the machine is busy; these figures are not representative")
-    return one
 
 
 def make_sets(session_id: str, n: int) -> tuple[Record, Sets]:

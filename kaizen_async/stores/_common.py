@@ -201,6 +201,28 @@ def check_metadata(metadata: Mapping[str, Any] | None) -> bytes:
     return encode(dict(metadata), "metadata")
 
 
+def check_create(
+    batch: object,
+    max_artifact_size: object,
+    workspace_path: object,
+    metadata: Mapping[str, Any] | None,
+) -> tuple[Batch, int, str | None, bytes]:
+    """The arguments of ``create``, checked: the batch, the artifact limit, the workspace
+    path and the metadata's canonical JSON."""
+    checked = check_batch(batch, create=True)
+    meta = check_metadata(metadata)
+    if (
+        not isinstance(max_artifact_size, int)
+        or isinstance(max_artifact_size, bool)
+        or max_artifact_size < 0
+    ):
+        raise KaizenValidationError("max_artifact_size must be a non-negative int")
+    workspace = check_optional_text(
+        None if workspace_path is None else str(workspace_path), "workspace_path"
+    )
+    return checked, max_artifact_size, workspace, meta
+
+
 def check_owner(owner: object) -> str:
     """An owner id: a non-blank ``str`` of printable text (it is shown in errors)."""
     if not isinstance(owner, str) or not owner.strip() or not owner.isprintable():

@@ -24,7 +24,7 @@ from .._anchors import AnchorPublisher, AnchorSink
 from .._canonical import ZERO_HASH, decode
 from .._checkpoint import Checkpoint
 from .._checkpointing import Checkpointer, CheckpointPolicy
-from .._exceptions import ArtifactNotFoundError, ErrorCode, KaizenValidationError, PersistError
+from .._exceptions import ArtifactNotFoundError, ErrorCode, PersistError
 from .._keys import Signer
 from .._storage import Batch, Ownership, SessionInfo, StoredSession, StoreStatistics
 from .._trajectory import Record
@@ -32,10 +32,10 @@ from ._common import (
     busy,
     check_batch,
     check_claims,
+    check_create,
     check_entry_types,
     check_lease,
     check_limit,
-    check_metadata,
     check_optional_text,
     check_owner,
     check_range,
@@ -156,16 +156,8 @@ class MemoryStore:
     ) -> SessionInfo:
         """Create the session ``batch.session_id`` from its first records."""
         self._check_open(ErrorCode.PERSIST_COMMIT_FAILED)
-        check_batch(batch, create=True)
-        meta = check_metadata(metadata)
-        if (
-            not isinstance(max_artifact_size, int)
-            or isinstance(max_artifact_size, bool)
-            or max_artifact_size < 0
-        ):
-            raise KaizenValidationError("max_artifact_size must be a non-negative int")
-        workspace = check_optional_text(
-            None if workspace_path is None else str(workspace_path), "workspace_path"
+        batch, max_artifact_size, workspace, meta = check_create(
+            batch, max_artifact_size, workspace_path, metadata
         )
         if batch.session_id in self._sessions:
             raise exists(batch.session_id)

@@ -60,10 +60,10 @@ from ._common import (
     busy,
     check_batch,
     check_claims,
+    check_create,
     check_entry_types,
     check_lease,
     check_limit,
-    check_metadata,
     check_metadata_text,
     check_optional_text,
     check_owner,
@@ -337,16 +337,8 @@ class PostgresStore:
     ) -> SessionInfo:
         """Create the session ``batch.session_id`` from its first records (durable on
         return); :class:`~kaizen_async.SessionExistsError` if the id is taken."""
-        check_batch(batch, create=True)
-        meta = check_metadata(metadata)
-        if (
-            not isinstance(max_artifact_size, int)
-            or isinstance(max_artifact_size, bool)
-            or max_artifact_size < 0
-        ):
-            raise KaizenValidationError("max_artifact_size must be a non-negative int")
-        workspace = check_optional_text(
-            None if workspace_path is None else str(workspace_path), "workspace_path"
+        batch, max_artifact_size, workspace, meta = check_create(
+            batch, max_artifact_size, workspace_path, metadata
         )
         info: SessionInfo = await self._committer.submit(
             "create", (batch, max_artifact_size, workspace, meta.decode())

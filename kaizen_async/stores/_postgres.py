@@ -33,7 +33,7 @@ import asyncio
 import contextlib
 import gc
 import hashlib
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
@@ -54,19 +54,15 @@ from .._exceptions import (
     SessionCorruptedError,
 )
 from .._keys import Signer
-from .._storage import Batch, Ownership, SessionInfo, StoredSession, StoreStatistics
+from .._storage import Batch, Ownership, SessionInfo, StoredSession
 from .._trajectory import Record
+from ._committing import CommittingStore
 from ._common import (
     busy,
-    check_batch,
-    check_claims,
-    check_create,
     check_entry_types,
-    check_lease,
     check_limit,
     check_metadata_text,
     check_optional_text,
-    check_owner,
     check_range,
     check_session_id,
     check_wait,
@@ -129,7 +125,7 @@ def _check_seconds(value: object, what: str) -> float:
     return float(value)
 
 
-class PostgresStore:
+class PostgresStore(CommittingStore):
     """A durable :class:`~kaizen_async.stores.SessionStore` in a PostgreSQL database.
 
     Args:
@@ -326,51 +322,6 @@ class PostgresStore:
         )
 
     # -- writes ------------------------------------------------------------------------------
-
-    async def create(
-        self,
-        batch: Batch,
-        *,
-        max_artifact_size: int,
-        workspace_path: str | None,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> SessionInfo:
-        """Create the session ``batch.session_id`` from its first records (durable on
-        return); :class:`~kaizen_async.SessionExistsError` if the id is taken."""
-        batch, max_artifact_size, workspace, meta = check_create(
-            batch, max_artifact_size, workspace_path, metadata
-        )
-        info: SessionInfo = await self._committer.submit(
-            "create", (batch, max_artifact_size, workspace, meta.decode())
-        )
-        return info
-
-    async def commit(self, batch: Batch) -> None:
-        """Append ``batch`` once it is committed, grouped with whatever else is queued.
-
-        Raises ``persist_conflict`` when the batch does not continue the stored head,
-        :class:`~kaizen_async.SessionNotFoundError` for an unknown session, and
-        ``persist_commit_failed`` when the statement failed (nothing of it is stored, or
-        the connection dropped before the answer: the session reloads to find out).
-        """
-        check_batch(batch)
-        await self._committer.submit("commit", batch)
-
-    async def delete(self, session_id: str) -> bool:
-        """Remove a session, its entries and the blobs no other session uses."""
-        check_session_id(session_id)
-        deleted: bool = await self._committer.submit("delete", session_id)
-        return deleted
-
-    async def checkpoint(self, session_id: str) -> Checkpoint | None:
-        """Sign the session's head now, in a statement of its own, unless this store's key
-        signed that head already (then None). What a store-backed session's close calls.
-        None without a signer."""
-        check_session_id(session_id)
-        if self._checkpointer is None:
-            return None
-        made: Checkpoint | None = await self._committer.submit("checkpoint", session_id)
-        return made
 
     async def read_checkpoints(self, session_id: str, *, since_seq: int = 0) -> list[Checkpoint]:
         """The session's committed checkpoints with ``seq > since_seq``, oldest first."""
@@ -714,53 +665,7 @@ class PostgresStore:
         )
         return [session_info(row) for row in rows]
 
-    def statistics(self) -> StoreStatistics:
-        committer = self._committer
-        return StoreStatistics(
-            commits=committer.commits, batches=committer.batches, queued=committer.queued
-        )
-
     # -- ownership ---------------------------------------------------------------------------
-
-    async def acquire(
-        self,
-        session_id: str,
-        owner: str,
-        *,
-        lease_seconds: float,
-        take_over: bool = False,
-        replace_owner: str | None = None,
-    ) -> Ownership:
-        """Make ``owner`` the owner under a new epoch unless another live lease holds it
-        (:class:`~kaizen_async.SessionBusyError`); one statement, the row locked, the
-        lease timed by the database server's clock."""
-        check_session_id(session_id)
-        check_owner(owner)
-        if replace_owner is not None:
-            check_owner(replace_owner)
-        lease = check_lease(lease_seconds)
-        ownership: Ownership = await self._committer.submit(
-            "acquire", (session_id, owner, lease, bool(take_over), replace_owner)
-        )
-        return ownership
-
-    async def renew(
-        self, owner: str, claims: Mapping[str, int], *, lease_seconds: float
-    ) -> dict[str, float]:
-        """Extend the leases ``owner`` still holds at the given epochs (one statement)."""
-        check_owner(owner)
-        lease = check_lease(lease_seconds)
-        wanted = check_claims(claims)
-        if not wanted:
-            return {}
-        kept: dict[str, float] = await self._committer.submit("renew", (owner, wanted, lease))
-        return kept
-
-    async def release(self, session_id: str, owner: str, epoch: int) -> None:
-        """End ``owner``'s lease if it still holds the session at ``epoch``."""
-        check_owner(owner)
-        check_claims({session_id: epoch})
-        await self._committer.submit("release", (session_id, owner, epoch))
 
     async def wait_for_commit(self, session_id: str, after_seq: int, *, timeout: float) -> int:
         """The head once past ``after_seq``: woken by the ``NOTIFY`` of the statement that

@@ -1,0 +1,101 @@
+"""Where a dispatched step spends its CPU: py-spy samples summarized by function.
+
+Run: ``python benchmarks/profile_dispatch.py [--callers 64] [--steps 60000] [--top 25]``.
+It runs ``dispatch_single("reverse")`` (five recorded entries per step) in a child process
+under ``py-spy record`` (sampling, no per-call hook, so the step is not inflated the way
+cProfile or pyinstrument inflate it), then prints each function's share of the samples
+(self time, leaf-first) scaled to microseconds per step. Needs ``py-spy`` (``bench`` extra).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+from _common import load_average
+
+CHILD = r"""
+import sys, time, anyio
+sys.path.insert(0, {root!r})
+from agents import ReverseAgent
+from kaizen_async import Dispatcher, Session
+
+async def main(steps, callers):
+    async with Dispatcher(mailbox_size=max(callers, 1)) as dispatcher:
+        dispatcher.register(ReverseAgent())
+        per = steps // callers
+
+        async def caller():
+            async with Session() as session:
+                await session.set("text", "hello world")
+                for _ in range(per):
+                    await dispatcher.dispatch_single("reverse", session, {{"key": "text"}})
+
+        start = time.process_time()
+        async with anyio.create_task_group() as tg:
+            for _ in range(callers):
+                tg.start_soon(caller)
+        print(f"US_PER_STEP={{(time.process_time() - start) / (per * callers) * 1e6:.2f}}")
+
+anyio.run(main, {steps}, {callers})
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--callers", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=60_000)
+    parser.add_argument("--top", type=int, default=25)
+    args = parser.parse_args()
+    load_average()
+    if shutil.which("py-spy") is None:
+        sys.exit("py-spy is not installed: pip install -e '.[bench]'")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = CHILD.format(root=root, steps=args.steps, callers=args.callers)
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = os.path.join(tmp, "profile.txt")
+        started = time.perf_counter()
+        run = subprocess.run(
+            ["py-spy", "record", "--rate", "1000", "--format", "raw", "--output", raw, "--"]
+            + [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        elapsed = time.perf_counter() - started
+        marker = "US_PER_STEP="
+        figure = run.stdout[run.stdout.index(marker) + len(marker) :].split()[0]
+        us_per_step = float(figure)
+        leaves: collections.Counter[str] = collections.Counter()
+        total = 0
+        with open(raw) as f:
+            for line in f:
+                stack, _, count = line.rstrip().rpartition(" ")
+                frames = stack.split(";")
+                # only samples taken while the event loop runs (not imports or start-up)
+                if not any("_run_once (" in frame or "run (trio" in frame for frame in frames):
+                    continue
+                leaves[_short(frames[-1])] += int(count)
+                total += int(count)
+    print(f"\n{args.callers} caller(s), {args.steps} steps, {us_per_step:.2f} us CPU per step")
+    print(f"({total} samples in the dispatch loop, {elapsed:.1f} s under py-spy)\n")
+    print(f"{'us/step':>8}  {'share':>6}  function (self time)")
+    for name, count in leaves.most_common(args.top):
+        print(f"{count / total * us_per_step:8.2f}  {count / total:6.1%}  {name}")
+
+
+def _short(frame: str) -> str:
+    """'fn (path/to/module.py:123)' -> 'fn (module.py)'."""
+    name, _, where = frame.partition(" (")
+    path = where.split(":")[0]
+    return f"{name} ({os.path.basename(path)})"
+
+
+if __name__ == "__main__":
+    main()

@@ -47,6 +47,9 @@ anyio.run(main, {steps}, {callers})
 """
 
 
+PY_SPY = ["py-spy", "record", "--rate", "1000", "--format", "raw", "--output"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--callers", type=int, default=1)
@@ -62,8 +65,7 @@ def main() -> None:
         raw = os.path.join(tmp, "profile.txt")
         started = time.perf_counter()
         run = subprocess.run(
-            ["py-spy", "record", "--rate", "1000", "--format", "raw", "--output", raw, "--"]
-            + [sys.executable, "-c", code],
+            [*PY_SPY, raw, "--", sys.executable, "-c", code],
             capture_output=True,
             text=True,
             check=True,

@@ -88,8 +88,8 @@ def main() -> None:
     print(f"\n{args.callers} caller(s), {args.steps} steps, {us_per_step:.2f} us CPU per step")
     print(f"({total} samples in the dispatch loop, {elapsed:.1f} s under py-spy)\n")
     print(f"{'us/step':>8}  {'share':>6}  function (self time)")
-    for name, count in leaves.most_common(args.top):
-        print(f"{count / total * us_per_step:8.2f}  {count / total:6.1%}  {name}")
+    for name, hits in leaves.most_common(args.top):
+        print(f"{hits / total * us_per_step:8.2f}  {hits / total:6.1%}  {name}")
 
 
 def _short(frame: str) -> str:

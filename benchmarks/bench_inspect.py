@@ -25,7 +25,7 @@ from _common import load_average
 
 from kaizen_async import SessionHub
 from kaizen_async._canonical import ZERO_HASH, encode, entry_hash
-from kaizen_async._trajectory import Record
+from kaizen_async._trajectory import HASH, Record
 from kaizen_async.inspect import create_app
 from kaizen_async.stores import Batch, SQLiteStore
 
@@ -96,7 +96,7 @@ async def build(path: str, entries: int, sessions: int) -> None:
         if True:
             await hub.create("big")
             first = await store.read("big")
-            prev = first[-1].hash if first else ZERO_HASH
+            prev = first[-1][HASH] if first else ZERO_HASH
             seq = len(first)
             batch: list[Record] = []
             for agent, kind, content in pattern(entries - seq):
@@ -104,7 +104,7 @@ async def build(path: str, entries: int, sessions: int) -> None:
                 minute, second, milli = (seq // 60000) % 60, (seq // 1000) % 60, seq % 1000
                 stamp = f"2026-01-01T00:{minute:02d}:{second:02d}.{milli:03d}000+00:00"
                 digest = entry_hash(seq, stamp, agent, kind, content, prev)
-                batch.append(Record((seq, stamp, agent, kind, content, prev, digest)))
+                batch.append((seq, stamp, agent, kind, content, prev, digest))
                 prev = digest
                 if len(batch) == CHUNK:
                     await store.commit(Batch("big", seq - len(batch), batch, 0))

@@ -31,7 +31,7 @@ from bench_session import fill
 from bench_store import CALLERS, make_sets
 
 from kaizen_async import Session, SessionHub
-from kaizen_async._trajectory import Record
+from kaizen_async._trajectory import SEQ, Record
 from kaizen_async.signing import CheckpointPolicy, Ed25519Signer, Keyring, checkpoint_text
 from kaizen_async.stores import Batch, SQLiteStore
 
@@ -55,7 +55,9 @@ async def store_rate(
         async def caller(sid: str, sets: list[tuple[Record, bytes]]) -> None:
             commit = store.commit
             for record, value in sets:
-                await commit(Batch(sid, record.seq - 1, (record,), record.seq - 1, {"key": value}))
+                await commit(
+                    Batch(sid, record[SEQ] - 1, (record,), record[SEQ] - 1, {"key": value})
+                )
 
         start = time.perf_counter()
         async with anyio.create_task_group() as tg:

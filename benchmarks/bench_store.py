@@ -54,7 +54,16 @@ from _common import load_average, report
 from agents import ReverseAgent
 from kaizen_async import Dispatcher, EntryType, Session, SessionHub, SessionLease
 from kaizen_async._state import SessionCore
-from kaizen_async._trajectory import Record
+from kaizen_async._trajectory import (
+    AGENT_ID,
+    CONTENT,
+    ENTRY_TYPE,
+    HASH,
+    PREV_HASH,
+    SEQ,
+    TIMESTAMP,
+    Record,
+)
 from kaizen_async.stores import Batch, PostgresStore, SQLiteStore
 from kaizen_async.stores._common import now
 from kaizen_async.stores._sqlite_schema import MIGRATIONS
@@ -149,7 +158,9 @@ async def store_commits(
         async def caller(sid: str, sets: Sets) -> None:
             commit = store.commit
             for record, value in sets:
-                await commit(Batch(sid, record.seq - 1, (record,), record.seq - 1, {"key": value}))
+                await commit(
+                    Batch(sid, record[SEQ] - 1, (record,), record[SEQ] - 1, {"key": value})
+                )
 
         before = store.statistics()
         start = time.perf_counter()
@@ -186,9 +197,11 @@ async def long_session_load(directory: str, entries: int) -> float:
         chunk = 10_000
         for first in range(0, len(sets), chunk):
             part = sets[first : first + chunk]
-            base = part[0][0].seq - 1
+            base = part[0][0][SEQ] - 1
             await store.commit(
-                Batch("long", base, [r for r, _ in part], part[-1][0].seq - 1, {"key": part[-1][1]})
+                Batch(
+                    "long", base, [r for r, _ in part], part[-1][0][SEQ] - 1, {"key": part[-1][1]}
+                )
             )
     times = []
     for _ in range(3):
@@ -291,13 +304,13 @@ async def pg_plain_batched(
             await conn.execute(
                 sql,
                 [sid for sid, _, _ in rows],
-                [r.seq for _, r, _ in rows],
-                [r.timestamp for _, r, _ in rows],
-                [r.agent_id.encode() for _, r, _ in rows],
-                [r.entry_type for _, r, _ in rows],
-                [r.content for _, r, _ in rows],
-                [r.prev_hash for _, r, _ in rows],
-                [r.hash for _, r, _ in rows],
+                [r[SEQ] for _, r, _ in rows],
+                [r[TIMESTAMP] for _, r, _ in rows],
+                [r[AGENT_ID].encode() for _, r, _ in rows],
+                [r[ENTRY_TYPE] for _, r, _ in rows],
+                [r[CONTENT] for _, r, _ in rows],
+                [r[PREV_HASH] for _, r, _ in rows],
+                [r[HASH] for _, r, _ in rows],
                 [sid for sid, _, _ in rows],
                 [b"key"] * len(rows),
                 [value for _, _, value in rows],
@@ -305,9 +318,9 @@ async def pg_plain_batched(
                     (
                         now(),
                         [sid for sid, _, _ in rows],
-                        [r.seq for _, r, _ in rows],
-                        [r.hash for _, r, _ in rows],
-                        [r.seq - 1 for _, r, _ in rows],
+                        [r[SEQ] for _, r, _ in rows],
+                        [r[HASH] for _, r, _ in rows],
+                        [r[SEQ] - 1 for _, r, _ in rows],
                     )
                     if heads
                     else ()
@@ -333,7 +346,7 @@ async def pg_store_commits(dsn: str, sessions: list[tuple[str, Record, Sets]]) -
                 commit = store.commit
                 for record, value in sets:
                     await commit(
-                        Batch(sid, record.seq - 1, (record,), record.seq - 1, {"key": value})
+                        Batch(sid, record[SEQ] - 1, (record,), record[SEQ] - 1, {"key": value})
                     )
 
             before = store.statistics()
@@ -364,7 +377,7 @@ async def main(dsn, schema, count):
         while last < count + 1:
             head = await store.wait_for_commit("watched", last, timeout=30)
             for record in await store.read("watched", since_seq=last, until_seq=head):
-                print(record.seq, time.time(), flush=True)
+                print(record[0], time.time(), flush=True)
             last = head
 
 anyio.run(main, sys.argv[1], sys.argv[2], int(sys.argv[3]))
@@ -412,13 +425,13 @@ async def subscription_latency(dsn: str, count: int) -> tuple[list[float], list[
                     tg.start_soon(collect)
                     await anyio.sleep(1.0)  # the subscriber has started and listens
                     for record, value in sets:
-                        starts[record.seq] = time.time()
+                        starts[record[SEQ]] = time.time()
                         await store.commit(
                             Batch(
-                                "watched", record.seq - 1, (record,), record.seq - 1, {"k": value}
+                                "watched", record[SEQ] - 1, (record,), record[SEQ] - 1, {"k": value}
                             )
                         )
-                        acks[record.seq] = time.time()
+                        acks[record[SEQ]] = time.time()
                         await anyio.sleep(0.004)
                     with anyio.fail_after(30):
                         await done.wait()

@@ -37,7 +37,7 @@ from ._state import SessionCore, _timestamp, validate_key
 from ._steps import COMPLETED, interrupted_content
 from ._storage import CheckpointStore, SessionStore
 from ._stored import _CACHE_BLOB_BYTES, StoredCore, step_records
-from ._trajectory import EntryType, Record, TrajectoryEntry
+from ._trajectory import CONTENT, ENTRY_TYPE, SEQ, EntryType, Record, TrajectoryEntry
 from ._verification import AnchorSource, VerifyReport, check_checkpoints, verify_options
 
 __all__ = ["DurableSession", "StoreLink"]
@@ -154,7 +154,7 @@ class StoreLink:
                     seq=pos + 1,
                 )
             yield from page
-            pos = page[-1].seq
+            pos = page[-1][SEQ]
 
     async def replay(
         self,
@@ -472,8 +472,8 @@ class DurableSession(Session):
         full.state = dict(core.state)  # the replayed state equals it (verify() checks)
         digests = set(core.artifacts.values())
         for record in full.records:
-            if record.entry_type == _ARTIFACT_WRITTEN:
-                digest = decode(record.content).get("digest")
+            if record[ENTRY_TYPE] == _ARTIFACT_WRITTEN:
+                digest = decode(record[CONTENT]).get("digest")
                 if isinstance(digest, str):
                     digests.add(digest)
         for digest in digests:
@@ -500,7 +500,7 @@ class DurableSession(Session):
         records = await self._link.read(pos, head, kinds, limit=PAGE)
         if len(records) < PAGE:
             return records, head
-        return records, records[-1].seq
+        return records, records[-1][SEQ]
 
     # -- interrupted steps -------------------------------------------------------------------
 

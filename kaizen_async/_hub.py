@@ -48,7 +48,7 @@ from ._state import DEFAULT_MAX_ARTIFACT_SIZE, SCHEMA_VERSION, SessionCore
 from ._steps import find_open_steps
 from ._storage import Batch, SessionInfo, SessionStore
 from ._stored import DEFAULT_TAIL, load_core
-from ._trajectory import EntryType, Record, TrajectoryEntry
+from ._trajectory import SEQ, EntryType, Record, TrajectoryEntry
 from ._verification import AnchorSource
 
 __all__ = ["HubStatistics", "SessionHub", "SessionLease"]
@@ -696,7 +696,7 @@ class SessionHub:
             content["imported_from_schema"] = version
             content["artifacts"] = dict(core.artifacts)
         core.append("system", EntryType.SESSION_LOADED, content)
-        open_steps = tuple(record.seq for record in find_open_steps(core.records))
+        open_steps = tuple(record[SEQ] for record in find_open_steps(core.records))
         await self._store.create(
             Batch(
                 core.session_id,

@@ -72,7 +72,17 @@ from ._exceptions import (
 )
 from ._file_checkpoints import read_checkpoints, write_checkpoints
 from ._state import SCHEMA_VERSION, SessionCore, validate_artifact_name
-from ._trajectory import EntryType, Record
+from ._trajectory import (
+    AGENT_ID,
+    CONTENT,
+    ENTRY_TYPE,
+    HASH,
+    PREV_HASH,
+    SEQ,
+    TIMESTAMP,
+    EntryType,
+    Record,
+)
 
 __all__ = ["SavePlan", "plan_save", "read_session", "write_session"]
 
@@ -125,8 +135,8 @@ def plan_save(core: SessionCore, path: str, saved: Record, *, overwrite: bool = 
         "max_artifact_size": core.max_artifact_size,
         "workspace_path": core.workspace_path,
         "state_version": core.version,
-        "head_seq": saved.seq,
-        "head_hash": saved.hash,
+        "head_seq": saved[SEQ],
+        "head_hash": saved[HASH],
     }
     return SavePlan(
         path, core.session_id, metadata, records, dict(core.state), dict(core.blobs), overwrite
@@ -157,13 +167,13 @@ def _open_existing(path: str, *, read_only: bool = False) -> sqlite3.Connection:
 def _rows(records: Iterable[Record]) -> Iterable[tuple[Any, ...]]:
     for r in records:
         yield (
-            r.seq,
-            r.timestamp,
-            r.agent_id,
-            r.entry_type,
-            r.content.decode(),
-            r.prev_hash,
-            r.hash,
+            r[SEQ],
+            r[TIMESTAMP],
+            r[AGENT_ID],
+            r[ENTRY_TYPE],
+            r[CONTENT].decode(),
+            r[PREV_HASH],
+            r[HASH],
         )
 
 
@@ -334,7 +344,7 @@ def _appendable_head(conn: sqlite3.Connection, plan: SavePlan, meta: dict[str, s
     if (
         type(head_seq) is not int
         or not 1 <= head_seq < len(records)
-        or records[head_seq - 1].hash != head_hash
+        or records[head_seq - 1][HASH] != head_hash
     ):
         raise _conflict(
             path,
@@ -352,7 +362,7 @@ def _append(conn: sqlite3.Connection, plan: SavePlan, head_seq: int) -> None:
     """Append what follows ``head_seq``: entries, changed state rows, missing blobs."""
     new = plan.records[head_seq:]
     conn.executemany("INSERT INTO trajectory VALUES (?, ?, ?, ?, ?, ?, ?)", _rows(new))
-    for key in {decode(r.content)["key"] for r in new if r.entry_type in _STATE_KINDS}:
+    for key in {decode(r[CONTENT])["key"] for r in new if r[ENTRY_TYPE] in _STATE_KINDS}:
         value = plan.state.get(key)
         if value is None:
             conn.execute("DELETE FROM state WHERE key = ?", (key,))
@@ -378,7 +388,7 @@ def _check_v1_prefix(
     except (SessionCorruptedError, ValueError, TypeError):
         raise _conflict(plan.path, "it is an unreadable schema-1 file") from None
     n = len(records)
-    if not 1 <= n < len(plan.records) or plan.records[n - 1].hash != records[-1].hash:
+    if not 1 <= n < len(plan.records) or plan.records[n - 1][HASH] != records[-1][HASH]:
         raise _conflict(plan.path, "its history (schema 1) is not a prefix of this session's")
 
 
@@ -594,15 +604,10 @@ def _read_v2(
 ) -> SessionCore:
     _require(tables, path, "trajectory", "state", "blobs")
     session_id = _meta_json(meta, "session_id", path)
-    records = list(
-        map(
-            Record,
-            conn.execute(
-                "SELECT seq, timestamp, agent_id, entry_type, CAST(content_json AS BLOB), "
-                "prev_hash, hash FROM trajectory ORDER BY seq"
-            ),
-        )
-    )
+    records: list[Record] = conn.execute(  # rows are exact tuples: records as they are
+        "SELECT seq, timestamp, agent_id, entry_type, CAST(content_json AS BLOB), "
+        "prev_hash, hash FROM trajectory ORDER BY seq"
+    ).fetchall()
     if not records:
         raise SessionCorruptedError(f"{path}: the trajectory is empty")
     core = _replay(
@@ -678,7 +683,7 @@ def _v1_records(conn: sqlite3.Connection, path: str) -> list[Record]:
             raise SessionCorruptedError(
                 f"{path}: entry {seq} is malformed: {exc}", seq=seq if type(seq) is int else None
             ) from None
-        records.append(Record((seq, ts, agent, kind, content, prev, digest)))
+        records.append((seq, ts, agent, kind, content, prev, digest))
         prev = digest
     return records
 

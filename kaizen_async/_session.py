@@ -38,7 +38,7 @@ from ._state import (
     validate_key,
 )
 from ._steps import find_open_steps, interrupted_records
-from ._trajectory import EntryType, Record, TrajectoryEntry
+from ._trajectory import AGENT_ID, ENTRY_TYPE, HASH, SEQ, EntryType, Record, TrajectoryEntry
 from ._verification import (
     AnchorSource,
     VerifyOptions,
@@ -445,9 +445,9 @@ class Session:
             records = records[max(since_seq, 0) :]
         if entry_types is not None:
             kinds = {_entry_type(k) for k in entry_types}
-            records = [r for r in records if r.entry_type in kinds]
+            records = [r for r in records if r[ENTRY_TYPE] in kinds]
         if agent_id is not None:
-            records = [r for r in records if r.agent_id == agent_id]
+            records = [r for r in records if r[AGENT_ID] == agent_id]
         if limit is not None:
             records = records[-limit:]
         return [TrajectoryEntry.from_record(r) for r in records]
@@ -521,7 +521,7 @@ class Session:
         end = min(head, pos + _PAGE)
         records = self._core.records[pos:end]
         if kinds is not None:
-            records = [r for r in records if r.entry_type in kinds]
+            records = [r for r in records if r[ENTRY_TYPE] in kinds]
         return records, end
 
     async def verify(
@@ -638,7 +638,7 @@ class Session:
             core.checkpoints.append(signed)
             if self._anchor is not None:
                 self._anchor.offer([signed])
-        return saved.seq
+        return saved[SEQ]
 
     async def _full_core(self) -> SessionCore:
         """The whole session in memory, as a save writes it (overridden: read from a store)."""
@@ -656,7 +656,7 @@ class Session:
             (signed,) = sign_heads(
                 signer.sign,
                 signer.key_id,
-                [(self._core.session_id, saved.seq, saved.hash, 0)],
+                [(self._core.session_id, saved[SEQ], saved[HASH], 0)],
                 self._writer_id,
             )
             plan.checkpoints.append(signed)
@@ -680,7 +680,7 @@ def _check_core(core: SessionCore, options: VerifyOptions) -> VerifyReport:
     return check_checkpoints(
         core.session_id,
         len(records),
-        lambda seq: records[seq - 1].hash,
+        lambda seq: records[seq - 1][HASH],
         core.checkpoints,
         options,
     )

@@ -31,7 +31,16 @@ from ._exceptions import (
     SessionCorruptedError,
     StateKeyNotFoundError,
 )
-from ._trajectory import EntryType, Record, TrajectoryEntry
+from ._trajectory import (
+    CONTENT,
+    ENTRY_TYPE,
+    HASH,
+    PREV_HASH,
+    SEQ,
+    EntryType,
+    Record,
+    TrajectoryEntry,
+)
 
 __all__ = ["DEFAULT_MAX_ARTIFACT_SIZE", "SCHEMA_VERSION", "SessionCore", "validate_key"]
 
@@ -140,8 +149,8 @@ def _check_read(check: Callable[[Any], object], value: object, record: Record) -
         check(value)
     except KaizenValidationError as exc:
         raise SessionCorruptedError(
-            f"entry {record.seq} ({record.entry_type}): {exc.message}",
-            seq=record.seq,
+            f"entry {record[SEQ]} ({record[ENTRY_TYPE]}): {exc.message}",
+            seq=record[SEQ],
             details={"value": value if isinstance(value, str) else repr(value)},
         ) from None
 
@@ -231,7 +240,7 @@ class SessionCore:
         digest = _sha256(
             _ENTRY % (agent, content, _JSON_STRINGS[entry_type], prev.encode(), seq, ts.encode())
         ).hexdigest()
-        record = Record((seq, ts, agent_id, entry_type, content, prev, digest))
+        record = (seq, ts, agent_id, entry_type, content, prev, digest)
         self.records.append(record)
         self.head = digest
         return record
@@ -252,7 +261,7 @@ class SessionCore:
         return (agent_id, kind, encode(content, "entry content"))
 
     def apply_append(self, agent_id: str, kind: str, content: bytes) -> int:
-        return self._push(agent_id, kind, content).seq
+        return self._push(agent_id, kind, content)[SEQ]
 
     def append(self, agent_id: str, entry_type: EntryType | str, content: Any) -> int:
         """Append a free-form entry (validated first); returns its seq."""
@@ -342,7 +351,7 @@ class SessionCore:
         record = self._push(agent_id, _ARTIFACT_WRITTEN, content)
         self.blobs.setdefault(digest, data)
         self.artifacts[name] = digest
-        return record.seq
+        return record[SEQ]
 
     def write_artifact(self, name: str, data: bytes, agent_id: str = _SYSTEM) -> int:
         return self.apply_write_artifact(*self.check_write_artifact(name, data), agent_id)
@@ -354,7 +363,7 @@ class SessionCore:
     def apply_delete_artifact(self, name: str, agent_id: str = _SYSTEM) -> int:
         digest = self.artifacts.pop(name)
         content = encode({"name": name, "size": self._blob_size(digest), "digest": digest})
-        return self._push(agent_id, _ARTIFACT_DELETED, content).seq
+        return self._push(agent_id, _ARTIFACT_DELETED, content)[SEQ]
 
     def delete_artifact(self, name: str, agent_id: str = _SYSTEM) -> int:
         return self.apply_delete_artifact(*self.check_delete_artifact(name), agent_id)
@@ -414,26 +423,26 @@ class SessionCore:
 
     def apply_record(self, record: Record) -> None:
         """Fold one already-written record into state (replay); checks what it can."""
-        kind = record.entry_type
+        kind = record[ENTRY_TYPE]
         if kind not in _ENTRY_TYPES:
             raise SessionCorruptedError(
-                f"entry {record.seq} has unknown entry type {kind!r}", seq=record.seq
+                f"entry {record[SEQ]} has unknown entry type {kind!r}", seq=record[SEQ]
             )
         if kind in (_STATE_SET, _STATE_DELETED):
-            content = decode(record.content)
+            content = decode(record[CONTENT])
             try:
                 key = content["key"]
                 stated = content["state_version"]
             except (KeyError, TypeError):
                 raise SessionCorruptedError(
-                    f"entry {record.seq} ({kind}) has malformed content", seq=record.seq
+                    f"entry {record[SEQ]} ({kind}) has malformed content", seq=record[SEQ]
                 ) from None
             _check_read(validate_key, key, record)
             if stated != self.version + 1:
                 raise SessionCorruptedError(
-                    f"entry {record.seq} says state_version {stated}, replay is at "
+                    f"entry {record[SEQ]} says state_version {stated}, replay is at "
                     f"{self.version + 1}",
-                    seq=record.seq,
+                    seq=record[SEQ],
                 )
             if kind == _STATE_SET:
                 self.state[key] = encode(content.get("new_value"))
@@ -441,10 +450,10 @@ class SessionCore:
                 self.state.pop(key, None)
             self.version += 1
         elif kind in (_ARTIFACT_WRITTEN, _ARTIFACT_DELETED):
-            content = decode(record.content)
+            content = decode(record[CONTENT])
             if not isinstance(content, dict) or "name" not in content:
                 raise SessionCorruptedError(
-                    f"entry {record.seq} ({kind}) has malformed content", seq=record.seq
+                    f"entry {record[SEQ]} ({kind}) has malformed content", seq=record[SEQ]
                 )
             _check_read(validate_artifact_name, content["name"], record)
             digest = content.get("digest")
@@ -455,7 +464,7 @@ class SessionCore:
             else:
                 self.artifacts.pop(content["name"], None)
         elif kind == _SESSION_LOADED:
-            content = decode(record.content)
+            content = decode(record[CONTENT])
             if isinstance(content, dict) and isinstance(content.get("artifacts"), dict):
                 for name in content["artifacts"]:
                     _check_read(validate_artifact_name, name, record)
@@ -552,9 +561,9 @@ class SessionCore:
     def identity(records: list[Record]) -> dict[str, Any]:
         """Session id, artifact limit and workspace as the hash-chained entries record them:
         ``session_created`` (entry 1), the id overridden by the last ``session_forked``."""
-        if not records or records[0].entry_type != EntryType.SESSION_CREATED.value:
+        if not records or records[0][ENTRY_TYPE] != EntryType.SESSION_CREATED.value:
             raise SessionCorruptedError("entry 1 is not session_created", seq=1)
-        created = decode(records[0].content)
+        created = decode(records[0][CONTENT])
         identity = {
             "session_id": created.get("session_id"),
             "max_artifact_size": created.get("max_artifact_size"),
@@ -562,8 +571,8 @@ class SessionCore:
         }
         forked = EntryType.SESSION_FORKED.value
         for record in records:
-            if record.entry_type == forked:
-                identity["session_id"] = decode(record.content).get("session_id")
+            if record[ENTRY_TYPE] == forked:
+                identity["session_id"] = decode(record[CONTENT]).get("session_id")
         return identity
 
     def verify(self) -> int:
@@ -612,14 +621,14 @@ class SessionCore:
         seq, prev, ts = self.length + 1, self.head, _timestamp()
         data = encode(content, "entry content")
         digest = entry_hash(seq, ts, agent_id, kind, data, prev)
-        return Record((seq, ts, agent_id, kind, data, prev, digest))
+        return (seq, ts, agent_id, kind, data, prev, digest)
 
     def add_record(self, record: Record) -> None:
         """Append a record made by :meth:`next_record` (nothing was appended since)."""
-        if record.seq != self.length + 1 or record.prev_hash != self.head:
+        if record[SEQ] != self.length + 1 or record[PREV_HASH] != self.head:
             raise SessionCorruptedError("the trajectory moved on since this record was made")
         self.records.append(record)
-        self.head = record.hash
+        self.head = record[HASH]
 
     def snapshot_copy(self) -> SessionCore:
         """A shallow copy that later writes to this core do not affect (for worker threads)."""
@@ -661,7 +670,7 @@ class SessionCore:
                 "session_id": child.session_id,
                 "parent_session_id": self.session_id,
                 "forked_at_seq": at_seq,
-                "parent_hash": self.records[at_seq - 1].hash,
+                "parent_hash": self.records[at_seq - 1][HASH],
             },
         )
         return child

@@ -16,7 +16,7 @@ import orjson
 
 from ._canonical import decode, encode
 from ._exceptions import ErrorCode
-from ._trajectory import EntryType, Record
+from ._trajectory import CONTENT, SEQ, EntryType, Record
 
 __all__ = ["OpenSteps", "STARTED", "COMPLETED", "find_open_steps", "interrupted_content"]
 
@@ -110,16 +110,16 @@ def interrupted_content(started: Record) -> bytes:
     The dispatcher's completed shape (capability, plan_id, result_summary, step_index,
     success) plus ``error_code``: ``step_interrupted``.
     """
-    body = decode(started.content)
+    body = decode(started[CONTENT])
     capability = body.get("capability") if isinstance(body, dict) else None
-    plan_id, index = step_key(started.content) or ("", -1)
+    plan_id, index = step_key(started[CONTENT]) or ("", -1)
     error = {
         "error_code": ErrorCode.STEP_INTERRUPTED.value,
         "message": (
             f"step {index} ({capability!r}) of plan {plan_id!r} was started (seq "
-            f"{started.seq}) but never completed: it may have taken effect"
+            f"{started[SEQ]}) but never completed: it may have taken effect"
         ),
-        "details": {"started_seq": started.seq, "step_index": index},
+        "details": {"started_seq": started[SEQ], "step_index": index},
     }
     summary = orjson.dumps(error, option=orjson.OPT_SORT_KEYS).decode()[:_SUMMARY_CHARS]
     return encode(

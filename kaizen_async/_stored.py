@@ -18,7 +18,7 @@ from ._exceptions import SessionCorruptedError
 from ._state import SessionCore, _timestamp
 from ._steps import COMPLETED, STARTED, OpenSteps
 from ._storage import Batch, SessionStore, StoredSession
-from ._trajectory import Record
+from ._trajectory import CONTENT, HASH, SEQ, Record
 
 __all__ = ["DEFAULT_TAIL", "StoredCore", "load_core", "step_records"]
 
@@ -77,13 +77,13 @@ class StoredCore(SessionCore):
                 f"{len(tail)}"
             )
         for offset, record in enumerate(tail, base + 1):
-            if record.seq != offset:
+            if record[SEQ] != offset:
                 raise SessionCorruptedError(
-                    f"session {info.session_id}: the stored tail has seq {record.seq} where "
+                    f"session {info.session_id}: the stored tail has seq {record[SEQ]} where "
                     f"{offset} was expected",
                     seq=offset,
                 )
-        if tail and tail[-1].hash != stored.head_hash:
+        if tail and tail[-1][HASH] != stored.head_hash:
             raise SessionCorruptedError(
                 f"session {info.session_id}: the stored head differs from the last entry",
                 seq=length,
@@ -105,7 +105,7 @@ class StoredCore(SessionCore):
         self.interrupted: list[Record] = []
         for seq in stored.open_steps:
             started = steps.get(seq)
-            if started is None or not self.open_steps.started(seq, started.content):
+            if started is None or not self.open_steps.started(seq, started[CONTENT]):
                 raise SessionCorruptedError(
                     f"session {info.session_id}: open step at seq {seq} is not a readable "
                     "plan_step_started entry",
@@ -214,13 +214,13 @@ class StoredCore(SessionCore):
 def _record(seq: int, agent_id: str, entry_type: str, content: bytes, prev: str) -> Record:
     ts = _timestamp()
     digest = entry_hash(seq, ts, agent_id, entry_type, content, prev)
-    return Record((seq, ts, agent_id, entry_type, content, prev, digest))
+    return (seq, ts, agent_id, entry_type, content, prev, digest)
 
 
 async def step_records(store: SessionStore, stored: StoredSession) -> dict[int, Record]:
     """The ``plan_step_started`` records of the open steps (from the tail, else one read)."""
     wanted = set(stored.open_steps)
-    found = {r.seq: r for r in stored.tail if r.seq in wanted}
+    found = {r[SEQ]: r for r in stored.tail if r[SEQ] in wanted}
     missing = wanted - found.keys()
     if missing:
         for record in await store.read(
@@ -229,8 +229,8 @@ async def step_records(store: SessionStore, stored: StoredSession) -> dict[int, 
             until_seq=max(missing),
             entry_types=[STARTED],
         ):
-            if record.seq in missing:
-                found[record.seq] = record
+            if record[SEQ] in missing:
+                found[record[SEQ]] = record
     return found
 
 

@@ -1,6 +1,6 @@
 """Trajectory entries: the entry types, the public frozen entry and the internal record.
 
-Inside a session an entry is a :class:`Record`, a tuple holding the canonical content bytes
+Inside a session an entry is a :data:`Record`, an exact tuple holding the canonical content bytes
 and the hash; that is what is hashed, saved and shared between a session and its forks.
 Callers get :class:`TrajectoryEntry` values built from a record on the way out, with
 content decoded afresh, so nothing a caller holds can reach back into the session.
@@ -10,14 +10,26 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import Enum
-from typing import Any
+from typing import Any, Final, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from ._canonical import decode, encode, entry_hash
 from ._exceptions import KaizenValidationError
 
-__all__ = ["EntryType", "Record", "TrajectoryEntry"]
+__all__ = [
+    "AGENT_ID",
+    "CONTENT",
+    "ENTRY_TYPE",
+    "HASH",
+    "PREV_HASH",
+    "SEQ",
+    "TIMESTAMP",
+    "EntryType",
+    "Record",
+    "TrajectoryEntry",
+    "record_hash",
+]
 
 
 class EntryType(str, Enum):
@@ -46,47 +58,30 @@ class EntryType(str, Enum):
         return self.value
 
 
-class Record(tuple[int, str, str, str, bytes, str, str]):
-    """One entry as a session holds it: ``(seq, timestamp, agent_id, entry_type, content,
-    prev_hash, hash)`` with canonical content bytes.
+Record: TypeAlias = tuple[int, str, str, str, bytes, str, str]
+"""One entry as a session holds it: ``(seq, timestamp, agent_id, entry_type, content,
+prev_hash, hash)`` with canonical content bytes.
 
-    A plain tuple subclass, made with ``Record((seq, ...))``: building one is a C call, which
-    matters when a load turns 100,000 database rows into records (a namedtuple costs 3x).
-    """
+An exact tuple, not a subclass: CPython's garbage collector stops tracking an exact tuple
+that holds only ints, strings and bytes the first time it sees it, so a session's 100,000
+records cost no collector time (a tuple subclass stays tracked and is traversed at every
+older-generation collection). Read fields with the index constants below
+(``record[SEQ]``, ``record[HASH]``); building one is a C call.
+"""
 
-    __slots__ = ()
+#: Field positions of a :data:`Record`.
+SEQ: Final = 0
+TIMESTAMP: Final = 1
+AGENT_ID: Final = 2
+ENTRY_TYPE: Final = 3
+CONTENT: Final = 4
+PREV_HASH: Final = 5
+HASH: Final = 6
 
-    @property
-    def seq(self) -> int:
-        return self[0]
 
-    @property
-    def timestamp(self) -> str:
-        return self[1]
-
-    @property
-    def agent_id(self) -> str:
-        return self[2]
-
-    @property
-    def entry_type(self) -> str:
-        return self[3]
-
-    @property
-    def content(self) -> bytes:
-        return self[4]
-
-    @property
-    def prev_hash(self) -> str:
-        return self[5]
-
-    @property
-    def hash(self) -> str:
-        return self[6]
-
-    def computed_hash(self) -> str:
-        """The hash this record's fields imply (to compare with :attr:`hash`)."""
-        return entry_hash(*self[:6])
+def record_hash(record: Record) -> str:
+    """The hash a record's fields imply (to compare with ``record[HASH]``)."""
+    return entry_hash(*record[:6])
 
 
 class TrajectoryEntry(BaseModel):
@@ -122,32 +117,30 @@ class TrajectoryEntry(BaseModel):
     def from_record(cls, record: Record) -> TrajectoryEntry:
         """Build the public entry from a record (content decoded to a fresh object)."""
         return cls.model_construct(
-            seq=record.seq,
-            timestamp=datetime.fromisoformat(record.timestamp),
-            agent_id=record.agent_id,
-            entry_type=EntryType(record.entry_type),
-            content=decode(record.content),
-            prev_hash=record.prev_hash,
-            hash=record.hash,
+            seq=record[SEQ],
+            timestamp=datetime.fromisoformat(record[TIMESTAMP]),
+            agent_id=record[AGENT_ID],
+            entry_type=EntryType(record[ENTRY_TYPE]),
+            content=decode(record[CONTENT]),
+            prev_hash=record[PREV_HASH],
+            hash=record[HASH],
         )
 
     def to_record(self) -> Record:
         """The internal record of this entry (content re-encoded canonically)."""
-        return Record(
-            (
-                self.seq,
-                self.timestamp.isoformat(),
-                self.agent_id,
-                self.entry_type.value,
-                encode(self.content, "content"),
-                self.prev_hash,
-                self.hash,
-            )
+        return (
+            self.seq,
+            self.timestamp.isoformat(),
+            self.agent_id,
+            self.entry_type.value,
+            encode(self.content, "content"),
+            self.prev_hash,
+            self.hash,
         )
 
     def compute_hash(self) -> str:
         """Recompute the hash from the other fields (equal to ``hash`` when untampered)."""
-        return self.to_record().computed_hash()
+        return record_hash(self.to_record())
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly copy: ISO timestamp, entry type as its string value."""

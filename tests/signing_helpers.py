@@ -13,7 +13,6 @@ from typing import Any
 
 from kaizen_async._canonical import decode, encode, entry_hash
 from kaizen_async._state import SessionCore
-from kaizen_async._trajectory import Record
 from kaizen_async.signing import Ed25519Signer, Keyring
 
 KEY_A = Ed25519Signer.from_private_bytes(bytes(range(32)))
@@ -44,7 +43,7 @@ def _rewrite_value(rows: list[list[Any]], seq: int, value: Any) -> dict[str, byt
     content["new_value"] = value
     row[4] = encode(content)
     _rechain(rows, seq - 1)
-    core = SessionCore.replay([Record(tuple(r)) for r in rows], session_id="replay")
+    core = SessionCore.replay([tuple(r) for r in rows], session_id="replay")
     return core.state
 
 

@@ -33,7 +33,7 @@ from kaizen_async._durable import DurableSession
 from kaizen_async._state import SessionCore
 from kaizen_async._storage import Batch, SessionStore
 from kaizen_async._stored import DEFAULT_TAIL
-from kaizen_async._trajectory import Record
+from kaizen_async._trajectory import CONTENT, ENTRY_TYPE, HASH, PREV_HASH, SEQ, TIMESTAMP, Record
 from kaizen_async.stores import MemoryStore, SQLiteStore
 
 pytestmark = pytest.mark.anyio
@@ -133,8 +133,8 @@ async def test_failed_commit_raises_reloads_and_the_chain_continues(
         assert [e.seq for e in await session.get_trajectory()] == [1, 2, 3]
         assert await session.verify() == 3
         stored = await store.inner.read("s")
-        assert [r.seq for r in stored] == [1, 2, 3]
-        assert stored[2].prev_hash == stored[1].hash
+        assert [r[SEQ] for r in stored] == [1, 2, 3]
+        assert stored[2][PREV_HASH] == stored[1][HASH]
 
 
 async def test_failed_commit_answers_every_write_of_the_batch(store: ControlledStore) -> None:
@@ -178,7 +178,7 @@ async def test_posted_writes_are_durable_after_flush(store: ControlledStore) -> 
             assert not flushed
             store.commit_gate.set()
         stored = await store.inner.read("s")
-        assert [r.entry_type for r in stored] == ["session_created", "user_input"]
+        assert [r[ENTRY_TYPE] for r in stored] == ["session_created", "user_input"]
 
 
 async def test_failed_posted_write_makes_the_next_flush_raise(store: ControlledStore) -> None:
@@ -257,17 +257,17 @@ def _million() -> list[Record]:
     about what an open holds in memory, not about the whole chain, which it never replays)."""
     first = SessionCore("big").records[0]
     content = encode({"note": "x" * 20})
-    ts = first.timestamp
+    ts = first[TIMESTAMP]
     chained = MILLION - 1000
-    records = [Record((1, ts, "system", "session_created", first.content, "0" * 64, _h(1)))]
+    records = [(1, ts, "system", "session_created", first[CONTENT], "0" * 64, _h(1))]
     records += [
-        Record((seq, ts, "me", "system_note", content, _h(seq - 1), _h(seq)))
+        (seq, ts, "me", "system_note", content, _h(seq - 1), _h(seq))
         for seq in range(2, chained + 1)
     ]
     prev = _h(chained)
     for seq in range(chained + 1, MILLION + 1):
         digest = entry_hash(seq, ts, "me", "system_note", content, prev)
-        records.append(Record((seq, ts, "me", "system_note", content, prev, digest)))
+        records.append((seq, ts, "me", "system_note", content, prev, digest))
         prev = digest
     return records
 
@@ -431,7 +431,7 @@ async def test_verify_finds_a_tampered_stored_entry(store: ControlledStore) -> N
         inner = store.inner
         if isinstance(inner, MemoryStore):
             records = inner._sessions["s"].records
-            records[9] = Record((*records[9][:4], forged, *records[9][5:]))
+            records[9] = (*records[9][:4], forged, *records[9][5:])
         else:
             assert isinstance(inner, SQLiteStore)
             with contextlib.closing(sqlite3.connect(inner.path, timeout=10)) as db, db:

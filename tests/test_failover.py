@@ -29,7 +29,7 @@ import pytest
 
 from kaizen_async._state import SessionCore
 from kaizen_async._storage import Batch, SessionStore
-from kaizen_async._trajectory import Record
+from kaizen_async._trajectory import CONTENT, ENTRY_TYPE, Record
 from kaizen_async.stores import PostgresStore, SQLiteStore
 
 TESTS = Path(__file__).resolve().parent
@@ -125,9 +125,9 @@ async def _histories(make: Make) -> Histories:
 
 def _writer(record: Record) -> tuple[str, int] | None:
     """The owner and epoch a worker wrote into a record (None for session_created)."""
-    if record.entry_type != "system_note":
+    if record[ENTRY_TYPE] != "system_note":
         return None
-    content = orjson.loads(record.content)
+    content = orjson.loads(record[CONTENT])
     return content["owner"], content["epoch"]
 
 
@@ -203,7 +203,7 @@ def _failover(make: Make, spec: str, go: Path, *, strict_pause: bool) -> dict[st
         history = after[sid]
         SessionCore.replay(history, session_id=sid)  # every chain verifies
         for seq, token in acked[sid].items():  # every acknowledged write, exactly there
-            content = orjson.loads(history[seq - 1].content)
+            content = orjson.loads(history[seq - 1][CONTENT])
             assert f"{content['owner']}/{content['epoch']}/{content['n']}" == token
         epochs = [w[1] for w in map(_writer, history) if w is not None]
         assert epochs == sorted(epochs), f"{sid}: a stale owner wrote after a takeover"

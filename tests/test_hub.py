@@ -25,6 +25,7 @@ from kaizen_async import (
     capability,
 )
 from kaizen_async._durable import DurableSession
+from kaizen_async._trajectory import AGENT_ID
 from kaizen_async.stores import MemoryStore
 
 pytestmark = pytest.mark.anyio
@@ -302,7 +303,7 @@ async def test_a_capability_sees_the_store_backed_session_as_itself(
             assert probe.seen == [True]
             await session.flush()
             entries = await store.read("s", entry_types=["state_set"])
-            assert [e.agent_id for e in entries] == ["probe"]  # attributed and durable
+            assert [e[AGENT_ID] for e in entries] == ["probe"]  # attributed and durable
 
 
 async def test_idle_open_session_holds_little_beyond_its_state(tmp_path: Any) -> None:

@@ -27,6 +27,7 @@ from kaizen_async import (
 from kaizen_async._durable import DurableSession
 from kaizen_async._state import SessionCore
 from kaizen_async._storage import SessionStore
+from kaizen_async._trajectory import SEQ
 from kaizen_async.stores import MemoryStore, PostgresStore, SQLiteStore
 
 pytestmark = pytest.mark.anyio
@@ -84,7 +85,7 @@ async def test_take_over_fences_the_previous_owner(make: Make) -> None:
         history = await b.store.read("s")
         replayed = SessionCore.replay(history, session_id="s")  # one chain, no seq twice
         assert replayed.state == {"k": b'"b"', "k2": b'"b2"'}
-        assert [r.seq for r in history] == list(range(1, len(history) + 1))
+        assert [r[SEQ] for r in history] == list(range(1, len(history) + 1))
 
 
 async def test_an_expired_lease_is_taken_over_and_the_paused_owner_fenced(make: Make) -> None:

@@ -26,7 +26,7 @@ from inspect_data import SECRET, XSS, populate
 from storefakes import ControlledStore
 
 from kaizen_async import EntryType, Session, SessionHub, TrajectoryEntry
-from kaizen_async._trajectory import Record
+from kaizen_async._trajectory import AGENT_ID, CONTENT, ENTRY_TYPE, HASH, PREV_HASH, SEQ, Record
 from kaizen_async.inspect import create_app
 from kaizen_async.inspect._files import load_files
 from kaizen_async.inspect._reader import SCAN_BUDGET, WINDOW
@@ -209,10 +209,10 @@ async def test_hidden_llm_content_shows_no_message_text_anywhere() -> None:
             exchange = next(
                 r
                 for r in await hub.store.read(ids["run"])
-                if r.entry_type == EntryType.LLM_EXCHANGE.value
+                if r[ENTRY_TYPE] == EntryType.LLM_EXCHANGE.value
             )
-            page = (await c.get(f"/entry?id={ids['run']}&seq={exchange.seq}")).text
-        recorded = orjson.loads(exchange.content)
+            page = (await c.get(f"/entry?id={ids['run']}&seq={exchange[SEQ]}")).text
+        recorded = orjson.loads(exchange[CONTENT])
         user = recorded["request"]["messages"][-1]["content"]
         assert SECRET in user  # the store has it; the page does not
         digest = hashlib.sha256(user.encode()).hexdigest()
@@ -220,7 +220,7 @@ async def test_hidden_llm_content_shows_no_message_text_anywhere() -> None:
         assert digest in page  # the raw JSON keeps the whole digest
         assert "scripted-model" in page  # the model stays
         async with client(create_app(hub, show_llm_content=True, follow=False)) as c:
-            assert SECRET in (await c.get(f"/entry?id={ids['run']}&seq={exchange.seq}")).text
+            assert SECRET in (await c.get(f"/entry?id={ids['run']}&seq={exchange[SEQ]}")).text
 
 
 async def test_recorded_exchanges_never_contain_the_api_key() -> None:
@@ -235,9 +235,9 @@ async def test_recorded_exchanges_never_contain_the_api_key() -> None:
             await provider.complete("say hi", session=session)
         assert server.requests[0].headers["authorization"] == f"Bearer {key}"  # it was sent
         records = await hub.store.read("llm")
-        assert any(r.entry_type == "llm_exchange" for r in records)
+        assert any(r[ENTRY_TYPE] == "llm_exchange" for r in records)
         for record in records:
-            assert key.encode() not in record.content and key not in record.agent_id
+            assert key.encode() not in record[CONTENT] and key not in record[AGENT_ID]
         async with client(create_app(hub, follow=False)) as c:
             for path in ("/export.jsonl?id=llm", "/entry?id=llm&seq=2", "/session?id=llm"):
                 assert key not in (await c.get(path)).text
@@ -289,20 +289,20 @@ def step_block(page: str, seq: int) -> str:
 async def test_timeline_pairs_steps_and_nests_their_entries() -> None:
     async with populated() as (hub, ids):
         records = await hub.store.read(ids["run"])
-        started = [r for r in records if r.entry_type == "plan_step_started"]
-        completed = [r for r in records if r.entry_type == "plan_step_completed"]
+        started = [r for r in records if r[ENTRY_TYPE] == "plan_step_started"]
+        completed = [r for r in records if r[ENTRY_TYPE] == "plan_step_completed"]
         async with client(create_app(hub)) as c:
             page = (await c.get(f"/session?id={ids['run']}")).text
         top = re.findall(r'<li id="seq-(\d+)" class="row', page)
         for start, end in zip(started, completed, strict=True):
-            assert str(start.seq) in top and str(end.seq) not in top  # one row per step
-            block = step_block(page, start.seq)
-            assert f'href="/entry?id=run-1&amp;seq={end.seq}"' in block
-            inside = [r for r in records if start.seq < r.seq < end.seq]
+            assert str(start[SEQ]) in top and str(end[SEQ]) not in top  # one row per step
+            block = step_block(page, start[SEQ])
+            assert f'href="/entry?id=run-1&amp;seq={end[SEQ]}"' in block
+            inside = [r for r in records if start[SEQ] < r[SEQ] < end[SEQ]]
             assert inside, "every step wrote entries"
             for record in inside:
-                assert f'<li id="seq-{record.seq}" class="entry' in block  # nested
-        reverse, _uppercase, explode = (step_block(page, s.seq) for s in started)
+                assert f'<li id="seq-{record[SEQ]}" class="entry' in block  # nested
+        reverse, _uppercase, explode = (step_block(page, s[SEQ]) for s in started)
         assert 'class="status status-ok">ok<' in reverse
         assert 'class="status status-failed">failed<' in explode  # a word, not only a colour
         assert re.search(r'<span class="dur">[0-9.]+ (ms|s)</span>', reverse)  # written out
@@ -317,15 +317,15 @@ async def test_filters_live_in_the_url_and_narrow_the_timeline() -> None:
         async with client(create_app(hub)) as c:
             page = (await c.get(f"/session?id={run}&type=state_set&type=system_note")).text
             kinds = {"state_set", "system_note"}
-            assert entry_seqs(page) == [r.seq for r in records if r.entry_type in kinds]
+            assert entry_seqs(page) == [r[SEQ] for r in records if r[ENTRY_TYPE] in kinds]
             assert '<option value="state_set" selected>' in page
             page = (await c.get(f"/session?id={run}&agent=uppercase_agent_v1")).text
             assert entry_seqs(page) == [
-                r.seq for r in records if r.agent_id == "uppercase_agent_v1"
+                r[SEQ] for r in records if r[AGENT_ID] == "uppercase_agent_v1"
             ]
             assert 'value="uppercase_agent_v1"' in page
             page = (await c.get(f"/session?id={run}&q=DLROW")).text
-            assert entry_seqs(page) == [r.seq for r in records if b"DLROW" in r.content.upper()]
+            assert entry_seqs(page) == [r[SEQ] for r in records if b"DLROW" in r[CONTENT].upper()]
             assert 'value="DLROW"' in page
             page = (await c.get(f"/session?id={run}&since_seq=4&until_seq=8")).text
             assert entry_seqs(page) == [5, 6, 7, 8]
@@ -367,7 +367,7 @@ async def test_a_page_never_sends_or_reads_the_whole_trajectory() -> None:
             await c.get("/session?id=long")  # the first visit counts every entry once
             store.entries_read = 0
             page = (await c.get("/session?id=long")).text
-            assert entry_seqs(page) == [r.seq for r in records[-WINDOW:]]
+            assert entry_seqs(page) == [r[SEQ] for r in records[-WINDOW:]]
             assert store.entries_read <= 3 * WINDOW + 2_000  # the window and a step lookup
             assert "Earlier entries" in page and "until_seq=29800" in page
             earlier = (await c.get("/session?id=long&until_seq=29800")).text
@@ -437,16 +437,16 @@ async def test_sessions_page_keyset_paging_and_filter() -> None:
 async def test_entry_page_chat_keeps_newlines_and_shows_hashes() -> None:
     async with populated() as (hub, ids):
         records = await hub.store.read(ids["run"])
-        exchange = next(r for r in records if r.entry_type == "llm_exchange")
+        exchange = next(r for r in records if r[ENTRY_TYPE] == "llm_exchange")
         async with client(create_app(hub)) as c:
-            page = (await c.get(f"/entry?id={ids['run']}&seq={exchange.seq}")).text
+            page = (await c.get(f"/entry?id={ids['run']}&seq={exchange[SEQ]}")).text
             assert f'<div class="msg-text">do it {SECRET}\nsecond line</div>' in page
-            assert exchange.hash in page and exchange.prev_hash in page
+            assert exchange[HASH] in page and exchange[PREV_HASH] in page
             assert "Raw JSON" in page and "scripted-model" in page
             state = next(
-                r for r in records if r.entry_type == "state_set" and b"DLROW" in r.content
+                r for r in records if r[ENTRY_TYPE] == "state_set" and b"DLROW" in r[CONTENT]
             )
-            page = (await c.get(f"/entry?id={ids['run']}&seq={state.seq}")).text
+            page = (await c.get(f"/entry?id={ids['run']}&seq={state[SEQ]}")).text
             assert '<span class="d d-removed">-   &#34; dlrow olleh&#34;</span>' in page or (
                 "d-removed" in page and "d-added" in page
             )
@@ -505,7 +505,7 @@ async def test_compare_a_fork_with_its_parent_and_unrelated_sessions() -> None:
         parent = await hub.store.read(run)
         child = await hub.store.read(fork)
         shared = next(
-            i for i, (a, b) in enumerate(zip(parent, child, strict=False)) if a.hash != b.hash
+            i for i, (a, b) in enumerate(zip(parent, child, strict=False)) if a[HASH] != b[HASH]
         )
         async with client(create_app(hub)) as c:
             page = (await c.get(f"/compare?a={run}&b={fork}")).text

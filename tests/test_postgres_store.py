@@ -26,6 +26,7 @@ from kaizen_async import (
     SessionCorruptedError,
 )
 from kaizen_async._state import SessionCore
+from kaizen_async._trajectory import AGENT_ID
 from kaizen_async.stores import PostgresStore, _postgres_schema
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
@@ -137,7 +138,7 @@ async def test_text_postgres_cannot_hold_as_text_round_trips(store: PostgresStor
     assert [i.session_id for i in await store.list_sessions()] == sorted(ids)
     assert [i.session_id for i in await store.list_sessions(after="a")] == sorted(ids)[2:]
     noted = await store.read("a\x00b", agent_id="ag\x00ent")
-    assert [r.agent_id for r in noted] == ["ag\x00ent"]
+    assert [r[AGENT_ID] for r in noted] == ["ag\x00ent"]
 
 
 # -- schema ---------------------------------------------------------------------------------------

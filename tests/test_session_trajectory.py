@@ -138,16 +138,14 @@ async def test_verify_counts_and_detects_tampering(session: Session) -> None:
     assert await session.verify() == 3
     core = session._core
     seq, ts, agent, kind, _content, prev, digest = core.records[1]
-    core.records[1] = type(core.records[1])(
-        (
-            seq,
-            ts,
-            agent,
-            kind,
-            b'{"key":"k","new_value":2,"old_value":null,"state_version":1}',
-            prev,
-            digest,
-        )
+    core.records[1] = (
+        seq,
+        ts,
+        agent,
+        kind,
+        b'{"key":"k","new_value":2,"old_value":null,"state_version":1}',
+        prev,
+        digest,
     )
     with pytest.raises(SessionCorruptedError) as info:
         await session.verify()

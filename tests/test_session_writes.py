@@ -33,6 +33,7 @@ from kaizen_async import (
     capability,
 )
 from kaizen_async._canonical import check_json, encode
+from kaizen_async._trajectory import CONTENT
 
 pytestmark = pytest.mark.anyio
 
@@ -607,7 +608,7 @@ async def _bytes_per_entry(session: Session, run: Callable[[], Any]) -> float:
     finally:
         tracemalloc.stop()
     added = session._core.records[length:]
-    content = sum(len(record.content) for record in added)
+    content = sum(len(record[CONTENT]) for record in added)
     return (after - before - content) / len(added)
 
 

@@ -40,7 +40,7 @@ from kaizen_async import (
 )
 from kaizen_async._canonical import sha256_hex
 from kaizen_async._state import SessionCore
-from kaizen_async._trajectory import Record
+from kaizen_async._trajectory import AGENT_ID, ENTRY_TYPE, Record
 from kaizen_async.stores import (
     Batch,
     MemoryStore,
@@ -384,13 +384,13 @@ async def test_read_ranges_and_filters(store: SessionStore) -> None:
     assert await store.read("s", until_seq=1000) == records
     assert await store.read("s", since_seq=21) == []
     kinds = await store.read("s", entry_types=[EntryType.USER_INPUT])
-    assert kinds == [r for r in records if r.entry_type == "user_input"]
+    assert kinds == [r for r in records if r[ENTRY_TYPE] == "user_input"]
     assert await store.read("s", entry_types={"state_set", "session_created"}) == [
-        r for r in records if r.entry_type in ("state_set", "session_created")
+        r for r in records if r[ENTRY_TYPE] in ("state_set", "session_created")
     ]
     assert await store.read("s", entry_types=[]) == []
     alice = await store.read("s", agent_id="alice")
-    assert alice == [r for r in records if r.agent_id == "alice"] and len(alice) == 5
+    assert alice == [r for r in records if r[AGENT_ID] == "alice"] and len(alice) == 5
     assert await store.read("s", agent_id="alice", entry_types=["state_set"]) == []
     assert await store.read("s", limit=3) == records[:3]
     assert await store.read("s", limit=3, newest=True) == records[-3:]
@@ -400,7 +400,7 @@ async def test_read_ranges_and_filters(store: SessionStore) -> None:
     )
     assert (
         await store.read("s", entry_types=["user_input"], agent_id="bob", limit=2, newest=True)
-        == [r for r in records if r.agent_id == "bob"][-2:]
+        == [r for r in records if r[AGENT_ID] == "bob"][-2:]
     )
 
 

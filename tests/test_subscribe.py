@@ -20,6 +20,7 @@ from kaizen_async import (
     TrajectoryEntry,
 )
 from kaizen_async._storage import SessionStore
+from kaizen_async._trajectory import HASH
 
 pytestmark = pytest.mark.anyio
 
@@ -79,7 +80,7 @@ async def test_history_then_live_without_gaps_with_concurrent_writers(
                 tg.start_soon(write, w)
         assert [e.seq for e in seen] == list(range(1, total + 1))
         stored = await store.inner.read("s")
-        assert [e.hash for e in seen] == [r.hash for r in stored]
+        assert [e.hash for e in seen] == [r[HASH] for r in stored]
 
 
 async def test_since_seq_and_entry_types_filter(store: ControlledStore) -> None:

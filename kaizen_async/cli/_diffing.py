@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._trajectory import Record
+from .._trajectory import HASH, Record
 
 __all__ = ["compare_histories", "compare_maps"]
 
@@ -16,7 +16,7 @@ def compare_histories(a: list[Record], b: list[Record]) -> dict[str, Any]:
     chain makes an equal hash at seq k mean equal entries 1..k) and what that makes them."""
     shared = 0
     for left, right in zip(a, b, strict=False):
-        if left.hash != right.hash:
+        if left[HASH] != right[HASH]:
             break
         shared += 1
     if shared == len(a) == len(b):

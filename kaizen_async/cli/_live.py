@@ -20,7 +20,18 @@ import click
 from .._canonical import ZERO_HASH, decode
 from .._exceptions import SessionCorruptedError, SessionNotFoundError
 from .._state import SCHEMA_VERSION
-from .._trajectory import EntryType, Record
+from .._trajectory import (
+    AGENT_ID,
+    CONTENT,
+    ENTRY_TYPE,
+    HASH,
+    PREV_HASH,
+    SEQ,
+    TIMESTAMP,
+    EntryType,
+    Record,
+    record_hash,
+)
 from ._common import SESSION_HELP, json_option, run, session_argument, wide_option
 from ._errors import DIFFERENT, OK, BadInput
 from ._naming import SessionName, parse_session_names
@@ -89,20 +100,20 @@ class FileFollower:
         )
         new: list[Record] = []
         for row in rows:
-            record = Record(row)
+            record: Record = row
             expected = self.last_seq + 1
-            if record.seq != expected:
+            if record[SEQ] != expected:
                 raise SessionCorruptedError(
-                    f"{self.path}: seq {record.seq} where {expected} was expected", seq=expected
+                    f"{self.path}: seq {record[SEQ]} where {expected} was expected", seq=expected
                 )
-            if record.prev_hash != self.last_hash or record.computed_hash() != record.hash:
+            if record[PREV_HASH] != self.last_hash or record_hash(record) != record[HASH]:
                 raise SessionCorruptedError(
-                    f"{self.path}: entry {record.seq} does not chain onto entry "
-                    f"{record.seq - 1} (tampered?)",
-                    seq=record.seq,
+                    f"{self.path}: entry {record[SEQ]} does not chain onto entry "
+                    f"{record[SEQ] - 1} (tampered?)",
+                    seq=record[SEQ],
                 )
             new.append(record)
-            self.last_seq, self.last_hash = record.seq, record.hash
+            self.last_seq, self.last_hash = record[SEQ], record[HASH]
         return new
 
 
@@ -115,17 +126,19 @@ async def follow_file(path: str, interval: float) -> AsyncGenerator[list[Record]
 
 
 def _line(record: Record, wide: bool) -> str:
-    content = compact(decode(record.content))
+    content = compact(decode(record[CONTENT]))
     if not wide and len(content) > 160:
         content = content[:159] + "…"
     return (
-        f"{record.seq:>6}  {short_time(record.timestamp):<23}  {record.agent_id:<18}  "
-        f"{record.entry_type:<19}  {content}"
+        f"{record[SEQ]:>6}  {short_time(record[TIMESTAMP]):<23}  {record[AGENT_ID]:<18}  "
+        f"{record[ENTRY_TYPE]:<19}  {content}"
     )
 
 
 def _wanted(record: Record, types: Collection[str], agent: str | None) -> bool:
-    return (not types or record.entry_type in types) and (agent is None or record.agent_id == agent)
+    return (not types or record[ENTRY_TYPE] in types) and (
+        agent is None or record[AGENT_ID] == agent
+    )
 
 
 @click.command(epilog=SESSION_HELP)
@@ -214,7 +227,7 @@ def tail(
                     shown = batch
                     if first:
                         if since_seq is not None:
-                            shown = [r for r in batch if r.seq > since_seq]
+                            shown = [r for r in batch if r[SEQ] > since_seq]
                         else:
                             matching = [r for r in batch if _wanted(r, entry_types, agent_id)]
                             shown = matching[-last:] if last else []
@@ -222,7 +235,7 @@ def tail(
                     for record in shown:
                         if _wanted(record, entry_types, agent_id):
                             emit(record)
-                    if until_seq is not None and batch and batch[-1].seq >= until_seq:
+                    if until_seq is not None and batch and batch[-1][SEQ] >= until_seq:
                         reached = True
                         break
         if until_seq is not None and not reached:
@@ -254,13 +267,13 @@ async def follow_store(name: SessionName, interval: float) -> AsyncGenerator[lis
         while True:
             batch = await store.read(session_id, since_seq=last_seq)
             for record in batch:
-                if record.seq != last_seq + 1 or record.prev_hash != last_hash:
+                if record[SEQ] != last_seq + 1 or record[PREV_HASH] != last_hash:
                     raise SessionCorruptedError(
-                        f"session {session_id!r} in {name.store}: entry {record.seq} does "
+                        f"session {session_id!r} in {name.store}: entry {record[SEQ]} does "
                         f"not chain onto entry {last_seq}",
-                        seq=record.seq,
+                        seq=record[SEQ],
                     )
-                last_seq, last_hash = record.seq, record.hash
+                last_seq, last_hash = record[SEQ], record[HASH]
             yield batch
             await anyio.sleep(interval)
 

@@ -17,7 +17,7 @@ import click
 import orjson
 
 from .._canonical import decode
-from .._trajectory import Record, TrajectoryEntry
+from .._trajectory import AGENT_ID, CONTENT, ENTRY_TYPE, SEQ, TIMESTAMP, Record, TrajectoryEntry
 
 __all__ = [
     "compact",
@@ -64,11 +64,11 @@ def short_time(timestamp: str) -> str:
 def entry_row(record: Record) -> list[str]:
     """A trajectory entry as a row: seq, time, agent, type, content."""
     return [
-        str(record.seq),
-        short_time(record.timestamp),
-        record.agent_id,
-        record.entry_type,
-        compact(decode(record.content)),
+        str(record[SEQ]),
+        short_time(record[TIMESTAMP]),
+        record[AGENT_ID],
+        record[ENTRY_TYPE],
+        compact(decode(record[CONTENT])),
     ]
 
 

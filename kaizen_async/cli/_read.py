@@ -12,7 +12,7 @@ import click
 from .._canonical import decode
 from .._exceptions import ErrorCode, KaizenError, KaizenValidationError, SessionCorruptedError
 from .._state import SessionCore
-from .._trajectory import EntryType
+from .._trajectory import CONTENT, ENTRY_TYPE, HASH, SEQ, TIMESTAMP, EntryType
 from .._verification import check_checkpoints, verify_options
 from ._common import SESSION_HELP, json_option, run, session_argument, wide_option
 from ._errors import OK, BadInput, CliError, IOFailure, describe
@@ -39,18 +39,18 @@ _LOG_HEADERS = ("SEQ", "TIME", "AGENT", "TYPE", "CONTENT")
 def summarize(core: SessionCore) -> dict[str, Any]:
     """The facts ``kaizen show`` prints about a session's history, state and artifacts."""
     records = core.records
-    kinds = Counter(r.entry_type for r in records)
+    kinds = Counter(r[ENTRY_TYPE] for r in records)
     forked: dict[str, Any] | None = None
     steps_ok = steps_failed = 0
     for record in records:
-        if record.entry_type == EntryType.SESSION_FORKED.value:
-            content = decode(record.content)
+        if record[ENTRY_TYPE] == EntryType.SESSION_FORKED.value:
+            content = decode(record[CONTENT])
             forked = {
                 "parent_session_id": content.get("parent_session_id"),
                 "forked_at_seq": content.get("forked_at_seq"),
             }
-        elif record.entry_type == EntryType.PLAN_STEP_COMPLETED.value:
-            if decode(record.content).get("success") is True:
+        elif record[ENTRY_TYPE] == EntryType.PLAN_STEP_COMPLETED.value:
+            if decode(record[CONTENT]).get("success") is True:
                 steps_ok += 1
             else:
                 steps_failed += 1
@@ -61,8 +61,8 @@ def summarize(core: SessionCore) -> dict[str, Any]:
         "state_version": core.version,
         "state_keys": len(core.state),
         "artifacts": len(core.artifacts),
-        "created": records[0].timestamp if records else None,
-        "updated": records[-1].timestamp if records else None,
+        "created": records[0][TIMESTAMP] if records else None,
+        "updated": records[-1][TIMESTAMP] if records else None,
         "forked_from": forked,
         "plans": {
             "created": kinds.get(EntryType.PLAN_CREATED.value, 0),
@@ -340,7 +340,7 @@ def verify(
                     report = check_checkpoints(
                         core.session_id,
                         checked,
-                        lambda seq: records[seq - 1].hash,
+                        lambda seq: records[seq - 1][HASH],
                         checkpoints,
                         options,
                     )
@@ -403,8 +403,8 @@ def verify(
 def _artifact_rows(core: SessionCore) -> list[dict[str, Any]]:
     written: dict[str, int] = {}
     for record in core.records:
-        if record.entry_type == EntryType.ARTIFACT_WRITTEN.value:
-            written[decode(record.content)["name"]] = record.seq
+        if record[ENTRY_TYPE] == EntryType.ARTIFACT_WRITTEN.value:
+            written[decode(record[CONTENT])["name"]] = record[SEQ]
     return [
         {
             "name": artifact,

@@ -20,7 +20,7 @@ from .._dispatcher import Dispatcher
 from .._planner import Planner
 from .._session import Session
 from .._state import SessionCore
-from .._trajectory import EntryType, Record
+from .._trajectory import CONTENT, ENTRY_TYPE, SEQ, EntryType, Record
 from ..llm import ReplayProvider
 from ._diffing import compare_maps
 from ._errors import BadInput
@@ -33,9 +33,9 @@ _EXCHANGE = EntryType.LLM_EXCHANGE.value
 
 
 def _find_plan(records: list[Record], plan_id: str | None) -> tuple[Record, dict[str, Any]]:
-    plans = [r for r in records if r.entry_type in _PLAN_KINDS]
+    plans = [r for r in records if r[ENTRY_TYPE] in _PLAN_KINDS]
     if plan_id is not None:
-        plans = [r for r in plans if decode(r.content).get("plan_id") == plan_id]
+        plans = [r for r in plans if decode(r[CONTENT]).get("plan_id") == plan_id]
         if not plans:
             raise BadInput(f"no plan {plan_id!r} is recorded in this session")
     if not plans:
@@ -43,7 +43,7 @@ def _find_plan(records: list[Record], plan_id: str | None) -> tuple[Record, dict
             "no plan is recorded in this session (no plan_created entry): nothing to replay"
         )
     record = plans[-1]
-    return record, decode(record.content)
+    return record, decode(record[CONTENT])
 
 
 def _user_text(request: dict[str, Any]) -> str | None:
@@ -53,9 +53,9 @@ def _user_text(request: dict[str, Any]) -> str | None:
 
 
 def _find_exchange(records: list[Record], plan: Record, user_input: str) -> Record:
-    for record in reversed(records[: plan.seq - 1]):
-        if record.entry_type == _EXCHANGE:
-            request = decode(record.content).get("request") or {}
+    for record in reversed(records[: plan[SEQ] - 1]):
+        if record[ENTRY_TYPE] == _EXCHANGE:
+            request = decode(record[CONTENT]).get("request") or {}
             if _user_text(request) == user_input:
                 return record
     raise BadInput(
@@ -69,14 +69,14 @@ def _recorded_steps(records: list[Record], plan_id: str) -> tuple[list[dict[str,
     steps: dict[int, dict[str, Any]] = {}
     first = last = 0
     for record in records:
-        if record.entry_type not in _STEP_KINDS:
+        if record[ENTRY_TYPE] not in _STEP_KINDS:
             continue
-        content = decode(record.content)
+        content = decode(record[CONTENT])
         if content.get("plan_id") != plan_id:
             continue
-        first = first or record.seq
-        last = record.seq
-        if record.entry_type == EntryType.PLAN_STEP_COMPLETED.value:
+        first = first or record[SEQ]
+        last = record[SEQ]
+        if record[ENTRY_TYPE] == EntryType.PLAN_STEP_COMPLETED.value:
             steps[content["step_index"]] = {
                 "capability": content.get("capability"),
                 "success": content.get("success") is True,
@@ -101,10 +101,10 @@ async def replay_plan(core: SessionCore, plan_id: str | None) -> dict[str, Any]:
     if not isinstance(user_input, str):
         raise BadInput(f"plan {plan_id} records no user_input: it cannot be planned again")
     exchange_record = _find_exchange(records, plan, user_input)
-    request = decode(exchange_record.content)["request"]
+    request = decode(exchange_record[CONTENT])["request"]
     recorded_steps, first_step, last_step = _recorded_steps(records, plan_id)
-    start = min(s for s in (first_step, exchange_record.seq, plan.seq) if s)
-    end = max(last_step, plan.seq)
+    start = min(s for s in (first_step, exchange_record[SEQ], plan[SEQ]) if s)
+    end = max(last_step, plan[SEQ])
     at_seq = start - 1
     if at_seq < 1:
         raise BadInput("the plan starts at the session's first entry: nothing to fork from")
@@ -155,7 +155,7 @@ async def replay_plan(core: SessionCore, plan_id: str | None) -> dict[str, Any]:
     ]
     state_differences = compare_maps(recorded.all_state(), final_state)
     artifact_differences = compare_maps(recorded.artifacts, final_artifacts)
-    recorded_plan = "created" if plan.entry_type == EntryType.PLAN_CREATED.value else "failed"
+    recorded_plan = "created" if plan[ENTRY_TYPE] == EntryType.PLAN_CREATED.value else "failed"
     replayed_plan = "created" if plan_result is not None and plan_result.success else "failed"
     same_steps = [(s["capability"], s["success"]) for s in recorded_steps] == [
         (s["capability"], s["success"]) for s in replayed_steps
@@ -171,7 +171,7 @@ async def replay_plan(core: SessionCore, plan_id: str | None) -> dict[str, Any]:
         "user_input": user_input,
         "forked_at_seq": at_seq,
         "recorded_end_seq": end,
-        "exchanges": sum(1 for r in records if r.entry_type == _EXCHANGE),
+        "exchanges": sum(1 for r in records if r[ENTRY_TYPE] == _EXCHANGE),
         "capabilities": list(wanted) or sorted(specs),
         "plan_outcome": {"recorded": recorded_plan, "replayed": replayed_plan},
         "recorded_steps": recorded_steps,

@@ -20,7 +20,7 @@ from .._exceptions import SessionCorruptedError, SessionNotFoundError
 from .._persistence import read_session
 from .._state import SessionCore
 from .._storage import SessionInfo, SessionStore
-from .._trajectory import Record
+from .._trajectory import AGENT_ID, ENTRY_TYPE, Record
 from ..stores import SQLiteStore
 from ._errors import BadInput
 from ._naming import SessionName, StoreURL
@@ -53,9 +53,9 @@ def filter_records(
         records = records[max(since_seq, 0) :]
     if entry_types:
         kinds = set(entry_types)
-        records = [r for r in records if r.entry_type in kinds]
+        records = [r for r in records if r[ENTRY_TYPE] in kinds]
     if agent_id is not None:
-        records = [r for r in records if r.agent_id == agent_id]
+        records = [r for r in records if r[AGENT_ID] == agent_id]
     if limit is not None:
         records = records[-limit:]
     return records

@@ -28,7 +28,18 @@ from starlette.types import ASGIApp
 from .._canonical import decode
 from .._exceptions import KaizenError, SessionNotFoundError
 from .._hub import SessionHub
-from .._trajectory import EntryType, Record, TrajectoryEntry
+from .._trajectory import (
+    AGENT_ID,
+    CONTENT,
+    ENTRY_TYPE,
+    HASH,
+    PREV_HASH,
+    SEQ,
+    TIMESTAMP,
+    EntryType,
+    Record,
+    TrajectoryEntry,
+)
 from . import _render
 from ._live import EventStream, open_steps_before, stream_rows
 from ._reader import WINDOW, Filters, Reader, Summary, VerifyResult, step_key
@@ -84,6 +95,16 @@ def _environment() -> jinja2.Environment:
     env.globals["entry_types"] = _ENTRY_TYPES
     env.globals["offset"] = _offset
     env.globals["entry_status"] = lambda record: Row(record).status
+    # a record is a plain tuple: templates read its fields as rec[SEQ], rec[HASH], ...
+    env.globals.update(
+        SEQ=SEQ,
+        TIMESTAMP=TIMESTAMP,
+        AGENT_ID=AGENT_ID,
+        ENTRY_TYPE=ENTRY_TYPE,
+        CONTENT=CONTENT,
+        PREV_HASH=PREV_HASH,
+        HASH=HASH,
+    )
     return env
 
 
@@ -102,9 +123,9 @@ def _offset(timestamp: str, origin: float) -> str:
 
 def _content(record: Record) -> Any:
     try:
-        return decode(record.content)
+        return decode(record[CONTENT])
     except ValueError:
-        return record.content.decode("utf-8", "replace")
+        return record[CONTENT].decode("utf-8", "replace")
 
 
 def _int(request: Request, name: str, default: int | None = None) -> int | None:
@@ -235,7 +256,7 @@ class _Pages:
         first, last = await self.reader.first_and_last(session_id)
         total_ms = None
         if first is not None and last is not None:
-            total_ms = (parse_time(last.timestamp) - parse_time(first.timestamp)) * 1000.0
+            total_ms = (parse_time(last[TIMESTAMP]) - parse_time(first[TIMESTAMP])) * 1000.0
         summary: Summary | None = self.reader.cached_summary(session_id)
         if length - (0 if summary is None else summary.upto) <= INLINE_SUMMARY:
             summary = await self.reader.summary(session_id)
@@ -264,9 +285,9 @@ class _Pages:
             session_id, window.records, window.lower, window.upper, filters
         )
         live = self.settings.follow and window.at_head and not filters.narrowing
-        agents = sorted({r.agent_id for r in window.records})
+        agents = sorted({r[AGENT_ID] for r in window.records})
         first = header["first"]
-        origin = parse_time(first.timestamp) if first is not None else 0.0
+        origin = parse_time(first[TIMESTAMP]) if first is not None else 0.0
         return self.page(
             request,
             "session.html",
@@ -287,9 +308,11 @@ class _Pages:
         self, session_id: str, records: list[Record], lower: int, upper: int, filters: Filters
     ) -> tuple[list[Row], Axis]:
         if filters.narrowing:
-            rows = [Row(r, is_step=r.entry_type in (_STARTED, _COMPLETED)) for r in records]
+            rows = [Row(r, is_step=r[ENTRY_TYPE] in (_STARTED, _COMPLETED)) for r in records]
             return rows, Axis.of(rows)
-        ends_wanted = [k for k in (step_key(r) for r in records if r.entry_type == _COMPLETED) if k]
+        ends_wanted = [
+            k for k in (step_key(r) for r in records if r[ENTRY_TYPE] == _COMPLETED) if k
+        ]
         starts = (
             await self.reader.step_starts(session_id, ends_wanted, lower) if ends_wanted else {}
         )
@@ -299,7 +322,7 @@ class _Pages:
             for k in (
                 step_key(r.record)
                 for r in build_rows(records)
-                if r.is_step and r.end is None and r.record.entry_type == _STARTED
+                if r.is_step and r.end is None and r.record[ENTRY_TYPE] == _STARTED
             )
             if k
         ]
@@ -336,15 +359,15 @@ class _Pages:
         content = _content(record)
         partner: Record | None = None
         key = step_key(record)
-        if key is not None and record.entry_type == _STARTED:
+        if key is not None and record[ENTRY_TYPE] == _STARTED:
             partner = (await self.reader.step_ends(session_id, [key], seq)).get(key)
-        elif key is not None and record.entry_type == _COMPLETED:
+        elif key is not None and record[ENTRY_TYPE] == _COMPLETED:
             partner = (await self.reader.step_starts(session_id, [key], seq - 1)).get(key)
         diff = None
-        if record.entry_type in ("state_set", "state_deleted") and isinstance(content, dict):
+        if record[ENTRY_TYPE] in ("state_set", "state_deleted") and isinstance(content, dict):
             old = content.get("old_value")
             new = content.get("new_value")
-            if record.entry_type == "state_deleted":
+            if record[ENTRY_TYPE] == "state_deleted":
                 diff = _render.diff_values(old, _render.ABSENT)
             else:
                 diff = _render.diff_values(old, new)
@@ -613,7 +636,7 @@ class _Pages:
             session_id, since=after, types=[_STARTED, _COMPLETED], limit=WINDOW * 2
         )
         rows = build_rows(records)
-        return [row for row in rows if row.is_step and row.record.entry_type == _STARTED]
+        return [row for row in rows if row.is_step and row.record[ENTRY_TYPE] == _STARTED]
 
 
 def _float(request: Request, name: str) -> float:

@@ -18,6 +18,7 @@ from .._persistence import read_session
 from .._state import SessionCore
 from .._steps import find_open_steps
 from .._storage import Batch, SessionStore
+from .._trajectory import SEQ
 
 __all__ = ["load_files", "store_core"]
 
@@ -27,7 +28,7 @@ async def store_core(
 ) -> str:
     """Create a session in ``store`` holding exactly ``core``'s entries, state and
     artifacts; returns its id."""
-    open_steps = tuple(record.seq for record in find_open_steps(core.records))
+    open_steps = tuple(record[SEQ] for record in find_open_steps(core.records))
     await store.create(
         Batch(
             core.session_id,

@@ -24,7 +24,7 @@ from starlette.types import Receive, Scope, Send
 
 from .._exceptions import KaizenError, SessionClosedError, SessionNotFoundError
 from .._hub import SessionHub
-from .._trajectory import EntryType, Record
+from .._trajectory import SEQ, EntryType, Record
 from ._reader import PAGE, STEP_REACH, Reader, step_key
 from ._timeline import Row, StepTracker
 
@@ -99,7 +99,7 @@ async def entries_after(
         for record in page:
             yield record
         if page:
-            pos = page[-1].seq
+            pos = page[-1][SEQ]
             if len(page) == PAGE:
                 continue
         if not follow:
@@ -123,7 +123,7 @@ async def open_steps_before(reader: Reader, session_id: str, seq: int) -> list[R
     tracker = StepTracker()
     for record in records:
         tracker.place(record)
-    return sorted((row.record for row in tracker.running()), key=lambda r: r.seq)
+    return sorted((row.record for row in tracker.running()), key=lambda r: r[SEQ])
 
 
 class EventStream:
@@ -215,5 +215,5 @@ async def stream_rows(
         reader, session_id, since, follow=follow, poll_interval=poll_interval
     ):
         where, row = tracker.place(record)
-        await emit(sse_event("entry", render(where, row, record), record.seq))
+        await emit(sse_event("entry", render(where, row, record), record[SEQ]))
     await emit(sse_event("end", "the session is closed: no more entries will come"))

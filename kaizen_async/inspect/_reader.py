@@ -23,7 +23,7 @@ from .._exceptions import SessionCorruptedError
 from .._hub import SessionHub
 from .._state import SessionCore
 from .._storage import SessionInfo, SessionStore, StoredSession
-from .._trajectory import EntryType, Record
+from .._trajectory import AGENT_ID, CONTENT, ENTRY_TYPE, HASH, SEQ, EntryType, Record
 from ._redact import redact_record
 
 __all__ = [
@@ -115,7 +115,7 @@ class Summary:
         return self.failed_steps + self.agent_failures + self.plan_failures + self.llm_errors
 
     def add(self, record: Record) -> None:
-        kind = record.entry_type
+        kind = record[ENTRY_TYPE]
         self.counts[kind] = self.counts.get(kind, 0) + 1
         failed = False
         if kind == _COMPLETED:
@@ -136,8 +136,8 @@ class Summary:
             failed = True
             self.llm_errors += 1
         if failed and self.first_failure is None:
-            self.first_failure = record.seq
-        self.upto = record.seq
+            self.first_failure = record[SEQ]
+        self.upto = record[SEQ]
 
 
 @dataclass(frozen=True)
@@ -154,7 +154,7 @@ class VerifyResult:
 
 def _body(record: Record) -> dict[str, Any]:
     try:
-        value = decode(record.content)
+        value = decode(record[CONTENT])
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
@@ -162,9 +162,9 @@ def _body(record: Record) -> dict[str, Any]:
 
 def matches_text(record: Record, needle: str) -> bool:
     """Case-insensitive: the text in the entry's agent, type or (shown) content JSON."""
-    if needle in record.agent_id.lower() or needle in record.entry_type:
+    if needle in record[AGENT_ID].lower() or needle in record[ENTRY_TYPE]:
         return True
-    return needle in record.content.decode("utf-8", "replace").lower()
+    return needle in record[CONTENT].decode("utf-8", "replace").lower()
 
 
 class Reader:
@@ -280,7 +280,7 @@ class Reader:
             )
             later = len(records) > WINDOW
             records = records[:WINDOW]
-            upper = records[-1].seq if later else ceiling
+            upper = records[-1][SEQ] if later else ceiling
             return Window(records, floor, upper, head, floor > 0, later or upper < head)
         records = await self.read(
             session_id,
@@ -293,7 +293,7 @@ class Reader:
         )
         earlier = len(records) > WINDOW
         records = records[-WINDOW:] if earlier else records
-        lower = records[0].seq - 1 if earlier else floor
+        lower = records[0][SEQ] - 1 if earlier else floor
         return Window(records, lower, ceiling, head, earlier or floor > 0, ceiling < head)
 
     async def _search(
@@ -324,7 +324,7 @@ class Reader:
                     pos = ceiling
                     break
                 for record in page:
-                    pos = record.seq
+                    pos = record[SEQ]
                     if matches_text(record, needle):
                         found.append(record)
                         if len(found) == WINDOW:
@@ -348,7 +348,7 @@ class Reader:
                 pos = floor
                 break
             for record in reversed(page):
-                pos = record.seq - 1
+                pos = record[SEQ] - 1
                 if matches_text(record, needle):
                     found.append(record)
                     if len(found) == WINDOW:
@@ -381,7 +381,7 @@ class Reader:
                     wanted.discard(key)
             if len(page) < PAGE:
                 break
-            pos = page[0].seq - 1
+            pos = page[0][SEQ] - 1
         return found
 
     async def step_ends(
@@ -417,7 +417,7 @@ class Reader:
             if not page:
                 return
             yield page
-            pos = page[-1].seq
+            pos = page[-1][SEQ]
             if len(page) < PAGE:
                 return
 
@@ -448,7 +448,7 @@ class Reader:
                 break
             for record in page:
                 fresh.add(record)
-            pos = page[-1].seq
+            pos = page[-1][SEQ]
         self._summaries[session_id] = fresh
         return fresh
 
@@ -474,11 +474,11 @@ class Reader:
                 key = body.get("key")
                 if not isinstance(key, str):
                     continue
-                if record.entry_type == _STATE_SET:
+                if record[ENTRY_TYPE] == _STATE_SET:
                     state[key] = body.get("new_value")
                 else:
                     state.pop(key, None)
-                seq = record.seq
+                seq = record[SEQ]
         return state, seq
 
     async def _version_seq(self, session_id: str, version: int) -> int:
@@ -487,7 +487,7 @@ class Reader:
         found = await self.store.read(
             session_id, entry_types=[_STATE_SET, _STATE_DELETED], limit=1, newest=True
         )
-        return found[0].seq if found else 0
+        return found[0][SEQ] if found else 0
 
     # -- artifacts ---------------------------------------------------------------------------
 
@@ -501,7 +501,7 @@ class Reader:
                 body = _body(record)
                 name = body.get("name")
                 if isinstance(name, str) and current.get(name) == body.get("digest"):
-                    written[name] = {"seq": record.seq, "size": body.get("size")}
+                    written[name] = {"seq": record[SEQ], "size": body.get("size")}
         out = []
         for name in sorted(current):
             seen = written.get(name, {})
@@ -557,9 +557,9 @@ class Reader:
                 if not page:
                     raise SessionCorruptedError(f"the store has no entry {pos + 1}", seq=pos + 1)
                 for record in page:
-                    checked = record.seq
+                    checked = record[SEQ]
                     yield record
-                pos = page[-1].seq
+                pos = page[-1][SEQ]
 
         def replay() -> SessionCore:
             return SessionCore.replay(
@@ -606,7 +606,7 @@ class Reader:
         async def same(seq: int) -> bool:
             left = await self.store.read(a, since_seq=seq - 1, until_seq=seq)
             right = await self.store.read(b, since_seq=seq - 1, until_seq=seq)
-            return bool(left and right and left[0].hash == right[0].hash)
+            return bool(left and right and left[0][HASH] == right[0][HASH])
 
         while low < high:
             mid = math.ceil((low + high) / 2)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._canonical import decode, encode, sha256_hex
-from .._trajectory import EntryType, Record
+from .._trajectory import CONTENT, ENTRY_TYPE, EntryType, Record
 
 __all__ = ["hidden", "is_hidden", "redact_content", "redact_record"]
 
@@ -88,7 +88,7 @@ def redact_content(entry_type: str, content: Any) -> Any:
 def redact_record(record: Record) -> Record:
     """The record with its content's model text hidden (hashes kept as recorded, so the
     chain shown is the real one; the content shown no longer matches it)."""
-    if record.entry_type not in REDACTED_TYPES:
+    if record[ENTRY_TYPE] not in REDACTED_TYPES:
         return record
-    content = redact_content(record.entry_type, decode(record.content))
-    return Record((*record[:4], encode(content), *record[5:]))
+    content = redact_content(record[ENTRY_TYPE], decode(record[CONTENT]))
+    return (*record[:4], encode(content), *record[5:])

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from .._trajectory import Record
+from .._trajectory import ENTRY_TYPE, Record
 from ._redact import is_hidden
 from ._timeline import body
 
@@ -62,7 +62,7 @@ def summary_line(record: Record) -> str:
     content = body(record)
     if not isinstance(content, dict):
         return _short(content, LINE_CHARS)
-    kind = record.entry_type
+    kind = record[ENTRY_TYPE]
     if kind == "state_set":
         key, value = _short(content.get("key")), _short(content.get("new_value"))
         return f"{key} = {value} (version {content.get('state_version')})"

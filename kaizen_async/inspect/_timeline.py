@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from .._canonical import decode
-from .._trajectory import EntryType, Record
+from .._trajectory import AGENT_ID, CONTENT, ENTRY_TYPE, SEQ, TIMESTAMP, EntryType, Record
 from ._reader import step_key
 
 __all__ = ["Axis", "Row", "StepTracker", "build_rows", "duration_text", "parse_time"]
@@ -88,7 +88,7 @@ def duration_text(ms: float | None) -> str:
 
 def body(record: Record) -> Any:
     try:
-        return decode(record.content)
+        return decode(record[CONTENT])
     except ValueError:
         return None
 
@@ -106,19 +106,19 @@ class Row:
 
     @property
     def seq(self) -> int:
-        return self.record.seq
+        return self.record[SEQ]
 
     @property
     def anchor(self) -> int:
         """The seq this row's element is named after (``seq-N``)."""
-        return self.record.seq
+        return self.record[SEQ]
 
     @property
     def seqs(self) -> list[int]:
-        out = [self.record.seq]
+        out = [self.record[SEQ]]
         if self.end is not None:
-            out.append(self.end.seq)
-        out.extend(child.seq for child in self.children)
+            out.append(self.end[SEQ])
+        out.extend(child[SEQ] for child in self.children)
         return out
 
     @property
@@ -133,13 +133,13 @@ class Row:
     def step_started(self) -> Record | None:
         if not self.is_step:
             return None
-        return self.start if self.record.entry_type == _COMPLETED else self.record
+        return self.start if self.record[ENTRY_TYPE] == _COMPLETED else self.record
 
     @property
     def step_completed(self) -> Record | None:
         if not self.is_step:
             return None
-        return self.record if self.record.entry_type == _COMPLETED else self.end
+        return self.record if self.record[ENTRY_TYPE] == _COMPLETED else self.end
 
     @property
     def capability(self) -> str:
@@ -165,7 +165,7 @@ class Row:
             if "step_interrupted" in str(content.get("result_summary", "")):
                 return "interrupted"
             return "failed"
-        kind = self.record.entry_type
+        kind = self.record[ENTRY_TYPE]
         if kind in ("agent_failed", "plan_failed"):
             return "failed"
         if kind == _LLM and self._content(self.record).get("error"):
@@ -179,11 +179,11 @@ class Row:
             started, completed = self.step_started, self.step_completed
             if started is None or completed is None:
                 return None
-            return parse_time(started.timestamp), parse_time(completed.timestamp)
-        if self.record.entry_type == _LLM:
+            return parse_time(started[TIMESTAMP]), parse_time(completed[TIMESTAMP])
+        if self.record[ENTRY_TYPE] == _LLM:
             ms = self._content(self.record).get("duration_ms")
             if isinstance(ms, int | float) and not isinstance(ms, bool) and ms >= 0:
-                end = parse_time(self.record.timestamp)
+                end = parse_time(self.record[TIMESTAMP])
                 return end - ms / 1000.0, end
         return None
 
@@ -197,7 +197,7 @@ class Row:
     @property
     def when(self) -> float:
         times = self.times
-        return times[0] if times is not None else parse_time(self.record.timestamp)
+        return times[0] if times is not None else parse_time(self.record[TIMESTAMP])
 
 
 @dataclass(frozen=True)
@@ -214,7 +214,7 @@ class Axis:
             times = row.times
             if times is not None:
                 points.extend(times)
-            points.append(parse_time(row.record.timestamp))
+            points.append(parse_time(row.record[TIMESTAMP]))
         if not points:
             return cls(0.0, 0.0)
         return cls(min(points), max(points))
@@ -247,7 +247,7 @@ class StepTracker:
     def place(self, record: Record) -> tuple[str, Row]:
         """Where an entry goes: ``("new", row)`` a new row; ``("end", row)`` it completes
         a step row shown before; ``("child", row)`` it nests under a running step."""
-        kind = record.entry_type
+        kind = record[ENTRY_TYPE]
         if kind == _STARTED:
             key = step_key(record)
             row = Row(record, is_step=True)
@@ -265,7 +265,7 @@ class StepTracker:
                 return "end", row
             return "new", Row(record, is_step=True)
         running = self.running()
-        if kind not in _NEVER_NESTED and record.agent_id != _OUTSIDER and len(running) == 1:
+        if kind not in _NEVER_NESTED and record[AGENT_ID] != _OUTSIDER and len(running) == 1:
             running[0].children.append(record)
             return "child", running[0]
         row = Row(record)
@@ -291,25 +291,25 @@ def build_rows(
         key = step_key(started)
         if key is not None:
             tracker.open.setdefault(key, []).append(Row(started, is_step=True))
-    hidden_parents: set[int] = {started.seq for started in running_before or []}
+    hidden_parents: set[int] = {started[SEQ] for started in running_before or []}
     for record in records:
         where, row = tracker.place(record)
         if where == "new":
-            if row.is_step and row.record.entry_type == _COMPLETED:
+            if row.is_step and row.record[ENTRY_TYPE] == _COMPLETED:
                 key = step_key(row.record)
                 if key is not None and key in starts:
                     row.start = starts[key]
             rows.append(row)
-        elif where == "child" and row.record.seq in hidden_parents:
+        elif where == "child" and row.record[SEQ] in hidden_parents:
             # the step started before the window: show the entry as its own row
             row.children.pop()
-            rows.append(Row(record, during=(row.record.seq,)))
-        elif where == "end" and row.record.seq in hidden_parents:
+            rows.append(Row(record, during=(row.record[SEQ],)))
+        elif where == "end" and row.record[SEQ] in hidden_parents:
             shown = Row(record, is_step=True, start=row.record)
             rows.append(shown)
     if ends:
         for row in rows:
-            if row.is_step and row.end is None and row.record.entry_type == _STARTED:
+            if row.is_step and row.end is None and row.record[ENTRY_TYPE] == _STARTED:
                 key = step_key(row.record)
                 if key is not None and key in ends:
                     row.end = ends[key]

@@ -29,7 +29,7 @@ from .._exceptions import (
 )
 from .._state import validate_artifact_name, validate_key
 from .._storage import Batch
-from .._trajectory import EntryType, Record
+from .._trajectory import HASH, PREV_HASH, SEQ, EntryType, Record, record_hash
 
 __all__ = [
     "ENTRY_TYPES",
@@ -315,7 +315,7 @@ def check_records(session_id: str, rows: Iterable[tuple[Any, ...]]) -> list[Reco
             or agent.isspace()
         ):
             raise corrupted(session_id, f"malformed entry row {_short(row)}", _seq(seq))
-        append(Record(row))
+        append((seq, ts, agent, kind, content, prev, digest))
     return records
 
 
@@ -323,12 +323,12 @@ def check_tail(
     session_id: str, tail: list[Record], head_seq: int, head_hash: str, wanted: int
 ) -> None:
     """The newest records must end at the head, run without gaps and chain by hash."""
-    if tail and tail[-1].seq > head_seq:
+    if tail and tail[-1][SEQ] > head_seq:
         raise corrupted(
-            session_id, f"the store holds entries past the recorded head {head_seq}", tail[-1].seq
+            session_id, f"the store holds entries past the recorded head {head_seq}", tail[-1][SEQ]
         )
     for offset in range(1, len(tail) + 1):  # newest first: name the first missing seq
-        if tail[-offset].seq != head_seq - offset + 1:
+        if tail[-offset][SEQ] != head_seq - offset + 1:
             raise corrupted(session_id, "entry is missing", head_seq - offset + 1)
     if len(tail) != min(wanted, head_seq):
         raise corrupted(session_id, "entry is missing", head_seq - len(tail))
@@ -336,11 +336,11 @@ def check_tail(
         if head_seq == 0 and head_hash != "0" * 64:
             raise corrupted(session_id, "an empty session has a head hash")
         return
-    prev = tail[0].prev_hash
+    prev = tail[0][PREV_HASH]
     for record in tail:
-        if record.prev_hash != prev or record.computed_hash() != record.hash:
-            raise corrupted(session_id, "hash chain broken (tampered?)", record.seq)
-        prev = record.hash
+        if record[PREV_HASH] != prev or record_hash(record) != record[HASH]:
+            raise corrupted(session_id, "hash chain broken (tampered?)", record[SEQ])
+        prev = record[HASH]
     if prev != head_hash:
         raise corrupted(session_id, "the newest entry is not the recorded head", head_seq)
 

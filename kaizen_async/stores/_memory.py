@@ -27,7 +27,7 @@ from .._checkpointing import Checkpointer, CheckpointPolicy
 from .._exceptions import ArtifactNotFoundError, ErrorCode, PersistError
 from .._keys import Signer
 from .._storage import Batch, Ownership, SessionInfo, StoredSession, StoreStatistics
-from .._trajectory import Record
+from .._trajectory import AGENT_ID, ENTRY_TYPE, HASH, PREV_HASH, Record
 from ._common import (
     busy,
     check_batch,
@@ -178,7 +178,7 @@ class MemoryStore:
             raise fenced(batch.session_id, batch.epoch, stored.epoch, stored.owner)
         head = len(stored.records)
         if batch.base_seq != head or (
-            batch.records and batch.records[0].prev_hash != stored.head_hash
+            batch.records and batch.records[0][PREV_HASH] != stored.head_hash
         ):
             raise conflict(batch.session_id, batch.base_seq, head)
         self._apply(stored, batch, now())
@@ -224,7 +224,7 @@ class MemoryStore:
     def _apply(self, stored: _Session, batch: Batch, stamp: str) -> None:
         stored.records.extend(batch.records)
         if batch.records:
-            stored.head_hash = batch.records[-1].hash
+            stored.head_hash = batch.records[-1][HASH]
         stored.state_version = batch.state_version
         stored.updated_at = stamp
         for key, value in batch.state.items():
@@ -310,9 +310,9 @@ class MemoryStore:
         stored = self._session(session_id)
         found = stored.records[since:until]
         if kinds is not None:
-            found = [r for r in found if r.entry_type in kinds]
+            found = [r for r in found if r[ENTRY_TYPE] in kinds]
         if agent_id is not None:
-            found = [r for r in found if r.agent_id == agent_id]
+            found = [r for r in found if r[AGENT_ID] == agent_id]
         if count is not None:
             if count == 0:
                 return []

@@ -17,7 +17,7 @@ from .._exceptions import SessionCorruptedError
 from .._keys import Keyring
 from .._state import SessionCore
 from .._storage import CheckpointStore, SessionStore, StoredSession
-from .._trajectory import Record
+from .._trajectory import HASH, Record
 from .._verification import AnchorSource, VerifyReport, check_checkpoints, verify_options
 from ._common import check_session_id, corrupted
 
@@ -58,7 +58,7 @@ async def verify_stored(
     def check() -> VerifyReport:
         _replay_matches(session_id, records, stored)
         return check_checkpoints(
-            session_id, len(records), lambda seq: records[seq - 1].hash, checkpoints, options
+            session_id, len(records), lambda seq: records[seq - 1][HASH], checkpoints, options
         )
 
     return await anyio.to_thread.run_sync(check)

@@ -19,6 +19,7 @@ see uncommitted data are queued with :meth:`Actor.call_after` and computed after
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -68,7 +69,7 @@ class Actor:
         self.committer = committer
         #: called after each batch is answered and when the loop ends (subscribers wait)
         self.on_settled: Callable[[], None] | None = None
-        #: set when the loop has ended, for whoever stops the actor without a task group
+        #: set when the loop has ended; made by whoever has to wait for that (``_stop``)
         self.finished: anyio.Event | None = None
         self.close_reason = ""
         #: when set, what a closed actor answers instead of SessionClosedError (a session
@@ -134,6 +135,42 @@ class Actor:
         """Stop accepting requests; the loop drains what is queued, then returns."""
         self.closing = True
         self._wake()
+
+    # running without a task group: ``spawn`` starts the loop as a task of its own (no
+    # task group, cancel scope or AnyIO task handle per session: those cost more memory
+    # than the rest of an idle session), ``join`` is the task group's exit
+    def spawn(self) -> None:  # pragma: no cover - overridden
+        """Start :meth:`run` as a task of its own; :meth:`join` must end it."""
+        raise NotImplementedError
+
+    def _cancel(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    async def _ran(self) -> None:  # pragma: no cover - overridden
+        """Return once the spawned task has ended (cancellable)."""
+        raise NotImplementedError
+
+    def _raise_error(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    async def join(self, cancel: bool = False) -> None:
+        """Wait for the spawned loop to end, as leaving a task group would: with ``cancel``
+        (the caller is being cancelled) it is cancelled first; a wait that is cancelled
+        cancels it too, and either way it has ended when this returns. An error the loop
+        itself raised (a bug) is raised here."""
+        if cancel:
+            self._cancel()
+            with anyio.CancelScope(shield=True):
+                await self._ran()
+            return
+        try:
+            await self._ran()
+        except BaseException:
+            self._cancel()
+            with anyio.CancelScope(shield=True):
+                await self._ran()
+            raise
+        self._raise_error()
 
     async def run(self) -> None:
         """Drain the queue in batches until closed; always fails what it could not serve."""
@@ -279,6 +316,24 @@ class _AsyncioActor(Actor):
         super().__init__(name, committer)
         self._loop = asyncio.get_running_loop()
         self._wakeup: asyncio.Future[None] | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def spawn(self) -> None:
+        self._task = self._loop.create_task(self.run(), name=self.name)
+
+    def _cancel(self) -> None:
+        assert self._task is not None
+        self._task.cancel()
+
+    async def _ran(self) -> None:
+        assert self._task is not None
+        await asyncio.wait((self._task,))
+
+    def _raise_error(self) -> None:
+        task = self._task
+        assert task is not None
+        if not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
 
     def _wake(self) -> None:
         wakeup = self._wakeup
@@ -353,6 +408,47 @@ class _TrioActor(Actor):
 
         self._lowlevel = trio.lowlevel
         self._sleeper: Any = None
+        self._scope: Any = None  # the spawned task's cancel scope
+        self._error: Exception | None = None
+        self._ended_event: Any = None  # made by a join that has to wait
+
+    def spawn(self) -> None:
+        import trio
+
+        self._scope = trio.CancelScope()
+        # a system task has no nursery: ``join`` is its owner's exit, as for asyncio
+        self._lowlevel.spawn_system_task(
+            self._host, name=self.name, context=contextvars.copy_context()
+        )
+
+    async def _host(self) -> None:
+        try:
+            with self._scope:
+                await self.run()
+        except Exception as exc:
+            self._error = exc
+        finally:
+            self._scope = None
+            if self._ended_event is not None:
+                self._ended_event.set()
+
+    def _cancel(self) -> None:
+        if self._scope is not None:
+            self._scope.cancel()
+
+    async def _ran(self) -> None:
+        if self._scope is None:  # ended (or never entered its scope: cancel it there)
+            await self._lowlevel.checkpoint()
+            return
+        import trio
+
+        if self._ended_event is None:
+            self._ended_event = trio.Event()
+        await self._ended_event.wait()
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            raise self._error
 
     def _wake(self) -> None:
         sleeper = self._sleeper

@@ -202,11 +202,14 @@ class Session:
                 for kind, content in interrupted_records(find_open_steps(core.records)):
                     core.apply_append("system", kind, content)
         actor = create_actor(f"session {self._core.session_id}", self._committer())
+        if self._anchor is None:  # the actor alone: its own task, left by actor.join
+            actor.spawn()
+            self._actor = actor
+            return self
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
         task_group.start_soon(actor.run, name=actor.name)
-        if self._anchor is not None:
-            task_group.start_soon(self._anchor.run, name=f"anchor of {actor.name}")
+        task_group.start_soon(self._anchor.run, name=f"anchor of {actor.name}")
         self._actor, self._task_group = actor, task_group
         return self
 
@@ -225,8 +228,12 @@ class Session:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
-        assert self._actor is not None and self._task_group is not None
+        assert self._actor is not None
         self._actor.close()
+        if self._task_group is None:
+            # as leaving a task group: drained on the way out, cancelled with the caller
+            await self._actor.join(isinstance(exc, anyio.get_cancelled_exc_class()))
+            return None
         if self._anchor is not None:
             self._anchor.close()
         return await _exit_task_group(self._task_group, exc_type, exc, tb)
@@ -242,7 +249,6 @@ class Session:
             raise SessionClosedError("a Session can be entered only once")
         self._entered = True
         actor = create_actor(f"session {self._core.session_id}", self._committer())
-        actor.finished = anyio.Event()
         self._actor = actor
         task_group.start_soon(actor.run, name=actor.name)
 
@@ -253,7 +259,9 @@ class Session:
         if actor is None:
             return
         actor.close()  # at once: from here on requests raise SessionClosedError
-        if actor.finished is not None:
+        if not actor.closed:  # the loop has not ended yet: wait for it (an event made
+            if actor.finished is None:  # only now, so an idle session holds none)
+                actor.finished = anyio.Event()
             await actor.finished.wait()
 
     async def _settled(self) -> None:

@@ -7,15 +7,19 @@ Every ``set`` is fully recorded: one hash-chained ``state_set`` entry each.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import shutil
 import tempfile
 import time
+import tracemalloc
 
 import anyio
 from _common import anyio_stream_baseline, asyncio_queue_baseline, best_rate, load_average, report
 
 from kaizen_async import Session
+
+TARGET_IDLE_KIB = 6  # issue 10: at most 6 KiB per idle open in-memory session
 
 
 async def sets_one_caller(n: int) -> None:
@@ -83,6 +87,32 @@ async def persistence(entries: int, increment: int, directory: str) -> dict[str,
     }
 
 
+async def idle_memory(n: int) -> float:
+    """Bytes one more idle open in-memory session holds (``async with Session()`` that did
+    one ``set``), measured with tracemalloc over ``n`` sessions open at once."""
+
+    async def open_many(count: int) -> list[Session]:
+        sessions = []
+        for _ in range(count):
+            session = Session()
+            await session.__aenter__()
+            await session.set("k", "v")
+            sessions.append(session)
+        return sessions
+
+    warm = await open_many(10)  # imports, caches
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    sessions = await open_many(n)
+    gc.collect()
+    after = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    for session in reversed(warm + sessions):
+        await session.__aexit__(None, None, None)
+    return sum(stat.size_diff for stat in after.compare_to(before, "filename")) / n
+
+
 async def main(quick: bool) -> None:
     load_average()
     n = 20_000 if quick else 100_000
@@ -94,6 +124,7 @@ async def main(quick: bool) -> None:
     entries = 20_000 if quick else 100_000
     with tempfile.TemporaryDirectory() as directory:
         p = await persistence(entries, 1_000, directory)
+    idle_bytes = await idle_memory(2_000)
     rows = [
         ("asyncio.Queue request/reply (baseline)", f"{queue_rate:,.0f}/s", "1.00"),
         (
@@ -119,6 +150,11 @@ async def main(quick: bool) -> None:
             f"{p['incremental_s'] * 1000:,.1f} ms",
             f"{p['incremental_s'] / p['fresh_small_s']:.2f}",
         ),
+        (
+            f"memory per idle open in-memory session [target <= {TARGET_IDLE_KIB} KiB]",
+            f"{idle_bytes / 1024:,.1f} KiB",
+            "",
+        ),
     ]
     report(
         "session",
@@ -128,6 +164,7 @@ async def main(quick: bool) -> None:
             "anyio_stream_per_s": stream_rate,
             "set_one_caller_per_s": one,
             "set_64_callers_per_s": many,
+            "idle_session_bytes": idle_bytes,
             **p,
         },
     )

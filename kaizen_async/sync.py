@@ -20,13 +20,16 @@ event loop: use the async API.
 
 from __future__ import annotations
 
-import functools
+import _thread
+import asyncio
 import os
 import threading
 import weakref
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
+from inspect import isawaitable
 from types import TracebackType
 from typing import Any, Self, TypeVar, cast
 
@@ -50,32 +53,126 @@ __all__ = ["Dispatcher", "Session"]
 T = TypeVar("T")
 
 
+class _Waiter:
+    """One blocking call's answer: a lock the loop releases once the outcome is set."""
+
+    __slots__ = ("lock", "ok", "task", "value")
+
+    def __init__(self) -> None:
+        self.lock = _thread.allocate_lock()
+        self.lock.acquire()
+        self.ok = False
+        self.value: Any = None
+        self.task: asyncio.Task[None] | None = None  # kept alive by the waiting caller
+
+
+async def _serve(
+    waiter: _Waiter, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Any
+) -> None:
+    """The task behind one blocking call: run ``fn`` (awaiting its result if it is
+    awaitable), store the outcome in ``waiter`` and wake the caller, whatever happens."""
+    try:
+        result = fn(*args, **kwargs)
+        if isawaitable(result):
+            result = await result
+    except asyncio.CancelledError:  # only when the loop itself shuts down
+        waiter.value = SessionClosedError("the blocking facade's event loop has stopped")
+        raise
+    except BaseException as exc:  # the caller's to handle; the loop goes on serving others
+        waiter.value = exc
+    else:
+        waiter.ok, waiter.value = True, result
+    finally:
+        waiter.lock.release()
+
+
 class _LoopThread:
-    """One event loop in a daemon thread, reached through a blocking portal."""
+    """One asyncio event loop in a daemon thread, and the way blocking calls reach it.
+
+    A call queues ``(waiter, fn, args, kwargs)``, wakes the loop only when no wake-up is
+    pending already (so concurrent callers share one), and blocks on the waiter's lock;
+    the loop starts one task per queued call, in queue order, that releases the lock when
+    done. That is one thread round trip per call (AnyIO's ``BlockingPortal.call`` takes
+    two, spawning the task first, with a cancel scope and a concurrent future each); the
+    portal stays for the long-lived tasks that hold objects entered (:class:`_Entered`).
+    """
 
     def __init__(self) -> None:
         self._ready = threading.Event()
         self.portal: BlockingPortal | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._pending: deque[tuple[_Waiter, Callable[..., Any], tuple[Any, ...], Any]] = deque()
+        self._wake_pending = False
         self.thread = threading.Thread(target=self._run, name="kaizen-async-loop", daemon=True)
         self.thread.start()
         self._ready.wait()
+        self._loop_ident = self.thread.ident
 
     def _run(self) -> None:
-        anyio.run(self._main)
+        try:
+            anyio.run(self._main)
+        finally:
+            self._fail_pending()
 
     async def _main(self) -> None:
+        self.loop = asyncio.get_running_loop()
         async with BlockingPortal() as portal:
             self.portal = portal
             self._ready.set()
             await portal.sleep_until_stopped()
 
     def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        if threading.current_thread() is self.thread:
+        """Run ``fn(*args, **kwargs)`` in a task on the loop (awaited if it returns an
+        awaitable) and return its result or raise its exception, in the calling thread."""
+        if _thread.get_ident() == self._loop_ident:
             raise RuntimeError("kaizen_async.sync cannot be used from its own event loop")
-        assert self.portal is not None
-        if kwargs:
-            fn = functools.partial(fn, **kwargs)
-        return self.portal.call(fn, *args)
+        waiter = _Waiter()
+        self._pending.append((waiter, fn, args, kwargs))
+        if not self._wake_pending:
+            self._wake_pending = True
+            loop = self.loop
+            assert loop is not None
+            try:
+                loop.call_soon_threadsafe(self._start_pending)
+            except RuntimeError:  # the loop is closed (interpreter shutdown)
+                self._fail_pending()
+        lock = waiter.lock
+        while not lock.acquire(timeout=_ALIVE_CHECK_SECONDS):
+            if not self.thread.is_alive():  # the loop stopped with this call unanswered
+                self._fail_pending()
+                if not lock.acquire(blocking=False):
+                    raise SessionClosedError("the blocking facade's event loop has stopped")
+                break
+        if waiter.ok:
+            return waiter.value
+        error = waiter.value
+        try:
+            raise error
+        finally:  # no cycle through the traceback
+            waiter.value = error = None
+
+    def _start_pending(self) -> None:
+        """On the loop: start a task for every queued call, in the order they came."""
+        self._wake_pending = False
+        pending, create_task = self._pending, self.loop.create_task  # type: ignore[union-attr]
+        while pending:
+            waiter, fn, args, kwargs = pending.popleft()
+            waiter.task = create_task(_serve(waiter, fn, args, kwargs))
+
+    def _fail_pending(self) -> None:
+        """Answer every queued call with SessionClosedError (the loop has stopped)."""
+        pending = self._pending
+        while pending:
+            try:
+                waiter = pending.popleft()[0]
+            except IndexError:  # another thread emptied it meanwhile
+                return
+            waiter.value = SessionClosedError("the blocking facade's event loop has stopped")
+            waiter.lock.release()
+
+
+#: how often a blocked caller checks that the loop thread is still alive
+_ALIVE_CHECK_SECONDS = 1.0
 
 
 _lock = threading.Lock()

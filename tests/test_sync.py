@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import signal
+import threading
 import time
 import tracemalloc
 import weakref
@@ -10,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from agents import ReverseAgent
@@ -20,7 +24,7 @@ from kaizen_async import (
     SessionClosedError,
     StateKeyNotFoundError,
 )
-from kaizen_async.sync import Dispatcher, Session, _runtime
+from kaizen_async.sync import Dispatcher, Session, _LoopThread, _runtime
 
 
 def test_session_round_trip(tmp_path: Path) -> None:
@@ -166,3 +170,132 @@ def test_closed_property_and_double_close() -> None:
     assert session.closed
     with pytest.raises(SessionClosedError):
         session.set("k", 1)
+
+
+class _Stop(BaseException):
+    """A BaseException that is not an Exception, raised by code running on the loop."""
+
+
+def _raise_stop() -> None:
+    raise _Stop
+
+
+def test_an_error_on_the_loop_is_raised_typed_in_the_calling_thread() -> None:
+    errors: list[BaseException] = []
+    with Session() as session:
+        session.set("k", 1)
+
+        def bad_writes() -> None:
+            for call in (lambda: session.set("", 1), lambda: session.delete("nope")):
+                try:
+                    call()
+                except BaseException as exc:
+                    errors.append(exc)
+
+        thread = threading.Thread(target=bad_writes)
+        thread.start()
+        thread.join()
+        assert [type(e) for e in errors] == [KaizenValidationError, StateKeyNotFoundError]
+        assert session.get_state_version() == 1 and session.get_trajectory_length() == 2
+        # not even a BaseException from code on the loop stops the loop for the others
+        with pytest.raises(_Stop):
+            _runtime().call(_raise_stop)
+        assert session.set("k", 2) == 2
+
+
+def test_writes_from_threads_keep_each_threads_order() -> None:
+    n, threads = 200, 8
+    versions: dict[int, list[int]] = {}
+    with Session() as session:
+
+        def writer(t: int) -> None:
+            versions[t] = [session.set(f"k{t}", i) for i in range(n)]
+
+        workers = [threading.Thread(target=writer, args=(t,)) for t in range(threads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        assert all(v == sorted(v) for v in versions.values())
+        assert sorted(x for v in versions.values() for x in v) == list(range(1, n * threads + 1))
+        entries = session.get_trajectory(entry_types=["state_set"])
+        for t in range(threads):
+            written = [e.content["new_value"] for e in entries if e.content["key"] == f"k{t}"]
+            assert written == list(range(n))
+
+
+def test_calls_from_threads_while_the_session_closes_raise_session_closed() -> None:
+    session = Session()
+    outcomes: list[BaseException | None] = [None] * 4
+    started = threading.Barrier(len(outcomes) + 1)
+
+    def writer(t: int) -> None:
+        started.wait()
+        try:
+            while True:
+                session.set(f"k{t}", t)
+        except BaseException as exc:
+            outcomes[t] = exc
+
+    workers = [threading.Thread(target=writer, args=(t,), daemon=True) for t in range(4)]
+    for w in workers:
+        w.start()
+    started.wait()
+    session.close()
+    for w in workers:
+        w.join(timeout=30)
+    assert not any(w.is_alive() for w in workers)  # none hangs
+    assert all(isinstance(exc, SessionClosedError) for exc in outcomes), outcomes
+
+
+def test_a_loop_that_stops_answers_waiting_and_later_calls_with_session_closed() -> None:
+    runtime = _LoopThread()  # a private loop: the shared one must keep running
+    assert runtime.portal is not None
+    blocked: list[BaseException] = []
+
+    def wait_forever() -> None:
+        try:
+            runtime.call(anyio.sleep_forever)
+        except BaseException as exc:
+            blocked.append(exc)
+
+    waiter = threading.Thread(target=wait_forever, daemon=True)
+    waiter.start()
+
+    def others() -> int:  # tasks on the loop beside anyio.run's main task and this call's
+        return len(asyncio.all_tasks()) - 2
+
+    while not runtime.call(others):  # until the blocked call is running on the loop
+        time.sleep(0.01)
+    runtime.call(runtime.portal.stop)  # the loop ends; anyio.run cancels what is left
+    runtime.thread.join(timeout=30)
+    waiter.join(timeout=30)
+    assert not runtime.thread.is_alive() and not waiter.is_alive()
+    assert [type(e) for e in blocked] == [SessionClosedError]
+    with pytest.raises(SessionClosedError):
+        runtime.call(lambda: None)
+
+
+@pytest.mark.skipif(
+    threading.current_thread() is not threading.main_thread(), reason="SIGINT goes to main"
+)
+def test_ctrl_c_interrupts_a_blocked_call_and_the_facade_stays_usable() -> None:
+    with Session() as session:
+        done = threading.Event()
+
+        async def long_call() -> None:
+            while not done.is_set():
+                await anyio.sleep(0.01)
+
+        timer = threading.Timer(
+            0.2, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT)
+        )
+        timer.start()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                _runtime().call(long_call)
+        finally:
+            done.set()
+            timer.cancel()
+        assert session.set("k", 1) == 1
+        assert session.get("k") == 1

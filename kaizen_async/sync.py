@@ -1,8 +1,7 @@
 """A blocking facade for scripts and notebooks: the same objects, as plain calls.
 
 ``Session`` and ``Dispatcher`` here wrap the async ones and run them on one background
-event loop (a daemon thread with an AnyIO blocking portal), so they can be used from code
-that is not async::
+asyncio event loop (in a daemon thread), so they can be used from code that is not async::
 
     from kaizen_async.sync import Session, Dispatcher
     from agents import ReverseAgent
@@ -12,10 +11,13 @@ that is not async::
         dispatcher.register(ReverseAgent())
         dispatcher.dispatch_single("reverse", session, {"key": "text"})
 
-Every object shares that loop, so a sync dispatcher can work on a sync session. Objects
-are started when created and stopped by ``close()``, by leaving a ``with`` block, when
-they are garbage-collected, or at interpreter exit. Do not call these from inside a running
-event loop: use the async API.
+Every object shares that loop, so a sync dispatcher can work on a sync session. Each
+blocking call runs as a task on the loop and is answered in one thread round trip; what it
+raises there is raised, as itself, in the calling thread. Ctrl-C interrupts the wait (the
+call itself goes on running on the loop). Objects are started when created and stopped by
+``close()``, by leaving a ``with`` block, when they are garbage-collected, or at interpreter
+exit; a call on a closed object, or once the loop has stopped, raises SessionClosedError. Do
+not call these from inside a running event loop: use the async API.
 """
 
 from __future__ import annotations
@@ -63,14 +65,19 @@ class _Waiter:
         self.lock.acquire()
         self.ok = False
         self.value: Any = None
-        self.task: asyncio.Task[None] | None = None  # kept alive by the waiting caller
+        self.task: asyncio.Task[None] | None = None
 
 
 async def _serve(
-    waiter: _Waiter, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Any
+    waiter: _Waiter,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: Any,
+    running: set[asyncio.Task[None]],
 ) -> None:
     """The task behind one blocking call: run ``fn`` (awaiting its result if it is
-    awaitable), store the outcome in ``waiter`` and wake the caller, whatever happens."""
+    awaitable), store the outcome in ``waiter`` and wake the caller, whatever happens.
+    ``running`` holds the task until then, even if its caller stopped waiting (Ctrl-C)."""
     try:
         result = fn(*args, **kwargs)
         if isawaitable(result):
@@ -83,6 +90,7 @@ async def _serve(
     else:
         waiter.ok, waiter.value = True, result
     finally:
+        running.discard(waiter.task)
         waiter.lock.release()
 
 
@@ -103,6 +111,7 @@ class _LoopThread:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._pending: deque[tuple[_Waiter, Callable[..., Any], tuple[Any, ...], Any]] = deque()
         self._wake_pending = False
+        self._running: set[asyncio.Task[None]] = set()  # the tasks of unanswered calls
         self.thread = threading.Thread(target=self._run, name="kaizen-async-loop", daemon=True)
         self.thread.start()
         self._ready.wait()
@@ -154,10 +163,12 @@ class _LoopThread:
     def _start_pending(self) -> None:
         """On the loop: start a task for every queued call, in the order they came."""
         self._wake_pending = False
-        pending, create_task = self._pending, self.loop.create_task  # type: ignore[union-attr]
+        pending, running = self._pending, self._running
+        create_task = self.loop.create_task  # type: ignore[union-attr]
         while pending:
             waiter, fn, args, kwargs = pending.popleft()
-            waiter.task = create_task(_serve(waiter, fn, args, kwargs))
+            waiter.task = task = create_task(_serve(waiter, fn, args, kwargs, running))
+            running.add(task)
 
     def _fail_pending(self) -> None:
         """Answer every queued call with SessionClosedError (the loop has stopped)."""

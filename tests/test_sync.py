@@ -286,9 +286,12 @@ def test_ctrl_c_interrupts_a_blocked_call_and_the_facade_stays_usable() -> None:
     with Session() as session:
         done = threading.Event()
 
+        finished = threading.Event()
+
         async def long_call() -> None:
             while not done.is_set():
                 await anyio.sleep(0.01)
+            finished.set()
 
         timer = threading.Timer(
             0.2, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT)
@@ -300,5 +303,6 @@ def test_ctrl_c_interrupts_a_blocked_call_and_the_facade_stays_usable() -> None:
         finally:
             done.set()
             timer.cancel()
+        assert finished.wait(30)  # the interrupted call itself went on running on the loop
         assert session.set("k", 1) == 1
         assert session.get("k") == 1

@@ -45,7 +45,7 @@ from ._exceptions import SessionClosedError
 from ._mailbox import MailboxStatistics
 from ._session import Session as AsyncSession
 from ._session import SessionStatistics
-from ._state import DEFAULT_MAX_ARTIFACT_SIZE
+from ._state import DEFAULT_MAX_ARTIFACT_SIZE, validate_key
 from ._trajectory import EntryType, TrajectoryEntry
 from ._types import AgentInfo, CapabilitySpec, InvokeResult
 from ._verification import VerifyReport
@@ -94,6 +94,40 @@ async def _serve(
         waiter.lock.release()
 
 
+def _answer(waiter: _Waiter, fn: Callable[..., Any], *args: Any) -> None:
+    """A checked write posted to a session actor by a blocking call: the actor applies it
+    in its turn and this answers the waiting thread at once (no task on the loop)."""
+    try:
+        waiter.value = fn(*args)
+        waiter.ok = True
+    except Exception as exc:  # a delete whose key went meanwhile
+        waiter.value = exc
+    finally:
+        waiter.lock.release()
+
+
+def _post_set(waiter: _Waiter, session: AsyncSession, key: str, value: Any) -> None:
+    """:meth:`AsyncSession.set`, answered by the actor instead of awaited."""
+    actor, core = session._writable(), session._core
+    actor.post(_answer, waiter, core.apply_set, *core.check_set(key, value), session._writer)
+
+
+def _post_delete(waiter: _Waiter, session: AsyncSession, key: str) -> None:
+    """:meth:`AsyncSession.delete`, answered by the actor instead of awaited."""
+    actor = session._writable()
+    actor.post(_answer, waiter, session._core.delete, validate_key(key), session._writer)
+
+
+def _post_append(
+    waiter: _Waiter, session: AsyncSession, agent_id: str, entry_type: EntryType | str, content: Any
+) -> None:
+    """:meth:`AsyncSession.append`, answered by the actor instead of awaited."""
+    actor, core = session._writable(), session._core
+    actor.post(
+        _answer, waiter, core.apply_append, *core.check_append(agent_id, entry_type, content)
+    )
+
+
 class _LoopThread:
     """One asyncio event loop in a daemon thread, and the way blocking calls reach it.
 
@@ -103,6 +137,8 @@ class _LoopThread:
     done. That is one thread round trip per call (AnyIO's ``BlockingPortal.call`` takes
     two, spawning the task first, with a cancel scope and a concurrent future each); the
     portal stays for the long-lived tasks that hold objects entered (:class:`_Entered`).
+    A session write needs no task at all (:meth:`post`): it is checked and posted to the
+    session actor, which answers the waiter when it applies it.
     """
 
     def __init__(self) -> None:
@@ -133,6 +169,22 @@ class _LoopThread:
     def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run ``fn(*args, **kwargs)`` in a task on the loop (awaited if it returns an
         awaitable) and return its result or raise its exception, in the calling thread."""
+        return self._wait(fn, args, kwargs, _never)
+
+    def post(self, fn: Callable[..., None], args: tuple[Any, ...], gone: Callable[[], bool]) -> Any:
+        """Run ``fn(waiter, *args)`` on the loop, outside any task, and wait until it (or
+        what it arranged: :func:`_answer`) answers ``waiter``; what it raises is the answer.
+        For the session writes that end in the session actor's queue: ``gone()`` says that
+        the actor has ended, so an answer still missing will never come."""
+        return self._wait(fn, args, None, gone)
+
+    def _wait(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: Any,
+        gone: Callable[[], bool],
+    ) -> Any:
         if _thread.get_ident() == self._loop_ident:
             raise RuntimeError("kaizen_async.sync cannot be used from its own event loop")
         waiter = _Waiter()
@@ -147,10 +199,16 @@ class _LoopThread:
                 self._fail_pending()
         lock = waiter.lock
         while not lock.acquire(timeout=_ALIVE_CHECK_SECONDS):
-            if not self.thread.is_alive():  # the loop stopped with this call unanswered
+            stopped = not self.thread.is_alive()
+            if stopped:  # the loop stopped with this call unanswered
                 self._fail_pending()
+            if stopped or gone():
                 if not lock.acquire(blocking=False):
-                    raise SessionClosedError("the blocking facade's event loop has stopped")
+                    raise SessionClosedError(
+                        "the blocking facade's event loop has stopped"
+                        if stopped
+                        else "the session closed before applying this write"
+                    )
                 break
         if waiter.ok:
             return waiter.value
@@ -167,6 +225,13 @@ class _LoopThread:
         create_task = self.loop.create_task  # type: ignore[union-attr]
         while pending:
             waiter, fn, args, kwargs = pending.popleft()
+            if kwargs is None:  # posted: fn answers the waiter itself, unless it raises
+                try:
+                    fn(waiter, *args)
+                except BaseException as exc:
+                    waiter.value = exc
+                    waiter.lock.release()
+                continue
             waiter.task = task = create_task(_serve(waiter, fn, args, kwargs, running))
             running.add(task)
 
@@ -182,8 +247,12 @@ class _LoopThread:
             waiter.lock.release()
 
 
-#: how often a blocked caller checks that the loop thread is still alive
+#: how often a blocked caller checks that the loop thread (or the actor) is still alive
 _ALIVE_CHECK_SECONDS = 1.0
+
+
+def _never() -> bool:
+    return False
 
 
 _lock = threading.Lock()
@@ -308,6 +377,23 @@ class Session(_Resource):
                 session_id, max_artifact_size=max_artifact_size, workspace_path=workspace_path
             )
         )
+        actor = self._inner._actor
+        # set, delete and append are posted to the session actor (no task per call) on a
+        # plain session; a subclass's (or a store's: answered once committed) are awaited
+        self._posts = (
+            type(self._inner) is AsyncSession and actor is not None and actor.committer is None
+        )
+
+    def _post(self, fn: Callable[..., None], *args: Any) -> Any:
+        """Post a checked write to the session actor (see :meth:`_LoopThread.post`)."""
+        if not self._closer.alive:
+            raise SessionClosedError(f"{type(self).__name__} is closed")
+        return self._runtime.post(fn, (self._inner, *args), self._actor_gone)
+
+    def _actor_gone(self) -> bool:
+        """Whether the session actor has ended (a posted write it dropped is never answered)."""
+        actor = self._inner._actor
+        return actor is None or actor.closed
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, read_only: bool = False) -> Session:
@@ -342,12 +428,16 @@ class Session(_Resource):
         return self._inner.statistics()
 
     def set(self, key: str, value: Any) -> int:
+        if self._posts:
+            return self._post(_post_set, key, value)  # type: ignore[no-any-return]
         return self._call(self._inner.set, key, value)
 
     def get(self, key: str, default: Any = None) -> Any:
         return self._call(self._inner.get, key, default)
 
     def delete(self, key: str) -> int:
+        if self._posts:
+            return self._post(_post_delete, key)  # type: ignore[no-any-return]
         return self._call(self._inner.delete, key)
 
     def get_state_version(self) -> int:
@@ -360,6 +450,8 @@ class Session(_Resource):
         return self._call(self._inner.state_at, version)
 
     def append(self, agent_id: str, entry_type: EntryType | str, content: Any) -> int:
+        if self._posts:
+            return self._post(_post_append, agent_id, entry_type, content)  # type: ignore[no-any-return]
         return self._call(self._inner.append, agent_id, entry_type, content)
 
     def get_trajectory(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import signal
 import threading
@@ -22,7 +23,9 @@ from kaizen_async import (
     ErrorCode,
     KaizenValidationError,
     SessionClosedError,
+    SessionReadOnlyError,
     StateKeyNotFoundError,
+    sync,
 )
 from kaizen_async.sync import Dispatcher, Session, _LoopThread, _runtime
 
@@ -306,3 +309,109 @@ def test_ctrl_c_interrupts_a_blocked_call_and_the_facade_stays_usable() -> None:
         assert finished.wait(30)  # the interrupted call itself went on running on the loop
         assert session.set("k", 1) == 1
         assert session.get("k") == 1
+
+
+def _written(entries: list[Any]) -> list[tuple[Any, ...]]:
+    return [(e.seq, e.entry_type, e.agent_id, e.content) for e in entries]
+
+
+def test_posted_writes_record_what_the_async_writes_record() -> None:
+    """set, delete and append skip the task per call: same results, errors and entries."""
+
+    def script(set_: Any, delete: Any, append: Any) -> list[Any]:
+        out: list[Any] = [set_("k", {"a": [1, 2]}), append("me", "user_input", {"q": 1})]
+        for bad in (lambda: set_("", 1), lambda: delete("nope"), lambda: append("", "x", 1)):
+            try:
+                bad()
+            except Exception as exc:
+                out.append(type(exc))
+        out += [set_("k", 2), delete("k"), set_("j", None)]
+        return out
+
+    with Session("same") as session:
+        sync_results = script(session.set, session.delete, session.append)
+        sync_entries = _written(session.get_trajectory())
+
+    async def async_run() -> tuple[list[Any], list[tuple[Any, ...]]]:
+        from kaizen_async import Session as AsyncSession
+
+        async with AsyncSession("same") as s:
+            results: list[Any] = []
+            results.append(await s.set("k", {"a": [1, 2]}))
+            results.append(await s.append("me", "user_input", {"q": 1}))
+            for bad in (s.set("", 1), s.delete("nope"), s.append("", "x", 1)):
+                try:
+                    await bad
+                except Exception as exc:
+                    results.append(type(exc))
+            results += [await s.set("k", 2), await s.delete("k"), await s.set("j", None)]
+            return results, _written(await s.get_trajectory())
+
+    async_results, async_entries = anyio.run(async_run)
+    assert sync_results == async_results
+    assert sync_results[2:5] == [
+        KaizenValidationError,
+        StateKeyNotFoundError,
+        KaizenValidationError,
+    ]
+    assert sync_entries == async_entries
+
+
+def test_a_session_subclass_keeps_its_own_writes() -> None:
+    from kaizen_async import Session as AsyncSession
+
+    class Counting(AsyncSession):
+        calls = 0
+
+        async def set(self, key: str, value: Any) -> int:
+            Counting.calls += 1
+            return await super().set(key, value)
+
+    with Session(_inner=Counting()) as session:
+        assert session.set("k", 1) == 1
+    assert Counting.calls == 1
+
+
+def test_a_write_on_a_read_only_session_is_refused_typed(tmp_path: Path) -> None:
+    with Session() as session:
+        session.set("k", 1)
+        session.save(tmp_path / "s.kaizen")
+    with Session.load(tmp_path / "s.kaizen", read_only=True) as loaded:
+        length = loaded.get_trajectory_length()
+        for write in (lambda: loaded.set("k", 2), lambda: loaded.delete("k")):
+            with pytest.raises(SessionReadOnlyError):
+                write()
+        with pytest.raises(SessionReadOnlyError):
+            loaded.append("me", "user_input", {})
+        assert loaded.get("k") == 1 and loaded.get_trajectory_length() == length
+
+
+def test_a_posted_write_the_actor_never_applies_raises_session_closed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """If the session's actor ends with a posted write still queued (its task cancelled),
+    the waiting thread is answered SessionClosedError instead of waiting forever."""
+    monkeypatch.setattr(sync, "_ALIVE_CHECK_SECONDS", 0.05)
+    session = Session()
+    inner = session.async_session
+
+    def cancel_actor_then_post(waiter: Any, target: Any) -> None:
+        (task,) = [t for t in asyncio.all_tasks() if t.get_name() == f"session {inner.session_id}"]
+        task.cancel()  # the actor ends before it takes what is posted next
+        sync._post_set(waiter, target, "k", 1)
+
+    outcome: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            _runtime().post(cancel_actor_then_post, (inner,), session._actor_gone)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    assert [type(e) for e in outcome] == [SessionClosedError]
+    with contextlib.suppress(Exception):
+        session.close()

@@ -10,7 +10,7 @@ import threading
 import time
 import tracemalloc
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -320,7 +320,12 @@ def test_posted_writes_record_what_the_async_writes_record() -> None:
 
     def script(set_: Any, delete: Any, append: Any) -> list[Any]:
         out: list[Any] = [set_("k", {"a": [1, 2]}), append("me", "user_input", {"q": 1})]
-        for bad in (lambda: set_("", 1), lambda: delete("nope"), lambda: append("", "x", 1)):
+        bads: list[Callable[[], object]] = [
+            lambda: set_("", 1),
+            lambda: delete("nope"),
+            lambda: append("", "x", 1),
+        ]
+        for bad in bads:
             try:
                 bad()
             except Exception as exc:
@@ -378,9 +383,10 @@ def test_a_write_on_a_read_only_session_is_refused_typed(tmp_path: Path) -> None
         session.save(tmp_path / "s.kaizen")
     with Session.load(tmp_path / "s.kaizen", read_only=True) as loaded:
         length = loaded.get_trajectory_length()
-        for write in (lambda: loaded.set("k", 2), lambda: loaded.delete("k")):
-            with pytest.raises(SessionReadOnlyError):
-                write()
+        with pytest.raises(SessionReadOnlyError):
+            loaded.set("k", 2)
+        with pytest.raises(SessionReadOnlyError):
+            loaded.delete("k")
         with pytest.raises(SessionReadOnlyError):
             loaded.append("me", "user_input", {})
         assert loaded.get("k") == 1 and loaded.get_trajectory_length() == length

@@ -109,7 +109,7 @@ def rate(run: Runner, threads: int, n: int) -> tuple[float, float]:
 
 def main(quick: bool) -> None:
     load_average()
-    n = 4_000 if quick else 40_000
+    n = 4_000 if quick else 16_000
     rounds = 3 if quick else 7
     with Session() as session:
         loop = _runtime().loop

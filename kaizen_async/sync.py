@@ -11,13 +11,15 @@ asyncio event loop (in a daemon thread), so they can be used from code that is n
         dispatcher.register(ReverseAgent())
         dispatcher.dispatch_single("reverse", session, {"key": "text"})
 
-Every object shares that loop, so a sync dispatcher can work on a sync session. Each
-blocking call runs as a task on the loop and is answered in one thread round trip; what it
-raises there is raised, as itself, in the calling thread. Ctrl-C interrupts the wait (the
-call itself goes on running on the loop). Objects are started when created and stopped by
-``close()``, by leaving a ``with`` block, when they are garbage-collected, or at interpreter
-exit; a call on a closed object, or once the loop has stopped, raises SessionClosedError. Do
-not call these from inside a running event loop: use the async API.
+Every object shares that loop, so a sync dispatcher can work on a sync session. Any thread
+may call them; each blocking call is answered in one thread round trip (it runs as a task on
+the loop, or, for ``set``, ``delete`` and ``append``, is posted straight to the session's
+actor), and what it raises there is raised, as itself, in the calling thread. Ctrl-C
+interrupts the wait (the call itself goes on running on the loop). Objects are started when
+created and stopped by ``close()``, by leaving a ``with`` block, when they are
+garbage-collected, or at interpreter exit; a call on a closed object, or once the loop has
+stopped, raises SessionClosedError. Do not call these from inside a running event loop: use
+the async API.
 """
 
 from __future__ import annotations
@@ -219,7 +221,8 @@ class _LoopThread:
             waiter.value = error = None
 
     def _start_pending(self) -> None:
-        """On the loop: start a task for every queued call, in the order they came."""
+        """On the loop: start a task for every queued call, or run a posted one, in the
+        order they came."""
         self._wake_pending = False
         pending, running = self._pending, self._running
         create_task = self.loop.create_task  # type: ignore[union-attr]
@@ -380,11 +383,11 @@ class Session(_Resource):
         actor = self._inner._actor
         # set, delete and append are posted to the session actor (no task per call) on a
         # plain session; a subclass's (or a store's: answered once committed) are awaited
-        self._posts = (
+        self._direct_writes = (
             type(self._inner) is AsyncSession and actor is not None and actor.committer is None
         )
 
-    def _post(self, fn: Callable[..., None], *args: Any) -> Any:
+    def _post_write(self, fn: Callable[..., None], *args: Any) -> Any:
         """Post a checked write to the session actor (see :meth:`_LoopThread.post`)."""
         if not self._closer.alive:
             raise SessionClosedError(f"{type(self).__name__} is closed")
@@ -428,16 +431,16 @@ class Session(_Resource):
         return self._inner.statistics()
 
     def set(self, key: str, value: Any) -> int:
-        if self._posts:
-            return self._post(_post_set, key, value)  # type: ignore[no-any-return]
+        if self._direct_writes:
+            return self._post_write(_post_set, key, value)  # type: ignore[no-any-return]
         return self._call(self._inner.set, key, value)
 
     def get(self, key: str, default: Any = None) -> Any:
         return self._call(self._inner.get, key, default)
 
     def delete(self, key: str) -> int:
-        if self._posts:
-            return self._post(_post_delete, key)  # type: ignore[no-any-return]
+        if self._direct_writes:
+            return self._post_write(_post_delete, key)  # type: ignore[no-any-return]
         return self._call(self._inner.delete, key)
 
     def get_state_version(self) -> int:
@@ -450,8 +453,8 @@ class Session(_Resource):
         return self._call(self._inner.state_at, version)
 
     def append(self, agent_id: str, entry_type: EntryType | str, content: Any) -> int:
-        if self._posts:
-            return self._post(_post_append, agent_id, entry_type, content)  # type: ignore[no-any-return]
+        if self._direct_writes:
+            return self._post_write(_post_append, agent_id, entry_type, content)  # type: ignore[no-any-return]
         return self._call(self._inner.append, agent_id, entry_type, content)
 
     def get_trajectory(

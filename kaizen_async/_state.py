@@ -82,6 +82,18 @@ def _timestamp() -> str:
     return f"{prefix}+00:00"
 
 
+#: the method that applies each kind of checked write in a batch (looked up on the core,
+#: so a subclass's own bookkeeping runs)
+_APPLIERS = {
+    "append": "apply_append",
+    "set": "apply_set",
+    "delete": "apply_delete",
+    "write_artifact": "apply_write_artifact",
+    "delete_artifact": "apply_delete_artifact",
+}
+_DELETES = frozenset({"delete", "delete_artifact"})
+
+
 def _discard(_: object) -> None:
     """What replay appends to when it keeps no records."""
 
@@ -368,6 +380,12 @@ class SessionCore:
         Only deletes can still fail (the key or artifact may have gone since the check),
         so they are re-checked against the batch's own effects before anything is applied.
         """
+        if any(kind in _DELETES for kind, _ in ops):
+            self._check_deletes(ops)
+        return [getattr(self, _APPLIERS[kind])(*args) for kind, args in ops]
+
+    def _check_deletes(self, ops: list[tuple[str, tuple[Any, ...]]]) -> None:
+        """Refuse a batch whose delete finds its key or artifact gone (by then)."""
         keys: dict[str, bool] = {}
         names: dict[str, bool] = {}
         for kind, args in ops:
@@ -387,14 +405,6 @@ class SessionCore:
                         f"artifact not found: {args[0]!r}", details={"name": args[0]}
                     )
                 names[args[0]] = False
-        appliers: dict[str, Callable[..., int]] = {
-            "append": self.apply_append,
-            "set": self.apply_set,
-            "delete": self.apply_delete,
-            "write_artifact": self.apply_write_artifact,
-            "delete_artifact": self.apply_delete_artifact,
-        }
-        return [appliers[kind](*args) for kind, args in ops]
 
     def apply_step(self, ops: list[tuple[Callable[..., Any], tuple[Any, ...]]]) -> None:
         """Apply posted writes (checked ``apply_*`` calls, which cannot fail) as one

@@ -110,10 +110,19 @@ def validate_key(key: object) -> str:
 
 
 def _validate_agent_id(agent_id: object) -> str:
-    """An agent id is a non-empty, non-blank ``str`` of valid UTF-8."""
+    """An agent id is a non-empty, non-blank ``str`` of valid UTF-8 (the few ids a process
+    uses are remembered once valid: every entry is checked)."""
+    if type(agent_id) is str and agent_id in _VALID_AGENT_IDS:
+        return agent_id
     if not isinstance(agent_id, str) or not agent_id.strip():
         raise KaizenValidationError("agent_id must be a non-empty string, not blank")
-    return check_text(agent_id, "agent_id")
+    check_text(agent_id, "agent_id")
+    if type(agent_id) is str and len(_VALID_AGENT_IDS) < 4096:
+        _VALID_AGENT_IDS.add(agent_id)
+    return agent_id
+
+
+_VALID_AGENT_IDS: set[str] = set()
 
 
 _JSON_STRINGS: dict[str, bytes] = {kind: _dumps(kind) for kind in _ENTRY_TYPES}

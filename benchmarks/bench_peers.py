@@ -34,10 +34,11 @@ from __future__ import annotations
 import argparse
 import importlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
-from _common import asyncio_queue_baseline, load_average, report
+from _common import RESULTS, asyncio_queue_baseline, load_average, report
 from _peers import WORKERS, Measured, abest_of, check, clock
 
 from agents import ReverseAgent
@@ -102,13 +103,13 @@ class Runtime:
         self.max_callers = 1 if key == "thespian_ask" else None
 
 
-def _peer(key: str, module: str, attr: str = "measure") -> Runtime:
+def _peer(key: str, name: str, module: str, attr: str = "measure") -> Runtime:
     """A peer adapter, or a skipped row when its runtime cannot be imported."""
     try:
         mod: Any = importlib.import_module(module)
     except ImportError as exc:
         reason = f"not installed ({exc}); pip install 'kaizen-async[bench]'"
-        return Runtime(key, key, "", None, reason)
+        return Runtime(key, name, "", None, reason)
     if attr == "measure_ask":
         return Runtime(key, mod.ASK_NAME, mod.ASK_CALLERS_MEAN, mod.measure_ask)
     return Runtime(key, mod.NAME, mod.CALLERS_MEAN, mod.measure)
@@ -119,10 +120,10 @@ def runtimes() -> list[Runtime]:
         Runtime(
             KAIZEN, "kaizen_async (5 recorded entries/step)", KAIZEN_CALLERS_MEAN, measure_kaizen
         ),
-        _peer("thespian", "_peer_thespian"),
-        _peer("thespian_ask", "_peer_thespian", "measure_ask"),
-        _peer("pykka", "_peer_pykka"),
-        _peer("autogen_core", "_peer_autogen"),
+        _peer("thespian", "Thespian", "_peer_thespian"),
+        _peer("thespian_ask", "Thespian, ActorSystem.ask", "_peer_thespian", "measure_ask"),
+        _peer("pykka", "Pykka", "_peer_pykka"),
+        _peer("autogen_core", "AutoGen core", "_peer_autogen"),
     ]
 
 
@@ -146,14 +147,19 @@ def _goal(per_s: dict[str, dict[int, float]], levels: tuple[int, ...]) -> dict[s
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smaller sizes, one run each")
+    sizes = parser.add_mutually_exclusive_group()
+    sizes.add_argument("--quick", action="store_true", help="smaller sizes, one run each")
+    sizes.add_argument(
+        "--tiny", action="store_true", help="only checks that it runs (meaningless figures)"
+    )
     parser.add_argument("--sweep", action="store_true", help=f"callers {SWEEP_LEVELS}")
     parser.add_argument(
         "--only", default="", help="comma-separated runtime keys (kaizen_async is always run)"
     )
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where the JSON goes")
     args = parser.parse_args()
     load = load_average()
-    seconds, repeats = (0.08, 1) if args.quick else (0.5, 3)
+    seconds, repeats = (0.005, 1) if args.tiny else (0.08, 1) if args.quick else (0.5, 3)
     levels = SWEEP_LEVELS if args.sweep else LEVELS
     chosen = runtimes()
     if args.only:
@@ -178,7 +184,7 @@ def main() -> None:
     ]
     for runtime in chosen:
         if runtime.measure is None:
-            rows.append((f"{runtime.name}: skipped", runtime.skipped, ""))
+            rows.append((f"{runtime.name}: skipped (reason below)", "-", ""))
             continue
         for level, rate in per_s[runtime.key].items():
             rows.append(
@@ -212,11 +218,17 @@ def main() -> None:
             "entries_per_step": {r.key: ENTRIES_PER_STEP if r.key == KAIZEN else 0 for r in chosen},
             "goal": goal,
         },
+        results=args.results,
     )
     print("\n'N callers' means:")
     for runtime in chosen:
         if runtime.measure is not None:
             print(f"  {runtime.name}: {runtime.callers_mean}")
+    skipped = [r for r in chosen if r.measure is None]
+    if skipped:
+        print("\nskipped:")
+    for runtime in skipped:
+        print(f"  {runtime.name}: {runtime.skipped}")
     print(f"\ngoal (issue 10): {GOAL}")
     for at, verdict in goal.items():
         if verdict is None:

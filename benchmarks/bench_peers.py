@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -204,6 +205,7 @@ def main() -> None:
         rows,
         {
             "load_average": load,
+            "cores": os.cpu_count() or 1,
             "levels": list(levels),
             "workers": WORKERS,
             "asyncio_queue_per_s": queue,

@@ -59,10 +59,13 @@ def plot(results: dict[str, Any], output: Path) -> None:
     )
     ax.grid(True, which="both", linewidth=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    load = results["load_average"]
+    busy = load > 0.5 * results.get("cores", 1)  # as _common.load_average warns
     fig.text(
         0.99,
         0.01,
-        f"{results['command']} (load average {results['load_average']:.2f} at start)",
+        f"{results['command']} (load average {load:.2f} at start"
+        + ("; the machine was busy: not representative)" if busy else ")"),
         ha="right",
         fontsize=6,
         color="grey",

@@ -743,6 +743,7 @@ class Transaction:
         self._wait = wait
         self._ops: list[tuple[str, tuple[Any, ...]]] = []
         self._state = False  # whether it sets or deletes a key
+        self._deletes = False  # whether it deletes a key or an artifact
         self._refused: Exception | None = None
         self.results: list[int] | None = None
 
@@ -769,7 +770,7 @@ class Transaction:
             self._refused = self._refused or exc
             raise
         self._ops.append(("delete", (key, self._writer)))
-        self._state = True
+        self._state = self._deletes = True
 
     def append(self, agent_id: str, entry_type: EntryType | str, content: Any) -> None:
         try:
@@ -795,6 +796,7 @@ class Transaction:
             self._refused = self._refused or exc
             raise
         self._ops.append(("delete_artifact", (name, self._writer)))
+        self._deletes = True
 
     async def __aenter__(self) -> Transaction:
         return self
@@ -813,9 +815,9 @@ class Transaction:
         if exc_type is None and self._ops:
             if self._wait:
                 actor = self._session._running()
-                self.results = await actor.call(self._core.apply_batch, self._ops)
+                self.results = await actor.call(self._core.apply_batch, self._ops, self._deletes)
             else:
-                self._session._post(self._core.apply_batch, (self._ops,), self._state)
+                self._session._post(self._core.apply_batch, (self._ops, False), self._state)
 
 
 class StepWrites:

@@ -91,7 +91,6 @@ _APPLIERS = {
     "write_artifact": "apply_write_artifact",
     "delete_artifact": "apply_delete_artifact",
 }
-_DELETES = frozenset({"delete", "delete_artifact"})
 
 
 def _discard(_: object) -> None:
@@ -383,13 +382,15 @@ class SessionCore:
     def delete_artifact(self, name: str, agent_id: str = _SYSTEM) -> int:
         return self.apply_delete_artifact(*self.check_delete_artifact(name), agent_id)
 
-    def apply_batch(self, ops: list[tuple[str, tuple[Any, ...]]]) -> list[int]:
+    def apply_batch(
+        self, ops: list[tuple[str, tuple[Any, ...]]], deletes: bool = True
+    ) -> list[int]:
         """Apply checked writes ``(kind, args)`` all or none; returns each one's result.
 
         Only deletes can still fail (the key or artifact may have gone since the check),
-        so they are re-checked against the batch's own effects before anything is applied.
-        """
-        if any(kind in _DELETES for kind, _ in ops):
+        so they are re-checked against the batch's own effects before anything is applied;
+        ``deletes=False`` says the batch holds none."""
+        if deletes:
             self._check_deletes(ops)
         return [getattr(self, _APPLIERS[kind])(*args) for kind, args in ops]
 

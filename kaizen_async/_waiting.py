@@ -56,6 +56,7 @@ class Parker:
 class _AsyncioParker(Parker):
     # slot: [future]
     futures = True
+
     def __init__(self) -> None:
         self._loop = asyncio.get_running_loop()
 

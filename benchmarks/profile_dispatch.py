@@ -43,6 +43,8 @@ async def main(steps, callers):
                 tg.start_soon(caller)
         print(f"US_PER_STEP={{(time.process_time() - start) / (per * callers) * 1e6:.2f}}")
 
+import gc
+if {nogc}: gc.disable()
 anyio.run(main, {steps}, {callers})
 """
 
@@ -55,12 +57,16 @@ def main() -> None:
     parser.add_argument("--callers", type=int, default=1)
     parser.add_argument("--steps", type=int, default=60_000)
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--no-gc", action="store_true", help="gc.disable() in the child")
+    parser.add_argument(
+        "--root", help="profile the kaizen_async of another checkout (say, an older commit)"
+    )
     args = parser.parse_args()
     load_average()
     if shutil.which("py-spy") is None:
         sys.exit("py-spy is not installed: pip install -e '.[bench]'")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    code = CHILD.format(root=root, steps=args.steps, callers=args.callers)
+    root = args.root or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = CHILD.format(root=root, steps=args.steps, callers=args.callers, nogc=args.no_gc)
     with tempfile.TemporaryDirectory() as tmp:
         raw = os.path.join(tmp, "profile.txt")
         started = time.perf_counter()

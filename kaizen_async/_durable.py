@@ -49,8 +49,6 @@ T = TypeVar("T")
 PAGE = 4096
 _ARTIFACT_WRITTEN = EntryType.ARTIFACT_WRITTEN.value
 #: a state read looks through at most this many queued requests for a state change
-_SCAN = 8
-_APPLY_APPEND = StoredCore.apply_append
 
 
 def _persist_error(exc: Exception, session_id: str) -> PersistError:
@@ -233,16 +231,13 @@ class DurableSession(Session):
         return fn(*args)
 
     async def _consistent_state(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(*args)`` on the state: like :meth:`_consistent`, but at once when what is
-        queued or uncommitted changes no state (plain appends: a step's entries), since the
-        state it reads is then exactly the committed state and will be after those writes."""
-        actor = self._running()
-        queue = actor.queue
-        if self._core.keys or len(queue) > _SCAN:
+        """``fn(*args)`` on the state: like :meth:`_consistent`, but at once when no state
+        write is applied and uncommitted (the state in memory is then exactly the committed
+        state) and no posted state write is queued (a caller reads its own posted writes);
+        queued appends, a step's entries say, are not waited for."""
+        actor = self._actor_or_raise()
+        if self._core.keys or (actor.state_writes and actor.queue):
             return await actor.call_after(fn, *args)  # type: ignore[no-any-return]
-        for item in queue:  # [fn, args, waiter, kind]: only appends and reads may be queued
-            if item[3] == 0 and getattr(item[0], "__func__", None) is not _APPLY_APPEND:
-                return await actor.call_after(fn, *args)  # type: ignore[no-any-return]
         return fn(*args)
 
     async def flush(self) -> None:
@@ -394,7 +389,7 @@ class DurableSession(Session):
         return size if size is not None else len(await self._link.blob(digest))
 
     def transaction(self, *, wait: bool = True) -> Transaction:
-        self._running()
+        self._check_writable()
         return _DurableTransaction(self, wait)
 
     # -- snapshots, forks, files -----------------------------------------------------------

@@ -91,6 +91,17 @@ def _timestamp() -> str:
     return f"{prefix}+00:00"
 
 
+#: the method that applies each kind of checked write in a batch (looked up on the core,
+#: so a subclass's own bookkeeping runs)
+_APPLIERS = {
+    "append": "apply_append",
+    "set": "apply_set",
+    "delete": "apply_delete",
+    "write_artifact": "apply_write_artifact",
+    "delete_artifact": "apply_delete_artifact",
+}
+
+
 def _discard(_: object) -> None:
     """What replay appends to when it keeps no records."""
 
@@ -107,10 +118,19 @@ def validate_key(key: object) -> str:
 
 
 def _validate_agent_id(agent_id: object) -> str:
-    """An agent id is a non-empty, non-blank ``str`` of valid UTF-8."""
+    """An agent id is a non-empty, non-blank ``str`` of valid UTF-8 (the few ids a process
+    uses are remembered once valid: every entry is checked)."""
+    if type(agent_id) is str and agent_id in _VALID_AGENT_IDS:
+        return agent_id
     if not isinstance(agent_id, str) or not agent_id.strip():
         raise KaizenValidationError("agent_id must be a non-empty string, not blank")
-    return check_text(agent_id, "agent_id")
+    check_text(agent_id, "agent_id")
+    if type(agent_id) is str and len(_VALID_AGENT_IDS) < 4096:
+        _VALID_AGENT_IDS.add(agent_id)
+    return agent_id
+
+
+_VALID_AGENT_IDS: set[str] = set()
 
 
 _JSON_STRINGS: dict[str, bytes] = {kind: _dumps(kind) for kind in _ENTRY_TYPES}
@@ -181,6 +201,7 @@ class SessionCore:
         "max_artifact_size",
         "records",
         "session_id",
+        "stamp",
         "state",
         "version",
         "workspace_path",
@@ -207,6 +228,8 @@ class SessionCore:
         self.artifacts: dict[str, str] = {}  # name -> digest
         self.blobs: dict[str, bytes] = {}  # digest -> data (every version ever written)
         self.head = ZERO_HASH
+        #: the timestamp the entries of the message being applied share (None: each its own)
+        self.stamp: str | None = None
         #: signed checkpoints of this chain (beside it, not in it): loaded and saved
         self.checkpoints: list[Checkpoint] = []
         if created:
@@ -232,7 +255,7 @@ class SessionCore:
     def _push(self, agent_id: str, entry_type: str, content: bytes) -> Record:
         """Chain one validated entry on; the hot path of every write (see entry_bytes)."""
         seq = len(self.records) + 1
-        ts = _timestamp()
+        ts = self.stamp or _timestamp()
         prev = self.head
         agent = _JSON_STRINGS.get(agent_id)
         if agent is None:
@@ -368,12 +391,20 @@ class SessionCore:
     def delete_artifact(self, name: str, agent_id: str = _SYSTEM) -> int:
         return self.apply_delete_artifact(*self.check_delete_artifact(name), agent_id)
 
-    def apply_batch(self, ops: list[tuple[str, tuple[Any, ...]]]) -> list[int]:
+    def apply_batch(
+        self, ops: list[tuple[str, tuple[Any, ...]]], deletes: bool = True
+    ) -> list[int]:
         """Apply checked writes ``(kind, args)`` all or none; returns each one's result.
 
         Only deletes can still fail (the key or artifact may have gone since the check),
-        so they are re-checked against the batch's own effects before anything is applied.
-        """
+        so they are re-checked against the batch's own effects before anything is applied;
+        ``deletes=False`` says the batch holds none."""
+        if deletes:
+            self._check_deletes(ops)
+        return [getattr(self, _APPLIERS[kind])(*args) for kind, args in ops]
+
+    def _check_deletes(self, ops: list[tuple[str, tuple[Any, ...]]]) -> None:
+        """Refuse a batch whose delete finds its key or artifact gone (by then)."""
         keys: dict[str, bool] = {}
         names: dict[str, bool] = {}
         for kind, args in ops:
@@ -393,14 +424,25 @@ class SessionCore:
                         f"artifact not found: {args[0]!r}", details={"name": args[0]}
                     )
                 names[args[0]] = False
-        appliers: dict[str, Callable[..., int]] = {
-            "append": self.apply_append,
-            "set": self.apply_set,
-            "delete": self.apply_delete,
-            "write_artifact": self.apply_write_artifact,
-            "delete_artifact": self.apply_delete_artifact,
-        }
-        return [appliers[kind](*args) for kind, args in ops]
+
+    def apply_step(self, ops: list[tuple[Callable[..., Any], tuple[Any, ...]]]) -> None:
+        """Apply posted writes (checked ``apply_*`` calls, which cannot fail) as one
+        message: a dispatched step's entries. They share one timestamp, taken once.
+
+        Should one fail all the same (a bug), the rest are still applied and the first
+        error is raised afterwards, as each would have been applied on its own."""
+        self.stamp = _timestamp()
+        error: Exception | None = None
+        try:
+            for fn, args in ops:
+                try:
+                    fn(*args)
+                except Exception as exc:
+                    error = error or exc
+        finally:
+            self.stamp = None
+        if error is not None:
+            raise error
 
     def _blob_size(self, digest: str) -> int | None:
         """The size of an artifact version (a store-backed core may not hold its data)."""

@@ -11,7 +11,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from kaizen_async import EntryType, Session
+from kaizen_async import EntryType, Session, SessionClosedError
 
 pytestmark = pytest.mark.anyio
 
@@ -95,3 +95,20 @@ async def test_a_cancelled_exit_wait_still_ends_the_actor() -> None:
     assert scope.cancelled_caught  # the exit's wait was cancelled: the actor with it
     assert session._actor is not None and session._actor.closed
     release.set()
+
+
+async def test_an_error_of_the_actor_itself_is_raised_on_exit() -> None:
+    def broken() -> None:  # stands in for a bug in the actor's loop
+        raise RuntimeError("actor bug")
+
+    with pytest.raises(RuntimeError, match="actor bug"):
+        async with Session() as session:
+            assert session._actor is not None
+            session._actor.on_settled = broken
+            await session.set("k", 1)  # answered, then the loop fails after the batch
+            with anyio.fail_after(5):
+                while not session._actor.closed:
+                    await anyio.sleep(0.001)
+    assert session._actor is not None and session._actor.closed
+    with pytest.raises(SessionClosedError):
+        await session.set("k", 2)

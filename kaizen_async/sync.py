@@ -47,7 +47,7 @@ from ._exceptions import SessionClosedError
 from ._mailbox import MailboxStatistics
 from ._session import Session as AsyncSession
 from ._session import SessionStatistics
-from ._state import DEFAULT_MAX_ARTIFACT_SIZE, validate_key
+from ._state import DEFAULT_MAX_ARTIFACT_SIZE
 from ._trajectory import EntryType, TrajectoryEntry
 from ._types import AgentInfo, CapabilitySpec, InvokeResult
 from ._verification import VerifyReport
@@ -108,26 +108,11 @@ def _answer(waiter: _Waiter, fn: Callable[..., Any], *args: Any) -> None:
         waiter.lock.release()
 
 
-def _post_set(waiter: _Waiter, session: AsyncSession, key: str, value: Any) -> None:
-    """:meth:`AsyncSession.set`, answered by the actor instead of awaited."""
-    actor, core = session._writable(), session._core
-    actor.post(_answer, waiter, core.apply_set, *core.check_set(key, value), session._writer)
-
-
-def _post_delete(waiter: _Waiter, session: AsyncSession, key: str) -> None:
-    """:meth:`AsyncSession.delete`, answered by the actor instead of awaited."""
-    actor = session._writable()
-    actor.post(_answer, waiter, session._core.delete, validate_key(key), session._writer)
-
-
-def _post_append(
-    waiter: _Waiter, session: AsyncSession, agent_id: str, entry_type: EntryType | str, content: Any
-) -> None:
-    """:meth:`AsyncSession.append`, answered by the actor instead of awaited."""
-    actor, core = session._writable(), session._core
-    actor.post(
-        _answer, waiter, core.apply_append, *core.check_append(agent_id, entry_type, content)
-    )
+def _post_write(waiter: _Waiter, write: Callable[..., tuple[Any, ...]], *args: Any) -> None:
+    """A write of the async session (``Session._set_write`` and its kin check it and name the
+    actor's request), posted to its actor with ``waiter`` answered when it is applied."""
+    actor, fn, *request = write(*args)
+    actor.post(_answer, waiter, fn, *request)
 
 
 class _LoopThread:
@@ -387,11 +372,11 @@ class Session(_Resource):
             type(self._inner) is AsyncSession and actor is not None and actor.committer is None
         )
 
-    def _post_write(self, fn: Callable[..., None], *args: Any) -> Any:
+    def _post_write(self, write: Callable[..., tuple[Any, ...]], *args: Any) -> Any:
         """Post a checked write to the session actor (see :meth:`_LoopThread.post`)."""
         if not self._closer.alive:
             raise SessionClosedError(f"{type(self).__name__} is closed")
-        return self._runtime.post(fn, (self._inner, *args), self._actor_gone)
+        return self._runtime.post(_post_write, (write, *args), self._actor_gone)
 
     def _actor_gone(self) -> bool:
         """Whether the session actor has ended (a posted write it dropped is never answered)."""
@@ -432,7 +417,7 @@ class Session(_Resource):
 
     def set(self, key: str, value: Any) -> int:
         if self._direct_writes:
-            return self._post_write(_post_set, key, value)  # type: ignore[no-any-return]
+            return self._post_write(self._inner._set_write, key, value)  # type: ignore[no-any-return]
         return self._call(self._inner.set, key, value)
 
     def get(self, key: str, default: Any = None) -> Any:
@@ -440,7 +425,7 @@ class Session(_Resource):
 
     def delete(self, key: str) -> int:
         if self._direct_writes:
-            return self._post_write(_post_delete, key)  # type: ignore[no-any-return]
+            return self._post_write(self._inner._delete_write, key)  # type: ignore[no-any-return]
         return self._call(self._inner.delete, key)
 
     def get_state_version(self) -> int:
@@ -454,7 +439,9 @@ class Session(_Resource):
 
     def append(self, agent_id: str, entry_type: EntryType | str, content: Any) -> int:
         if self._direct_writes:
-            return self._post_write(_post_append, agent_id, entry_type, content)  # type: ignore[no-any-return]
+            return self._post_write(  # type: ignore[no-any-return]
+                self._inner._append_write, agent_id, entry_type, content
+            )
         return self._call(self._inner.append, agent_id, entry_type, content)
 
     def get_trajectory(

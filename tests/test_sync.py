@@ -404,7 +404,7 @@ def test_a_posted_write_the_actor_never_applies_raises_session_closed(
     def cancel_actor_then_post(waiter: Any, target: Any) -> None:
         (task,) = [t for t in asyncio.all_tasks() if t.get_name() == f"session {inner.session_id}"]
         task.cancel()  # the actor ends before it takes what is posted next
-        sync._post_set(waiter, target, "k", 1)
+        sync._post_write(waiter, target._set_write, "k", 1)
 
     outcome: list[BaseException] = []
 

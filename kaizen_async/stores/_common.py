@@ -315,7 +315,8 @@ def check_records(session_id: str, rows: Iterable[tuple[Any, ...]]) -> list[Reco
             or agent.isspace()
         ):
             raise corrupted(session_id, f"malformed entry row {_short(row)}", _seq(seq))
-        append((seq, ts, agent, kind, content, prev, digest))
+        # a database row that is already an exact tuple is the record as it is
+        append(row if type(row) is tuple else (seq, ts, agent, kind, content, prev, digest))
     return records
 
 

@@ -1,7 +1,9 @@
 """Where a dispatched step spends its CPU: py-spy samples summarized by function.
 
-Run: ``python benchmarks/profile_dispatch.py [--callers 64] [--steps 60000] [--top 25]``.
-It runs ``dispatch_single("reverse")`` (five recorded entries per step) in a child process
+Run: ``python benchmarks/profile_dispatch.py [--callers 64] [--steps 60000] [--top 25]
+[--durable]``. It runs ``dispatch_single("reverse")`` (five recorded entries per step) in a
+child process, on in-memory sessions or, with ``--durable``, on sessions opened through a
+``SessionHub`` on an ``SQLiteStore`` in a temporary directory (each caller on its own session),
 under ``py-spy record`` (sampling, no per-call hook, so the step is not inflated the way
 cProfile or pyinstrument inflate it), then prints each function's share of the samples
 (self time, leaf-first) scaled to microseconds per step. Needs ``py-spy`` (``bench`` extra).
@@ -21,33 +23,56 @@ import time
 from _common import load_average
 
 CHILD = r"""
-import sys, time, anyio
+import contextlib, os, sys, tempfile, time, anyio
 sys.path.insert(0, {root!r})
 from agents import ReverseAgent
-from kaizen_async import Dispatcher, Session
+from kaizen_async import Dispatcher, Session, SessionHub
+from kaizen_async.stores import SQLiteStore
 
-async def main(steps, callers):
-    async with Dispatcher(mailbox_size=max(callers, 1)) as dispatcher:
+@contextlib.asynccontextmanager
+async def sessions(durable, tmp):
+    if not durable:
+        yield lambda n: Session()
+        return
+    async with SessionHub(SQLiteStore(os.path.join(tmp, "profile.db"))) as hub:
+        yield lambda n: hub.open(f"s{{n}}", create=True)
+
+async def main(steps, callers, durable):
+    with tempfile.TemporaryDirectory() as tmp:
+        async with sessions(durable, tmp) as opener, Dispatcher(
+            mailbox_size=max(callers, 1)
+        ) as dispatcher:
+            await run(dispatcher, opener, steps, callers)
+
+async def run(dispatcher, opener, steps, callers):
         dispatcher.register(ReverseAgent())
         per = steps // callers
+        ready = anyio.Event()
+        opened = []
 
-        async def caller():
-            async with Session() as session:
+        async def caller(n):
+            async with opener(n) as session:
                 await session.set("text", "hello world")
+                opened.append(n)
+                if len(opened) == callers:
+                    ready.set()
+                await ready.wait()
                 for _ in range(per):
                     await dispatcher.dispatch_single("reverse", session, {{"key": "text"}})
+                await session.flush()
 
-        start = time.process_time()
         async with anyio.create_task_group() as tg:
-            for _ in range(callers):
-                tg.start_soon(caller)
+            for n in range(callers):
+                tg.start_soon(caller, n)
+            await ready.wait()
+            start = time.process_time()
         print(f"US_PER_STEP={{(time.process_time() - start) / (per * callers) * 1e6:.2f}}")
 
-anyio.run(main, {steps}, {callers})
+anyio.run(main, {steps}, {callers}, {durable})
 """
 
 
-PY_SPY = ["py-spy", "record", "--rate", "1000", "--format", "raw", "--output"]
+PY_SPY = ["py-spy", "record", "--rate", "1000", "--gil", "--format", "raw", "--output"]
 
 
 def main() -> None:
@@ -55,12 +80,18 @@ def main() -> None:
     parser.add_argument("--callers", type=int, default=1)
     parser.add_argument("--steps", type=int, default=60_000)
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--raw", help="also keep py-spy's raw stacks in this file")
+    parser.add_argument(
+        "--durable", action="store_true", help="hub sessions on an SQLiteStore (temp dir)"
+    )
     args = parser.parse_args()
     load_average()
     if shutil.which("py-spy") is None:
         sys.exit("py-spy is not installed: pip install -e '.[bench]'")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    code = CHILD.format(root=root, steps=args.steps, callers=args.callers)
+    code = CHILD.format(
+        root=root, steps=args.steps, callers=args.callers, durable=args.durable
+    )
     with tempfile.TemporaryDirectory() as tmp:
         raw = os.path.join(tmp, "profile.txt")
         started = time.perf_counter()
@@ -71,6 +102,8 @@ def main() -> None:
             check=True,
         )
         elapsed = time.perf_counter() - started
+        if args.raw:
+            shutil.copy(raw, args.raw)
         marker = "US_PER_STEP="
         figure = run.stdout[run.stdout.index(marker) + len(marker) :].split()[0]
         us_per_step = float(figure)
@@ -85,7 +118,11 @@ def main() -> None:
                     continue
                 leaves[_short(frames[-1])] += int(count)
                 total += int(count)
-    print(f"\n{args.callers} caller(s), {args.steps} steps, {us_per_step:.2f} us CPU per step")
+    kind = "durable (SQLiteStore hub)" if args.durable else "in-memory"
+    print(
+        f"\n{args.callers} caller(s) on {kind} sessions, {args.steps} steps, "
+        f"{us_per_step:.2f} us CPU per step"
+    )
     print(f"({total} samples in the dispatch loop, {elapsed:.1f} s under py-spy)\n")
     print(f"{'us/step':>8}  {'share':>6}  function (self time)")
     for name, hits in leaves.most_common(args.top):

@@ -72,6 +72,9 @@ anyio.run(main, {steps}, {callers}, {durable})
 """
 
 
+#: a sample counts when one of its frames is one of these (event loops, worker threads)
+_RUNNING = ("_run_once (", "run (trio", "WorkerThread.run (", "_work (trio")
+#: --gil: only samples of the thread holding the GIL (a thread waiting for it is not busy)
 PY_SPY = ["py-spy", "record", "--rate", "1000", "--gil", "--format", "raw", "--output"]
 
 
@@ -89,9 +92,7 @@ def main() -> None:
     if shutil.which("py-spy") is None:
         sys.exit("py-spy is not installed: pip install -e '.[bench]'")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    code = CHILD.format(
-        root=root, steps=args.steps, callers=args.callers, durable=args.durable
-    )
+    code = CHILD.format(root=root, steps=args.steps, callers=args.callers, durable=args.durable)
     with tempfile.TemporaryDirectory() as tmp:
         raw = os.path.join(tmp, "profile.txt")
         started = time.perf_counter()
@@ -113,8 +114,9 @@ def main() -> None:
             for line in f:
                 stack, _, count = line.rstrip().rpartition(" ")
                 frames = stack.split(";")
-                # only samples taken while the event loop runs (not imports or start-up)
-                if not any("_run_once (" in frame or "run (trio" in frame for frame in frames):
+                # only samples taken while the event loop or a worker thread (the store's
+                # writer) runs, not imports or start-up
+                if not any(marker in frame for frame in frames for marker in _RUNNING):
                     continue
                 leaves[_short(frames[-1])] += int(count)
                 total += int(count)

@@ -243,6 +243,16 @@ class Actor:
             for _, _, waiter in after:
                 self._resolve(waiter, False, self._closed_error())
             after = []
+        elif committer is not None:
+            # reads queued while the batch committed, with no write before them: they see
+            # the state they would see in the next batch (nothing applied since), so they
+            # are answered now rather than in one more pass with nothing to commit
+            queue = self.queue
+            while queue and queue[0][3] == _AFTER:
+                fn, args, waiter, _ = queue.popleft()
+                self.async_queued -= 1
+                if not self._withdrawn(waiter):
+                    after.append((fn, args, waiter))
         for fn, args, waiter in after:
             try:
                 value = fn(*args)

@@ -11,6 +11,7 @@ and pays nothing for any of it.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from ._canonical import entry_hash
@@ -28,6 +29,8 @@ DEFAULT_TAIL = 256
 #: artifact data kept in memory after it is committed: at most this many blobs, each small
 _CACHE_BLOBS = 16
 _CACHE_BLOB_BYTES = 256 * 1024
+#: what a batch holds for state, artifacts or blobs that did not change (read-only)
+_NOTHING: Mapping[Any, Any] = MappingProxyType({})
 
 
 class StoredCore(SessionCore):
@@ -164,19 +167,30 @@ class StoredCore(SessionCore):
         return self.base + len(self.records) != self.committed
 
     def batch(self) -> Batch:
-        """Everything applied since the last commit, as one batch."""
-        state = self.state
-        artifacts = self.artifacts
+        """Everything applied since the last commit, as one batch (what did not change
+        shares one empty mapping: a commit round allocates little)."""
+        keys, names, blobs = self.keys, self.names, self.new_blobs
+        if keys:
+            state = self.state
+            changed: Mapping[str, bytes | None] = {key: state.get(key) for key in keys}
+        else:
+            changed = _NOTHING
+        if names:
+            artifacts = self.artifacts
+            named: Mapping[str, str | None] = {name: artifacts.get(name) for name in names}
+        else:
+            named = _NOTHING
+        committed = self.committed
         return Batch(
-            session_id=self.session_id,
-            base_seq=self.committed,
-            records=self.records[self.committed - self.base :],
-            state_version=self.version,
-            state={key: state.get(key) for key in self.keys},
-            artifacts={name: artifacts.get(name) for name in self.names},
-            blobs=dict(self.new_blobs),
-            open_steps=self.open_steps.seqs() if self.steps_changed else None,
-            epoch=self.epoch,
+            self.session_id,
+            committed,
+            self.records[committed - self.base :],
+            self.version,
+            changed,
+            named,
+            dict(blobs) if blobs else _NOTHING,
+            self.open_steps.seqs() if self.steps_changed else None,
+            self.epoch,
         )
 
     def committed_ok(self) -> None:
@@ -192,7 +206,9 @@ class StoredCore(SessionCore):
             del records[:excess]
             self.base += excess
         blobs = self.blobs
-        if len(blobs) > _CACHE_BLOBS or any(len(b) > _CACHE_BLOB_BYTES for b in blobs.values()):
+        if blobs and (
+            len(blobs) > _CACHE_BLOBS or any(len(b) > _CACHE_BLOB_BYTES for b in blobs.values())
+        ):
             kept = [(d, b) for d, b in blobs.items() if len(b) <= _CACHE_BLOB_BYTES]
             self.blobs = dict(kept[-_CACHE_BLOBS:])
 

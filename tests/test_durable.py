@@ -584,3 +584,34 @@ async def test_an_actor_cancelled_while_its_batch_commits_answers_with_the_outco
         assert answers == [1]
         assert core.committed == core.length == 2
         assert (await store.load("s")).state == {"k": b"1"}
+
+
+async def test_reads_queued_during_a_commit_are_answered_in_its_pass(tmp_path: Path) -> None:
+    """A read that arrives while the batch before it commits (nothing queued in between)
+    is answered right after that commit, with the committed value, in the same pass of
+    the actor (not one more pass with nothing to commit)."""
+    entered, release = threading.Event(), threading.Event()
+    store = SQLiteStore(tmp_path / "s.db")
+
+    def hold(conn: sqlite3.Connection) -> None:
+        store._writer_hook = None
+        entered.set()
+        release.wait(10)
+
+    async with SessionHub(store) as hub, hub.open("s", create=True) as session:
+        actor = durable(session)._running()
+        reads: list[Any] = []
+
+        async def read() -> None:
+            reads.append(await session.get("k"))
+
+        store._writer_hook = hold
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(session.set, "k", 1)
+            await anyio.to_thread.run_sync(entered.wait, 10)  # the set is committing
+            tg.start_soon(read)
+            await wait_until(lambda: len(actor.queue) == 1)  # the read waits for it
+            passes = actor.batches
+            release.set()
+        assert reads == [1]
+        assert actor.batches == passes

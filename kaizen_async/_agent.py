@@ -17,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-from collections.abc import Awaitable, Callable
+import types
+import typing
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, TypeVar, cast, runtime_checkable
 
@@ -27,9 +29,10 @@ from pydantic import BaseModel, ValidationError
 
 from ._canonical import check_json
 from ._exceptions import DispatchError, ErrorCode, KaizenValidationError, SessionClosedError
-from ._mailbox import Mailbox, MailboxClosedError, MailboxStatistics, Reply
-from ._session import Session, agent_view
+from ._mailbox import Mailbox, MailboxClosedError, MailboxStatistics
+from ._session import Session, StepWrites, agent_view
 from ._state import _validate_agent_id
+from ._steps import completed_content, started_content
 from ._trajectory import EntryType
 from ._types import AgentInfo, CapabilitySpec, InvokeResult
 
@@ -42,6 +45,7 @@ __all__ = [
 ]
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+T = TypeVar("T")
 
 
 @runtime_checkable
@@ -59,6 +63,54 @@ class AgentProtocol(Protocol):
 class _CapabilityMethod:
     spec: CapabilitySpec
     method_name: str
+    #: ``(params, canonical params or None) -> the method's argument``: strict validation
+    validate: Callable[[dict[str, Any], bytes | None], Any] | None
+
+
+_FLAT_TYPES = frozenset({str, int, float, bool, type(None)})
+_CACHE_SIZE = 1024
+
+
+def _cacheable(model: type[BaseModel]) -> bool:
+    """Whether validated params of ``model`` can be shared between calls: a frozen model of
+    scalar fields (str, int, float, bool, None, or an optional of one) with no custom
+    validators, so equal canonical params always validate to equal, immutable values."""
+    if not model.model_config.get("frozen"):
+        return False
+    decorators = model.__pydantic_decorators__
+    if decorators.field_validators or decorators.model_validators or decorators.validators:
+        return False
+    for field in model.model_fields.values():
+        kinds = typing.get_args(field.annotation) or (field.annotation,)
+        if not all(kind in _FLAT_TYPES for kind in kinds):
+            return False
+    return True
+
+
+def _params_validator(
+    model: type[BaseModel] | None,
+) -> Callable[[dict[str, Any], bytes | None], Any] | None:
+    """Strict validation through the model's compiled validator (half the cost of
+    ``model_validate``), remembered by canonical params for a :func:`_cacheable` model."""
+    if model is None:
+        return None
+    validate = model.__pydantic_validator__.validate_python
+    if not _cacheable(model):
+        return lambda params, _key: validate(params, strict=True)
+    cache: dict[bytes, Any] = {}
+
+    def cached(params: dict[str, Any], key: bytes | None) -> Any:
+        if key is None:
+            return validate(params, strict=True)
+        value = cache.get(key)
+        if value is None:
+            value = validate(params, strict=True)  # a failure raises: never remembered
+            if len(cache) >= _CACHE_SIZE:
+                cache.clear()
+            cache[key] = value
+        return value
+
+    return cached
 
 
 def capability(
@@ -129,7 +181,9 @@ class Agent:
             for attr, value in vars(klass).items():
                 spec = getattr(value, "__kaizen_capability__", None)
                 if isinstance(spec, CapabilitySpec):
-                    found[spec.name] = _CapabilityMethod(spec, attr)
+                    found[spec.name] = _CapabilityMethod(
+                        spec, attr, _params_validator(spec.params_model)
+                    )
         cls._capabilities = found
 
     def info(self) -> AgentInfo:
@@ -147,6 +201,16 @@ class Agent:
     ) -> InvokeResult:
         """Validate ``params`` and run the capability's method with ``session`` seen as
         this agent (its writes recorded under ``agent_id``)."""
+        if isinstance(session, Session) and session._writer != self.agent_id:
+            # called directly, not through a dispatcher (whose runner made the view)
+            session = agent_view(session, _validate_agent_id(self.agent_id))
+        return await self._kaizen_invoke(capability, session, params, None)
+
+    async def _kaizen_invoke(
+        self, capability: str, session: Session, params: dict[str, Any], key: bytes | None
+    ) -> InvokeResult:
+        """:meth:`invoke` on the session view the runner made; ``key``: the canonical
+        params (validated params of a frozen, flat model are remembered by it)."""
         entry = self._capabilities.get(capability)
         if entry is None:
             return self.fail(
@@ -154,11 +218,10 @@ class Agent:
                 f"Unknown capability '{capability}'. Available: {sorted(self._capabilities)}",
                 capability,
             )
-        model = entry.spec.params_model
         arg: Any = params
-        if model is not None:
+        if entry.validate is not None:
             try:
-                arg = model.model_validate(params, strict=True)
+                arg = entry.validate(params, key)
             except ValidationError as exc:
                 return self.fail(
                     ErrorCode.AGENT_INVALID_PARAMS,
@@ -169,9 +232,6 @@ class Agent:
                         "received": params,
                     },
                 )
-        if isinstance(session, Session) and session._writer != self.agent_id:
-            # called directly, not through a dispatcher (whose runner made the view)
-            session = agent_view(session, _validate_agent_id(self.agent_id))
         outcome = await getattr(self, entry.method_name)(session, arg)
         if isinstance(outcome, InvokeResult):
             return outcome
@@ -200,22 +260,130 @@ class Agent:
         return f"{type(self).__name__}(agent_id={self.agent_id!r})"
 
 
-@dataclass(eq=False)  # compared and hashed by identity
-class Invocation:
-    """One message in an agent's mailbox: a call and where to send its result."""
+# what became of a step message: in the mailbox, taken by the runner, answered by it, or
+# given up by its caller (timed out or cancelled), who then records its end
+QUEUED, TAKEN, DONE, ABANDONED = 0, 1, 2, 3
+_DISPATCHER = "dispatcher"
+_STARTED = EntryType.PLAN_STEP_STARTED.value
+_COMPLETED = EntryType.PLAN_STEP_COMPLETED.value
 
-    capability: str
-    session: Session
-    params: dict[str, Any]
-    reply: Reply
-    scope: anyio.CancelScope | None = None
-    cancelled: bool = False
 
-    def cancel(self) -> None:
-        """The caller gave up (timeout or cancellation): stop the work if it started."""
-        self.cancelled = True
+class Invocation(StepWrites):
+    """One message in an agent's mailbox: a dispatched step, and where its result goes.
+
+    The dispatcher encodes the step's header up front (``started``: the content of its
+    ``plan_step_started``); the runner that takes the message records the whole step (see
+    :class:`~kaizen_async._session.StepWrites`) and then answers ``slot``. On the success
+    path that is the caller's only hop: it sends once and waits once.
+    """
+
+    __slots__ = (
+        "capability",
+        "capability_json",
+        "index",
+        "params",
+        "params_json",
+        "plan_json",
+        "result",
+        "scope",
+        "session",
+        "slot",
+        "started",
+        "status",
+    )
+
+    def __init__(
+        self,
+        capability: str,
+        capability_json: bytes,
+        session: Session,
+        params: dict[str, Any],
+        params_json: bytes,
+        plan_json: bytes,
+        index: int,
+        slot: list[Any],
+    ) -> None:
+        self.ops = None
+        self.state = False
+        self.capability = capability
+        self.capability_json = capability_json
+        self.session = session
+        self.params = params
+        self.params_json = params_json
+        self.plan_json = plan_json
+        self.index = index
+        self.started = started_content(capability_json, params_json, plan_json, index)
+        self.slot = slot
+        self.scope: anyio.CancelScope | None = None
+        self.status = QUEUED
+        self.result: InvokeResult | None = None
+
+    def take(self) -> None:
+        """The runner starts the step: its writes are collected from here on."""
+        self.status = TAKEN
+        self.ops = [(self.session._core.apply_append, (_DISPATCHER, _STARTED, self.started))]
+
+    def end(self, result: InvokeResult) -> None:
+        """Record the step's end (posting everything it collected as one message)."""
+        ops = self.ops or []
+        self.ops = None
+        core = self.session._core
+        content = completed_content(self.capability_json, self.plan_json, self.index, result)
+        ops.append((core.apply_append, (_DISPATCHER, _COMPLETED, content)))
+        self.session._post(core.apply_step, (ops,), self.state)
+
+    def abandon(self, result: InvokeResult) -> InvokeResult:
+        """The caller gives up: record the step's end with ``result`` unless the runner
+        already answered (then its result stands: it is what was recorded). Work under
+        way is cancelled; what it still writes is queued directly, after the end."""
+        status = self.status
+        if status == DONE:
+            assert self.result is not None
+            return self.result
+        self.status = ABANDONED
+        if status == QUEUED:  # never taken: its start was not recorded either
+            self.take()
+            self.status = ABANDONED
         if self.scope is not None:
             self.scope.cancel()
+        self.end(result)
+        return result
+
+
+@types.coroutine
+def _recorded(coro: Coroutine[Any, Any, T], invocation: Invocation) -> Generator[Any, Any, T]:
+    """Await ``coro`` (a capability call), posting the step's collected writes the first
+    time it suspends.
+
+    A capability that finishes without suspending (its reads served at once) has its whole
+    step posted as one message at its end. One that suspends (it awaits a model, I/O, a
+    timer) has what it collected so far, ``plan_step_started`` first, posted right then,
+    before it waits: the step is seen to start (subscribers, a durable store's commit)
+    while it runs, as if each write had been queued at once. The rest is ``yield from``,
+    spelled out because the first step of the coroutine is taken by hand."""
+    try:
+        trap = coro.send(None)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+    if invocation.status == TAKEN:
+        with contextlib.suppress(Exception):  # a closed session fails the step's end
+            invocation.flush(invocation.session)
+    while True:
+        try:
+            sent = yield trap
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:
+            try:
+                trap = coro.throw(exc)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+        else:
+            try:
+                trap = coro.send(sent)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
 
 
 class _StrayCancellation(Exception):
@@ -237,10 +405,13 @@ def _stray_cancellation(invocation: Invocation) -> bool:
 class AgentRunner:
     """Serves one agent: ``max_concurrency`` tasks draining a bounded FIFO mailbox.
 
-    A capability that raises becomes a failed result (``agent_invocation_failed``) and an
-    ``agent_failed`` entry; a result that is not an :class:`InvokeResult`, or a success
-    whose ``result`` is not a JSON value, becomes ``agent_invalid_result``. Either way the
-    runner goes on with the next message. The agent is handed the session seen as itself
+    The runner records each step it takes: ``plan_step_started``, the agent's posted
+    writes and ``plan_step_completed`` go to the session as one message, and only then is
+    the caller answered (see :class:`Invocation`). A capability that raises becomes a
+    failed result (``agent_invocation_failed``) and an ``agent_failed`` entry; a result
+    that is not an :class:`InvokeResult`, or a success whose ``result`` is not a JSON value,
+    becomes ``agent_invalid_result``. Either way the runner goes on with the next message.
+    The agent is handed the session seen as itself
     (:func:`~kaizen_async._session.agent_view`), so its writes are attributed to it.
     """
 
@@ -257,8 +428,9 @@ class AgentRunner:
         self.max_concurrency = max_concurrency
         self.mailbox_size = mailbox_size
         self._mailbox: Mailbox[Invocation] | None = None
-        self._in_progress: set[Invocation] = set()
         self.served = 0
+        # an Agent whose invoke is the base class's: validated params can be remembered
+        self._run = agent._kaizen_invoke if type(agent).invoke is Agent.invoke else None  # type: ignore[attr-defined]
 
     @property
     def mailbox(self) -> Mailbox[Invocation]:
@@ -292,15 +464,18 @@ class AgentRunner:
         finally:
             self._fail_pending()
 
+    def _stopped(self) -> MailboxClosedError:
+        return MailboxClosedError(f"agent {self.info.agent_id} stopped")
+
     def _fail_pending(self) -> None:
         """The runner stopped (its dispatcher was cancelled): no caller waits forever."""
         mailbox = self.mailbox
         mailbox.close()
-        stopped = MailboxClosedError(f"agent {self.info.agent_id} stopped")
-        for invocation in self._in_progress:
-            invocation.reply.send_error(stopped)
+        wake = mailbox.parker.wake
         while len(mailbox):
-            mailbox.receive_nowait().reply.send_error(stopped)
+            invocation = mailbox.receive_nowait()
+            if invocation.status == QUEUED:
+                wake(invocation.slot, None, self._stopped())
 
     async def _worker(self) -> None:
         # One cancel scope serves many messages: entering a scope costs more than a whole
@@ -318,23 +493,35 @@ class AgentRunner:
         A capability may finish even though its caller cancelled it (it shielded its
         cleanup, say): the scope is spent then, and the next message gets a fresh one.
         """
-        receive = self.mailbox.receive
+        mailbox = self.mailbox
+        receive, wake = mailbox.receive, mailbox.parker.wake
         while True:
             try:
                 invocation = await receive()
             except MailboxClosedError:
                 return False
-            if invocation.cancelled or invocation.reply.withdrawn:
+            if invocation.status != QUEUED:  # its caller gave up while it was queued
                 continue
+            invocation.take()
             invocation.scope = scope
-            self._in_progress.add(invocation)
             try:
                 result = await self._invoke(invocation)
-            finally:
+            except BaseException:
                 invocation.scope = None
-                self._in_progress.discard(invocation)
-            invocation.reply.send(result)
+                if invocation.status == TAKEN:  # the runner itself is stopped mid-step
+                    wake(invocation.slot, None, self._stopped())
+                raise
+            invocation.scope = None
             self.served += 1
+            if invocation.status == TAKEN:
+                invocation.status = DONE
+                invocation.result = result
+                try:
+                    invocation.end(result)
+                except Exception as exc:  # the session was closed meanwhile, say
+                    wake(invocation.slot, None, exc)
+                else:
+                    wake(invocation.slot, result)
             if scope.cancel_called:
                 return True
 
@@ -343,10 +530,18 @@ class AgentRunner:
         agent_id = self.info.agent_id
         session = invocation.session
         if isinstance(session, Session):
-            session = agent_view(session, agent_id)
+            session = agent_view(session, agent_id, invocation)
         try:
             try:
-                result = await self.agent.invoke(capability, session, invocation.params)
+                if self._run is not None:
+                    call = self._run(capability, session, invocation.params, invocation.params_json)
+                else:
+                    call = self.agent.invoke(capability, session, invocation.params)
+                if type(call) is types.CoroutineType:
+                    result = await _recorded(call, invocation)
+                else:  # some other awaitable: the step is seen to start before it is awaited
+                    invocation.flush(invocation.session)
+                    result = await call
             except anyio.get_cancelled_exc_class() as exc:
                 if not _stray_cancellation(invocation):
                     raise
@@ -361,9 +556,9 @@ class AgentRunner:
                 text = text.encode("utf-8", "backslashreplace").decode()
             details = {"exception_type": type(exc).__name__, "exception_message": text}
             message = f"Agent raised exception: {type(exc).__name__}: {text}"
-            # if the session itself is gone, the failed result still says why
+            # recorded with the step; if the session itself is gone, the result says why
             with contextlib.suppress(Exception):
-                await invocation.session.append(
+                session.append_nowait(
                     agent_id,
                     EntryType.AGENT_FAILED,
                     {

@@ -1,15 +1,18 @@
 """``Dispatcher``: routes capability calls to agents and records every step around them.
 
-Each step appends ``plan_step_started`` before the call and ``plan_step_completed`` after
+Each step records ``plan_step_started`` before the call and ``plan_step_completed`` after
 it, whatever happens (success, failure, no agent, timeout, cancellation of the caller),
-so the trajectory never holds a started step without its end. Both are queued on the
-session without waiting (validated first; the session applies them in order, before
-anything queued after them, and every later read or save waits for them), which keeps the
-dispatcher off the session actor's round trip.
+so the trajectory never holds a started step without its end. The dispatcher encodes the
+step's header and sends it with the call as one message; the agent's runner records the
+whole step (both ends and the agent's posted writes) as one message to the session and
+then answers. The caller records the end itself only when no runner will: it gave up on
+the call, or no agent took it. Either way the step's entries are queued before the
+caller returns, so any later read, write or save of the session sees them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
@@ -42,9 +45,6 @@ _INFO, _WARNING = logging.INFO, logging.WARNING
 _DISPATCHER = "dispatcher"
 _STARTED = EntryType.PLAN_STEP_STARTED
 _COMPLETED = EntryType.PLAN_STEP_COMPLETED
-_STARTED_VALUE = _STARTED.value
-_COMPLETED_VALUE = _COMPLETED.value
-_SUMMARY_CHARS = 200
 _INTERRUPTED = ErrorCode.STEP_INTERRUPTED.value
 
 CallLike = CapabilityCall | dict[str, Any]
@@ -153,21 +153,18 @@ class DispatchResult:
         )
 
 
-def _summary(result: InvokeResult) -> str:
-    """The first 200 characters of the result (or error) as JSON; repr() if it is not JSON."""
-    value = result.result if result.success else result.error
-    try:
-        text = orjson.dumps(value, default=repr, option=orjson.OPT_SORT_KEYS).decode()
-    except (TypeError, orjson.JSONEncodeError):  # e.g. int dict keys, ints past 64 bits
-        text = repr(value)
-    return text[:_SUMMARY_CHARS]
-
-
 _dumps = orjson.dumps
-_STARTED_CONTENT = b'{"capability":%b,"params":%b,"plan_id":%b,"step_index":%d}'
-_COMPLETED_CONTENT = (
-    b'{"capability":%b,"plan_id":%b,"result_summary":%b,"step_index":%d,"success":%b}'
-)
+_json_strings: dict[str, bytes] = {}
+
+
+def _json_string(text: str) -> bytes:
+    """The JSON of a capability name, remembered (there are few)."""
+    encoded = _json_strings.get(text)
+    if encoded is None:
+        encoded = _dumps(text)
+        if len(_json_strings) < 4096:
+            _json_strings[text] = encoded
+    return encoded
 
 
 def _encode_params(params: dict[str, Any]) -> bytes:
@@ -367,49 +364,76 @@ class Dispatcher:
         index: int,
         timeout: float | None,
     ) -> InvokeResult:
-        """Record, route and run one call; ``params_json`` is its canonical params."""
+        """Route and run one call, recorded; ``params_json`` is its canonical params.
+
+        The agent's runner records the step (see :class:`Invocation`); the caller records
+        its end itself only when it gives up on it (timeout, cancellation) or no runner
+        can take it (no agent, the agent stopped)."""
         started = time.perf_counter()
-        plan_json = _dumps(plan_id)
-        session._post_checked(
-            _DISPATCHER,
-            _STARTED_VALUE,
-            _STARTED_CONTENT % (_dumps(capability), params_json, plan_json, index),
-        )
+        session._writable()  # closed or read-only: refused before anything is queued
+        capability_json = _json_string(capability)
         runner = self._routes.get(capability)
         if runner is None:
-            result = _no_agent(capability, sorted(self._routes), index)
-        else:
-            invocation = Invocation(capability, session, params, runner.mailbox.reply())
-            try:
-                if timeout is None:
-                    await runner.mailbox.send(invocation)
-                    result = await invocation.reply.wait()
-                else:
-                    with anyio.move_on_after(timeout) as scope:
-                        await runner.mailbox.send(invocation)
-                        result = await invocation.reply.wait()
-                    if scope.cancelled_caught:
-                        invocation.cancel()
-                        result = InvokeResult.fail(
+            invocation = Invocation(
+                capability,
+                capability_json,
+                session,
+                params,
+                params_json,
+                _dumps(plan_id),
+                index,
+                [],
+            )
+            result = invocation.abandon(_no_agent(capability, sorted(self._routes), index))
+            self._log(session, plan_id, index, capability, result, started)
+            return result
+        mailbox = runner.mailbox
+        parker = mailbox.parker
+        invocation = Invocation(
+            capability,
+            capability_json,
+            session,
+            params,
+            params_json,
+            _dumps(plan_id),
+            index,
+            parker.new_slot(),
+        )
+        try:
+            if timeout is None:
+                await mailbox.send(invocation)
+                result = await parker.park(invocation.slot)
+            else:
+                with anyio.move_on_after(timeout) as scope:
+                    await mailbox.send(invocation)
+                    result = await parker.park(invocation.slot)
+                if scope.cancelled_caught:
+                    parker.withdraw(invocation.slot)
+                    result = invocation.abandon(
+                        InvokeResult.fail(
                             ErrorCode.AGENT_TIMEOUT,
                             f"Capability '{capability}' timed out after {timeout}s",
                             runner.info.agent_id,
                             capability,
                             {"timeout": timeout, "step_index": index},
                         )
-            except anyio.get_cancelled_exc_class():
-                invocation.cancel()
-                result = InvokeResult.fail(
-                    ErrorCode.AGENT_CANCELLED,
-                    f"Capability '{capability}' was cancelled by its caller",
-                    runner.info.agent_id,
-                    capability,
-                    {"step_index": index},
-                )
-                self._complete(session, plan_json, index, capability, result, started, plan_id)
-                raise
-            except MailboxClosedError:
-                result = InvokeResult.fail(
+                    )
+        except anyio.get_cancelled_exc_class():
+            parker.withdraw(invocation.slot)
+            result = InvokeResult.fail(
+                ErrorCode.AGENT_CANCELLED,
+                f"Capability '{capability}' was cancelled by its caller",
+                runner.info.agent_id,
+                capability,
+                {"step_index": index},
+            )
+            with contextlib.suppress(SessionClosedError):  # closing with it: nothing to record
+                result = invocation.abandon(result)
+            self._log(session, plan_id, index, capability, result, started)
+            raise
+        except MailboxClosedError:
+            result = invocation.abandon(
+                InvokeResult.fail(
                     ErrorCode.AGENT_NOT_FOUND,
                     f"The agent for '{capability}' stopped (unregistered or shut down) "
                     "before it answered",
@@ -417,32 +441,19 @@ class Dispatcher:
                     capability,
                     {"step_index": index},
                 )
-        self._complete(session, plan_json, index, capability, result, started, plan_id)
+            )
+        self._log(session, plan_id, index, capability, result, started)
         return result
 
     @staticmethod
-    def _complete(
+    def _log(
         session: Session,
-        plan_json: bytes,
+        plan_id: str,
         index: int,
         capability: str,
         result: InvokeResult,
         started: float,
-        plan_id: str,
     ) -> None:
-        """Queue ``plan_step_completed`` (FIFO after the step's own entries) and log."""
-        session._post_checked(
-            _DISPATCHER,
-            _COMPLETED_VALUE,
-            _COMPLETED_CONTENT
-            % (
-                _dumps(capability),
-                plan_json,
-                _dumps(_summary(result)),
-                index,
-                b"true" if result.success else b"false",
-            ),
-        )
         level = _INFO if result.success else _WARNING
         if _log.enabled(level):
             _log.log(

@@ -1,4 +1,4 @@
-"""Bounded FIFO mailboxes and one-shot replies, on each backend's cheapest primitive.
+"""Bounded FIFO mailboxes on each backend's cheapest primitive.
 
 AnyIO's memory object streams are the obvious tool, but a request/reply over them costs
 several times a plain ``asyncio.Queue`` one (see ``benchmarks/bench_dispatch.py``), and the
@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from ._exceptions import KaizenValidationError, SessionClosedError
-from ._waiting import Parker, create_parker
+from ._waiting import create_parker
 
-__all__ = ["Mailbox", "MailboxClosedError", "MailboxStatistics", "Reply", "create_reply"]
+__all__ = ["Mailbox", "MailboxClosedError", "MailboxStatistics"]
 
 T = TypeVar("T")
 
@@ -37,36 +37,6 @@ class MailboxStatistics:
     max_buffer_size: int
     tasks_waiting_send: int
     tasks_waiting_receive: int
-
-
-class Reply:
-    """A one-shot answer from a receiver to the sender that is waiting for it."""
-
-    __slots__ = ("_parker", "_slot")
-
-    def __init__(self, parker: Parker) -> None:
-        self._parker = parker
-        self._slot = parker.new_slot()
-
-    def send(self, value: Any) -> bool:
-        """Deliver ``value``; False when the waiter is gone (cancelled) or already answered."""
-        return self._parker.wake(self._slot, value)
-
-    def send_error(self, error: BaseException) -> bool:
-        return self._parker.wake(self._slot, None, error)
-
-    @property
-    def withdrawn(self) -> bool:
-        """True once the waiting side was cancelled."""
-        return self._parker.withdrawn(self._slot)
-
-    async def wait(self) -> Any:
-        return await self._parker.park(self._slot)
-
-
-def create_reply() -> Reply:
-    """A :class:`Reply` for the running backend."""
-    return Reply(create_parker())
 
 
 class Mailbox(Generic[T]):
@@ -92,12 +62,10 @@ class Mailbox(Generic[T]):
         #: live (not withdrawn) slots in ``_senders`` / ``_receivers``
         self._waiting_send = 0
         self._waiting_receive = 0
-        self._parker = create_parker()
+        #: how senders and receivers wait; the dispatcher's callers wait on it for their
+        #: results too (one parker per mailbox, on the backend it was made on)
+        self.parker = create_parker()
         self.closed = False
-
-    def reply(self) -> Reply:
-        """A :class:`Reply` on this mailbox's backend (cheaper than :func:`create_reply`)."""
-        return Reply(self._parker)
 
     def statistics(self) -> MailboxStatistics:
         return MailboxStatistics(
@@ -115,7 +83,7 @@ class Mailbox(Generic[T]):
         """Wake the first live waiting receiver (withdrawn ones are dropped on the way)."""
         receivers = self._receivers
         while receivers:
-            if self._parker.wake(receivers.popleft()):
+            if self.parker.wake(receivers.popleft()):
                 self._waiting_receive -= 1
                 return
 
@@ -126,19 +94,19 @@ class Mailbox(Generic[T]):
         senders = self._senders
         if len(self._items) < self.max_size:
             # senders wait only while the buffer is full, so any left here gave up
-            withdrawn = self._parker.withdrawn
+            withdrawn = self.parker.withdrawn
             while senders and withdrawn(senders[0][1]):
                 senders.popleft()
             if not senders:
                 self._put(item)
                 return
-        waiting = (item, self._parker.new_slot())
+        waiting = (item, self.parker.new_slot())
         senders.append(waiting)
         self._waiting_send += 1
         try:
-            await self._parker.park(waiting[1])
+            await self.parker.park(waiting[1])
         except BaseException:
-            if self._parker.withdraw(waiting[1]):  # not moved in: skipped when popped
+            if self.parker.withdraw(waiting[1]):  # not moved in: skipped when popped
                 self._waiting_send -= 1
                 if len(self._senders) > 2 * self._waiting_send + _SLACK:
                     self._compact()
@@ -151,7 +119,7 @@ class Mailbox(Generic[T]):
         senders = self._senders
         while senders:
             waiting_item, slot = senders.popleft()
-            if self._parker.wake(slot):
+            if self.parker.wake(slot):
                 self._waiting_send -= 1
                 self._items.append(waiting_item)
                 break
@@ -164,13 +132,13 @@ class Mailbox(Generic[T]):
                 return self.receive_nowait()
             if self.closed:
                 raise MailboxClosedError("the mailbox is closed")
-            slot = self._parker.new_slot()
+            slot = self.parker.new_slot()
             self._receivers.append(slot)
             self._waiting_receive += 1
             try:
-                await self._parker.park(slot)
+                await self.parker.park(slot)
             except BaseException:
-                if self._parker.withdraw(slot):  # skipped when popped
+                if self.parker.withdraw(slot):  # skipped when popped
                     self._waiting_receive -= 1
                     if len(self._receivers) > 2 * self._waiting_receive + _SLACK:
                         self._compact()
@@ -178,7 +146,7 @@ class Mailbox(Generic[T]):
 
     def _compact(self) -> None:
         """Drop the withdrawn slots of both deques: O(N), once per O(N) withdrawals."""
-        withdrawn = self._parker.withdrawn
+        withdrawn = self.parker.withdrawn
         self._senders = deque(w for w in self._senders if not withdrawn(w[1]))
         self._receivers = deque(r for r in self._receivers if not withdrawn(r))
 
@@ -186,9 +154,9 @@ class Mailbox(Generic[T]):
         """No more sends (waiting senders fail); receivers drain the buffer, then fail."""
         self.closed = True
         while self._receivers:
-            if self._parker.wake(self._receivers.popleft()):
+            if self.parker.wake(self._receivers.popleft()):
                 self._waiting_receive -= 1
         while self._senders:
             _, slot = self._senders.popleft()
-            if self._parker.wake(slot, None, MailboxClosedError("the mailbox is closed")):
+            if self.parker.wake(slot, None, MailboxClosedError("the mailbox is closed")):
                 self._waiting_send -= 1

@@ -13,7 +13,7 @@ subclass in :mod:`kaizen_async._durable`; the hooks it overrides are marked belo
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncGenerator, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -47,7 +47,7 @@ from ._verification import (
     verify_options,
 )
 
-__all__ = ["Session", "SessionStatistics"]
+__all__ = ["Session", "SessionStatistics", "StepWrites", "agent_view"]
 
 _OFFLOAD_ABOVE = 5_000  # replays longer than this many entries run in a worker thread
 _PAGE = 4096  # entries a subscriber takes at a time
@@ -268,6 +268,11 @@ class Session:
             await actor.call(_noop)
 
     def _running(self) -> Actor:
+        """The running actor (else :class:`SessionClosedError`); an agent's view first
+        posts the writes it buffered, so whatever follows is applied after them."""
+        return self._actor_or_raise()
+
+    def _actor_or_raise(self) -> Actor:
         actor = self._actor
         if actor is not None and (actor.closing or actor.closed) and actor.close_error:
             raise actor.close_error()  # e.g. fenced: another hub owns the session now
@@ -282,10 +287,22 @@ class Session:
         """The running actor, for a write: refused on a session loaded read-only."""
         actor = self._running()
         if self._read_only:
-            raise SessionReadOnlyError(
-                f"session {self._core.session_id} was loaded read-only; writes are refused"
-            )
+            self._refuse_write()
         return actor
+
+    def _refuse_write(self) -> None:
+        raise SessionReadOnlyError(
+            f"session {self._core.session_id} was loaded read-only; writes are refused"
+        )
+
+    def _post(self, fn: Callable[..., Any], args: tuple[Any, ...], state: bool) -> None:
+        """Queue ``fn(*args)``, a checked write that cannot fail, without waiting for it
+        (FIFO with every later request); ``state``: it changes state, so a state read
+        queued after it must wait for it (a read waits for nothing else)."""
+        actor = self._writable()
+        if state:
+            actor.state_writes += 1
+        actor.post(fn, *args)
 
     @property
     def read_only(self) -> bool:
@@ -367,7 +384,9 @@ class Session:
     async def get(self, key: str, default: Any = None) -> Any:
         """A copy of the value at ``key``, or ``default``."""
         actor = self._actor
-        if actor is None or actor.queue or actor.closing or actor.closed:
+        # queued appends (a step's entries) change no state: only queued state writes
+        # are waited for
+        if actor is None or (actor.state_writes and actor.queue) or actor.closing or actor.closed:
             await self._settled()
         return self._core.get(validate_key(key), default)
 
@@ -402,12 +421,9 @@ class Session:
         It is applied before any write queued after it (FIFO), so an awaited write that
         follows acknowledges both. Invalid input raises here, and nothing is queued.
         """
-        actor = self._writable()
-        actor.post(self._core.apply_append, *self._core.check_append(agent_id, entry_type, content))
-
-    def _post_checked(self, agent_id: str, kind: str, content: bytes) -> None:
-        """append_nowait for callers inside the library that built valid canonical content."""
-        self._writable().post(self._core.apply_append, agent_id, kind, content)
+        self._writable()
+        core = self._core
+        self._post(core.apply_append, core.check_append(agent_id, entry_type, content), False)
 
     def transaction(self, *, wait: bool = True) -> Transaction:
         """Collect writes and apply them as one message, all or none::
@@ -718,6 +734,7 @@ class Transaction:
         self._writer = session._writer
         self._wait = wait
         self._ops: list[tuple[str, tuple[Any, ...]]] = []
+        self._state = False  # whether it sets or deletes a key
         self._refused: Exception | None = None
         self.results: list[int] | None = None
 
@@ -734,6 +751,7 @@ class Transaction:
             self._refused = self._refused or exc
             raise
         self._ops.append(("set", (key, new, self._writer)))
+        self._state = True
 
     def delete(self, key: str) -> None:
         try:
@@ -743,6 +761,7 @@ class Transaction:
             self._refused = self._refused or exc
             raise
         self._ops.append(("delete", (key, self._writer)))
+        self._state = True
 
     def append(self, agent_id: str, entry_type: EntryType | str, content: Any) -> None:
         try:
@@ -784,19 +803,73 @@ class Transaction:
                 details={"refused": str(self._refused)},
             ) from self._refused
         if exc_type is None and self._ops:
-            actor = self._session._running()
             if self._wait:
+                actor = self._session._running()
                 self.results = await actor.call(self._core.apply_batch, self._ops)
             else:
-                actor.post(self._core.apply_batch, self._ops)
+                self._session._post(self._core.apply_batch, (self._ops,), self._state)
+
+
+class StepWrites:
+    """The writes of one dispatched step, posted to the session as one message.
+
+    The agent's runner starts ``ops`` with the step's ``plan_step_started``; the writes
+    the agent posts meanwhile (``append_nowait``, ``transaction(wait=False)``) are added
+    to it instead of being queued one by one; the runner ends it with
+    ``plan_step_completed`` and posts the whole list: one wake of the session actor per
+    step, one timestamp for its entries. Anything the agent awaits on the session, and a
+    state read while a state write is buffered, posts the list first, so the order of
+    entries and read-your-writes are as if each write had been queued at once. ``ops`` is
+    None once the step's entries are posted: later writes are queued directly.
+    """
+
+    __slots__ = ("ops", "state")
+
+    def __init__(self) -> None:
+        self.ops: list[tuple[Callable[..., Any], tuple[Any, ...]]] | None = None
+        self.state = False  # whether ``ops`` holds a state write
+
+    def flush(self, session: Session) -> None:
+        """Post the writes collected so far as one message (nothing is queued between
+        them, so their order is kept); collecting goes on."""
+        ops, state = self.ops, self.state
+        if ops:
+            self.ops, self.state = [], False
+            Session._post(session, session._core.apply_step, (ops,), state)
 
 
 class _AgentSession(Session):
     """The session as an agent's capability sees it: the same session (it shares the
     session's attributes, so the same actor, core and files; reads are identical), with its
-    state and artifact writes recorded under the agent's id instead of ``system``."""
+    state and artifact writes recorded under the agent's id instead of ``system``, and its
+    posted writes collected into its step's :class:`StepWrites` when a dispatcher runs it."""
 
-    __slots__ = ("_writer",)  # the one attribute of its own; the rest is the session's
+    __slots__ = ("_writer", "_writes")  # its own attributes; the rest is the session's
+    _writes: StepWrites | None
+
+    def _running(self) -> Actor:
+        writes = self._writes
+        if writes is not None and writes.ops:
+            writes.flush(self)
+        return self._actor_or_raise()
+
+    def _post(self, fn: Callable[..., Any], args: tuple[Any, ...], state: bool) -> None:
+        writes = self._writes
+        if writes is None or writes.ops is None:
+            Session._post(self, fn, args, state)
+            return
+        self._actor_or_raise()
+        if self._read_only:
+            self._refuse_write()
+        writes.ops.append((fn, args))
+        if state:
+            writes.state = True
+
+    async def get(self, key: str, default: Any = None) -> Any:
+        writes = self._writes
+        if writes is not None and writes.state:  # read-your-writes: apply them first
+            writes.flush(self)
+        return await super().get(key, default)
 
 
 #: the view class of each kind of session (a store-backed one reads through its store)
@@ -819,14 +892,16 @@ def _view_class(cls: type[Session]) -> type[_AgentSession]:
     return view_class
 
 
-def agent_view(session: Session, agent_id: str) -> Session:
+def agent_view(session: Session, agent_id: str, writes: StepWrites | None = None) -> Session:
     """``session`` as seen by agent ``agent_id`` (validated by the caller): cheap enough
     (~0.2 us) to make one per capability call. The view shares the session's attribute
     dict, so whatever one of them sets (the actor once started, say) the other sees, and
-    has the methods of the session's own class."""
+    has the methods of the session's own class. ``writes``: the step its posted writes
+    are collected into (see :class:`StepWrites`)."""
     view = object.__new__(_view_class(type(session)))
     view.__dict__ = session.__dict__
     view._writer = agent_id
+    view._writes = writes
     return view
 
 

@@ -172,6 +172,7 @@ class SessionCore:
         "max_artifact_size",
         "records",
         "session_id",
+        "stamp",
         "state",
         "version",
         "workspace_path",
@@ -198,6 +199,8 @@ class SessionCore:
         self.artifacts: dict[str, str] = {}  # name -> digest
         self.blobs: dict[str, bytes] = {}  # digest -> data (every version ever written)
         self.head = ZERO_HASH
+        #: the timestamp the entries of the message being applied share (None: each its own)
+        self.stamp: str | None = None
         #: signed checkpoints of this chain (beside it, not in it): loaded and saved
         self.checkpoints: list[Checkpoint] = []
         if created:
@@ -223,7 +226,7 @@ class SessionCore:
     def _push(self, agent_id: str, entry_type: str, content: bytes) -> Record:
         """Chain one validated entry on; the hot path of every write (see entry_bytes)."""
         seq = len(self.records) + 1
-        ts = _timestamp()
+        ts = self.stamp or _timestamp()
         prev = self.head
         agent = _JSON_STRINGS.get(agent_id)
         if agent is None:
@@ -392,6 +395,25 @@ class SessionCore:
             "delete_artifact": self.apply_delete_artifact,
         }
         return [appliers[kind](*args) for kind, args in ops]
+
+    def apply_step(self, ops: list[tuple[Callable[..., Any], tuple[Any, ...]]]) -> None:
+        """Apply posted writes (checked ``apply_*`` calls, which cannot fail) as one
+        message: a dispatched step's entries. They share one timestamp, taken once.
+
+        Should one fail all the same (a bug), the rest are still applied and the first
+        error is raised afterwards, as each would have been applied on its own."""
+        self.stamp = _timestamp()
+        error: Exception | None = None
+        try:
+            for fn, args in ops:
+                try:
+                    fn(*args)
+                except Exception as exc:
+                    error = error or exc
+        finally:
+            self.stamp = None
+        if error is not None:
+            raise error
 
     def _blob_size(self, digest: str) -> int | None:
         """The size of an artifact version (a store-backed core may not hold its data)."""

@@ -17,14 +17,60 @@ import orjson
 from ._canonical import decode, encode
 from ._exceptions import ErrorCode
 from ._trajectory import EntryType, Record
+from ._types import InvokeResult
 
-__all__ = ["OpenSteps", "STARTED", "COMPLETED", "find_open_steps", "interrupted_content"]
+__all__ = [
+    "COMPLETED",
+    "STARTED",
+    "OpenSteps",
+    "completed_content",
+    "find_open_steps",
+    "interrupted_content",
+    "started_content",
+]
 
 STARTED = EntryType.PLAN_STEP_STARTED.value
 COMPLETED = EntryType.PLAN_STEP_COMPLETED.value
 _SUMMARY_CHARS = 200  # as the dispatcher's result_summary
 
 StepKey = tuple[str, int]
+
+_dumps = orjson.dumps
+_STARTED_CONTENT = b'{"capability":%b,"params":%b,"plan_id":%b,"step_index":%d}'
+_COMPLETED_CONTENT = (
+    b'{"capability":%b,"plan_id":%b,"result_summary":%b,"step_index":%d,"success":%b}'
+)
+
+
+def started_content(
+    capability_json: bytes, params_json: bytes, plan_json: bytes, index: int
+) -> bytes:
+    """The canonical content of ``plan_step_started`` from its already encoded parts."""
+    return _STARTED_CONTENT % (capability_json, params_json, plan_json, index)
+
+
+def completed_content(
+    capability_json: bytes, plan_json: bytes, index: int, result: InvokeResult
+) -> bytes:
+    """The canonical content of ``plan_step_completed``: the step and a summary of its
+    result (the first 200 characters of the result or error as JSON)."""
+    return _COMPLETED_CONTENT % (
+        capability_json,
+        plan_json,
+        _dumps(result_summary(result)),
+        index,
+        b"true" if result.success else b"false",
+    )
+
+
+def result_summary(result: InvokeResult) -> str:
+    """The first 200 characters of the result (or error) as JSON; repr() if it is not JSON."""
+    value = result.result if result.success else result.error
+    try:
+        text = _dumps(value, default=repr, option=orjson.OPT_SORT_KEYS).decode()
+    except (TypeError, orjson.JSONEncodeError):  # e.g. int dict keys, ints past 64 bits
+        text = repr(value)
+    return text[:_SUMMARY_CHARS]
 
 
 def step_key(content: bytes) -> StepKey | None:

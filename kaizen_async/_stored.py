@@ -124,7 +124,7 @@ class StoredCore(SessionCore):
         # SessionCore._push with the base offset, plus the open-step bookkeeping
         seq = self.base + len(self.records) + 1
         prev = self.head
-        record = _record(seq, agent_id, entry_type, content, prev)
+        record = _record(seq, self.stamp or _timestamp(), agent_id, entry_type, content, prev)
         self.records.append(record)
         self.head = record[6]
         if entry_type == STARTED:
@@ -227,8 +227,7 @@ class StoredCore(SessionCore):
         return self.committed, self.base, self.records[: self.committed - self.base]
 
 
-def _record(seq: int, agent_id: str, entry_type: str, content: bytes, prev: str) -> Record:
-    ts = _timestamp()
+def _record(seq: int, ts: str, agent_id: str, entry_type: str, content: bytes, prev: str) -> Record:
     digest = entry_hash(seq, ts, agent_id, entry_type, content, prev)
     return Record((seq, ts, agent_id, entry_type, content, prev, digest))
 

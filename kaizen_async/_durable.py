@@ -49,9 +49,6 @@ T = TypeVar("T")
 #: records per page when history is read from the store
 PAGE = 4096
 _ARTIFACT_WRITTEN = EntryType.ARTIFACT_WRITTEN.value
-#: a state read looks through at most this many queued requests for a state change
-_SCAN = 8
-_APPLY_APPEND = StoredCore.apply_append
 
 
 def _persist_error(exc: Exception, session_id: str) -> PersistError:
@@ -266,16 +263,14 @@ class DurableSession(Session):
         return fn(*args)
 
     async def _consistent_state(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(*args)`` on the state: like :meth:`_consistent`, but at once when what is
-        queued or uncommitted changes no state (plain appends: a step's entries), since the
-        state it reads is then exactly the committed state and will be after those writes."""
-        actor = self._running()
-        queue = actor.queue
-        if self._core.keys or len(queue) > _SCAN:
+        """``fn(*args)`` on the state: like :meth:`_consistent`, but at once unless a state
+        write is applied and not yet committed, or posted and still queued (as
+        :meth:`Session.get` waits only for those): queued appends (a step's entries) leave
+        the committed state as it is. An agent's step entries still buffered are not
+        posted for it either (a buffered state write was, by the agent view's ``get``)."""
+        actor = self._actor_or_raise()
+        if self._core.keys or (actor.state_writes and actor.queue):
             return await actor.call_after(fn, *args)  # type: ignore[no-any-return]
-        for item in queue:  # [fn, args, waiter, kind]: only appends and reads may be queued
-            if item[3] == 0 and getattr(item[0], "__func__", None) is not _APPLY_APPEND:
-                return await actor.call_after(fn, *args)  # type: ignore[no-any-return]
         return fn(*args)
 
     async def flush(self) -> None:

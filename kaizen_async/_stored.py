@@ -14,9 +14,8 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-from ._canonical import entry_hash
 from ._exceptions import SessionCorruptedError
-from ._state import SessionCore, _timestamp
+from ._state import SessionCore
 from ._steps import COMPLETED, STARTED, OpenSteps
 from ._storage import Batch, SessionStore, StoredSession
 from ._trajectory import Record
@@ -48,6 +47,8 @@ class StoredCore(SessionCore):
         "open_steps",
         "sizes",
         "steps_changed",
+        "steps_committed",
+        "steps_sent",
         "tail_max",
     )
 
@@ -104,6 +105,9 @@ class StoredCore(SessionCore):
         self.new_blobs: dict[str, bytes] = {}
         self.open_steps = OpenSteps()
         self.steps_changed = False
+        #: the open steps as the store holds them, and as the batch under way sends them
+        self.steps_committed: tuple[int, ...] = tuple(sorted(stored.open_steps))
+        self.steps_sent: tuple[int, ...] | None = None
         #: the started records of the steps that were open when the store was read
         self.interrupted: list[Record] = []
         for seq in stored.open_steps:
@@ -121,14 +125,10 @@ class StoredCore(SessionCore):
         return self.base + len(self.records)
 
     def _push(self, agent_id: str, entry_type: str, content: bytes) -> Record:
-        # SessionCore._push with the base offset, plus the open-step bookkeeping
-        seq = self.base + len(self.records) + 1
-        prev = self.head
-        record = _record(seq, self.stamp or _timestamp(), agent_id, entry_type, content, prev)
-        self.records.append(record)
-        self.head = record[6]
+        # SessionCore._push (from seq base + 1), plus the open-step bookkeeping
+        record = SessionCore._push(self, agent_id, entry_type, content)
         if entry_type == STARTED:
-            self.steps_changed |= self.open_steps.started(seq, content)
+            self.steps_changed |= self.open_steps.started(record[0], content)
         elif entry_type == COMPLETED:
             self.steps_changed |= self.open_steps.completed(content)
         return record
@@ -181,6 +181,12 @@ class StoredCore(SessionCore):
         else:
             named = _NOTHING
         committed = self.committed
+        steps = None
+        if self.steps_changed:  # sent only if it differs from the store's (a whole step
+            seqs = self.open_steps.seqs()  # in one batch opens and closes it: no change)
+            if seqs != self.steps_committed:
+                steps = seqs
+        self.steps_sent = steps
         return Batch(
             self.session_id,
             committed,
@@ -189,7 +195,7 @@ class StoredCore(SessionCore):
             changed,
             named,
             dict(blobs) if blobs else _NOTHING,
-            self.open_steps.seqs() if self.steps_changed else None,
+            steps,
             self.epoch,
         )
 
@@ -199,6 +205,8 @@ class StoredCore(SessionCore):
         self.keys.clear()
         self.names.clear()
         self.new_blobs.clear()
+        if self.steps_sent is not None:
+            self.steps_committed = self.steps_sent
         self.steps_changed = False
         records = self.records
         excess = len(records) - self.tail_max
@@ -225,11 +233,6 @@ class StoredCore(SessionCore):
     def tail(self) -> tuple[int, int, list[Record]]:
         """``(head seq, base, committed tail records)`` right now."""
         return self.committed, self.base, self.records[: self.committed - self.base]
-
-
-def _record(seq: int, ts: str, agent_id: str, entry_type: str, content: bytes, prev: str) -> Record:
-    digest = entry_hash(seq, ts, agent_id, entry_type, content, prev)
-    return Record((seq, ts, agent_id, entry_type, content, prev, digest))
 
 
 async def step_records(store: SessionStore, stored: StoredSession) -> dict[int, Record]:

@@ -615,3 +615,24 @@ async def test_reads_queued_during_a_commit_are_answered_in_its_pass(tmp_path: P
             release.set()
         assert reads == [1]
         assert actor.batches == passes
+
+
+async def test_open_steps_are_sent_only_when_they_change() -> None:
+    """A batch carries the session's open steps only when they differ from what the store
+    holds: a whole step in one batch (started and completed) leaves them as they were."""
+    store = ControlledStore(MemoryStore())
+    step = {"plan_id": "p", "step_index": 0, "capability": "c", "agent_id": "a"}
+    async with SessionHub(store) as hub, hub.open("s", create=True) as session:
+        async with session.transaction() as tx:
+            tx.append("system", EntryType.PLAN_STEP_STARTED, step)
+            tx.append("system", EntryType.PLAN_STEP_COMPLETED, {**step, "status": "success"})
+        assert store.batches[-1].open_steps is None
+        await session.append("system", EntryType.PLAN_STEP_STARTED, step)
+        started = await session.get_trajectory_length()
+        assert store.batches[-1].open_steps == (started,)
+        await session.append("system", EntryType.PLAN_STEP_COMPLETED, {**step, "status": "ok"})
+        assert store.batches[-1].open_steps == ()
+    async with SessionHub(store) as hub, hub.open("s") as session:
+        kinds = [e.entry_type for e in await session.get_trajectory()]
+        assert EntryType.PLAN_STEP_COMPLETED in kinds
+        assert (await store.load("s")).open_steps == ()

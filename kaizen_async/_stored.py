@@ -183,7 +183,8 @@ class StoredCore(SessionCore):
         committed = self.committed
         steps = None
         if self.steps_changed:  # sent only if it differs from the store's (a whole step
-            seqs = self.open_steps.seqs()  # in one batch opens and closes it: no change)
+            # in one batch opens and closes it: no change)
+            seqs = self.open_steps.seqs() if self.open_steps.steps else ()
             if seqs != self.steps_committed:
                 steps = seqs
         self.steps_sent = steps

@@ -20,7 +20,7 @@ __all__ = ["KeyParams", "ReverseAgent", "UppercaseAgent"]
 class KeyParams(BaseModel):
     """Params of a capability that works on the value at one state key."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     key: str = Field(min_length=1, pattern=r"\S", description="the state key to work on")
 

@@ -9,7 +9,7 @@ import platform
 import shlex
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -78,14 +78,22 @@ async def anyio_stream_baseline(n: int) -> None:
         await send.aclose()
 
 
-def report(name: str, rows: list[tuple[str, str, str]], data: dict[str, Any]) -> None:
-    """Print a table (what, figure, ratio) and write JSON under benchmarks/results/."""
+def report(
+    name: str,
+    rows: Sequence[Sequence[str]],
+    data: dict[str, Any],
+    header: Sequence[str] = ("what", "figure", "ratio"),
+    results: Path = RESULTS,
+) -> None:
+    """Print a table (what, figure, ratio, or the columns of ``header``) and write JSON
+    under ``results`` (benchmarks/results/)."""
     print(f"\n$ {command_line()}")
     print(f"python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} cores\n")
-    widths = [max(len(r[i]) for r in [("what", "figure", "ratio"), *rows]) for i in range(3)]
-    for row in [("what", "figure", "ratio"), tuple("-" * w for w in widths), *rows]:
+    table = [tuple(header), *(tuple(r) + ("",) * (len(header) - len(r)) for r in rows)]
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    for row in [table[0], tuple("-" * w for w in widths), *table[1:]]:
         print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"{name}.json"
+    results.mkdir(parents=True, exist_ok=True)
+    out = results / f"{name}.json"
     out.write_text(json.dumps({"command": command_line(), **data}, indent=2) + "\n")
     print(f"\nwrote {out}")

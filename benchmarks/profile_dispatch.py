@@ -68,6 +68,8 @@ async def run(dispatcher, opener, steps, callers):
             start = time.process_time()
         print(f"US_PER_STEP={{(time.process_time() - start) / (per * callers) * 1e6:.2f}}")
 
+import gc
+if {nogc}: gc.disable()
 anyio.run(main, {steps}, {callers}, {durable})
 """
 
@@ -87,12 +89,18 @@ def main() -> None:
     parser.add_argument(
         "--durable", action="store_true", help="hub sessions on an SQLiteStore (temp dir)"
     )
+    parser.add_argument("--no-gc", action="store_true", help="gc.disable() in the child")
+    parser.add_argument(
+        "--root", help="profile the kaizen_async of another checkout (say, an older commit)"
+    )
     args = parser.parse_args()
     load_average()
     if shutil.which("py-spy") is None:
         sys.exit("py-spy is not installed: pip install -e '.[bench]'")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    code = CHILD.format(root=root, steps=args.steps, callers=args.callers, durable=args.durable)
+    root = args.root or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = CHILD.format(
+        root=root, steps=args.steps, callers=args.callers, durable=args.durable, nogc=args.no_gc
+    )
     with tempfile.TemporaryDirectory() as tmp:
         raw = os.path.join(tmp, "profile.txt")
         started = time.perf_counter()

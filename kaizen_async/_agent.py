@@ -68,6 +68,7 @@ class _CapabilityMethod:
 
 
 _FLAT_TYPES = frozenset({str, int, float, bool, type(None)})
+_UNIONS = (typing.Union, types.UnionType)
 _CACHE_SIZE = 1024
 
 
@@ -81,7 +82,8 @@ def _cacheable(model: type[BaseModel]) -> bool:
     if decorators.field_validators or decorators.model_validators or decorators.validators:
         return False
     for field in model.model_fields.values():
-        kinds = typing.get_args(field.annotation) or (field.annotation,)
+        kind = field.annotation
+        kinds = typing.get_args(kind) if typing.get_origin(kind) in _UNIONS else (kind,)
         if not all(kind in _FLAT_TYPES for kind in kinds):
             return False
     return True
@@ -323,12 +325,15 @@ class Invocation(StepWrites):
         self.status = TAKEN
         self.ops = [(self.session._core.apply_append, (_DISPATCHER, _STARTED, self.started))]
 
-    def end(self, result: InvokeResult) -> None:
-        """Record the step's end (posting everything it collected as one message)."""
+    def end(self, result: InvokeResult, result_json: bytes | None = None) -> None:
+        """Record the step's end (posting everything it collected as one message);
+        ``result_json``: the result's canonical JSON, when known."""
         ops = self.ops or []
         self.ops = None
         core = self.session._core
-        content = completed_content(self.capability_json, self.plan_json, self.index, result)
+        content = completed_content(
+            self.capability_json, self.plan_json, self.index, result, result_json
+        )
         ops.append((core.apply_append, (_DISPATCHER, _COMPLETED, content)))
         self.session._post(core.apply_step, (ops,), self.state)
 
@@ -505,7 +510,7 @@ class AgentRunner:
             invocation.take()
             invocation.scope = scope
             try:
-                result = await self._invoke(invocation)
+                result, result_json = await self._invoke(invocation)
             except BaseException:
                 invocation.scope = None
                 if invocation.status == TAKEN:  # the runner itself is stopped mid-step
@@ -517,7 +522,7 @@ class AgentRunner:
                 invocation.status = DONE
                 invocation.result = result
                 try:
-                    invocation.end(result)
+                    invocation.end(result, result_json)
                 except Exception as exc:  # the session was closed meanwhile, say
                     wake(invocation.slot, None, exc)
                 else:
@@ -525,7 +530,8 @@ class AgentRunner:
             if scope.cancel_called:
                 return True
 
-    async def _invoke(self, invocation: Invocation) -> InvokeResult:
+    async def _invoke(self, invocation: Invocation) -> tuple[InvokeResult, bytes | None]:
+        """Run the capability; its result, checked, and the result's JSON if it has one."""
         capability = invocation.capability
         agent_id = self.info.agent_id
         session = invocation.session
@@ -570,7 +576,7 @@ class AgentRunner:
                 )
             return InvokeResult.fail(
                 ErrorCode.AGENT_INVOCATION_FAILED, message, agent_id, capability, details
-            )
+            ), None
         if not isinstance(result, InvokeResult):
             return InvokeResult.fail(
                 ErrorCode.AGENT_INVALID_RESULT,
@@ -578,10 +584,10 @@ class AgentRunner:
                 agent_id,
                 capability,
                 {"returned_type": type(result).__name__},
-            )
+            ), None
         if result.success and result.result is not None:
             try:
-                check_json(result.result, "result")
+                return result, check_json(result.result, "result")
             except KaizenValidationError as exc:
                 return InvokeResult.fail(
                     ErrorCode.AGENT_INVALID_RESULT,
@@ -589,5 +595,5 @@ class AgentRunner:
                     agent_id,
                     capability,
                     {"returned_type": type(result.result).__name__},
-                )
-        return result
+                ), None
+        return result, None

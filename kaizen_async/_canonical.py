@@ -117,8 +117,9 @@ def encode(value: Any, what: str = "value") -> bytes:
     return _join((data, b""))  # a join of two parts allocates exactly; ~40-100 ns
 
 
-def check_json(value: Any, what: str = "value") -> None:
-    """:func:`encode` for a value that is only checked, not kept (no copy made)."""
+def check_json(value: Any, what: str = "value") -> bytes:
+    """:func:`encode` for a value that is only checked, not kept: returns orjson's own
+    output (no exact-size copy), for a use that ends soon."""
     try:
         data = _dumps(value, default=_reject, option=_OPTIONS)
     except (TypeError, orjson.JSONEncodeError) as exc:
@@ -127,6 +128,7 @@ def check_json(value: Any, what: str = "value") -> None:
         _check_plain(value, what)
     if b"null" in data and value is not None:
         _check_finite(value, what)
+    return data
 
 
 def check_text(text: str, what: str) -> str:

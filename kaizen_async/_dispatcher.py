@@ -399,14 +399,16 @@ class Dispatcher:
             index,
             parker.new_slot(),
         )
+        slot = invocation.slot
         try:
             if timeout is None:
-                await mailbox.send(invocation)
-                result = await parker.park(invocation.slot)
+                if not mailbox.try_send(invocation):
+                    await mailbox.send(invocation)
+                result = await (slot[0] if parker.futures else parker.park(slot))
             else:
                 with anyio.move_on_after(timeout) as scope:
                     await mailbox.send(invocation)
-                    result = await parker.park(invocation.slot)
+                    result = await parker.park(slot)
                 if scope.cancelled_caught:
                     parker.withdraw(invocation.slot)
                     result = invocation.abandon(

@@ -263,11 +263,10 @@ class DurableSession(Session):
         return fn(*args)
 
     async def _consistent_state(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(*args)`` on the state: like :meth:`_consistent`, but at once unless a state
-        write is applied and not yet committed, or posted and still queued (as
-        :meth:`Session.get` waits only for those): queued appends (a step's entries) leave
-        the committed state as it is. An agent's step entries still buffered are not
-        posted for it either (a buffered state write was, by the agent view's ``get``)."""
+        """``fn(*args)`` on the state: like :meth:`_consistent`, but at once when no state
+        write is applied and uncommitted (the state in memory is then exactly the committed
+        state) and no posted state write is queued (a caller reads its own posted writes);
+        queued appends, a step's entries say, are not waited for."""
         actor = self._actor_or_raise()
         if self._core.keys or (actor.state_writes and actor.queue):
             return await actor.call_after(fn, *args)  # type: ignore[no-any-return]
@@ -422,7 +421,7 @@ class DurableSession(Session):
         return size if size is not None else len(await self._link.blob(digest))
 
     def transaction(self, *, wait: bool = True) -> Transaction:
-        self._running()
+        self._check_writable()
         return _DurableTransaction(self, wait)
 
     # -- snapshots, forks, files -----------------------------------------------------------

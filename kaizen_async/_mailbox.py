@@ -87,19 +87,27 @@ class Mailbox(Generic[T]):
                 self._waiting_receive -= 1
                 return
 
-    async def send(self, item: T) -> None:
-        """Append ``item``, waiting while the mailbox is full (FIFO among waiting senders)."""
+    def try_send(self, item: T) -> bool:
+        """Append ``item`` if that needs no wait (there is room and no sender waits
+        before it); False otherwise. MailboxClosedError once closed."""
         if self.closed:
             raise MailboxClosedError("the mailbox is closed")
-        senders = self._senders
         if len(self._items) < self.max_size:
+            senders = self._senders
             # senders wait only while the buffer is full, so any left here gave up
             withdrawn = self.parker.withdrawn
             while senders and withdrawn(senders[0][1]):
                 senders.popleft()
             if not senders:
                 self._put(item)
-                return
+                return True
+        return False
+
+    async def send(self, item: T) -> None:
+        """Append ``item``, waiting while the mailbox is full (FIFO among waiting senders)."""
+        if self.try_send(item):
+            return
+        senders = self._senders
         waiting = (item, self.parker.new_slot())
         senders.append(waiting)
         self._waiting_send += 1

@@ -290,6 +290,14 @@ class Session:
             self._refuse_write()
         return actor
 
+    def _check_writable(self) -> Actor:
+        """:meth:`_writable` without posting an agent view's collected writes: for a write
+        that is itself collected (or merely checked), so the collection goes on."""
+        actor = self._actor_or_raise()
+        if self._read_only:
+            self._refuse_write()
+        return actor
+
     def _refuse_write(self) -> None:
         raise SessionReadOnlyError(
             f"session {self._core.session_id} was loaded read-only; writes are refused"
@@ -421,7 +429,7 @@ class Session:
         It is applied before any write queued after it (FIFO), so an awaited write that
         follows acknowledges both. Invalid input raises here, and nothing is queued.
         """
-        self._writable()
+        self._check_writable()
         core = self._core
         self._post(core.apply_append, core.check_append(agent_id, entry_type, content), False)
 
@@ -441,7 +449,7 @@ class Session:
         without waiting (like :meth:`append_nowait`); it may then hold only writes that
         cannot fail once validated (append, set, write_artifact), and ``results`` stays None.
         """
-        self._writable()
+        self._check_writable()
         return Transaction(self, wait)
 
     async def get_trajectory(
@@ -735,6 +743,7 @@ class Transaction:
         self._wait = wait
         self._ops: list[tuple[str, tuple[Any, ...]]] = []
         self._state = False  # whether it sets or deletes a key
+        self._deletes = False  # whether it deletes a key or an artifact
         self._refused: Exception | None = None
         self.results: list[int] | None = None
 
@@ -761,7 +770,7 @@ class Transaction:
             self._refused = self._refused or exc
             raise
         self._ops.append(("delete", (key, self._writer)))
-        self._state = True
+        self._state = self._deletes = True
 
     def append(self, agent_id: str, entry_type: EntryType | str, content: Any) -> None:
         try:
@@ -787,6 +796,7 @@ class Transaction:
             self._refused = self._refused or exc
             raise
         self._ops.append(("delete_artifact", (name, self._writer)))
+        self._deletes = True
 
     async def __aenter__(self) -> Transaction:
         return self
@@ -805,9 +815,9 @@ class Transaction:
         if exc_type is None and self._ops:
             if self._wait:
                 actor = self._session._running()
-                self.results = await actor.call(self._core.apply_batch, self._ops)
+                self.results = await actor.call(self._core.apply_batch, self._ops, self._deletes)
             else:
-                self._session._post(self._core.apply_batch, (self._ops,), self._state)
+                self._session._post(self._core.apply_batch, (self._ops, False), self._state)
 
 
 class StepWrites:
@@ -858,9 +868,7 @@ class _AgentSession(Session):
         if writes is None or writes.ops is None:
             Session._post(self, fn, args, state)
             return
-        self._actor_or_raise()
-        if self._read_only:
-            self._refuse_write()
+        self._check_writable()
         writes.ops.append((fn, args))
         if state:
             writes.state = True

@@ -82,6 +82,17 @@ def _timestamp() -> str:
     return f"{prefix}+00:00"
 
 
+#: the method that applies each kind of checked write in a batch (looked up on the core,
+#: so a subclass's own bookkeeping runs)
+_APPLIERS = {
+    "append": "apply_append",
+    "set": "apply_set",
+    "delete": "apply_delete",
+    "write_artifact": "apply_write_artifact",
+    "delete_artifact": "apply_delete_artifact",
+}
+
+
 def _discard(_: object) -> None:
     """What replay appends to when it keeps no records."""
 
@@ -98,10 +109,19 @@ def validate_key(key: object) -> str:
 
 
 def _validate_agent_id(agent_id: object) -> str:
-    """An agent id is a non-empty, non-blank ``str`` of valid UTF-8."""
+    """An agent id is a non-empty, non-blank ``str`` of valid UTF-8 (the few ids a process
+    uses are remembered once valid: every entry is checked)."""
+    if type(agent_id) is str and agent_id in _VALID_AGENT_IDS:
+        return agent_id
     if not isinstance(agent_id, str) or not agent_id.strip():
         raise KaizenValidationError("agent_id must be a non-empty string, not blank")
-    return check_text(agent_id, "agent_id")
+    check_text(agent_id, "agent_id")
+    if type(agent_id) is str and len(_VALID_AGENT_IDS) < 4096:
+        _VALID_AGENT_IDS.add(agent_id)
+    return agent_id
+
+
+_VALID_AGENT_IDS: set[str] = set()
 
 
 _JSON_STRINGS: dict[str, bytes] = {kind: _dumps(kind) for kind in _ENTRY_TYPES}
@@ -366,12 +386,20 @@ class SessionCore:
     def delete_artifact(self, name: str, agent_id: str = _SYSTEM) -> int:
         return self.apply_delete_artifact(*self.check_delete_artifact(name), agent_id)
 
-    def apply_batch(self, ops: list[tuple[str, tuple[Any, ...]]]) -> list[int]:
+    def apply_batch(
+        self, ops: list[tuple[str, tuple[Any, ...]]], deletes: bool = True
+    ) -> list[int]:
         """Apply checked writes ``(kind, args)`` all or none; returns each one's result.
 
         Only deletes can still fail (the key or artifact may have gone since the check),
-        so they are re-checked against the batch's own effects before anything is applied.
-        """
+        so they are re-checked against the batch's own effects before anything is applied;
+        ``deletes=False`` says the batch holds none."""
+        if deletes:
+            self._check_deletes(ops)
+        return [getattr(self, _APPLIERS[kind])(*args) for kind, args in ops]
+
+    def _check_deletes(self, ops: list[tuple[str, tuple[Any, ...]]]) -> None:
+        """Refuse a batch whose delete finds its key or artifact gone (by then)."""
         keys: dict[str, bool] = {}
         names: dict[str, bool] = {}
         for kind, args in ops:
@@ -391,14 +419,6 @@ class SessionCore:
                         f"artifact not found: {args[0]!r}", details={"name": args[0]}
                     )
                 names[args[0]] = False
-        appliers: dict[str, Callable[..., int]] = {
-            "append": self.apply_append,
-            "set": self.apply_set,
-            "delete": self.apply_delete,
-            "write_artifact": self.apply_write_artifact,
-            "delete_artifact": self.apply_delete_artifact,
-        }
-        return [appliers[kind](*args) for kind, args in ops]
 
     def apply_step(self, ops: list[tuple[Callable[..., Any], tuple[Any, ...]]]) -> None:
         """Apply posted writes (checked ``apply_*`` calls, which cannot fail) as one

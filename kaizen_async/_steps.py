@@ -50,14 +50,25 @@ def started_content(
 
 
 def completed_content(
-    capability_json: bytes, plan_json: bytes, index: int, result: InvokeResult
+    capability_json: bytes,
+    plan_json: bytes,
+    index: int,
+    result: InvokeResult,
+    result_json: bytes | None = None,
 ) -> bytes:
     """The canonical content of ``plan_step_completed``: the step and a summary of its
-    result (the first 200 characters of the result or error as JSON)."""
+    result (the first 200 characters of the result or error as JSON). ``result_json``:
+    the canonical JSON of a successful result, when the caller has it already."""
+    if result_json is not None and len(result_json) <= _SUMMARY_CHARS:
+        # short enough to be its own summary; as a JSON string only quotes and
+        # backslashes need escaping (control characters are escaped inside JSON already)
+        summary = b'"%b"' % result_json.replace(b"\\", b"\\\\").replace(b'"', b'\\"')
+    else:
+        summary = _dumps(result_summary(result))
     return _COMPLETED_CONTENT % (
         capability_json,
         plan_json,
-        _dumps(result_summary(result)),
+        summary,
         index,
         b"true" if result.success else b"false",
     )

@@ -6,7 +6,6 @@ offers) and ``InvokeResult`` (what came of it). All frozen; params and results a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -168,29 +167,68 @@ class AgentInfo(BaseModel):
         return _model_from_dict(cls, data)
 
 
-@dataclass(frozen=True, slots=True)
-class InvokeResult:
-    """The outcome of one capability call.
+_new_tuple = tuple.__new__
+
+
+class InvokeResult(tuple[bool, Any, "dict[str, Any] | None", str, str]):
+    """The outcome of one capability call: ``InvokeResult(success, result=None, error=None,
+    agent_id="", capability="")``.
 
     ``error`` is ``{"error_code", "message"[, "details"]}`` exactly when ``success`` is
-    False. A plain frozen dataclass, not a pydantic model: one is made per dispatched step.
+    False. Immutable, compared by value, its fields read as attributes. A tuple underneath,
+    not a dataclass or a pydantic model: one is made per dispatched step, and building a
+    tuple is one C call (a frozen dataclass sets each field through ``object.__setattr__``).
     """
 
-    success: bool
-    result: Any = None
-    error: dict[str, Any] | None = None
-    agent_id: str = ""
-    capability: str = ""
+    __slots__ = ()
+    __match_args__ = ("success", "result", "error", "agent_id", "capability")
 
-    def __post_init__(self) -> None:
-        if self.success and self.error is not None:
+    def __new__(
+        cls,
+        success: bool,
+        result: Any = None,
+        error: dict[str, Any] | None = None,
+        agent_id: str = "",
+        capability: str = "",
+    ) -> InvokeResult:
+        if success and error is not None:
             raise KaizenValidationError("a successful result cannot carry an error")
-        if not self.success and not self.error:
+        if not success and not error:
             raise KaizenValidationError("a failed result needs an error")
+        return _new_tuple(cls, (success, result, error, agent_id, capability))
+
+    def __getnewargs__(self) -> tuple[Any, ...]:
+        return tuple(self)  # copy and pickle pass the fields to __new__
+
+    @property
+    def success(self) -> bool:
+        return self[0]
+
+    @property
+    def result(self) -> Any:
+        return self[1]
+
+    @property
+    def error(self) -> dict[str, Any] | None:
+        return self[2]
+
+    @property
+    def agent_id(self) -> str:
+        return self[3]
+
+    @property
+    def capability(self) -> str:
+        return self[4]
+
+    def __repr__(self) -> str:
+        return (
+            f"InvokeResult(success={self[0]!r}, result={self[1]!r}, error={self[2]!r}, "
+            f"agent_id={self[3]!r}, capability={self[4]!r})"
+        )
 
     @classmethod
     def ok(cls, result: Any = None, agent_id: str = "", capability: str = "") -> InvokeResult:
-        return cls(True, result, None, agent_id, capability)
+        return _new_tuple(cls, (True, result, None, agent_id, capability))
 
     @classmethod
     def fail(

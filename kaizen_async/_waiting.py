@@ -29,6 +29,10 @@ def on_trio() -> bool:
 class Parker:
     """Park the current task until woken (returns the value) or cancelled."""
 
+    #: True when a slot is ``[future]``: a hot path may await ``slot[0]`` itself, which
+    #: is what :meth:`park` does, without the coroutine a call to it makes
+    futures = False
+
     async def park(self, slot: list[Any]) -> Any:  # pragma: no cover - overridden
         raise NotImplementedError
 
@@ -71,6 +75,8 @@ class _FirmFuture(asyncio.Future[Any]):
 
 class _AsyncioParker(Parker):
     # slot: [future]
+    futures = True
+
     def __init__(self) -> None:
         self._loop = asyncio.get_running_loop()
 

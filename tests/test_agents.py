@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import copy
+import pickle
 from typing import Any
 
 import pytest
@@ -70,6 +72,22 @@ def test_invoke_result_consistency() -> None:
         InvokeResult(success=False)
     with pytest.raises(AttributeError):
         ok.success = False  # type: ignore[misc]
+
+
+def test_invoke_result_is_a_value() -> None:
+    ok = InvokeResult.ok({"x": [1, 2]}, "a", "cap")
+    assert ok == InvokeResult(True, {"x": [1, 2]}, None, "a", "cap")
+    assert ok != InvokeResult.ok({"x": [1, 2]}, "a", "other")
+    assert pickle.loads(pickle.dumps(ok)) == ok and type(copy.deepcopy(ok)) is InvokeResult
+    assert repr(ok) == (
+        "InvokeResult(success=True, result={'x': [1, 2]}, error=None, agent_id='a', "
+        "capability='cap')"
+    )
+    match InvokeResult.fail("agent_timeout", "slow"):
+        case InvokeResult(success=False, error={"error_code": code}):
+            assert code == "agent_timeout"
+        case _:
+            pytest.fail("a failed result matches by field")
 
 
 @pytest.mark.parametrize(

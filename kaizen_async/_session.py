@@ -13,7 +13,7 @@ subclass in :mod:`kaizen_async._durable`; the hooks it overrides are marked belo
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncGenerator, Callable, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -381,13 +381,32 @@ class Session:
 
     async def set(self, key: str, value: Any) -> int:
         """Set ``key`` to a copy of the JSON ``value``; returns the new state version."""
-        actor, core = self._writable(), self._core
-        return await actor.call(core.apply_set, *core.check_set(key, value), self._writer)  # type: ignore[no-any-return]
+        return await self._request(*self._set_write(key, value))  # type: ignore[no-any-return]
 
     async def delete(self, key: str) -> int:
         """Delete ``key`` (``StateKeyNotFoundError`` if absent); returns the new version."""
-        actor = self._writable()
-        return await actor.call(self._core.delete, validate_key(key), self._writer)  # type: ignore[no-any-return]
+        return await self._request(*self._delete_write(key))  # type: ignore[no-any-return]
+
+    # Each awaited write is checked in the caller into ``(fn, *args)`` for the actor (raising
+    # there, queueing nothing, when it is refused); the blocking facade posts the same
+    # requests with a thread waiting for the answer.
+
+    @staticmethod
+    def _request(actor: Actor, fn: Callable[..., Any], *args: Any) -> Awaitable[Any]:
+        return actor.call(fn, *args)
+
+    def _set_write(self, key: str, value: Any) -> tuple[Any, ...]:
+        actor, core = self._writable(), self._core
+        return (actor, core.apply_set, *core.check_set(key, value), self._writer)
+
+    def _delete_write(self, key: str) -> tuple[Any, ...]:
+        return (self._writable(), self._core.delete, validate_key(key), self._writer)
+
+    def _append_write(
+        self, agent_id: str, entry_type: EntryType | str, content: Any
+    ) -> tuple[Any, ...]:
+        actor, core = self._writable(), self._core
+        return (actor, core.apply_append, *core.check_append(agent_id, entry_type, content))
 
     async def get(self, key: str, default: Any = None) -> Any:
         """A copy of the value at ``key``, or ``default``."""
@@ -418,10 +437,7 @@ class Session:
 
     async def append(self, agent_id: str, entry_type: EntryType | str, content: Any) -> int:
         """Append an entry; returns its seq."""
-        actor, core = self._writable(), self._core
-        return await actor.call(  # type: ignore[no-any-return]
-            core.apply_append, *core.check_append(agent_id, entry_type, content)
-        )
+        return await self._request(*self._append_write(agent_id, entry_type, content))  # type: ignore[no-any-return]
 
     def append_nowait(self, agent_id: str, entry_type: EntryType | str, content: Any) -> None:
         """Validate an append now and queue it without waiting for it to be applied.

@@ -1,8 +1,7 @@
 """A blocking facade for scripts and notebooks: the same objects, as plain calls.
 
 ``Session`` and ``Dispatcher`` here wrap the async ones and run them on one background
-event loop (a daemon thread with an AnyIO blocking portal), so they can be used from code
-that is not async::
+asyncio event loop (in a daemon thread), so they can be used from code that is not async::
 
     from kaizen_async.sync import Session, Dispatcher
     from agents import ReverseAgent
@@ -12,21 +11,29 @@ that is not async::
         dispatcher.register(ReverseAgent())
         dispatcher.dispatch_single("reverse", session, {"key": "text"})
 
-Every object shares that loop, so a sync dispatcher can work on a sync session. Objects
-are started when created and stopped by ``close()``, by leaving a ``with`` block, when
-they are garbage-collected, or at interpreter exit. Do not call these from inside a running
-event loop: use the async API.
+Every object shares that loop, so a sync dispatcher can work on a sync session. Any thread
+may call them; each blocking call is answered in one thread round trip (it runs as a task on
+the loop, or, for ``set``, ``delete`` and ``append``, is posted straight to the session's
+actor), and what it raises there is raised, as itself, in the calling thread. Ctrl-C
+interrupts the wait (the call itself goes on running on the loop). Objects are started when
+created and stopped by ``close()``, by leaving a ``with`` block, when they are
+garbage-collected, or at interpreter exit; a call on a closed object, or once the loop has
+stopped, raises SessionClosedError. Do not call these from inside a running event loop: use
+the async API.
 """
 
 from __future__ import annotations
 
-import functools
+import _thread
+import asyncio
 import os
 import threading
 import weakref
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
+from inspect import isawaitable
 from types import TracebackType
 from typing import Any, Self, TypeVar, cast
 
@@ -50,32 +57,190 @@ __all__ = ["Dispatcher", "Session"]
 T = TypeVar("T")
 
 
+class _Waiter:
+    """One blocking call's answer: a lock the loop releases once the outcome is set."""
+
+    __slots__ = ("lock", "ok", "task", "value")
+
+    def __init__(self) -> None:
+        self.lock = _thread.allocate_lock()
+        self.lock.acquire()
+        self.ok = False
+        self.value: Any = None
+        self.task: asyncio.Task[None] | None = None
+
+
+async def _serve(
+    waiter: _Waiter,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: Any,
+    running: set[asyncio.Task[None]],
+) -> None:
+    """The task behind one blocking call: run ``fn`` (awaiting its result if it is
+    awaitable), store the outcome in ``waiter`` and wake the caller, whatever happens.
+    ``running`` holds the task until then, even if its caller stopped waiting (Ctrl-C)."""
+    try:
+        result = fn(*args, **kwargs)
+        if isawaitable(result):
+            result = await result
+    except asyncio.CancelledError:  # only when the loop itself shuts down
+        waiter.value = SessionClosedError("the blocking facade's event loop has stopped")
+        raise
+    except BaseException as exc:  # the caller's to handle; the loop goes on serving others
+        waiter.value = exc
+    else:
+        waiter.ok, waiter.value = True, result
+    finally:
+        running.discard(waiter.task)
+        waiter.lock.release()
+
+
+def _answer(waiter: _Waiter, fn: Callable[..., Any], *args: Any) -> None:
+    """A checked write posted to a session actor by a blocking call: the actor applies it
+    in its turn and this answers the waiting thread at once (no task on the loop)."""
+    try:
+        waiter.value = fn(*args)
+        waiter.ok = True
+    except Exception as exc:  # a delete whose key went meanwhile
+        waiter.value = exc
+    finally:
+        waiter.lock.release()
+
+
+def _post_write(waiter: _Waiter, write: Callable[..., tuple[Any, ...]], *args: Any) -> None:
+    """A write of the async session (``Session._set_write`` and its kin check it and name the
+    actor's request), posted to its actor with ``waiter`` answered when it is applied."""
+    actor, fn, *request = write(*args)
+    actor.post(_answer, waiter, fn, *request)
+
+
 class _LoopThread:
-    """One event loop in a daemon thread, reached through a blocking portal."""
+    """One asyncio event loop in a daemon thread, and the way blocking calls reach it.
+
+    A call queues ``(waiter, fn, args, kwargs)``, wakes the loop only when no wake-up is
+    pending already (so concurrent callers share one), and blocks on the waiter's lock;
+    the loop starts one task per queued call, in queue order, that releases the lock when
+    done. That is one thread round trip per call (AnyIO's ``BlockingPortal.call`` takes
+    two, spawning the task first, with a cancel scope and a concurrent future each); the
+    portal stays for the long-lived tasks that hold objects entered (:class:`_Entered`).
+    A session write needs no task at all (:meth:`post`): it is checked and posted to the
+    session actor, which answers the waiter when it applies it.
+    """
 
     def __init__(self) -> None:
         self._ready = threading.Event()
         self.portal: BlockingPortal | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._pending: deque[tuple[_Waiter, Callable[..., Any], tuple[Any, ...], Any]] = deque()
+        self._wake_pending = False
+        self._running: set[asyncio.Task[None]] = set()  # the tasks of unanswered calls
         self.thread = threading.Thread(target=self._run, name="kaizen-async-loop", daemon=True)
         self.thread.start()
         self._ready.wait()
+        self._loop_ident = self.thread.ident
 
     def _run(self) -> None:
-        anyio.run(self._main)
+        try:
+            anyio.run(self._main)
+        finally:
+            self._fail_pending()
 
     async def _main(self) -> None:
+        self.loop = asyncio.get_running_loop()
         async with BlockingPortal() as portal:
             self.portal = portal
             self._ready.set()
             await portal.sleep_until_stopped()
 
     def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        if threading.current_thread() is self.thread:
+        """Run ``fn(*args, **kwargs)`` in a task on the loop (awaited if it returns an
+        awaitable) and return its result or raise its exception, in the calling thread."""
+        return self._wait(fn, args, kwargs, _never)
+
+    def post(self, fn: Callable[..., None], args: tuple[Any, ...], gone: Callable[[], bool]) -> Any:
+        """Run ``fn(waiter, *args)`` on the loop, outside any task, and wait until it (or
+        what it arranged: :func:`_answer`) answers ``waiter``; what it raises is the answer.
+        For the session writes that end in the session actor's queue: ``gone()`` says that
+        the actor has ended, so an answer still missing will never come."""
+        return self._wait(fn, args, None, gone)
+
+    def _wait(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: Any,
+        gone: Callable[[], bool],
+    ) -> Any:
+        if _thread.get_ident() == self._loop_ident:
             raise RuntimeError("kaizen_async.sync cannot be used from its own event loop")
-        assert self.portal is not None
-        if kwargs:
-            fn = functools.partial(fn, **kwargs)
-        return self.portal.call(fn, *args)
+        waiter = _Waiter()
+        self._pending.append((waiter, fn, args, kwargs))
+        if not self._wake_pending:
+            self._wake_pending = True
+            loop = self.loop
+            assert loop is not None
+            try:
+                loop.call_soon_threadsafe(self._start_pending)
+            except RuntimeError:  # the loop is closed (interpreter shutdown)
+                self._fail_pending()
+        lock = waiter.lock
+        while not lock.acquire(timeout=_ALIVE_CHECK_SECONDS):
+            stopped = not self.thread.is_alive()
+            if stopped:  # the loop stopped with this call unanswered
+                self._fail_pending()
+            if stopped or gone():
+                if not lock.acquire(blocking=False):
+                    raise SessionClosedError(
+                        "the blocking facade's event loop has stopped"
+                        if stopped
+                        else "the session closed before applying this write"
+                    )
+                break
+        if waiter.ok:
+            return waiter.value
+        error = waiter.value
+        try:
+            raise error
+        finally:  # no cycle through the traceback
+            waiter.value = error = None
+
+    def _start_pending(self) -> None:
+        """On the loop: start a task for every queued call, or run a posted one, in the
+        order they came."""
+        self._wake_pending = False
+        pending, running = self._pending, self._running
+        create_task = self.loop.create_task  # type: ignore[union-attr]
+        while pending:
+            waiter, fn, args, kwargs = pending.popleft()
+            if kwargs is None:  # posted: fn answers the waiter itself, unless it raises
+                try:
+                    fn(waiter, *args)
+                except BaseException as exc:
+                    waiter.value = exc
+                    waiter.lock.release()
+                continue
+            waiter.task = task = create_task(_serve(waiter, fn, args, kwargs, running))
+            running.add(task)
+
+    def _fail_pending(self) -> None:
+        """Answer every queued call with SessionClosedError (the loop has stopped)."""
+        pending = self._pending
+        while pending:
+            try:
+                waiter = pending.popleft()[0]
+            except IndexError:  # another thread emptied it meanwhile
+                return
+            waiter.value = SessionClosedError("the blocking facade's event loop has stopped")
+            waiter.lock.release()
+
+
+#: how often a blocked caller checks that the loop thread (or the actor) is still alive
+_ALIVE_CHECK_SECONDS = 1.0
+
+
+def _never() -> bool:
+    return False
 
 
 _lock = threading.Lock()
@@ -200,6 +365,23 @@ class Session(_Resource):
                 session_id, max_artifact_size=max_artifact_size, workspace_path=workspace_path
             )
         )
+        actor = self._inner._actor
+        # set, delete and append are posted to the session actor (no task per call) on a
+        # plain session; a subclass's (or a store's: answered once committed) are awaited
+        self._direct_writes = (
+            type(self._inner) is AsyncSession and actor is not None and actor.committer is None
+        )
+
+    def _post_write(self, write: Callable[..., tuple[Any, ...]], *args: Any) -> Any:
+        """Post a checked write to the session actor (see :meth:`_LoopThread.post`)."""
+        if not self._closer.alive:
+            raise SessionClosedError(f"{type(self).__name__} is closed")
+        return self._runtime.post(_post_write, (write, *args), self._actor_gone)
+
+    def _actor_gone(self) -> bool:
+        """Whether the session actor has ended (a posted write it dropped is never answered)."""
+        actor = self._inner._actor
+        return actor is None or actor.closed
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, read_only: bool = False) -> Session:
@@ -234,12 +416,16 @@ class Session(_Resource):
         return self._inner.statistics()
 
     def set(self, key: str, value: Any) -> int:
+        if self._direct_writes:
+            return self._post_write(self._inner._set_write, key, value)  # type: ignore[no-any-return]
         return self._call(self._inner.set, key, value)
 
     def get(self, key: str, default: Any = None) -> Any:
         return self._call(self._inner.get, key, default)
 
     def delete(self, key: str) -> int:
+        if self._direct_writes:
+            return self._post_write(self._inner._delete_write, key)  # type: ignore[no-any-return]
         return self._call(self._inner.delete, key)
 
     def get_state_version(self) -> int:
@@ -252,6 +438,10 @@ class Session(_Resource):
         return self._call(self._inner.state_at, version)
 
     def append(self, agent_id: str, entry_type: EntryType | str, content: Any) -> int:
+        if self._direct_writes:
+            return self._post_write(  # type: ignore[no-any-return]
+                self._inner._append_write, agent_id, entry_type, content
+            )
         return self._call(self._inner.append, agent_id, entry_type, content)
 
     def get_trajectory(

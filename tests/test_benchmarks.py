@@ -28,7 +28,9 @@ def run_tiny(script: str, results: Path) -> tuple[str, dict[str, Any]]:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    name = {"bench_dispatch.py": "dispatch", "bench_peers.py": "peers"}[script]
+    name = {"bench_dispatch.py": "dispatch", "bench_peers.py": "peers", "bench_sync.py": "sync"}[
+        script
+    ]
     return done.stdout, json.loads((results / f"{name}.json").read_text())
 
 
@@ -67,3 +69,14 @@ def test_bench_peers_table_and_goal(tmp_path: Path) -> None:
         # each peer is measured, or skipped with the reason printed
         assert data["per_s"][key] or data["skipped"][key] in out
     assert "goal (issue 10): kaizen_async with its five recorded entries" in out
+
+
+def test_bench_sync_rows_beside_todays_path_with_targets(tmp_path: Path) -> None:
+    out, data = run_tiny("bench_sync.py", tmp_path)
+    rows = {"floor", "rcts_noop", "today_1", "sync_1", "today_8", "sync_8"}
+    assert set(data["per_s"]) == rows and all(v > 0 for v in data["per_s"].values())
+    assert set(data["cpu_us_per_call"]) == rows
+    assert set(data["targets"]) == {"sync_1_over_today", "sync_8_over_today"}
+    assert out.startswith("load average")
+    for threads in (1, 8):
+        assert f"sync set >= 2x today's path with {threads} thread(s)" in out

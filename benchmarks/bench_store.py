@@ -1,7 +1,8 @@
 """Durable commit throughput of ``SQLiteStore`` beside plain sqlite3 measured in the same run.
 
-Run: ``python benchmarks/bench_store.py`` (``--quick`` for a smaller run). Run it when the
-machine is otherwise idle: the load average is printed first, with a warning when high.
+Run: ``python benchmarks/bench_store.py`` (``--quick`` for a smaller run; ``--dispatch``
+for only the durable dispatch row and its in-memory baseline). Run it when the machine is
+otherwise idle: the load average is printed first, with a warning when high.
 
 Every commit is what a durable ``Session.set`` hands its store: one batch holding one
 hash-chained ``state_set`` record and the one state key it changed. Records are built
@@ -639,9 +640,10 @@ async def hub_sets(directory: str, callers: int, per_caller: int) -> float:
     return elapsed
 
 
-async def dispatch_durable(directory: str, per_caller: int) -> float:
+async def dispatch_durable(directory: str, per_caller: int) -> tuple[float, float]:
     """Seconds for 64 callers on 64 hub sessions to ``dispatch_single("reverse")``
-    ``per_caller`` times each (then ``flush``: every step entry durable)."""
+    ``per_caller`` times each (then ``flush``: every step entry durable), and the CPU
+    seconds of the process meanwhile (the store's writer thread included)."""
     path = os.path.join(directory, f"hub-dispatch-{time.perf_counter_ns()}.db")
     ids = [f"d{c:02d}" for c in range(CALLERS)]
     async with (
@@ -659,11 +661,11 @@ async def dispatch_durable(directory: str, per_caller: int) -> float:
             await session.flush()
 
         before = hub.statistics()
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         async with anyio.create_task_group() as tg:
             for session in sessions:
                 tg.start_soon(caller, session)
-        elapsed = time.perf_counter() - start
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
         after = hub.statistics()
         for lease in leases:
             lease.release()
@@ -674,10 +676,10 @@ async def dispatch_durable(directory: str, per_caller: int) -> float:
         f"commits ({batches / steps:.1f} a step) in {commits:,} transactions "
         f"(mean batch {batches / commits:.1f})"
     )
-    return elapsed
+    return elapsed, cpu
 
 
-async def dispatch_memory(per_caller: int) -> float:
+async def dispatch_memory(per_caller: int) -> tuple[float, float]:
     """The same on 64 in-memory sessions (the baseline of the durable row)."""
     async with (
         Dispatcher(mailbox_size=CALLERS) as dispatcher,
@@ -693,11 +695,11 @@ async def dispatch_memory(per_caller: int) -> float:
                 await dispatcher.dispatch_single("reverse", session, {"key": "text"})
             await session.flush()
 
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         async with anyio.create_task_group() as tg:
             for session in sessions:
                 tg.start_soon(caller, session)
-        return time.perf_counter() - start
+        return time.perf_counter() - start, time.process_time() - cpu
 
 
 async def _wait_evicted(hub: SessionHub) -> None:
@@ -798,6 +800,56 @@ async def open_close(directory: str, n: int) -> tuple[float, float]:
     return opened - start, time.perf_counter() - opened
 
 
+async def dispatch_only(quick: bool) -> None:
+    """Only the durable ``dispatch_single`` row beside its in-memory baseline, interleaved,
+    each the best of its repeats, with the CPU time of each (``time.process_time``: the
+    store's writer thread included) beside the wall-clock rate."""
+    load = load_average()
+    repeats = 3 if quick else 5
+    per_dispatch = 40 if quick else 250
+    steps = CALLERS * per_dispatch
+    wall: dict[str, list[float]] = {"memory": [], "durable": []}
+    cpu: dict[str, list[float]] = {"memory": [], "durable": []}
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as directory:
+        for _ in range(repeats):
+            for kind in ("memory", "durable"):
+                if kind == "memory":
+                    elapsed, used = await dispatch_memory(per_dispatch)
+                else:
+                    elapsed, used = await dispatch_durable(directory, per_dispatch)
+                cpu[kind].append(used)
+                wall[kind].append(elapsed)
+    memory_rate, durable_rate = steps / min(wall["memory"]), steps / min(wall["durable"])
+    ratio = durable_rate / memory_rate
+    cpu_us = {kind: min(times) / steps * 1e6 for kind, times in cpu.items()}
+    verdict = "met" if ratio >= TARGET_DISPATCH_RATIO else "MISSED"
+    report(
+        "store_dispatch",
+        [
+            (
+                f"(c) dispatch_single, {CALLERS} callers on {CALLERS} in-memory sessions "
+                "(baseline)",
+                f"{memory_rate:,.0f}/s",
+                f"1.00 (CPU {cpu_us['memory']:.1f} us/step)",
+            ),
+            (
+                f"dispatch_single, {CALLERS} callers on {CALLERS} hub sessions "
+                f"[target >= {TARGET_DISPATCH_RATIO}x (c)]",
+                f"{durable_rate:,.0f}/s",
+                f"{ratio:.2f} {verdict} (CPU {cpu_us['durable']:.1f} us/step, "
+                f"CPU ratio {cpu_us['memory'] / cpu_us['durable']:.2f})",
+            ),
+        ],
+        {
+            "load_average_1min": load,
+            "dispatch_memory_64_per_s": memory_rate,
+            "dispatch_durable_64_per_s": durable_rate,
+            "ratio_dispatch_durable": ratio,
+            "cpu_us_per_step": cpu_us,
+        },
+    )
+
+
 async def main(quick: bool) -> None:
     load = load_average()
     repeats = 2 if quick else 3
@@ -830,8 +882,8 @@ async def main(quick: bool) -> None:
             base_b_times.append(await timed_run(lambda: plain_batched(directory, many_plain)))
             await store_commits(directory, many, many_times)
             hub_many_times.append(await hub_sets(directory, CALLERS, per_caller))
-            memory_dispatch_times.append(await dispatch_memory(per_dispatch))
-            durable_dispatch_times.append(await dispatch_durable(directory, per_dispatch))
+            memory_dispatch_times.append((await dispatch_memory(per_dispatch))[0])
+            durable_dispatch_times.append((await dispatch_durable(directory, per_dispatch))[0])
         load_s = await long_session_load(directory, long_entries)
         reopen = sorted(await reopen_evicted(directory, 1_000, reopen_repeats))
         idle_small = await idle_memory(directory, idle_n, 2)
@@ -987,4 +1039,8 @@ async def main(quick: bool) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats")
-    anyio.run(main, parser.parse_args().quick)
+    parser.add_argument(
+        "--dispatch", action="store_true", help="only the durable dispatch row and its baseline"
+    )
+    arguments = parser.parse_args()
+    anyio.run(dispatch_only if arguments.dispatch else main, arguments.quick)

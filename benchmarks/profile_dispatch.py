@@ -1,7 +1,9 @@
 """Where a dispatched step spends its CPU: py-spy samples summarized by function.
 
-Run: ``python benchmarks/profile_dispatch.py [--callers 64] [--steps 60000] [--top 25]``.
-It runs ``dispatch_single("reverse")`` (five recorded entries per step) in a child process
+Run: ``python benchmarks/profile_dispatch.py [--callers 64] [--steps 60000] [--top 25]
+[--durable]``. It runs ``dispatch_single("reverse")`` (five recorded entries per step) in a
+child process, on in-memory sessions or, with ``--durable``, on sessions opened through a
+``SessionHub`` on an ``SQLiteStore`` in a temporary directory (each caller on its own session),
 under ``py-spy record`` (sampling, no per-call hook, so the step is not inflated the way
 cProfile or pyinstrument inflate it), then prints each function's share of the samples
 (self time, leaf-first) scaled to microseconds per step. Needs ``py-spy`` (``bench`` extra).
@@ -21,35 +23,61 @@ import time
 from _common import load_average
 
 CHILD = r"""
-import sys, time, anyio
+import contextlib, os, sys, tempfile, time, anyio
 sys.path.insert(0, {root!r})
 from agents import ReverseAgent
-from kaizen_async import Dispatcher, Session
+from kaizen_async import Dispatcher, Session, SessionHub
+from kaizen_async.stores import SQLiteStore
 
-async def main(steps, callers):
-    async with Dispatcher(mailbox_size=max(callers, 1)) as dispatcher:
+@contextlib.asynccontextmanager
+async def sessions(durable, tmp):
+    if not durable:
+        yield lambda n: Session()
+        return
+    async with SessionHub(SQLiteStore(os.path.join(tmp, "profile.db"))) as hub:
+        yield lambda n: hub.open(f"s{{n}}", create=True)
+
+async def main(steps, callers, durable):
+    with tempfile.TemporaryDirectory() as tmp:
+        async with sessions(durable, tmp) as opener, Dispatcher(
+            mailbox_size=max(callers, 1)
+        ) as dispatcher:
+            await run(dispatcher, opener, steps, callers)
+
+async def run(dispatcher, opener, steps, callers):
         dispatcher.register(ReverseAgent())
         per = steps // callers
+        ready = anyio.Event()
+        opened = []
 
-        async def caller():
-            async with Session() as session:
+        async def caller(n):
+            async with opener(n) as session:
                 await session.set("text", "hello world")
+                opened.append(n)
+                if len(opened) == callers:
+                    ready.set()
+                await ready.wait()
                 for _ in range(per):
                     await dispatcher.dispatch_single("reverse", session, {{"key": "text"}})
+                await session.flush()
 
-        start = time.process_time()
         async with anyio.create_task_group() as tg:
-            for _ in range(callers):
-                tg.start_soon(caller)
+            for n in range(callers):
+                tg.start_soon(caller, n)
+            await ready.wait()
+            start = time.process_time()
         print(f"US_PER_STEP={{(time.process_time() - start) / (per * callers) * 1e6:.2f}}")
 
 import gc
 if {nogc}: gc.disable()
-anyio.run(main, {steps}, {callers})
+anyio.run(main, {steps}, {callers}, {durable})
 """
 
 
-PY_SPY = ["py-spy", "record", "--rate", "1000", "--format", "raw", "--output"]
+#: a sample counts when one of its frames is one of these (event loops, worker threads)
+_RUNNING = ("_run_once (", "run (trio", "WorkerThread.run (", "_work (trio")
+#: --gil: only samples of the thread holding the GIL (a thread waiting for it is not busy)
+PY_SPY = ["py-spy", "record", "--rate", "1000", "--gil", "--format", "raw", "--output"]
 
 
 def main() -> None:
@@ -57,6 +85,10 @@ def main() -> None:
     parser.add_argument("--callers", type=int, default=1)
     parser.add_argument("--steps", type=int, default=60_000)
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--raw", help="also keep py-spy's raw stacks in this file")
+    parser.add_argument(
+        "--durable", action="store_true", help="hub sessions on an SQLiteStore (temp dir)"
+    )
     parser.add_argument("--no-gc", action="store_true", help="gc.disable() in the child")
     parser.add_argument(
         "--root", help="profile the kaizen_async of another checkout (say, an older commit)"
@@ -66,7 +98,9 @@ def main() -> None:
     if shutil.which("py-spy") is None:
         sys.exit("py-spy is not installed: pip install -e '.[bench]'")
     root = args.root or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    code = CHILD.format(root=root, steps=args.steps, callers=args.callers, nogc=args.no_gc)
+    code = CHILD.format(
+        root=root, steps=args.steps, callers=args.callers, durable=args.durable, nogc=args.no_gc
+    )
     with tempfile.TemporaryDirectory() as tmp:
         raw = os.path.join(tmp, "profile.txt")
         started = time.perf_counter()
@@ -77,6 +111,8 @@ def main() -> None:
             check=True,
         )
         elapsed = time.perf_counter() - started
+        if args.raw:
+            shutil.copy(raw, args.raw)
         marker = "US_PER_STEP="
         figure = run.stdout[run.stdout.index(marker) + len(marker) :].split()[0]
         us_per_step = float(figure)
@@ -86,12 +122,17 @@ def main() -> None:
             for line in f:
                 stack, _, count = line.rstrip().rpartition(" ")
                 frames = stack.split(";")
-                # only samples taken while the event loop runs (not imports or start-up)
-                if not any("_run_once (" in frame or "run (trio" in frame for frame in frames):
+                # only samples taken while the event loop or a worker thread (the store's
+                # writer) runs, not imports or start-up
+                if not any(marker in frame for frame in frames for marker in _RUNNING):
                     continue
                 leaves[_short(frames[-1])] += int(count)
                 total += int(count)
-    print(f"\n{args.callers} caller(s), {args.steps} steps, {us_per_step:.2f} us CPU per step")
+    kind = "durable (SQLiteStore hub)" if args.durable else "in-memory"
+    print(
+        f"\n{args.callers} caller(s) on {kind} sessions, {args.steps} steps, "
+        f"{us_per_step:.2f} us CPU per step"
+    )
     print(f"({total} samples in the dispatch loop, {elapsed:.1f} s under py-spy)\n")
     print(f"{'us/step':>8}  {'share':>6}  function (self time)")
     for name, hits in leaves.most_common(args.top):

@@ -48,9 +48,12 @@ class Committer(Protocol):
     #: set when a failed commit could not be followed by a reload: the session must stop
     broken: Exception | None
 
-    async def commit(self) -> Exception | None:
-        """Commit what was applied since the last commit; the error if it failed (the
-        session has then been reloaded from its store, or ``broken`` is set)."""
+    async def commit(self) -> tuple[Exception | None, BaseException | None]:
+        """Commit what was applied since the last commit, seen through to its outcome
+        even if the actor is cancelled meanwhile: ``(error, cancellation)``. ``error``: why
+        it failed (the session has then been reloaded from its store, or ``broken`` is
+        set); ``cancellation``: one that arrived during the wait, for the actor to raise
+        once it has answered the batch (None: none, or the backend delivers it later)."""
         ...
 
 
@@ -257,9 +260,9 @@ class Actor:
         """Commit what was applied (with a committer), then answer the writes and compute
         the reads queued after them. A failed commit answers every write with its error."""
         committer = self.committer
+        cancelled: BaseException | None = None
         if committer is not None:
-            with anyio.CancelScope(shield=True):  # a commit under way is seen through
-                error = await committer.commit()
+            error, cancelled = await committer.commit()  # seen through, even if cancelled
             if error is not None:
                 if posted:
                     committer.flush_error = committer.flush_error or error
@@ -281,6 +284,16 @@ class Actor:
             for _, _, waiter in after:
                 self._resolve(waiter, False, self._closed_error())
             after = []
+        elif committer is not None:
+            # reads queued while the batch committed, with no write before them: they see
+            # the state they would see in the next batch (nothing applied since), so they
+            # are answered now rather than in one more pass with nothing to commit
+            queue = self.queue
+            while queue and queue[0][3] == _AFTER:
+                fn, args, waiter, _ = queue.popleft()
+                self.async_queued -= 1
+                if not self._withdrawn(waiter):
+                    after.append((fn, args, waiter))
         for fn, args, waiter in after:
             try:
                 value = fn(*args)
@@ -291,6 +304,8 @@ class Actor:
         notify = self.on_settled
         if notify is not None:
             notify()
+        if cancelled is not None:  # the actor was cancelled while the batch committed
+            raise cancelled
 
     def _fail_pending(self) -> None:
         self.closed = True

@@ -35,10 +35,11 @@ from ._logging import get_logger
 from ._session import Session, Transaction, _entry_type
 from ._state import SessionCore, _timestamp, validate_key
 from ._steps import COMPLETED, interrupted_content
-from ._storage import CheckpointStore, SessionStore
+from ._storage import Batch, CheckpointStore, SessionStore
 from ._stored import _CACHE_BLOB_BYTES, StoredCore, step_records
 from ._trajectory import CONTENT, ENTRY_TYPE, SEQ, EntryType, Record, TrajectoryEntry
 from ._verification import AnchorSource, VerifyReport, check_checkpoints, verify_options
+from ._waiting import Parker, create_parker
 
 __all__ = ["DurableSession", "StoreLink"]
 
@@ -48,7 +49,6 @@ T = TypeVar("T")
 #: records per page when history is read from the store
 PAGE = 4096
 _ARTIFACT_WRITTEN = EntryType.ARTIFACT_WRITTEN.value
-#: a state read looks through at most this many queued requests for a state change
 
 
 def _persist_error(exc: Exception, session_id: str) -> PersistError:
@@ -66,7 +66,7 @@ def _persist_error(exc: Exception, session_id: str) -> PersistError:
 class StoreLink:
     """The committer of a store-backed session's actor, and its way to the history."""
 
-    __slots__ = ("broken", "commits", "core", "flush_error", "store")
+    __slots__ = ("_parker", "_post", "broken", "commits", "core", "flush_error", "store")
 
     def __init__(self, store: SessionStore, core: StoredCore) -> None:
         self.store = store
@@ -74,27 +74,59 @@ class StoreLink:
         self.flush_error: Exception | None = None
         self.broken: Exception | None = None
         self.commits = 0
+        #: a store with a group committer queues the session's own batch without checking
+        #: it again and hands back a firm slot (see ``CommittingStore._post_commit``)
+        self._post: Callable[[Batch], list[Any]] | None = getattr(store, "_post_commit", None)
+        self._parker: Parker | None = None
 
-    async def commit(self) -> Exception | None:
+    async def commit(self) -> tuple[Exception | None, BaseException | None]:
+        """Commit what was applied since the last commit, seen through to its outcome
+        even if the actor is cancelled meanwhile: ``(the error if it failed, the
+        cancellation that arrived during the wait)``; the actor answers the batch, then
+        raises that cancellation."""
         core = self.core
         if not core.pending():
-            return None
-        try:
-            await self.store.commit(core.batch())
-        except SessionFencedError as exc:
+            return None, None
+        post = self._post
+        error: Exception | None = None
+        cancelled: BaseException | None = None
+        if post is None:  # a store without a group committer: its own commit, shielded
+            with anyio.CancelScope(shield=True):
+                try:
+                    await self.store.commit(core.batch())
+                except Exception as exc:
+                    error = await self._failed(exc)
+        else:
+            try:
+                slot = post(core.batch())
+            except Exception as exc:  # the store is closed
+                error = exc
+            else:
+                parker = self._parker
+                if parker is None:
+                    parker = self._parker = create_parker()
+                error, cancelled = await parker.park_firm(slot)
+            if error is not None:
+                with anyio.CancelScope(shield=True):
+                    error = await self._failed(error)
+        if error is None:
+            core.committed_ok()
+            self.commits += 1
+        return error, cancelled
+
+    async def _failed(self, exc: Exception) -> Exception:
+        """A failed commit: the error for its callers, once the session is reloaded from
+        the store (or ``broken`` is set: fenced, or the reload failed too)."""
+        if isinstance(exc, SessionFencedError):
             # another hub owns the session now: this copy must not write (or reload) again
             self.broken = exc
             return exc
-        except Exception as exc:
-            error = _persist_error(exc, core.session_id)
-            try:
-                await self.reload()
-            except Exception as reload_error:
-                self.broken = reload_error
-            return error
-        core.committed_ok()
-        self.commits += 1
-        return None
+        error = _persist_error(exc, self.core.session_id)
+        try:
+            await self.reload()
+        except Exception as reload_error:
+            self.broken = reload_error
+        return error
 
     async def reload(self) -> None:
         """Replace the core's data with the store's (drops whatever was not committed)."""

@@ -244,6 +244,10 @@ class SessionCore:
                 },
             )
 
+    #: the seq before ``records[0]``: 0 here, as the whole trajectory is in memory (a
+    #: store-backed core keeps only its tail: there it is a slot)
+    base: int = 0
+
     # -- the chain ---------------------------------------------------------------------
 
     @property
@@ -254,7 +258,7 @@ class SessionCore:
 
     def _push(self, agent_id: str, entry_type: str, content: bytes) -> Record:
         """Chain one validated entry on; the hot path of every write (see entry_bytes)."""
-        seq = len(self.records) + 1
+        seq = self.base + len(self.records) + 1
         ts = self.stamp or _timestamp()
         prev = self.head
         agent = _JSON_STRINGS.get(agent_id)

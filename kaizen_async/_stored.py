@@ -11,11 +11,11 @@ and pays nothing for any of it.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
-from ._canonical import entry_hash
 from ._exceptions import SessionCorruptedError
-from ._state import SessionCore, _timestamp
+from ._state import SessionCore
 from ._steps import COMPLETED, STARTED, OpenSteps
 from ._storage import Batch, SessionStore, StoredSession
 from ._trajectory import CONTENT, HASH, SEQ, Record
@@ -28,6 +28,8 @@ DEFAULT_TAIL = 256
 #: artifact data kept in memory after it is committed: at most this many blobs, each small
 _CACHE_BLOBS = 16
 _CACHE_BLOB_BYTES = 256 * 1024
+#: what a batch holds for state, artifacts or blobs that did not change (read-only)
+_NOTHING: Mapping[Any, Any] = MappingProxyType({})
 
 
 class StoredCore(SessionCore):
@@ -45,6 +47,8 @@ class StoredCore(SessionCore):
         "open_steps",
         "sizes",
         "steps_changed",
+        "steps_committed",
+        "steps_sent",
         "tail_max",
     )
 
@@ -101,6 +105,9 @@ class StoredCore(SessionCore):
         self.new_blobs: dict[str, bytes] = {}
         self.open_steps = OpenSteps()
         self.steps_changed = False
+        #: the open steps as the store holds them, and as the batch under way sends them
+        self.steps_committed: tuple[int, ...] = tuple(sorted(stored.open_steps))
+        self.steps_sent: tuple[int, ...] | None = None
         #: the started records of the steps that were open when the store was read
         self.interrupted: list[Record] = []
         for seq in stored.open_steps:
@@ -118,14 +125,10 @@ class StoredCore(SessionCore):
         return self.base + len(self.records)
 
     def _push(self, agent_id: str, entry_type: str, content: bytes) -> Record:
-        # SessionCore._push with the base offset, plus the open-step bookkeeping
-        seq = self.base + len(self.records) + 1
-        prev = self.head
-        record = _record(seq, self.stamp or _timestamp(), agent_id, entry_type, content, prev)
-        self.records.append(record)
-        self.head = record[6]
+        # SessionCore._push (from seq base + 1), plus the open-step bookkeeping
+        record = SessionCore._push(self, agent_id, entry_type, content)
         if entry_type == STARTED:
-            self.steps_changed |= self.open_steps.started(seq, content)
+            self.steps_changed |= self.open_steps.started(record[0], content)
         elif entry_type == COMPLETED:
             self.steps_changed |= self.open_steps.completed(content)
         return record
@@ -164,19 +167,37 @@ class StoredCore(SessionCore):
         return self.base + len(self.records) != self.committed
 
     def batch(self) -> Batch:
-        """Everything applied since the last commit, as one batch."""
-        state = self.state
-        artifacts = self.artifacts
+        """Everything applied since the last commit, as one batch (what did not change
+        shares one empty mapping: a commit round allocates little)."""
+        keys, names, blobs = self.keys, self.names, self.new_blobs
+        if keys:
+            state = self.state
+            changed: Mapping[str, bytes | None] = {key: state.get(key) for key in keys}
+        else:
+            changed = _NOTHING
+        if names:
+            artifacts = self.artifacts
+            named: Mapping[str, str | None] = {name: artifacts.get(name) for name in names}
+        else:
+            named = _NOTHING
+        committed = self.committed
+        steps = None
+        if self.steps_changed:  # sent only if it differs from the store's (a whole step
+            # in one batch opens and closes it: no change)
+            seqs = self.open_steps.seqs() if self.open_steps.steps else ()
+            if seqs != self.steps_committed:
+                steps = seqs
+        self.steps_sent = steps
         return Batch(
-            session_id=self.session_id,
-            base_seq=self.committed,
-            records=self.records[self.committed - self.base :],
-            state_version=self.version,
-            state={key: state.get(key) for key in self.keys},
-            artifacts={name: artifacts.get(name) for name in self.names},
-            blobs=dict(self.new_blobs),
-            open_steps=self.open_steps.seqs() if self.steps_changed else None,
-            epoch=self.epoch,
+            self.session_id,
+            committed,
+            self.records[committed - self.base :],
+            self.version,
+            changed,
+            named,
+            dict(blobs) if blobs else _NOTHING,
+            steps,
+            self.epoch,
         )
 
     def committed_ok(self) -> None:
@@ -185,6 +206,8 @@ class StoredCore(SessionCore):
         self.keys.clear()
         self.names.clear()
         self.new_blobs.clear()
+        if self.steps_sent is not None:
+            self.steps_committed = self.steps_sent
         self.steps_changed = False
         records = self.records
         excess = len(records) - self.tail_max
@@ -192,7 +215,9 @@ class StoredCore(SessionCore):
             del records[:excess]
             self.base += excess
         blobs = self.blobs
-        if len(blobs) > _CACHE_BLOBS or any(len(b) > _CACHE_BLOB_BYTES for b in blobs.values()):
+        if blobs and (
+            len(blobs) > _CACHE_BLOBS or any(len(b) > _CACHE_BLOB_BYTES for b in blobs.values())
+        ):
             kept = [(d, b) for d, b in blobs.items() if len(b) <= _CACHE_BLOB_BYTES]
             self.blobs = dict(kept[-_CACHE_BLOBS:])
 
@@ -209,11 +234,6 @@ class StoredCore(SessionCore):
     def tail(self) -> tuple[int, int, list[Record]]:
         """``(head seq, base, committed tail records)`` right now."""
         return self.committed, self.base, self.records[: self.committed - self.base]
-
-
-def _record(seq: int, ts: str, agent_id: str, entry_type: str, content: bytes, prev: str) -> Record:
-    digest = entry_hash(seq, ts, agent_id, entry_type, content, prev)
-    return (seq, ts, agent_id, entry_type, content, prev, digest)
 
 
 async def step_records(store: SessionStore, stored: StoredSession) -> dict[int, Record]:

@@ -52,6 +52,26 @@ class Parker:
         when its wait ended in an exception, so that a later ``wake`` skips the slot."""
         raise NotImplementedError
 
+    def new_firm_slot(self) -> list[Any]:  # pragma: no cover - overridden
+        """A slot that a cancellation cannot withdraw (see :meth:`park_firm`)."""
+        raise NotImplementedError
+
+    async def park_firm(self, slot: list[Any]) -> tuple[Any, BaseException | None]:
+        """Wait on a firm slot until it is woken, even if the task is cancelled meanwhile:
+        ``(value, cancellation)``, where ``cancellation`` is the cancellation that arrived
+        during the wait (asyncio; the caller re-raises it once done) or None (on Trio it
+        is delivered at the task's next checkpoint). What a commit under way needs, for
+        the price of a plain wait rather than a shielded cancel scope."""
+        raise NotImplementedError  # pragma: no cover - overridden
+
+
+class _FirmFuture(asyncio.Future[Any]):
+    """A future its waiting task's cancellation cannot cancel: the task is woken by its
+    result and the cancellation is thrown in then."""
+
+    def cancel(self, msg: Any = None) -> bool:
+        return False
+
 
 class _AsyncioParker(Parker):
     # slot: [future]
@@ -84,6 +104,18 @@ class _AsyncioParker(Parker):
         else:
             future.set_exception(error)
         return True
+
+    def new_firm_slot(self) -> list[Any]:
+        return [_FirmFuture(loop=self._loop)]
+
+    async def park_firm(self, slot: list[Any]) -> tuple[Any, BaseException | None]:
+        future = slot[0]
+        try:
+            return await future, None
+        except asyncio.CancelledError as exc:
+            if not future.done():  # not a firm slot, or cancelled before it was awaited
+                raise
+            return future.result(), exc
 
 
 class _TrioParker(Parker):
@@ -120,6 +152,20 @@ class _TrioParker(Parker):
             return self._lowlevel.Abort.SUCCEEDED
 
         return await self._lowlevel.wait_task_rescheduled(abort)
+
+    def new_firm_slot(self) -> list[Any]:
+        return [None, 0, None, None]
+
+    async def park_firm(self, slot: list[Any]) -> tuple[Any, BaseException | None]:
+        if slot[1] == 2:  # answered before we waited (no checkpoint: a cancellation waits)
+            if slot[3] is not None:
+                raise slot[3]
+            return slot[2], None
+        slot[0] = self._lowlevel.current_task()
+        slot[1] = 1
+        failed = self._lowlevel.Abort.FAILED
+        # a cancellation cannot abort the wait: Trio delivers it at the next checkpoint
+        return await self._lowlevel.wait_task_rescheduled(lambda _: failed), None
 
     def wake(self, slot: list[Any], value: Any = None, error: BaseException | None = None) -> bool:
         state = slot[1]

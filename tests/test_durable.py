@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import sqlite3
+import threading
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
@@ -32,7 +33,7 @@ from kaizen_async._canonical import encode, entry_hash
 from kaizen_async._durable import DurableSession
 from kaizen_async._state import SessionCore
 from kaizen_async._storage import Batch, SessionStore
-from kaizen_async._stored import DEFAULT_TAIL
+from kaizen_async._stored import DEFAULT_TAIL, load_core
 from kaizen_async._trajectory import CONTENT, ENTRY_TYPE, HASH, PREV_HASH, SEQ, TIMESTAMP, Record
 from kaizen_async.stores import MemoryStore, SQLiteStore
 
@@ -546,3 +547,92 @@ async def test_state_read_does_not_wait_for_uncommitted_appends(store: Controlle
             store.commit_gate.set()
         assert len(seen) == 2 and "new" in seen  # the history read saw both appends:
         assert ({4, 5} & set(seen)) and await session.get_trajectory_length() == 5
+
+
+async def test_an_actor_cancelled_while_its_batch_commits_answers_with_the_outcome(
+    tmp_path: Path,
+) -> None:
+    """The actor waits for its commit without a cancel scope: cancelled meanwhile, it still
+    learns the outcome, marks the batch committed and answers its caller, then stops."""
+    entered, release = threading.Event(), threading.Event()
+
+    def hold(conn: sqlite3.Connection) -> None:
+        store._writer_hook = None
+        entered.set()
+        release.wait(10)
+
+    async with SessionHub(SQLiteStore(tmp_path / "s.db")) as hub:
+        await hub.create("s")
+    async with SQLiteStore(tmp_path / "s.db") as store:
+        core = await load_core(store, "s")
+        session = DurableSession._open(store, core)
+        answers: list[Any] = []
+
+        async def write() -> None:
+            try:
+                answers.append(await session.set("k", 1))
+            except Exception as exc:  # pragma: no cover - the failure the test looks for
+                answers.append(exc)
+
+        store._writer_hook = hold
+        async with anyio.create_task_group() as callers, anyio.create_task_group() as actors:
+            session._start(actors)
+            callers.start_soon(write)
+            await anyio.to_thread.run_sync(entered.wait, 10)  # the batch is committing
+            actors.cancel_scope.cancel()  # reaches the actor while it waits
+            release.set()
+        assert answers == [1]
+        assert core.committed == core.length == 2
+        assert (await store.load("s")).state == {"k": b"1"}
+
+
+async def test_reads_queued_during_a_commit_are_answered_in_its_pass(tmp_path: Path) -> None:
+    """A read that arrives while the batch before it commits (nothing queued in between)
+    is answered right after that commit, with the committed value, in the same pass of
+    the actor (not one more pass with nothing to commit)."""
+    entered, release = threading.Event(), threading.Event()
+    store = SQLiteStore(tmp_path / "s.db")
+
+    def hold(conn: sqlite3.Connection) -> None:
+        store._writer_hook = None
+        entered.set()
+        release.wait(10)
+
+    async with SessionHub(store) as hub, hub.open("s", create=True) as session:
+        actor = durable(session)._running()
+        reads: list[Any] = []
+
+        async def read() -> None:
+            reads.append(await session.get("k"))
+
+        store._writer_hook = hold
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(session.set, "k", 1)
+            await anyio.to_thread.run_sync(entered.wait, 10)  # the set is committing
+            tg.start_soon(read)
+            await wait_until(lambda: len(actor.queue) == 1)  # the read waits for it
+            passes = actor.batches
+            release.set()
+        assert reads == [1]
+        assert actor.batches == passes
+
+
+async def test_open_steps_are_sent_only_when_they_change() -> None:
+    """A batch carries the session's open steps only when they differ from what the store
+    holds: a whole step in one batch (started and completed) leaves them as they were."""
+    store = ControlledStore(MemoryStore())
+    step = {"plan_id": "p", "step_index": 0, "capability": "c", "agent_id": "a"}
+    async with SessionHub(store) as hub, hub.open("s", create=True) as session:
+        async with session.transaction() as tx:
+            tx.append("system", EntryType.PLAN_STEP_STARTED, step)
+            tx.append("system", EntryType.PLAN_STEP_COMPLETED, {**step, "status": "success"})
+        assert store.batches[-1].open_steps is None
+        await session.append("system", EntryType.PLAN_STEP_STARTED, step)
+        started = await session.get_trajectory_length()
+        assert store.batches[-1].open_steps == (started,)
+        await session.append("system", EntryType.PLAN_STEP_COMPLETED, {**step, "status": "ok"})
+        assert store.batches[-1].open_steps == ()
+    async with SessionHub(store) as hub, hub.open("s") as session:
+        kinds = [e.entry_type for e in await session.get_trajectory()]
+        assert EntryType.PLAN_STEP_COMPLETED in kinds
+        assert (await store.load("s")).open_steps == ()

@@ -40,7 +40,7 @@ from kaizen_async import (
 )
 from kaizen_async._canonical import sha256_hex
 from kaizen_async._state import SessionCore
-from kaizen_async._trajectory import AGENT_ID, ENTRY_TYPE, Record
+from kaizen_async._trajectory import AGENT_ID, ENTRY_TYPE, SEQ, Record
 from kaizen_async.stores import (
     Batch,
     MemoryStore,
@@ -1512,7 +1512,7 @@ async def test_sqlite_a_store_from_before_ownership_gains_it(db_path: Path) -> N
     migrates: its sessions have no owner and epoch 0, and can be acquired at once."""
     async with SQLiteStore(db_path) as store:
         driver = await created(store, "s")
-    before = len(_sqlite_schema.MIGRATIONS) - 1
+    before = 2  # migration 3 added ownership
     _tamper(
         db_path,
         "ALTER TABLE sessions DROP COLUMN owner",
@@ -1523,3 +1523,63 @@ async def test_sqlite_a_store_from_before_ownership_gains_it(db_path: Path) -> N
     async with SQLiteStore(db_path) as store:
         await assert_matches(store, driver)
         assert (await store.acquire("s", "hub", lease_seconds=5)).epoch == 1
+
+
+def _entries_layout(path: Path) -> str:
+    conn = sqlite3.connect(path)
+    try:
+        sql: str = conn.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'entries'"
+        ).fetchone()[0]
+    finally:
+        conn.close()
+    return "clustered" if "WITHOUT ROWID" in sql.upper() else "commit order"
+
+
+async def test_sqlite_entries_are_kept_in_commit_order(db_path: Path) -> None:
+    """Entries live in a rowid table (appends of many sessions fill its last pages) with
+    the (session_id, seq) key as an index: reads and the duplicate-seq refusal use it."""
+    async with SQLiteStore(db_path) as store:
+        one, two = await created(store, "one"), await created(store, "two")
+        for _ in range(3):
+            await one.note().note().commit(store)
+            await two.note().commit(store)
+        await assert_matches(store, one)
+        await assert_matches(store, two)
+        assert [r[SEQ] for r in await store.read("one", since_seq=2, until_seq=5)] == [3, 4, 5]
+    assert _entries_layout(db_path) == "commit order"
+    conn = sqlite3.connect(db_path)
+    try:
+        with pytest.raises(sqlite3.IntegrityError):  # the key stays unique
+            conn.execute(
+                "INSERT INTO entries SELECT * FROM entries WHERE session_id = 'one' AND seq = 1"
+            )
+    finally:
+        conn.close()
+
+
+async def test_sqlite_a_store_with_clustered_entries_migrates(db_path: Path) -> None:
+    """A store of schema version 3 (entries clustered by (session_id, seq), WITHOUT ROWID)
+    gets its entries moved to the commit-order table, every one kept."""
+    async with SQLiteStore(db_path) as store:
+        one, two = await created(store, "one"), await created(store, "two")
+        await one.note().set("k", 1).note().commit(store)
+        await two.note().commit(store)
+    _tamper(
+        db_path,
+        "CREATE TABLE clustered (session_id TEXT NOT NULL, seq INTEGER NOT NULL, "
+        "timestamp TEXT NOT NULL, agent_id TEXT NOT NULL, entry_type TEXT NOT NULL, "
+        "content BLOB NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL, "
+        "PRIMARY KEY (session_id, seq)) WITHOUT ROWID",
+        "INSERT INTO clustered SELECT * FROM entries",
+        "DROP TABLE entries",
+        "ALTER TABLE clustered RENAME TO entries",
+        "DELETE FROM schema_version WHERE version > 3",
+    )
+    assert _entries_layout(db_path) == "clustered"
+    async with SQLiteStore(db_path) as store:
+        await assert_matches(store, one)
+        await assert_matches(store, two)
+        await one.note().commit(store)
+        await assert_matches(store, one)
+    assert _entries_layout(db_path) == "commit order"

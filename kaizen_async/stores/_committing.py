@@ -62,6 +62,13 @@ class CommittingStore:
         check_batch(batch)
         await self._committer.submit("commit", batch)
 
+    def _post_commit(self, batch: Batch) -> list[Any]:
+        """Queue a store-backed session's own batch (built by its core, so not checked
+        again) and return the firm slot its outcome wakes: None once durable, else the
+        exception (what :meth:`commit` would raise). The session's actor waits on it
+        without a cancel scope, so a cancellation cannot abandon the commit half-way."""
+        return self._committer.post("commit", batch)
+
     async def delete(self, session_id: str) -> bool:
         """Remove a session, its entries and the blobs no other session uses."""
         check_session_id(session_id)

@@ -6,7 +6,9 @@ outcome only after that transaction returned. While a transaction runs, new writ
 up for the next one, so the number of writes per transaction grows with the load by itself.
 
 A caller cancelled while its write is still queued withdraws it (it is never written); one
-cancelled after its transaction began only stops waiting (the write may stand).
+cancelled after its transaction began only stops waiting (the write may stand). A write
+*posted* (:meth:`GroupCommitter.post`, what a session's actor does with its batch) is never
+withdrawn: its poster waits on a firm slot for the outcome, cancelled or not.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ class GroupCommitter:
     ) -> None:
         self._transact = transact
         self._parker: Parker | None = None
-        self._queue: list[tuple[str, Any, list[Any]]] = []
+        #: (kind, payload, slot, firm): a firm slot is woken with the outcome as its value
+        self._queue: list[tuple[str, Any, list[Any], bool]] = []
         self._sleeper: list[Any] | None = None
         self._open = False
         self._closing = False
@@ -63,12 +66,27 @@ class GroupCommitter:
         if not self._open or self._closing or parker is None:
             raise closed_error(ErrorCode.PERSIST_COMMIT_FAILED)
         slot = parker.new_slot()
-        self._queue.append((kind, payload, slot))
+        self._queue.append((kind, payload, slot, False))
         sleeper = self._sleeper
         if sleeper is not None:
             self._sleeper = None
             parker.wake(sleeper)
         return await parker.park(slot)
+
+    def post(self, kind: str, payload: Any) -> list[Any]:
+        """Queue one write and return the firm slot its outcome (a result, or the
+        exception instance its poster should raise) will be woken with: wait for it with
+        :meth:`~kaizen_async._waiting.Parker.park_firm`. Raises if the store is closed."""
+        parker = self._parker
+        if not self._open or self._closing or parker is None:
+            raise closed_error(ErrorCode.PERSIST_COMMIT_FAILED)
+        slot = parker.new_firm_slot()
+        self._queue.append((kind, payload, slot, True))
+        sleeper = self._sleeper
+        if sleeper is not None:
+            self._sleeper = None
+            parker.wake(sleeper)
+        return slot
 
     def close(self) -> None:
         """Refuse new writes; :meth:`run` commits what is queued, then returns."""
@@ -82,7 +100,7 @@ class GroupCommitter:
         """The writer loop: until closed and drained, commit the whole queue at a time."""
         parker = self._parker
         assert parker is not None
-        in_flight: list[tuple[str, Any, list[Any]]] = []
+        in_flight: list[tuple[str, Any, list[Any], bool]] = []
         try:
             while True:
                 if not self._queue:
@@ -97,18 +115,18 @@ class GroupCommitter:
                 if not in_flight:
                     continue
                 committed, outcomes = await self._transact(
-                    [(kind, payload) for kind, payload, _ in in_flight]
+                    [(kind, payload) for kind, payload, _, _ in in_flight]
                 )
                 if committed:  # count the batches written (not those refused alone)
                     written = sum(not isinstance(o, BaseException) for o in outcomes)
                     if written:
                         self.commits += 1
                         self.batches += written
-                for (_, _, slot), outcome in zip(in_flight, outcomes, strict=True):
-                    if isinstance(outcome, BaseException):
-                        parker.wake(slot, None, outcome)
-                    else:
+                for (_, _, slot, firm), outcome in zip(in_flight, outcomes, strict=True):
+                    if firm or not isinstance(outcome, BaseException):
                         parker.wake(slot, outcome)
+                    else:
+                        parker.wake(slot, None, outcome)
                 in_flight = []
         finally:
             self._open = False
@@ -118,9 +136,9 @@ class GroupCommitter:
                 "unknown (reload the session)",
                 code=ErrorCode.PERSIST_COMMIT_FAILED,
             )
-            for _, _, slot in in_flight:
-                parker.wake(slot, None, unknown)
+            for _, _, slot, firm in in_flight:
+                parker.wake(slot, unknown) if firm else parker.wake(slot, None, unknown)
             error = closed_error(ErrorCode.PERSIST_COMMIT_FAILED)
-            for _, _, slot in self._queue:
-                parker.wake(slot, None, error)
+            for _, _, slot, firm in self._queue:
+                parker.wake(slot, error) if firm else parker.wake(slot, None, error)
             self._queue = []

@@ -35,6 +35,13 @@ Schema version 3 adds the ownership of sessions by hubs (see :meth:`SessionStore
                                                    on every acquisition), the lease's end
                                                    (seconds since the Unix epoch)
 
+Schema version 4 keeps the same columns but stores ``entries`` in a rowid table (rows in
+the order they were committed) with its primary key ``(session_id, seq)`` as an index.
+Appending to many sessions in one transaction then fills the table's last pages instead of
+splitting one page in the middle of the B-tree per session (whose neighbours the split
+rewrites too): a 64-session group commit writes about half the pages, and its ``COMMIT``
+costs about half the CPU. Reads by ``(session_id, seq)`` go through the index.
+
 The database header's ``application_id`` marks the file as a kaizen_async store. Opening
 applies the migrations the file lacks, in order, in one transaction; a file of a newer
 version raises :class:`SchemaMismatchError`, a file that is not ours (or not SQLite)
@@ -130,6 +137,23 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "ALTER TABLE sessions ADD COLUMN owner TEXT",
         "ALTER TABLE sessions ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE sessions ADD COLUMN lease_until REAL NOT NULL DEFAULT 0",
+    ),
+    (  # 4: entries in commit order (a rowid table), found through the (session_id, seq) index
+        """CREATE TABLE entries_in_commit_order (
+            session_id TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            timestamp TEXT NOT NULL,
+            agent_id TEXT NOT NULL,
+            entry_type TEXT NOT NULL,
+            content BLOB NOT NULL,
+            prev_hash TEXT NOT NULL,
+            hash TEXT NOT NULL,
+            PRIMARY KEY (session_id, seq)
+        )""",
+        "INSERT INTO entries_in_commit_order SELECT session_id, seq, timestamp, agent_id, "
+        "entry_type, content, prev_hash, hash FROM entries ORDER BY session_id, seq",
+        "DROP TABLE entries",
+        "ALTER TABLE entries_in_commit_order RENAME TO entries",
     ),
 ]
 

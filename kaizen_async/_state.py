@@ -435,7 +435,9 @@ class SessionCore:
 
         Should one fail all the same (a bug), the rest are still applied and the first
         error is raised afterwards, as each would have been applied on its own."""
-        self.stamp = _timestamp()
+        outer = self.stamp  # a nested dispatch's step inside the outer one's message
+        if outer is None:
+            self.stamp = _timestamp()
         error: Exception | None = None
         try:
             for fn, args in ops:
@@ -444,7 +446,7 @@ class SessionCore:
                 except Exception as exc:
                     error = error or exc
         finally:
-            self.stamp = None
+            self.stamp = outer
         if error is not None:
             raise error
 

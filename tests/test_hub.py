@@ -317,7 +317,7 @@ async def test_idle_open_session_holds_little_beyond_its_state(tmp_path: Any) ->
     from kaizen_async.stores import SQLiteStore
 
     path = str(tmp_path / "idle.db")
-    ids = [f"m{i}" for i in range(9)]
+    ids = [f"m{i}" for i in range(17)]
     async with SessionHub(SQLiteStore(path)) as hub:
         for sid in ids:
             async with hub.open(sid, create=True) as session:
@@ -334,17 +334,20 @@ async def test_idle_open_session_holds_little_beyond_its_state(tmp_path: Any) ->
         gc.collect()
         tracemalloc.start()
         try:
-            before = tracemalloc.take_snapshot()
-            for sid in ids[1:]:
-                async with hub.open(sid):
-                    pass
-            gc.collect()
-            after = tracemalloc.take_snapshot()
+            # the slope between 8 and 16 open sessions: what a store read leaves behind for
+            # a while (a worker thread's last rows) is in both snapshots and cancels out
+            snapshots = []
+            for group in (ids[1:9], ids[9:]):
+                for sid in group:
+                    async with hub.open(sid):
+                        pass
+                gc.collect()
+                snapshots.append(tracemalloc.take_snapshot())
         finally:
             tracemalloc.stop()
         assert hub.statistics().open == len(ids) and hub.statistics().leased == 0
-        per_session = sum(s.size_diff for s in after.compare_to(before, "filename"))
-        assert per_session / (len(ids) - 1) <= 10 * 1024 + state_bytes
+        per_session = sum(s.size_diff for s in snapshots[1].compare_to(snapshots[0], "filename"))
+        assert per_session / 8 <= 10 * 1024 + state_bytes, per_session / 8
         async with hub.open(ids[1]) as session:  # history is still all there
             entries = await session.get_trajectory()
             assert [e.seq for e in entries] == list(range(1, 1001))

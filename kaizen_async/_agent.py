@@ -345,10 +345,11 @@ class Invocation(StepWrites):
         if status == DONE:
             assert self.result is not None
             return self.result
-        self.status = ABANDONED
+        if status == ABANDONED:  # its end is recorded already
+            return result
         if status == QUEUED:  # never taken: its start was not recorded either
             self.take()
-            self.status = ABANDONED
+        self.status = ABANDONED
         if self.scope is not None:
             self.scope.cancel()
         self.end(result)

@@ -371,34 +371,23 @@ class Dispatcher:
         can take it (no agent, the agent stopped)."""
         started = time.perf_counter()
         session._writable()  # closed or read-only: refused before anything is queued
-        capability_json = _json_string(capability)
         runner = self._routes.get(capability)
-        if runner is None:
-            invocation = Invocation(
-                capability,
-                capability_json,
-                session,
-                params,
-                params_json,
-                _dumps(plan_id),
-                index,
-                [],
-            )
-            result = invocation.abandon(_no_agent(capability, sorted(self._routes), index))
-            self._log(session, plan_id, index, capability, result, started)
-            return result
-        mailbox = runner.mailbox
-        parker = mailbox.parker
+        parker = None if runner is None else runner.mailbox.parker
         invocation = Invocation(
             capability,
-            capability_json,
+            _json_string(capability),
             session,
             params,
             params_json,
             _dumps(plan_id),
             index,
-            parker.new_slot(),
+            [] if parker is None else parker.new_slot(),
         )
+        if runner is None or parker is None:
+            result = invocation.abandon(_no_agent(capability, sorted(self._routes), index))
+            self._log(session, plan_id, index, capability, result, started)
+            return result
+        mailbox = runner.mailbox
         slot = invocation.slot
         try:
             if timeout is None:

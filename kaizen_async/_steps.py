@@ -31,7 +31,7 @@ __all__ = [
 
 STARTED = EntryType.PLAN_STEP_STARTED.value
 COMPLETED = EntryType.PLAN_STEP_COMPLETED.value
-_SUMMARY_CHARS = 200  # as the dispatcher's result_summary
+_SUMMARY_CHARS = 200  # characters of a step's result_summary
 
 StepKey = tuple[str, int]
 

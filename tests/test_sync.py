@@ -286,6 +286,16 @@ def test_a_loop_that_stops_answers_waiting_and_later_calls_with_session_closed()
     threading.current_thread() is not threading.main_thread(), reason="SIGINT goes to main"
 )
 def test_ctrl_c_interrupts_a_blocked_call_and_the_facade_stays_usable() -> None:
+    # Python raises KeyboardInterrupt only with its own SIGINT handler installed; a shell
+    # starts background jobs (CI run with `&`, say) with SIGINT ignored
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _ctrl_c_interrupts_a_blocked_call()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _ctrl_c_interrupts_a_blocked_call() -> None:
     with Session() as session:
         done = threading.Event()
 

@@ -116,6 +116,14 @@ class Actor:
         self.queue.append([fn, args, None, 0])  # 0: _APPLY (a constant, on the hot path)
         self._wake()
 
+    def post_answered(self, slot: list[Any], fn: _Fn, *args: Any) -> None:
+        """Queue ``fn(*args)`` and answer ``slot``, a waiter of this backend's kind that a
+        task already waits on, with its result once applied (and, with a committer,
+        committed; a failed commit answers the error), as :meth:`call` answers its own."""
+        self._check_open()
+        self.queue.append([fn, args, slot, 0])
+        self._wake()
+
     # backend hooks: how the actor task itself sleeps and is woken
     def _wake(self) -> None:  # pragma: no cover - overridden
         raise NotImplementedError

@@ -524,10 +524,13 @@ class AgentRunner:
                 invocation.result = result
                 try:
                     invocation.end(result, result_json)
+                    # a store-backed session answers once the step's entries are durable
+                    answered = invocation.session._acknowledge(invocation.slot, result)
                 except Exception as exc:  # the session was closed meanwhile, say
                     wake(invocation.slot, None, exc)
                 else:
-                    wake(invocation.slot, result)
+                    if not answered:
+                        wake(invocation.slot, result)
             if scope.cancel_called:
                 return True
 

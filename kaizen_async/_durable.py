@@ -226,9 +226,10 @@ class DurableSession(Session):
     """A session whose every acknowledged write is durable in a store.
 
     Opened by a :class:`~kaizen_async.SessionHub`. An awaited write returns once its entry
-    is committed; posted writes (``append_nowait``, ``transaction(wait=False)``, the
-    dispatcher's step entries) are committed with the next batch, and :meth:`flush` waits
-    for them. A read waits until the writes queued before it are applied *and* committed,
+    is committed, and so does a dispatched step (its caller is answered once the step's
+    entries are committed; a failed commit raises :class:`PersistError` there); posted
+    writes (``append_nowait``, ``transaction(wait=False)``) are committed with the next
+    batch, and :meth:`flush` waits for them. A read waits until the writes queued before it are applied *and* committed,
     so it never sees a write that could still be rolled back. Only state, head and a
     bounded tail are in memory; older entries are read from the store.
     """
@@ -245,6 +246,10 @@ class DurableSession(Session):
 
     def _committer(self) -> StoreLink:
         return self._link
+
+    def _acknowledge(self, slot: list[Any], value: Any) -> bool:
+        self._actor_or_raise().post_answered(slot, _identity, value)
+        return True
 
     def _is_usable(self) -> bool:
         """Running and taking requests (false once closed, or stopped by a store failure)."""
@@ -556,6 +561,11 @@ class _DurableTransaction(Transaction):
             if names:
                 await self._session._know_sizes(names)
         await super().__aexit__(exc_type, exc, tb)
+
+
+def _identity(value: T) -> T:
+    """What a caller acknowledged after a commit is answered with: what it was to get."""
+    return value
 
 
 def _wanted(record: Record, kinds: set[str] | None, agent_id: str | None) -> bool:

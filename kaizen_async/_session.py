@@ -311,6 +311,13 @@ class Session:
             f"session {self._core.session_id} was loaded read-only; writes are refused"
         )
 
+    def _acknowledge(self, slot: list[Any], value: Any) -> bool:
+        """Have the session answer ``slot`` with ``value`` once everything queued so far is
+        acknowledged, or say False: answer it now. A session in memory answers now (what
+        is queued is applied before any later read); a store-backed one answers after the
+        commit (overridden), so a dispatched step is acknowledged once it is durable."""
+        return False
+
     def _post(self, fn: Callable[..., Any], args: tuple[Any, ...], state: bool) -> None:
         """Queue ``fn(*args)``, a checked write that cannot fail, without waiting for it
         (FIFO with every later request); ``state``: it changes state, so a state read
@@ -896,6 +903,12 @@ class _AgentSession(Session):
         writes.ops.append((fn, args))
         if state:
             writes.state = True
+
+    def _acknowledge(self, slot: list[Any], value: Any) -> bool:
+        writes = self._writes
+        if writes is not None and writes.ops is not None:
+            return False  # a nested step: it is in this step's writes, not yet queued
+        return super()._acknowledge(slot, value)
 
     async def get(self, key: str, default: Any = None) -> Any:
         writes = self._writes

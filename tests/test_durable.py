@@ -636,3 +636,47 @@ async def test_open_steps_are_sent_only_when_they_change() -> None:
         kinds = [e.entry_type for e in await session.get_trajectory()]
         assert EntryType.PLAN_STEP_COMPLETED in kinds
         assert (await store.load("s")).open_steps == ()
+
+
+async def test_a_dispatched_step_is_answered_once_it_is_durable(store: ControlledStore) -> None:
+    """A step on a store-backed session is acknowledged after its entries commit; a step
+    whose commit fails fails its caller with PersistError and leaves nothing of it."""
+    async with (
+        small_hub(store) as hub,
+        hub.open("s", create=True) as session,
+        Dispatcher() as dispatcher,
+    ):
+        dispatcher.register(ReverseAgent())
+        await session.set("text", "abc")
+        gate = store.commit_gate = anyio.Event()
+        results: list[Any] = []
+        async with anyio.create_task_group() as tg:
+            tg.cancel_scope.deadline = anyio.current_time() + 10
+
+            async def call() -> None:
+                results.append(
+                    await dispatcher.dispatch_single("reverse", session, {"key": "text"})
+                )
+
+            tg.start_soon(call)
+            try:
+                with anyio.fail_after(5):
+                    while not store.commits_waiting:  # the step's commit is under way
+                        await anyio.sleep(0.001)
+                await anyio.sleep(0.02)
+                answered_early = list(results)
+            finally:
+                gate.set()  # a failed assertion must not leave the commit hanging
+        assert answered_early == []  # not answered while its entries were not durable
+        assert results[0].success
+        stored = await store.inner.read("s")
+        assert [r[ENTRY_TYPE] for r in stored[-5:]][::4] == [
+            "plan_step_started",
+            "plan_step_completed",
+        ]
+        store.commit_gate = None
+        store.fail_commits = 1
+        with pytest.raises(PersistError):
+            await dispatcher.dispatch_single("reverse", session, {"key": "text"})
+        assert await session.get("text") == "cba"  # reloaded: the failed step left nothing
+        assert len(await store.inner.read("s")) == len(stored)

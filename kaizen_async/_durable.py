@@ -229,9 +229,10 @@ class DurableSession(Session):
     is committed, and so does a dispatched step (its caller is answered once the step's
     entries are committed; a failed commit raises :class:`PersistError` there); posted
     writes (``append_nowait``, ``transaction(wait=False)``) are committed with the next
-    batch, and :meth:`flush` waits for them. A read waits until the writes queued before it are applied *and* committed,
-    so it never sees a write that could still be rolled back. Only state, head and a
-    bounded tail are in memory; older entries are read from the store.
+    batch, and :meth:`flush` waits for them. A read waits until the writes queued before
+    it are applied *and* committed, so it never sees a write that could still be rolled
+    back. Only state, head and a bounded tail are in memory; older entries are read from
+    the store.
     """
 
     _core: StoredCore

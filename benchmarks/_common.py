@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -16,6 +17,23 @@ from typing import Any
 import anyio
 
 RESULTS = Path(__file__).parent / "results"
+
+
+def size_options(parser: argparse.ArgumentParser, quick: str) -> None:
+    """The size options the issue-10 scripts share: ``--quick`` (``quick`` says what it
+    means there), ``--tiny`` (only checks that it runs) and ``--results`` (where the JSON
+    goes); :func:`size` reads the first two back."""
+    sizes = parser.add_mutually_exclusive_group()
+    sizes.add_argument("--quick", action="store_true", help=quick)
+    sizes.add_argument(
+        "--tiny", action="store_true", help="only checks that it runs (meaningless figures)"
+    )
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where the JSON goes")
+
+
+def size(args: argparse.Namespace) -> str:
+    """``"tiny"``, ``"quick"`` or ``"full"``, as :func:`size_options` were given."""
+    return "tiny" if args.tiny else "quick" if args.quick else "full"
 
 
 def load_average() -> float:

@@ -21,12 +21,13 @@ from typing import Any
 
 import anyio
 from _common import (
-    RESULTS,
     anyio_stream_baseline,
     asyncio_queue_baseline,
     best_rate,
     load_average,
     report,
+    size,
+    size_options,
 )
 
 from agents import ReverseAgent
@@ -224,11 +225,6 @@ def main(size: str, results: Path) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    sizes = parser.add_mutually_exclusive_group()
-    sizes.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats")
-    sizes.add_argument(
-        "--tiny", action="store_true", help="only checks that it runs (meaningless figures)"
-    )
-    parser.add_argument("--results", type=Path, default=RESULTS, help="where the JSON goes")
+    size_options(parser, "smaller sizes, fewer repeats")
     args = parser.parse_args()
-    main("tiny" if args.tiny else "quick" if args.quick else "full", args.results)
+    main(size(args), args.results)

@@ -35,11 +35,10 @@ import argparse
 import importlib
 import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import anyio
-from _common import RESULTS, asyncio_queue_baseline, load_average, report
+from _common import asyncio_queue_baseline, load_average, report, size, size_options
 from _peers import WORKERS, Measured, abest_of, check, clock
 
 from agents import ReverseAgent
@@ -148,19 +147,14 @@ def _goal(per_s: dict[str, dict[int, float]], levels: tuple[int, ...]) -> dict[s
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    sizes = parser.add_mutually_exclusive_group()
-    sizes.add_argument("--quick", action="store_true", help="smaller sizes, one run each")
-    sizes.add_argument(
-        "--tiny", action="store_true", help="only checks that it runs (meaningless figures)"
-    )
+    size_options(parser, "smaller sizes, one run each")
     parser.add_argument("--sweep", action="store_true", help=f"callers {SWEEP_LEVELS}")
     parser.add_argument(
         "--only", default="", help="comma-separated runtime keys (kaizen_async is always run)"
     )
-    parser.add_argument("--results", type=Path, default=RESULTS, help="where the JSON goes")
     args = parser.parse_args()
     load = load_average()
-    seconds, repeats = (0.005, 1) if args.tiny else (0.08, 1) if args.quick else (0.5, 3)
+    seconds, repeats = {"tiny": (0.005, 1), "quick": (0.08, 1), "full": (0.5, 3)}[size(args)]
     levels = SWEEP_LEVELS if args.sweep else LEVELS
     chosen = runtimes()
     if args.only:

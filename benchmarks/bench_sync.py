@@ -29,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _common import RESULTS, load_average, report
+from _common import load_average, report, size, size_options
 
 from kaizen_async.sync import Session, _runtime
 
@@ -179,10 +179,6 @@ def main(size: str, results: Path) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer rounds")
-    parser.add_argument(
-        "--tiny", action="store_true", help="only checks that it runs (meaningless figures)"
-    )
-    parser.add_argument("--results", type=Path, default=RESULTS, help="where the JSON goes")
+    size_options(parser, "smaller sizes, fewer rounds")
     args = parser.parse_args()
-    main("tiny" if args.tiny else "quick" if args.quick else "full", args.results)
+    main(size(args), args.results)

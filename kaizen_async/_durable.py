@@ -558,7 +558,7 @@ class _DurableTransaction(Transaction):
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc_type is None:
-            names = [args[0] for kind, args in self._ops if "artifact" in kind]
+            names = [name for kind, name in self._names or () if "artifact" in kind]
             if names:
                 await self._session._know_sizes(names)
         await super().__aexit__(exc_type, exc, tb)

@@ -327,6 +327,10 @@ class Session:
             actor.state_writes += 1
         actor.post(fn, *args)
 
+    def _post_ops(self, ops: list[tuple[Callable[..., Any], tuple[Any, ...]]], state: bool) -> None:
+        """Queue checked ``apply_*`` calls (none of which can fail) as one message."""
+        self._post(self._core.apply_step, (ops,), state)
+
     @property
     def read_only(self) -> bool:
         """True for a session loaded with ``read_only=True``."""
@@ -769,14 +773,19 @@ class Transaction:
 
     def __init__(self, session: Session, wait: bool = True) -> None:
         self._session = session
-        self._core = session._core
+        self._core = core = session._core
         self._writer = session._writer
         self._wait = wait
-        self._ops: list[tuple[str, tuple[Any, ...]]] = []
+        #: the checked writes: the core's ``apply_*`` calls, in order
+        self._ops: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+        #: ``(kind, name)`` of each key or artifact write, checked again when the batch is
+        #: applied if it deletes one (a delete can still fail then); None: none so far
+        self._names: list[tuple[str, str]] | None = None
         self._state = False  # whether it sets or deletes a key
         self._deletes = False  # whether it deletes a key or an artifact
         self._refused: Exception | None = None
         self.results: list[int] | None = None
+        self._appliers = (core.apply_append, core.apply_set)
 
     def _fallible(self, what: str) -> None:
         if not self._wait:
@@ -784,14 +793,22 @@ class Transaction:
                 f"{what} can fail when applied: use transaction(wait=True) for it"
             )
 
+    def _named(self, kind: str, name: str) -> None:
+        names = self._names
+        if names is None:
+            names = self._names = []
+        names.append((kind, name))
+
     def set(self, key: str, value: Any) -> None:
         try:
             key, new = self._core.check_set(key, value)
         except Exception as exc:
             self._refused = self._refused or exc
             raise
-        self._ops.append(("set", (key, new, self._writer)))
+        self._ops.append((self._appliers[1], (key, new, self._writer)))
         self._state = True
+        if self._wait:
+            self._named("set", key)
 
     def delete(self, key: str) -> None:
         try:
@@ -800,7 +817,8 @@ class Transaction:
         except Exception as exc:
             self._refused = self._refused or exc
             raise
-        self._ops.append(("delete", (key, self._writer)))
+        self._ops.append((self._core.apply_delete, (key, self._writer)))
+        self._named("delete", key)
         self._state = self._deletes = True
 
     def append(self, agent_id: str, entry_type: EntryType | str, content: Any) -> None:
@@ -809,7 +827,7 @@ class Transaction:
         except Exception as exc:
             self._refused = self._refused or exc
             raise
-        self._ops.append(("append", op))
+        self._ops.append((self._appliers[0], op))
 
     def write_artifact(self, name: str, data: bytes) -> None:
         try:
@@ -817,7 +835,8 @@ class Transaction:
         except Exception as exc:
             self._refused = self._refused or exc
             raise
-        self._ops.append(("write_artifact", (*op, self._writer)))
+        self._ops.append((self._core.apply_write_artifact, (*op, self._writer)))
+        self._named("write_artifact", name)
 
     def delete_artifact(self, name: str) -> None:
         try:
@@ -826,7 +845,8 @@ class Transaction:
         except Exception as exc:
             self._refused = self._refused or exc
             raise
-        self._ops.append(("delete_artifact", (name, self._writer)))
+        self._ops.append((self._core.apply_delete_artifact, (name, self._writer)))
+        self._named("delete_artifact", name)
         self._deletes = True
 
     async def __aenter__(self) -> Transaction:
@@ -846,9 +866,10 @@ class Transaction:
         if exc_type is None and self._ops:
             if self._wait:
                 actor = self._session._running()
-                self.results = await actor.call(self._core.apply_batch, self._ops, self._deletes)
-            else:
-                self._session._post(self._core.apply_batch, (self._ops, False), self._state)
+                names = self._names if self._deletes else None
+                self.results = await actor.call(self._core.apply_batch, self._ops, names)
+            else:  # none of its writes can fail: queued as the writes of one step are
+                self._session._post_ops(self._ops, self._state)
 
 
 class StepWrites:
@@ -901,6 +922,16 @@ class _AgentSession(Session):
             return
         self._check_writable()
         writes.ops.append((fn, args))
+        if state:
+            writes.state = True
+
+    def _post_ops(self, ops: list[tuple[Callable[..., Any], tuple[Any, ...]]], state: bool) -> None:
+        writes = self._writes
+        if writes is None or writes.ops is None:
+            Session._post_ops(self, ops, state)
+            return
+        self._check_writable()
+        writes.ops += ops
         if state:
             writes.state = True
 

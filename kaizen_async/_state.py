@@ -91,17 +91,6 @@ def _timestamp() -> str:
     return f"{prefix}+00:00"
 
 
-#: the method that applies each kind of checked write in a batch (looked up on the core,
-#: so a subclass's own bookkeeping runs)
-_APPLIERS = {
-    "append": "apply_append",
-    "set": "apply_set",
-    "delete": "apply_delete",
-    "write_artifact": "apply_write_artifact",
-    "delete_artifact": "apply_delete_artifact",
-}
-
-
 def _discard(_: object) -> None:
     """What replay appends to when it keeps no records."""
 
@@ -396,38 +385,48 @@ class SessionCore:
         return self.apply_delete_artifact(*self.check_delete_artifact(name), agent_id)
 
     def apply_batch(
-        self, ops: list[tuple[str, tuple[Any, ...]]], deletes: bool = True
+        self,
+        ops: list[tuple[Callable[..., Any], tuple[Any, ...]]],
+        names: list[tuple[str, str]] | None = None,
     ) -> list[int]:
-        """Apply checked writes ``(kind, args)`` all or none; returns each one's result.
+        """Apply checked writes (``apply_*`` calls) all or none, sharing one timestamp;
+        returns each one's result.
 
         Only deletes can still fail (the key or artifact may have gone since the check),
-        so they are re-checked against the batch's own effects before anything is applied;
-        ``deletes=False`` says the batch holds none."""
-        if deletes:
-            self._check_deletes(ops)
-        return [getattr(self, _APPLIERS[kind])(*args) for kind, args in ops]
+        so a batch that holds one gives ``names``, the ``(kind, name)`` of its key and
+        artifact writes, which are re-checked against the batch's own effects before
+        anything is applied."""
+        if names:
+            self._check_deletes(names)
+        outer = self.stamp
+        if outer is None:
+            self.stamp = _timestamp()
+        try:
+            return [fn(*args) for fn, args in ops]
+        finally:
+            self.stamp = outer
 
-    def _check_deletes(self, ops: list[tuple[str, tuple[Any, ...]]]) -> None:
+    def _check_deletes(self, names: list[tuple[str, str]]) -> None:
         """Refuse a batch whose delete finds its key or artifact gone (by then)."""
         keys: dict[str, bool] = {}
-        names: dict[str, bool] = {}
-        for kind, args in ops:
+        artifacts: dict[str, bool] = {}
+        for kind, name in names:
             if kind == "set":
-                keys[args[0]] = True
+                keys[name] = True
             elif kind == "write_artifact":
-                names[args[0]] = True
+                artifacts[name] = True
             elif kind == "delete":
-                if not keys.get(args[0], args[0] in self.state):
+                if not keys.get(name, name in self.state):
                     raise StateKeyNotFoundError(
-                        f"state key not found: {args[0]!r}", details={"key": args[0]}
+                        f"state key not found: {name!r}", details={"key": name}
                     )
-                keys[args[0]] = False
+                keys[name] = False
             elif kind == "delete_artifact":
-                if not names.get(args[0], args[0] in self.artifacts):
+                if not artifacts.get(name, name in self.artifacts):
                     raise ArtifactNotFoundError(
-                        f"artifact not found: {args[0]!r}", details={"name": args[0]}
+                        f"artifact not found: {name!r}", details={"name": name}
                     )
-                names[args[0]] = False
+                artifacts[name] = False
 
     def apply_step(self, ops: list[tuple[Callable[..., Any], tuple[Any, ...]]]) -> None:
         """Apply posted writes (checked ``apply_*`` calls, which cannot fail) as one

@@ -390,13 +390,15 @@ class _AsyncioActor(Actor):
             return
         queue = self.queue
         popleft = queue.popleft
+        create_future = self._loop.create_future
         try:
             while True:
                 if not queue:
                     self.state_writes = 0
                     if self.closing:
                         return
-                    await self._sleep()
+                    self._wakeup = wakeup = create_future()  # _sleep, inlined
+                    await wakeup
                     continue
                 if self.async_queued:
                     await self._drain_once()

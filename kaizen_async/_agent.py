@@ -447,7 +447,9 @@ class AgentRunner:
     def start(self, task_group: TaskGroup) -> None:
         """Open the mailbox (on the running loop's backend) and start serving it."""
         self._mailbox = Mailbox(self.mailbox_size)
-        task_group.start_soon(self.run, name=f"agent {self.info.agent_id}")
+        # one worker is the task itself: every wake of the runner resumes one frame less
+        run = self._worker if self.max_concurrency == 1 else self.run
+        task_group.start_soon(run, name=f"agent {self.info.agent_id}")
 
     def close(self) -> None:
         """No new messages; what is queued is still served."""
@@ -460,13 +462,11 @@ class AgentRunner:
         return self._mailbox.statistics()
 
     async def run(self) -> None:
+        """``max_concurrency`` workers, each a task of its own, serving the mailbox."""
         try:
-            if self.max_concurrency == 1:
-                await self._worker()
-                return
             async with anyio.create_task_group() as tg:
                 for _ in range(self.max_concurrency):
-                    tg.start_soon(self._worker)
+                    tg.start_soon(self._worker, False)
         finally:
             self._fail_pending()
 
@@ -483,56 +483,65 @@ class AgentRunner:
             if invocation.status == QUEUED:
                 wake(invocation.slot, None, self._stopped())
 
-    async def _worker(self) -> None:
-        # One cancel scope serves many messages: entering a scope costs more than a whole
-        # message hop, so a new one is made only after a caller cancelled the one in use.
-        # A caller can cancel only while its own message is in progress (the scope is
-        # attached to the message just for that time), so no other message is affected.
-        while True:
-            with anyio.CancelScope() as scope:
-                if not await self._serve(scope):
-                    return
+    async def _worker(self, alone: bool = True) -> None:
+        """Serve messages until the mailbox closes; ``alone``: the runner's only worker,
+        which fails what is left queued when it stops (``run`` does for several).
 
-    async def _serve(self, scope: anyio.CancelScope) -> bool:
-        """Serve messages until the mailbox closes (False) or ``scope`` was cancelled (True).
-
-        A capability may finish even though its caller cancelled it (it shielded its
-        cleanup, say): the scope is spent then, and the next message gets a fresh one.
+        One cancel scope serves many messages: entering a scope costs more than a whole
+        message hop, so a new one is made only after a caller cancelled the one in use. A
+        caller can cancel only while its own message is in progress (the scope is attached
+        to the message just for that time), so no other message is affected. A capability
+        may finish even though its caller cancelled it (it shielded its cleanup, say): the
+        scope is spent then, and the next message gets a fresh one.
         """
         mailbox = self.mailbox
         receive, wake = mailbox.receive, mailbox.parker.wake
-        while True:
-            try:
-                invocation = await receive()
-            except MailboxClosedError:
-                return False
-            if invocation.status != QUEUED:  # its caller gave up while it was queued
-                continue
-            invocation.take()
-            invocation.scope = scope
-            try:
-                result, result_json = await self._invoke(invocation)
-            except BaseException:
-                invocation.scope = None
-                if invocation.status == TAKEN:  # the runner itself is stopped mid-step
-                    wake(invocation.slot, None, self._stopped())
-                raise
-            invocation.scope = None
-            self.served += 1
-            if invocation.status == TAKEN:
-                invocation.status = DONE
-                invocation.result = result
-                try:
-                    invocation.end(result, result_json)
-                    # a store-backed session answers once the step's entries are durable
-                    answered = invocation.session._acknowledge(invocation.slot, result)
-                except Exception as exc:  # the session was closed meanwhile, say
-                    wake(invocation.slot, None, exc)
-                else:
-                    if not answered:
-                        wake(invocation.slot, result)
-            if scope.cancel_called:
-                return True
+        try:
+            while True:
+                with anyio.CancelScope() as scope:
+                    while not scope.cancel_called:
+                        try:
+                            invocation = await receive()
+                        except MailboxClosedError:
+                            return
+                        if invocation.status != QUEUED:  # its caller gave up while queued
+                            continue
+                        invocation.take()
+                        invocation.scope = scope
+                        try:
+                            result, result_json = await self._invoke(invocation)
+                        except BaseException:
+                            invocation.scope = None
+                            if invocation.status == TAKEN:  # the runner is stopped mid-step
+                                wake(invocation.slot, None, self._stopped())
+                            raise
+                        invocation.scope = None
+                        self.served += 1
+                        if invocation.status == TAKEN:
+                            self._answer(invocation, result, result_json, wake)
+        finally:
+            if alone:
+                self._fail_pending()
+
+    @staticmethod
+    def _answer(
+        invocation: Invocation,
+        result: InvokeResult,
+        result_json: bytes | None,
+        wake: Callable[..., bool],
+    ) -> None:
+        """Record the step's end and answer its caller (a store-backed session answers
+        once the step's entries are durable)."""
+        invocation.status = DONE
+        invocation.result = result
+        try:
+            invocation.end(result, result_json)
+            answered = invocation.session._acknowledge(invocation.slot, result)
+        except Exception as exc:  # the session was closed meanwhile, say
+            wake(invocation.slot, None, exc)
+        else:
+            if not answered:
+                wake(invocation.slot, result)
 
     async def _invoke(self, invocation: Invocation) -> tuple[InvokeResult, bytes | None]:
         """Run the capability; its result, checked, and the result's JSON if it has one."""

@@ -140,11 +140,12 @@ class Mailbox(Generic[T]):
                 return self.receive_nowait()
             if self.closed:
                 raise MailboxClosedError("the mailbox is closed")
-            slot = self.parker.new_slot()
+            parker = self.parker
+            slot = parker.new_slot()
             self._receivers.append(slot)
             self._waiting_receive += 1
             try:
-                await self.parker.park(slot)
+                await (slot[0] if parker.futures else parker.park(slot))
             except BaseException:
                 if self.parker.withdraw(slot):  # skipped when popped
                     self._waiting_receive -= 1

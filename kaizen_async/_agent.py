@@ -357,20 +357,19 @@ class Invocation(StepWrites):
 
 
 @types.coroutine
-def _recorded(coro: Coroutine[Any, Any, T], invocation: Invocation) -> Generator[Any, Any, T]:
-    """Await ``coro`` (a capability call), posting the step's collected writes the first
-    time it suspends.
+def _recorded(
+    coro: Coroutine[Any, Any, T], trap: Any, invocation: Invocation
+) -> Generator[Any, Any, T]:
+    """Await the rest of ``coro``, a capability call that suspended on ``trap`` at its first
+    step, posting the step's collected writes first.
 
-    A capability that finishes without suspending (its reads served at once) has its whole
-    step posted as one message at its end. One that suspends (it awaits a model, I/O, a
-    timer) has what it collected so far, ``plan_step_started`` first, posted right then,
-    before it waits: the step is seen to start (subscribers, a durable store's commit)
-    while it runs, as if each write had been queued at once. The rest is ``yield from``,
-    spelled out because the first step of the coroutine is taken by hand."""
-    try:
-        trap = coro.send(None)
-    except StopIteration as stop:
-        return stop.value  # type: ignore[no-any-return]
+    A capability that finishes without suspending (its reads served at once) is run by
+    its first ``send`` alone and has its whole step posted as one message at its end. One
+    that suspends (it awaits a model, I/O, a timer) comes here: what it collected so far,
+    ``plan_step_started`` first, is posted right then, before it waits, so the step is
+    seen to start (subscribers, a durable store's commit) while it runs, as if each write
+    had been queued at once. The rest is ``yield from``, spelled out because the first
+    step of the coroutine was taken by hand."""
     if invocation.status == TAKEN:
         with contextlib.suppress(Exception):  # a closed session fails the step's end
             invocation.flush(invocation.session)
@@ -557,7 +556,12 @@ class AgentRunner:
                 else:
                     call = self.agent.invoke(capability, session, invocation.params)
                 if type(call) is types.CoroutineType:
-                    result = await _recorded(call, invocation)
+                    try:
+                        trap = call.send(None)  # most steps end here, without suspending
+                    except StopIteration as stop:
+                        result = stop.value
+                    else:
+                        result = await _recorded(call, trap, invocation)
                 else:  # some other awaitable: the step is seen to start before it is awaited
                     invocation.flush(invocation.session)
                     result = await call

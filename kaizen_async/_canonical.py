@@ -106,6 +106,11 @@ def encode(value: Any, what: str = "value") -> bytes:
     (4 KiB for a tiny value, several times the length of a large one), and these bytes are
     kept for the life of the session (entry contents, state values).
     """
+    if type(value) is str:  # the commonest value: no options, nothing else to check
+        try:
+            return _join((_dumps(value), b""))
+        except orjson.JSONEncodeError as exc:  # a lone surrogate
+            raise KaizenValidationError(f"{what} is not JSON-serializable: {exc}") from None
     try:
         data = _dumps(value, default=_reject, option=_OPTIONS)
     except (TypeError, orjson.JSONEncodeError) as exc:

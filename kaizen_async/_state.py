@@ -121,6 +121,16 @@ def _validate_agent_id(agent_id: object) -> str:
 
 _VALID_AGENT_IDS: set[str] = set()
 
+#: the kinds of entry ``append`` may write, by member and by value (the others are written
+#: by set/delete/write_artifact/delete_artifact only)
+_APPENDABLE: dict[object, str] = {
+    key: member.value
+    for member in EntryType
+    if member.value not in (_STATE_SET, _STATE_DELETED, _ARTIFACT_WRITTEN, _ARTIFACT_DELETED)
+    for key in (member, member.value)
+}
+_KIND_TYPES = (EntryType, str)
+
 
 _JSON_STRINGS: dict[str, bytes] = {kind: _dumps(kind) for kind in _ENTRY_TYPES}
 
@@ -268,7 +278,11 @@ class SessionCore:
     def check_append(
         self, agent_id: str, entry_type: EntryType | str, content: Any
     ) -> tuple[Any, ...]:
-        agent_id = _validate_agent_id(agent_id)
+        if type(agent_id) is not str or agent_id not in _VALID_AGENT_IDS:
+            agent_id = _validate_agent_id(agent_id)
+        kind = _APPENDABLE.get(entry_type) if type(entry_type) in _KIND_TYPES else None
+        if kind is not None:  # the common case, in one lookup
+            return (agent_id, kind, encode(content, "entry content"))
         kind = _validate_entry_type(entry_type)
         if kind in (_STATE_SET, _STATE_DELETED, _ARTIFACT_WRITTEN, _ARTIFACT_DELETED):
             raise KaizenValidationError(

@@ -323,7 +323,7 @@ class Invocation(StepWrites):
     def take(self) -> None:
         """The runner starts the step: its writes are collected from here on."""
         self.status = TAKEN
-        self.ops = [(self.session._core._push, (_DISPATCHER, _STARTED, self.started))]
+        self.ops = [(None, (_DISPATCHER, _STARTED, self.started))]  # an append
 
     def end(self, result: InvokeResult, result_json: bytes | None = None) -> None:
         """Record the step's end (posting everything it collected as one message);
@@ -334,7 +334,7 @@ class Invocation(StepWrites):
         content = completed_content(
             self.capability_json, self.plan_json, self.index, result, result_json
         )
-        ops.append((core._push, (_DISPATCHER, _COMPLETED, content)))
+        ops.append((None, (_DISPATCHER, _COMPLETED, content)))
         self.session._post(core.apply_step, (ops,), self.state)
 
     def abandon(self, result: InvokeResult) -> InvokeResult:

@@ -33,6 +33,7 @@ from ._persistence import SavePlan, plan_save, read_session, write_session
 from ._state import (
     DEFAULT_MAX_ARTIFACT_SIZE,
     SCHEMA_VERSION,
+    Op,
     SessionCore,
     validate_artifact_name,
     validate_key,
@@ -327,7 +328,7 @@ class Session:
             actor.state_writes += 1
         actor.post(fn, *args)
 
-    def _post_ops(self, ops: list[tuple[Callable[..., Any], tuple[Any, ...]]], state: bool) -> None:
+    def _post_ops(self, ops: list[Op], state: bool) -> None:
         """Queue checked ``apply_*`` calls (none of which can fail) as one message."""
         self._post(self._core.apply_step, (ops,), state)
 
@@ -773,11 +774,11 @@ class Transaction:
 
     def __init__(self, session: Session, wait: bool = True) -> None:
         self._session = session
-        self._core = core = session._core
+        self._core = session._core
         self._writer = session._writer
         self._wait = wait
         #: the checked writes: the core's ``apply_*`` calls, in order
-        self._ops: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+        self._ops: list[Op] = []
         #: ``(kind, name)`` of each key or artifact write, checked again when the batch is
         #: applied if it deletes one (a delete can still fail then); None: none so far
         self._names: list[tuple[str, str]] | None = None
@@ -785,7 +786,6 @@ class Transaction:
         self._deletes = False  # whether it deletes a key or an artifact
         self._refused: Exception | None = None
         self.results: list[int] | None = None
-        self._appliers = (core.apply_append, core.apply_set)
 
     def _fallible(self, what: str) -> None:
         if not self._wait:
@@ -805,7 +805,7 @@ class Transaction:
         except Exception as exc:
             self._refused = self._refused or exc
             raise
-        self._ops.append((self._appliers[1], (key, new, self._writer)))
+        self._ops.append((self._core.apply_set, (key, new, self._writer)))
         self._state = True
         if self._wait:
             self._named("set", key)
@@ -827,7 +827,7 @@ class Transaction:
         except Exception as exc:
             self._refused = self._refused or exc
             raise
-        self._ops.append((self._appliers[0], op))
+        self._ops.append((None, op))  # an append: chained inline by the core
 
     def write_artifact(self, name: str, data: bytes) -> None:
         try:
@@ -888,7 +888,7 @@ class StepWrites:
     __slots__ = ("ops", "state")
 
     def __init__(self) -> None:
-        self.ops: list[tuple[Callable[..., Any], tuple[Any, ...]]] | None = None
+        self.ops: list[Op] | None = None
         self.state = False  # whether ``ops`` holds a state write
 
     def flush(self, session: Session) -> None:
@@ -925,7 +925,7 @@ class _AgentSession(Session):
         if state:
             writes.state = True
 
-    def _post_ops(self, ops: list[tuple[Callable[..., Any], tuple[Any, ...]]], state: bool) -> None:
+    def _post_ops(self, ops: list[Op], state: bool) -> None:
         writes = self._writes
         if writes is None or writes.ops is None:
             Session._post_ops(self, ops, state)

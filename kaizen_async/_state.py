@@ -91,6 +91,11 @@ def _timestamp() -> str:
     return f"{prefix}+00:00"
 
 
+#: a checked write as the session actor applies it: ``(applier, args)``, an ``apply_*``
+#: call of the core, or ``(None, (agent_id, kind, content))``, an append
+Op = tuple[Callable[..., Any] | None, tuple[Any, ...]]
+
+
 def _discard(_: object) -> None:
     """What replay appends to when it keeps no records."""
 
@@ -400,11 +405,12 @@ class SessionCore:
 
     def apply_batch(
         self,
-        ops: list[tuple[Callable[..., Any], tuple[Any, ...]]],
+        ops: list[Op],
         names: list[tuple[str, str]] | None = None,
-    ) -> list[int]:
-        """Apply checked writes (``apply_*`` calls) all or none, sharing one timestamp;
-        returns each one's result.
+    ) -> list[Any]:
+        """Apply checked writes all or none, sharing one timestamp; returns each one's
+        result (an append's seq, a set's version, ...). ``ops``: ``(applier, args)`` pairs
+        as :meth:`apply_step` takes them.
 
         Only deletes can still fail (the key or artifact may have gone since the check),
         so a batch that holds one gives ``names``, the ``(kind, name)`` of its key and
@@ -412,13 +418,11 @@ class SessionCore:
         anything is applied."""
         if names:
             self._check_deletes(names)
-        outer = self.stamp
-        if outer is None:
-            self.stamp = _timestamp()
-        try:
-            return [fn(*args) for fn, args in ops]
-        finally:
-            self.stamp = outer
+        results: list[Any] = []
+        error = self._apply_ops(ops, results)
+        if error is not None:
+            raise error
+        return results
 
     def _check_deletes(self, names: list[tuple[str, str]]) -> None:
         """Refuse a batch whose delete finds its key or artifact gone (by then)."""
@@ -442,26 +446,62 @@ class SessionCore:
                     )
                 artifacts[name] = False
 
-    def apply_step(self, ops: list[tuple[Callable[..., Any], tuple[Any, ...]]]) -> None:
-        """Apply posted writes (checked ``apply_*`` calls, which cannot fail) as one
-        message: a dispatched step's entries. They share one timestamp, taken once.
+    def apply_step(self, ops: list[Op]) -> None:
+        """Apply posted writes as one message: a dispatched step's entries, say. Each op is
+        ``(applier, args)``: a checked ``apply_*`` call, which cannot fail, or ``(None,
+        (agent_id, kind, content))``, a checked append. They share one timestamp.
 
         Should one fail all the same (a bug), the rest are still applied and the first
         error is raised afterwards, as each would have been applied on its own."""
+        error = self._apply_ops(ops, None)
+        if error is not None:
+            raise error
+
+    #: whether appends in a batch are chained inline (a subclass that watches every entry
+    #: through ``_push`` turns it off)
+    _inline_appends = True
+
+    def _apply_ops(self, ops: list[Op], results: list[Any] | None) -> Exception | None:
+        """The session actor's tight loop: apply ``ops`` in order under one timestamp,
+        chaining appends right here (``_push``, inlined: no call per entry); the first
+        error of an op, if any (the others are applied all the same)."""
         outer = self.stamp  # a nested dispatch's step inside the outer one's message
-        if outer is None:
-            self.stamp = _timestamp()
+        ts = outer if outer is not None else _timestamp()
+        self.stamp = ts
+        ts_bytes = ts.encode()
+        records = self.records
+        keep = records.append
+        strings = _JSON_STRINGS
+        inline = self._inline_appends
         error: Exception | None = None
         try:
             for fn, args in ops:
                 try:
-                    fn(*args)
+                    if fn is None:
+                        if not inline:
+                            value: Any = self._push(*args)[SEQ]
+                        else:
+                            agent_id, kind, content = args
+                            prev = self.head
+                            seq = self.base + len(records) + 1
+                            agent = strings.get(agent_id) or _json_string(agent_id)
+                            digest = _sha256(
+                                _ENTRY
+                                % (agent, content, strings[kind], prev.encode(), seq, ts_bytes)
+                            ).hexdigest()
+                            keep((seq, ts, agent_id, kind, content, prev, digest))
+                            self.head = digest
+                            value = seq
+                    else:
+                        value = fn(*args)
                 except Exception as exc:
                     error = error or exc
+                    value = None
+                if results is not None:
+                    results.append(value)
         finally:
             self.stamp = outer
-        if error is not None:
-            raise error
+        return error
 
     def _blob_size(self, digest: str) -> int | None:
         """The size of an artifact version (a store-backed core may not hold its data)."""

@@ -124,6 +124,8 @@ class StoredCore(SessionCore):
     def length(self) -> int:
         return self.base + len(self.records)
 
+    _inline_appends = False  # each entry goes through _push, for the open steps
+
     def _push(self, agent_id: str, entry_type: str, content: bytes) -> Record:
         # SessionCore._push (from seq base + 1), plus the open-step bookkeeping
         record = SessionCore._push(self, agent_id, entry_type, content)

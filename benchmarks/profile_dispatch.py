@@ -1,11 +1,11 @@
 """Where a dispatched step spends its CPU: py-spy samples summarized by function.
 
 Run: ``python benchmarks/profile_dispatch.py [--callers 64] [--steps 60000] [--top 25]
-[--durable]``. It runs ``dispatch_single("reverse")`` (five recorded entries per step) in a
-child process, on in-memory sessions or, with ``--durable``, on sessions opened through a
-``SessionHub`` on an ``SQLiteStore`` in a temporary directory (each caller on its own session),
-under ``py-spy record`` (sampling, no per-call hook, so the step is not inflated the way
-cProfile or pyinstrument inflate it), then prints each function's share of the samples
+[--durable] [--backend trio]``. It runs ``dispatch_single("reverse")`` (five recorded entries
+per step) in a child process, on in-memory sessions or, with ``--durable``, on sessions opened
+through a ``SessionHub`` on an ``SQLiteStore`` in a temporary directory (each caller on its own
+session), under ``py-spy record`` (sampling, no per-call hook, so the step is not inflated the
+way cProfile or pyinstrument inflate it), then prints each function's share of the samples
 (self time, leaf-first) scaled to microseconds per step. Needs ``py-spy`` (``bench`` extra).
 """
 
@@ -70,7 +70,7 @@ async def run(dispatcher, opener, steps, callers):
 
 import gc
 if {nogc}: gc.disable()
-anyio.run(main, {steps}, {callers}, {durable})
+anyio.run(main, {steps}, {callers}, {durable}, backend={backend!r})
 """
 
 
@@ -90,6 +90,7 @@ def main() -> None:
         "--durable", action="store_true", help="hub sessions on an SQLiteStore (temp dir)"
     )
     parser.add_argument("--no-gc", action="store_true", help="gc.disable() in the child")
+    parser.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
     parser.add_argument(
         "--root", help="profile the kaizen_async of another checkout (say, an older commit)"
     )
@@ -99,7 +100,12 @@ def main() -> None:
         sys.exit("py-spy is not installed: pip install -e '.[bench]'")
     root = args.root or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     code = CHILD.format(
-        root=root, steps=args.steps, callers=args.callers, durable=args.durable, nogc=args.no_gc
+        root=root,
+        steps=args.steps,
+        callers=args.callers,
+        durable=args.durable,
+        nogc=args.no_gc,
+        backend=args.backend,
     )
     with tempfile.TemporaryDirectory() as tmp:
         raw = os.path.join(tmp, "profile.txt")
@@ -130,7 +136,7 @@ def main() -> None:
                 total += int(count)
     kind = "durable (SQLiteStore hub)" if args.durable else "in-memory"
     print(
-        f"\n{args.callers} caller(s) on {kind} sessions, {args.steps} steps, "
+        f"\n{args.callers} caller(s) on {kind} sessions ({args.backend}), {args.steps} steps, "
         f"{us_per_step:.2f} us CPU per step"
     )
     print(f"({total} samples in the dispatch loop, {elapsed:.1f} s under py-spy)\n")

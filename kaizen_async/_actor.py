@@ -196,9 +196,39 @@ class Actor:
                         return
                     await self._sleep()
                     continue
-                await self._drain_once()
+                if self.committer is None and not self.async_queued:
+                    self._apply_queued()
+                else:
+                    await self._drain_once()
         finally:
             self._ended()
+
+    def _apply_queued(self) -> None:
+        """:meth:`_drain_once` when nothing needs awaiting (no committer, no async step
+        queued): apply everything queued now, in order, then answer its callers."""
+        queue = self.queue
+        self.batches += 1
+        answers: list[tuple[Any, bool, Any]] = []
+        for _ in range(len(queue)):
+            fn, args, waiter, _ = queue.popleft()
+            if waiter is not None and self._withdrawn(waiter):
+                continue
+            self.applied += 1
+            try:
+                value = fn(*args)
+            except Exception as exc:
+                if waiter is None:
+                    _lost(self.name, exc)
+                else:
+                    answers.append((waiter, False, exc))
+                continue
+            if waiter is not None:
+                answers.append((waiter, True, value))
+        for answer in answers:
+            self._resolve(*answer)
+        notify = self.on_settled
+        if notify is not None:
+            notify()
 
     async def _drain_once(self) -> None:
         """Apply everything queued now, in order, then answer its callers (one batch)."""

@@ -265,7 +265,6 @@ class Agent:
 # what became of a step message: in the mailbox, taken by the runner, answered by it, or
 # given up by its caller (timed out or cancelled), who then records its end
 QUEUED, TAKEN, DONE, ABANDONED = 0, 1, 2, 3
-_DISPATCHER = "dispatcher"
 _STARTED = EntryType.PLAN_STEP_STARTED.value
 _COMPLETED = EntryType.PLAN_STEP_COMPLETED.value
 
@@ -283,6 +282,7 @@ class Invocation(StepWrites):
         "capability",
         "capability_json",
         "index",
+        "key",
         "params",
         "params_json",
         "plan_json",
@@ -301,6 +301,7 @@ class Invocation(StepWrites):
         session: Session,
         params: dict[str, Any],
         params_json: bytes,
+        plan_id: str,
         plan_json: bytes,
         index: int,
         slot: list[Any],
@@ -313,6 +314,7 @@ class Invocation(StepWrites):
         self.params = params
         self.params_json = params_json
         self.plan_json = plan_json
+        self.key = (plan_id, index)  # the step's key among its session's open steps
         self.index = index
         self.started = started_content(capability_json, params_json, plan_json, index)
         self.slot = slot
@@ -323,7 +325,7 @@ class Invocation(StepWrites):
     def take(self) -> None:
         """The runner starts the step: its writes are collected from here on."""
         self.status = TAKEN
-        self.ops = [(None, (_DISPATCHER, _STARTED, self.started))]  # an append
+        self.ops = [self.session._core.step_op(_STARTED, self.started, self.key)]
 
     def end(self, result: InvokeResult, result_json: bytes | None = None) -> None:
         """Record the step's end (posting everything it collected as one message);
@@ -334,7 +336,7 @@ class Invocation(StepWrites):
         content = completed_content(
             self.capability_json, self.plan_json, self.index, result, result_json
         )
-        ops.append((None, (_DISPATCHER, _COMPLETED, content)))
+        ops.append(core.step_op(_COMPLETED, content, self.key))
         self.session._post(core.apply_step, (ops,), self.state)
 
     def abandon(self, result: InvokeResult) -> InvokeResult:

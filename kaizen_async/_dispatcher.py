@@ -379,6 +379,7 @@ class Dispatcher:
             session,
             params,
             params_json,
+            plan_id,
             _dumps(plan_id),
             index,
             [] if parker is None else parker.new_slot(),

@@ -48,6 +48,8 @@ SCHEMA_VERSION = 2
 DEFAULT_MAX_ARTIFACT_SIZE = 100 * 1024 * 1024
 
 _SYSTEM = "system"
+#: the agent id of the entries a dispatcher records (a step's start and end)
+DISPATCHER = "dispatcher"
 _STATE_SET = EntryType.STATE_SET.value
 _STATE_DELETED = EntryType.STATE_DELETED.value
 _ARTIFACT_WRITTEN = EntryType.ARTIFACT_WRITTEN.value
@@ -294,6 +296,12 @@ class SessionCore:
                 f"{kind} entries are written by set/delete/write_artifact/delete_artifact only"
             )
         return (agent_id, kind, encode(content, "entry content"))
+
+    def step_op(self, kind: str, content: bytes, key: tuple[str, int]) -> Op:
+        """The op of a dispatched step's ``plan_step_started``/``completed`` (an append by
+        the dispatcher); ``key``: the step's ``(plan_id, step_index)``, for a core that
+        keeps its open steps (see StoredCore)."""
+        return (None, (DISPATCHER, kind, content))
 
     def apply_append(self, agent_id: str, kind: str, content: bytes) -> int:
         return self._push(agent_id, kind, content)[SEQ]

@@ -110,15 +110,20 @@ class OpenSteps:
     def __init__(self) -> None:
         self.steps: dict[StepKey, list[int]] = {}
 
-    def started(self, seq: int, content: bytes) -> bool:
-        key = step_key(content)
+    def started(self, seq: int, content: bytes, key: StepKey | None = None) -> bool:
+        """A step's start at ``seq``; ``key``: its ``(plan_id, step_index)`` when known
+        (else read from ``content``). False: no step key (not a step's entry)."""
         if key is None:
-            return False
+            key = step_key(content)
+            if key is None:
+                return False
         self.steps.setdefault(key, []).append(seq)
         return True
 
-    def completed(self, content: bytes) -> bool:
-        key = step_key(content)
+    def completed(self, content: bytes, key: StepKey | None = None) -> bool:
+        """A step's end (closes its oldest open start); False if none was open."""
+        if key is None:
+            key = step_key(content)
         seqs = None if key is None else self.steps.get(key)
         if not seqs:
             return False

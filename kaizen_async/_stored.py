@@ -15,7 +15,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ._exceptions import SessionCorruptedError
-from ._state import SessionCore
+from ._state import DISPATCHER, Op, SessionCore
 from ._steps import COMPLETED, STARTED, OpenSteps
 from ._storage import Batch, SessionStore, StoredSession
 from ._trajectory import CONTENT, HASH, SEQ, Record
@@ -134,6 +134,18 @@ class StoredCore(SessionCore):
         elif entry_type == COMPLETED:
             self.steps_changed |= self.open_steps.completed(content)
         return record
+
+    def step_op(self, kind: str, content: bytes, key: tuple[str, int]) -> Op:
+        return (self._push_step, (kind, content, key))
+
+    def _push_step(self, kind: str, content: bytes, key: tuple[str, int]) -> None:
+        """:meth:`_push` of a dispatched step's start or end, its step key known (its
+        content is not decoded for it)."""
+        record = SessionCore._push(self, DISPATCHER, kind, content)
+        if kind == STARTED:
+            self.steps_changed |= self.open_steps.started(record[0], content, key)
+        else:
+            self.steps_changed |= self.open_steps.completed(content, key)
 
     def apply_set(self, key: str, *args: Any, **kwargs: Any) -> int:
         self.keys.add(key)

@@ -481,33 +481,34 @@ class SessionCore:
         keep = records.append
         strings = _JSON_STRINGS
         inline = self._inline_appends
+        # the head and the last seq live in locals while appends are chained, and are
+        # written back before any other op runs (it chains through self.head itself)
+        head, seq = self.head, self.base + len(records)
         error: Exception | None = None
         try:
             for fn, args in ops:
-                try:
-                    if fn is None:
-                        if not inline:
-                            value: Any = self._push(*args)[SEQ]
-                        else:
-                            agent_id, kind, content = args
-                            prev = self.head
-                            seq = self.base + len(records) + 1
-                            agent = strings.get(agent_id) or _json_string(agent_id)
-                            digest = _sha256(
-                                _ENTRY
-                                % (agent, content, strings[kind], prev.encode(), seq, ts_bytes)
-                            ).hexdigest()
-                            keep((seq, ts, agent_id, kind, content, prev, digest))
-                            self.head = digest
-                            value = seq
-                    else:
-                        value = fn(*args)
-                except Exception as exc:
-                    error = error or exc
-                    value = None
+                if fn is None and inline:
+                    agent_id, kind, content = args
+                    seq += 1
+                    agent = strings.get(agent_id) or _json_string(agent_id)
+                    digest = _sha256(
+                        _ENTRY % (agent, content, strings[kind], head.encode(), seq, ts_bytes)
+                    ).hexdigest()
+                    keep((seq, ts, agent_id, kind, content, head, digest))
+                    head = digest
+                    value: Any = seq
+                else:
+                    self.head = head
+                    try:
+                        value = self._push(*args)[SEQ] if fn is None else fn(*args)
+                    except Exception as exc:
+                        error = error or exc
+                        value = None
+                    head, seq = self.head, self.base + len(records)
                 if results is not None:
                     results.append(value)
         finally:
+            self.head = head
             self.stamp = outer
         return error
 

@@ -194,6 +194,27 @@ async def test_transaction_applies_all_in_order(session: Session) -> None:
     await session.verify()
 
 
+async def test_a_transaction_is_one_message_with_one_timestamp(session: Session) -> None:
+    async with session.transaction() as tx:  # awaited: applied as one batch
+        tx.set("a", 1)
+        tx.append("agent", EntryType.SYSTEM_NOTE, {"n": 1})
+        tx.set("b", 2)
+    assert tx.results == [1, 3, 2]
+    async with session.transaction(wait=False) as posted:
+        posted.append("agent", EntryType.SYSTEM_NOTE, {"n": 2})
+        posted.set("a", 3)
+        posted.append("agent", EntryType.SYSTEM_NOTE, {"n": 3})
+    assert posted.results is None
+    assert session.statistics().queued == 1  # queued as one message
+    assert await session.get("a") == 3  # the read waits for the posted state write
+    entries = await session.get_trajectory(since_seq=1)
+    assert [e.seq for e in entries] == [2, 3, 4, 5, 6, 7]
+    assert len({e.timestamp for e in entries[:3]}) == 1
+    assert len({e.timestamp for e in entries[3:]}) == 1
+    assert entries[4].content == {"key": "a", "new_value": 3, "old_value": 1, "state_version": 3}
+    assert await session.verify() == 7
+
+
 async def test_transaction_is_all_or_nothing(session: Session) -> None:
     from kaizen_async import StateKeyNotFoundError
 

@@ -69,9 +69,9 @@ class Actor:
         self.batches = 0
         self.applied = 0
         self.async_queued = 0  # queued async steps and reads: they take the generic path
-        #: posted writes that change state queued since the queue was last empty: a state
-        #: read waits for the queue only while this is non-zero (see Session.get)
-        self.state_writes = 0
+        #: the state keys of the posted writes queued since the queue was last empty: a
+        #: read of one of them waits for the queue (see Session.get)
+        self.state_keys: set[str] = set()
         self.committer = committer
         #: called after each batch is answered and when the loop ends (subscribers wait)
         self.on_settled: Callable[[], None] | None = None
@@ -191,7 +191,7 @@ class Actor:
         try:
             while True:
                 if not self.queue:
-                    self.state_writes = 0
+                    self.state_keys.clear()
                     if self.closing:
                         return
                     await self._sleep()
@@ -424,7 +424,7 @@ class _AsyncioActor(Actor):
         try:
             while True:
                 if not queue:
-                    self.state_writes = 0
+                    self.state_keys.clear()
                     if self.closing:
                         return
                     self._wakeup = wakeup = create_future()  # _sleep, inlined

@@ -307,7 +307,7 @@ class Invocation(StepWrites):
         slot: list[Any],
     ) -> None:
         self.ops = None
-        self.state = False
+        self.keys = ()
         self.capability = capability
         self.capability_json = capability_json
         self.session = session
@@ -337,7 +337,7 @@ class Invocation(StepWrites):
             self.capability_json, self.plan_json, self.index, result, result_json
         )
         ops.append(core.step_op(_COMPLETED, content, self.key))
-        self.session._post(core.apply_step, (ops,), self.state)
+        self.session._post(core.apply_step, (ops,), self.keys)
 
     def abandon(self, result: InvokeResult) -> InvokeResult:
         """The caller gives up: record the step's end with ``result`` unless the runner

@@ -274,7 +274,7 @@ class DurableSession(Session):
         state) and no posted state write is queued (a caller reads its own posted writes);
         queued appends, a step's entries say, are not waited for."""
         actor = self._actor_or_raise()
-        if self._core.keys or (actor.state_writes and actor.queue):
+        if self._core.keys or (actor.state_keys and actor.queue):
             return await actor.call_after(fn, *args)  # type: ignore[no-any-return]
         return fn(*args)
 

@@ -13,7 +13,7 @@ subclass in :mod:`kaizen_async._durable`; the hooks it overrides are marked belo
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -319,18 +319,19 @@ class Session:
         commit (overridden), so a dispatched step is acknowledged once it is durable."""
         return False
 
-    def _post(self, fn: Callable[..., Any], args: tuple[Any, ...], state: bool) -> None:
+    def _post(self, fn: Callable[..., Any], args: tuple[Any, ...], keys: Sequence[str]) -> None:
         """Queue ``fn(*args)``, a checked write that cannot fail, without waiting for it
-        (FIFO with every later request); ``state``: it changes state, so a state read
-        queued after it must wait for it (a read waits for nothing else)."""
+        (FIFO with every later request); ``keys``: the state keys it sets or deletes, so
+        that a read of one of them queued after it waits for it (a read of any other key
+        waits for nothing)."""
         actor = self._writable()
-        if state:
-            actor.state_writes += 1
+        if keys:
+            actor.state_keys.update(keys)
         actor.post(fn, *args)
 
-    def _post_ops(self, ops: list[Op], state: bool) -> None:
+    def _post_ops(self, ops: list[Op], keys: Sequence[str]) -> None:
         """Queue checked ``apply_*`` calls (none of which can fail) as one message."""
-        self._post(self._core.apply_step, (ops,), state)
+        self._post(self._core.apply_step, (ops,), keys)
 
     @property
     def read_only(self) -> bool:
@@ -430,12 +431,19 @@ class Session:
 
     async def get(self, key: str, default: Any = None) -> Any:
         """A copy of the value at ``key``, or ``default``."""
+        key = validate_key(key)
         actor = self._actor
-        # queued appends (a step's entries) change no state: only queued state writes
-        # are waited for
-        if actor is None or (actor.state_writes and actor.queue) or actor.closing or actor.closed:
+        # queued appends (a step's entries) change no state, and a posted write of another
+        # key does not change this one: only a queued posted write of ``key`` is waited for
+        # (an awaited write is applied before its caller goes on)
+        if (
+            actor is None
+            or (actor.queue and key in actor.state_keys)
+            or actor.closing
+            or actor.closed
+        ):
             await self._settled()
-        return self._core.get(validate_key(key), default)
+        return self._core.get(key, default)
 
     async def get_state_version(self) -> int:
         await self._settled()
@@ -467,7 +475,7 @@ class Session:
         """
         self._check_writable()
         core = self._core
-        self._post(core.apply_append, core.check_append(agent_id, entry_type, content), False)
+        self._post(core.apply_append, core.check_append(agent_id, entry_type, content), ())
 
     def transaction(self, *, wait: bool = True) -> Transaction:
         """Collect writes and apply them as one message, all or none::
@@ -782,7 +790,7 @@ class Transaction:
         #: ``(kind, name)`` of each key or artifact write, checked again when the batch is
         #: applied if it deletes one (a delete can still fail then); None: none so far
         self._names: list[tuple[str, str]] | None = None
-        self._state = False  # whether it sets or deletes a key
+        self._keys: list[str] = []  # the keys it sets or deletes
         self._deletes = False  # whether it deletes a key or an artifact
         self._refused: Exception | None = None
         self.results: list[int] | None = None
@@ -806,7 +814,7 @@ class Transaction:
             self._refused = self._refused or exc
             raise
         self._ops.append((self._core.apply_set, (key, new, self._writer)))
-        self._state = True
+        self._keys.append(key)
         if self._wait:
             self._named("set", key)
 
@@ -819,7 +827,8 @@ class Transaction:
             raise
         self._ops.append((self._core.apply_delete, (key, self._writer)))
         self._named("delete", key)
-        self._state = self._deletes = True
+        self._keys.append(key)
+        self._deletes = True
 
     def append(self, agent_id: str, entry_type: EntryType | str, content: Any) -> None:
         try:
@@ -869,7 +878,7 @@ class Transaction:
                 names = self._names if self._deletes else None
                 self.results = await actor.call(self._core.apply_batch, self._ops, names)
             else:  # none of its writes can fail: queued as the writes of one step are
-                self._session._post_ops(self._ops, self._state)
+                self._session._post_ops(self._ops, self._keys)
 
 
 class StepWrites:
@@ -885,19 +894,26 @@ class StepWrites:
     None once the step's entries are posted: later writes are queued directly.
     """
 
-    __slots__ = ("ops", "state")
+    __slots__ = ("keys", "ops")
 
     def __init__(self) -> None:
         self.ops: list[Op] | None = None
-        self.state = False  # whether ``ops`` holds a state write
+        self.keys: Sequence[str] = ()  # the state keys ``ops`` sets or deletes
+
+    def add(self, ops: list[Op], keys: Sequence[str]) -> None:
+        """Collect ``ops``, posted writes of the step's agent."""
+        assert self.ops is not None
+        self.ops += ops
+        if keys:
+            self.keys = [*self.keys, *keys]
 
     def flush(self, session: Session) -> None:
         """Post the writes collected so far as one message (nothing is queued between
         them, so their order is kept); collecting goes on."""
-        ops, state = self.ops, self.state
+        ops, keys = self.ops, self.keys
         if ops:
-            self.ops, self.state = [], False
-            Session._post(session, session._core.apply_step, (ops,), state)
+            self.ops, self.keys = [], ()
+            Session._post(session, session._core.apply_step, (ops,), keys)
 
 
 class _AgentSession(Session):
@@ -915,25 +931,21 @@ class _AgentSession(Session):
             writes.flush(self)
         return self._actor_or_raise()
 
-    def _post(self, fn: Callable[..., Any], args: tuple[Any, ...], state: bool) -> None:
+    def _post(self, fn: Callable[..., Any], args: tuple[Any, ...], keys: Sequence[str]) -> None:
         writes = self._writes
         if writes is None or writes.ops is None:
-            Session._post(self, fn, args, state)
+            Session._post(self, fn, args, keys)
             return
         self._check_writable()
-        writes.ops.append((fn, args))
-        if state:
-            writes.state = True
+        writes.add([(fn, args)], keys)
 
-    def _post_ops(self, ops: list[Op], state: bool) -> None:
+    def _post_ops(self, ops: list[Op], keys: Sequence[str]) -> None:
         writes = self._writes
         if writes is None or writes.ops is None:
-            Session._post_ops(self, ops, state)
+            Session._post_ops(self, ops, keys)
             return
         self._check_writable()
-        writes.ops += ops
-        if state:
-            writes.state = True
+        writes.add(ops, keys)
 
     def _acknowledge(self, slot: list[Any], value: Any) -> bool:
         writes = self._writes
@@ -943,7 +955,7 @@ class _AgentSession(Session):
 
     async def get(self, key: str, default: Any = None) -> Any:
         writes = self._writes
-        if writes is not None and writes.state:  # read-your-writes: apply them first
+        if writes is not None and key in writes.keys:  # read-your-writes: apply them first
             writes.flush(self)
         return await super().get(key, default)
 

@@ -295,6 +295,52 @@ async def test_a_state_read_waits_for_posted_state_writes_only(session: Session)
     assert (await session.get_trajectory(1))[0].entry_type is EntryType.SYSTEM_NOTE
 
 
+async def test_a_state_read_waits_only_for_posted_writes_of_its_key(session: Session) -> None:
+    await session.set("b", 0)
+    async with session.transaction(wait=False) as tx:  # another task's posted writes, say
+        tx.set("a", 1)
+    batches = session.statistics().batches
+    assert await session.get("b") == 0  # another key: read at once, nothing waited for
+    assert await session.get("missing", "d") == "d"
+    stats = session.statistics()
+    assert stats.batches == batches and stats.queued == 1
+    assert await session.get("a") == 1  # its key: waits for the posted set
+    assert session.statistics().queued == 0
+    async with session.transaction(wait=False) as tx:
+        tx.set("b", 2)
+        tx.set("a", 3)
+    assert await session.get("a") == 3  # a key written anywhere in a queued batch
+    assert await session.get("b") == 2
+
+
+async def test_an_agent_s_read_of_another_key_leaves_its_step_collecting(
+    session: Session,
+) -> None:
+    seen: list[Any] = []
+
+    class Reader(Agent):
+        agent_id = "reader"
+
+        @capability("rw")
+        async def rw(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
+            async with session.transaction(wait=False) as tx:
+                tx.set("mine", 1)
+            batches = session.statistics().batches
+            seen.append((await session.get("other"), session.statistics().batches - batches))
+            seen.append((await session.get("mine"), None))  # its own write: posted first
+            return {}
+
+    await session.set("other", "x")
+    async with Dispatcher() as d:
+        d.register(Reader())
+        assert (await d.dispatch_single("rw", session)).success
+        # the read of "other" posted nothing and waited for nothing; the read of "mine"
+        # posted the step so far and waited for it
+        assert seen == [("x", 0), (1, None)]
+    kinds = await _kinds(session, 2)
+    assert kinds == [STARTED, EntryType.STATE_SET, COMPLETED]
+
+
 def test_only_frozen_flat_models_are_cached() -> None:
     class Loose(BaseModel):
         n: int

@@ -291,7 +291,13 @@ class DurableSession(Session):
     # -- state -----------------------------------------------------------------------------
 
     async def get(self, key: str, default: Any = None) -> Any:
-        return await self._consistent_state(self._core.get, validate_key(key), default)
+        """:meth:`_consistent_state` for one key: at once unless *this* key has a write
+        applied and uncommitted, or a posted write queued."""
+        key = validate_key(key)
+        actor, core = self._actor_or_raise(), self._core
+        if key in core.keys or (actor.queue and key in actor.state_keys):
+            return await actor.call_after(core.get, key, default)
+        return core.get(key, default)
 
     async def get_state_version(self) -> int:
         return await self._consistent_state(_version, self._core)

@@ -512,6 +512,43 @@ async def test_resume_sequence_reads_the_plan_from_the_store(store: ControlledSt
             assert await session.get("text") == "abc"  # reversed ten times
 
 
+async def test_a_read_of_another_key_does_not_wait_for_an_uncommitted_write(
+    store: ControlledStore,
+) -> None:
+    """A read of key "b" answers at once (its committed value) while a write of "a" is
+    committing, and while one of "a" is posted; a read of "a" waits for the commit."""
+    async with small_hub(store) as hub, hub.open("s", create=True) as session:
+        await session.set("a", "old")
+        await session.set("b", "kept")
+        store.commit_gate = anyio.Event()
+        seen: list[object] = []
+        async with anyio.create_task_group() as tg:
+
+            async def write() -> None:
+                await session.set("a", "new")
+
+            tg.start_soon(write)
+            await wait_until(lambda: store.commits_waiting == 1)  # "a" is committing
+            async with session.transaction(wait=False) as tx:
+                tx.set("a", "newer")  # and one more queued behind it
+            try:
+                with anyio.fail_after(5):
+                    assert await session.get("b") == "kept"
+                    assert await session.get("missing", 0) == 0
+            except BaseException:
+                store.commit_gate.set()
+                raise
+
+            async def read_a() -> None:
+                seen.append(await session.get("a"))
+
+            tg.start_soon(read_a)
+            await anyio.sleep(0.01)
+            assert seen == []  # "a" is not durable yet: its read waits
+            store.commit_gate.set()
+        assert seen == ["newer"]  # the read of "a" came after both writes of it
+
+
 async def test_state_read_does_not_wait_for_uncommitted_appends(store: ControlledStore) -> None:
     """A state read answers at once while only appends (which change no state) are queued
     or committing; a history read still waits for them, and a queued set makes it wait."""

@@ -80,3 +80,35 @@ def test_bench_sync_rows_beside_todays_path_with_targets(tmp_path: Path) -> None
     assert out.startswith("load average")
     for threads in (1, 8):
         assert f"sync set >= 2x today's path with {threads} thread(s)" in out
+
+
+def test_ab_dispatch_compares_two_checkouts_row_by_row() -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "ab_dispatch.py"),
+            str(ROOT),
+            str(ROOT),
+            "--rounds",
+            "1",
+            "--steps",
+            "128",
+            "--backend",
+            "trio",
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = [line.split() for line in done.stdout.splitlines() if line.startswith(("1 ", "64 "))]
+    assert [" ".join(r[:-3]) for r in rows] == [
+        "1 caller",
+        "64 callers on 64 sessions",
+        "64 callers on 1 session",
+    ]
+    assert all(float(r[-1]) > 0 for r in rows)  # new/old, whatever a tiny run measures

@@ -14,12 +14,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_tiny(script: str, results: Path) -> tuple[str, dict[str, Any]]:
-    """Run ``benchmarks/<script> --tiny`` on this checkout; its stdout and its JSON."""
+def run_script(script: str, *args: str) -> str:
+    """Run ``benchmarks/<script> ARGS`` on this checkout; its stdout (it must succeed)."""
     # the child imports this worktree's kaizen_async and agents, not the installed ones
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / script), "--tiny", "--results", str(results)],
+        [sys.executable, str(ROOT / "benchmarks" / script), *args],
         env=env,
         cwd=ROOT,
         capture_output=True,
@@ -28,10 +28,16 @@ def run_tiny(script: str, results: Path) -> tuple[str, dict[str, Any]]:
         check=False,
     )
     assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def run_tiny(script: str, results: Path) -> tuple[str, dict[str, Any]]:
+    """Run ``benchmarks/<script> --tiny`` on this checkout; its stdout and its JSON."""
+    out = run_script(script, "--tiny", "--results", str(results))
     name = {"bench_dispatch.py": "dispatch", "bench_peers.py": "peers", "bench_sync.py": "sync"}[
         script
     ]
-    return done.stdout, json.loads((results / f"{name}.json").read_text())
+    return out, json.loads((results / f"{name}.json").read_text())
 
 
 def test_bench_dispatch_rows_per_backend_with_targets(tmp_path: Path) -> None:
@@ -83,29 +89,9 @@ def test_bench_sync_rows_beside_todays_path_with_targets(tmp_path: Path) -> None
 
 
 def test_ab_dispatch_compares_two_checkouts_row_by_row() -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "ab_dispatch.py"),
-            str(ROOT),
-            str(ROOT),
-            "--rounds",
-            "1",
-            "--steps",
-            "128",
-            "--backend",
-            "trio",
-        ],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    rows = [line.split() for line in done.stdout.splitlines() if line.startswith(("1 ", "64 "))]
+    args = ("--rounds", "1", "--steps", "128", "--backend", "trio")
+    out = run_script("ab_dispatch.py", str(ROOT), str(ROOT), *args)
+    rows = [line.split() for line in out.splitlines() if line.startswith(("1 ", "64 "))]
     assert [" ".join(r[:-3]) for r in rows] == [
         "1 caller",
         "64 callers on 64 sessions",

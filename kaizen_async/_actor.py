@@ -112,7 +112,8 @@ class Actor:
 
     def post(self, fn: _Fn, *args: Any) -> None:
         """Queue a write without waiting for it (FIFO with every later request)."""
-        self._check_open()
+        if self.closing or self.closed:
+            raise self._closed_error()
         self.queue.append([fn, args, None, 0])  # 0: _APPLY (a constant, on the hot path)
         self._wake()
 

@@ -55,20 +55,29 @@ _sha256 = hashlib.sha256
 
 #: the exact types of JSON scalars (subclasses such as enum members are not JSON values)
 _SCALARS = frozenset({str, int, float, bool, type(None)})
-_all_scalars = _SCALARS.issuperset
+#: the scalars that need no check once orjson took them (a float may be NaN or infinite)
+_SAFE = frozenset({str, int, bool, type(None)})
+_all_safe = _SAFE.issuperset
+_isfinite = math.isfinite
 
 
 def _check_plain(value: Any, what: str) -> None:
-    """Refuse what orjson writes natively but is not a JSON value: a ``uuid.UUID`` (it would
-    come back as a str), an enum member (as its value) or an ``orjson.Fragment`` (raw bytes,
-    unchecked). The other non-JSON types orjson already refuses (see ``_OPTIONS``). Runs
-    after a successful encoding, so nesting is bounded by orjson's own limit."""
+    """Refuse what orjson writes but is not a JSON value: a ``uuid.UUID`` (it would come
+    back as a str), an enum member (as its value), an ``orjson.Fragment`` (raw bytes,
+    unchecked) and a NaN or infinite float (written as null: a silent change). The other
+    non-JSON types orjson already refuses (see ``_OPTIONS``). Runs after a successful
+    encoding, so nesting is bounded by orjson's own limit; a container of strings, ints,
+    bools and None is one C-level check."""
     kind = type(value)
     if kind is dict:
         items: Any = value.values()
     elif kind is list or kind is tuple:
         items = value
-    elif kind in _SCALARS:
+    elif kind is float:
+        if not _isfinite(value):
+            raise KaizenValidationError(f"{what} is not JSON: {value!r} is not a finite number")
+        return
+    elif kind in _SAFE:
         return
     else:
         name = f"{kind.__module__}.{kind.__qualname__}"
@@ -76,50 +85,14 @@ def _check_plain(value: Any, what: str) -> None:
             f"{what} is not JSON: {value!r:.80} is a {name}, not a JSON value "
             "(dict, list, tuple, str, int, float, bool or None); convert it first"
         )
-    if not _all_scalars(map(type, items)):  # a container holding only scalars: done
+    if not _all_safe(map(type, items)):
         for item in items:
-            if type(item) not in _SCALARS:
+            if type(item) not in _SAFE:
                 _check_plain(item, what)
 
 
 def _reject(obj: object) -> NoReturn:
     raise TypeError(f"Type is not JSON serializable: {type(obj).__name__}")
-
-
-def _check_finite(value: Any, what: str = "value") -> None:
-    """orjson writes NaN/inf as null; refuse them instead of storing a silent change."""
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise KaizenValidationError(f"{what} is not JSON: {value!r} is not a finite number")
-    elif isinstance(value, dict):
-        for item in value.values():
-            _check_finite(item, what)
-    elif isinstance(value, list | tuple):
-        for item in value:
-            _check_finite(item, what)
-
-
-def encode(value: Any, what: str = "value") -> bytes:
-    """Encode one JSON value canonically, or raise :class:`KaizenValidationError`.
-
-    The result is an exact-size copy: orjson's own output keeps its whole working buffer
-    (4 KiB for a tiny value, several times the length of a large one), and these bytes are
-    kept for the life of the session (entry contents, state values).
-    """
-    if type(value) is str:  # the commonest value: no options, nothing else to check
-        try:
-            return _join((_dumps(value), b""))
-        except orjson.JSONEncodeError as exc:  # a lone surrogate
-            raise KaizenValidationError(f"{what} is not JSON-serializable: {exc}") from None
-    try:
-        data = _dumps(value, default=_reject, option=_OPTIONS)
-    except (TypeError, orjson.JSONEncodeError) as exc:
-        raise KaizenValidationError(f"{what} is not JSON-serializable: {exc}") from None
-    if type(value) not in _SCALARS:
-        _check_plain(value, what)
-    if b"null" in data and value is not None:
-        _check_finite(value, what)
-    return _join((data, b""))  # a join of two parts allocates exactly; ~40-100 ns
 
 
 def check_json(value: Any, what: str = "value") -> bytes:
@@ -129,11 +102,31 @@ def check_json(value: Any, what: str = "value") -> bytes:
         data = _dumps(value, default=_reject, option=_OPTIONS)
     except (TypeError, orjson.JSONEncodeError) as exc:
         raise KaizenValidationError(f"{what} is not JSON-serializable: {exc}") from None
-    if type(value) not in _SCALARS:
+    if type(value) not in _SAFE:
         _check_plain(value, what)
-    if b"null" in data and value is not None:
-        _check_finite(value, what)
     return data
+
+
+def encode(value: Any, what: str = "value") -> bytes:
+    """Encode one JSON value canonically, or raise :class:`KaizenValidationError`.
+
+    The result is an exact-size copy: orjson's own output keeps its whole working buffer
+    (4 KiB for a tiny value, several times the length of a large one), and these bytes are
+    kept for the life of the session (entry contents, state values).
+    """
+    kind = type(value)
+    if kind is str:  # the commonest value: no options, nothing else to check
+        try:
+            return _join((_dumps(value), b""))
+        except orjson.JSONEncodeError as exc:  # a lone surrogate
+            raise KaizenValidationError(f"{what} is not JSON-serializable: {exc}") from None
+    try:
+        data = _dumps(value, default=_reject, option=_OPTIONS)
+    except (TypeError, orjson.JSONEncodeError) as exc:
+        raise KaizenValidationError(f"{what} is not JSON-serializable: {exc}") from None
+    if kind not in _SAFE:
+        _check_plain(value, what)
+    return _join((data, b""))  # a join of two parts allocates exactly; ~40-100 ns
 
 
 def check_text(text: str, what: str) -> str:

@@ -154,16 +154,25 @@ class DispatchResult:
 
 
 _dumps = orjson.dumps
-_json_strings: dict[str, bytes] = {}
+_perf_counter = time.perf_counter
+_capability_names: dict[str, bytes] = {}
 
 
-def _json_string(text: str) -> bytes:
-    """The JSON of a capability name, remembered (there are few)."""
-    encoded = _json_strings.get(text)
-    if encoded is None:
-        encoded = _dumps(text)
-        if len(_json_strings) < 4096:
-            _json_strings[text] = encoded
+def _capability_json(capability: object) -> bytes:
+    """The JSON of a capability name, once it is checked (a non-blank str of valid UTF-8,
+    else :class:`DispatchError`); the few names a process uses are remembered checked."""
+    encoded = _capability_names.get(capability) if type(capability) is str else None
+    if encoded is not None:
+        return encoded
+    if not isinstance(capability, str) or not capability.strip():
+        raise DispatchError(f"capability must be a non-empty string, got {capability!r}")
+    try:
+        check_text(capability, "capability")
+    except KaizenValidationError as exc:
+        raise DispatchError(str(exc)) from None
+    encoded = _dumps(capability)
+    if type(capability) is str and len(_capability_names) < 4096:
+        _capability_names[capability] = encoded
     return encoded
 
 
@@ -369,13 +378,13 @@ class Dispatcher:
         The agent's runner records the step (see :class:`Invocation`); the caller records
         its end itself only when it gives up on it (timeout, cancellation) or no runner
         can take it (no agent, the agent stopped)."""
-        started = time.perf_counter()
+        started = _perf_counter()
         session._writable()  # closed or read-only: refused before anything is queued
         runner = self._routes.get(capability)
         parker = None if runner is None else runner.mailbox.parker
         invocation = Invocation(
             capability,
-            _json_string(capability),
+            _capability_json(capability),
             session,
             params,
             params_json,
@@ -456,7 +465,7 @@ class Dispatcher:
                 step_index=index,
                 capability=capability,
                 agent_id=result.agent_id,
-                duration_ms=round((time.perf_counter() - started) * 1000, 3),
+                duration_ms=round((_perf_counter() - started) * 1000, 3),
                 outcome="success" if result.success else str(result.error_code),
             )
 
@@ -476,14 +485,14 @@ class Dispatcher:
         The step's entries are queued in order before this returns, so any later read,
         write or save of the session sees them.
         """
-        self._check_running()
-        plan_id = self._new_plan_id() if plan_id is None else _checked_plan_id(plan_id)
-        if not isinstance(capability, str) or not capability.strip():
-            raise DispatchError(f"capability must be a non-empty string, got {capability!r}")
-        try:
-            check_text(capability, "capability")
-        except KaizenValidationError as exc:
-            raise DispatchError(str(exc)) from None
+        if self._task_group is None or self._closed:
+            self._check_running()
+        if plan_id is None:
+            self._plans += 1  # _new_plan_id, inlined
+            plan_id = f"{self._plan_prefix}{self._plans:08x}"
+        else:
+            plan_id = _checked_plan_id(plan_id)
+        _capability_json(capability)
         if params is None:
             params = {}
         elif not isinstance(params, dict):

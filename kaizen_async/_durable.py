@@ -560,6 +560,7 @@ class _DurableTransaction(Transaction):
     """A transaction on a store-backed session: learns the sizes of the artifacts it
     replaces or deletes first (their entries record the old size)."""
 
+    __slots__ = ()
     _session: DurableSession
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:

@@ -33,6 +33,7 @@ from ._persistence import SavePlan, plan_save, read_session, write_session
 from ._state import (
     DEFAULT_MAX_ARTIFACT_SIZE,
     SCHEMA_VERSION,
+    SET,
     Op,
     SessionCore,
     validate_artifact_name,
@@ -279,6 +280,9 @@ class Session:
     def _running(self) -> Actor:
         """The running actor (else :class:`SessionClosedError`); an agent's view first
         posts the writes it buffered, so whatever follows is applied after them."""
+        actor = self._actor
+        if actor is not None and not (actor.closing or actor.closed):
+            return actor
         return self._actor_or_raise()
 
     def _actor_or_raise(self) -> Actor:
@@ -302,6 +306,9 @@ class Session:
     def _check_writable(self) -> Actor:
         """:meth:`_writable` without posting an agent view's collected writes: for a write
         that is itself collected (or merely checked), so the collection goes on."""
+        actor = self._actor
+        if actor is not None and not (actor.closing or actor.closed or self._read_only):
+            return actor
         actor = self._actor_or_raise()
         if self._read_only:
             self._refuse_write()
@@ -324,7 +331,9 @@ class Session:
         (FIFO with every later request); ``keys``: the state keys it sets or deletes, so
         that a read of one of them queued after it waits for it (a read of any other key
         waits for nothing)."""
-        actor = self._writable()
+        actor = self._actor
+        if actor is None or actor.closing or actor.closed or self._read_only:
+            actor = self._writable()  # raises (the checks, on the hot path, in one line)
         if keys:
             actor.state_keys.update(keys)
         actor.post(fn, *args)
@@ -431,7 +440,8 @@ class Session:
 
     async def get(self, key: str, default: Any = None) -> Any:
         """A copy of the value at ``key``, or ``default``."""
-        key = validate_key(key)
+        if type(key) is not str or not key or key.isspace() or not key.isascii():
+            key = validate_key(key)
         actor = self._actor
         # queued appends (a step's entries) change no state, and a posted write of another
         # key does not change this one: only a queued posted write of ``key`` is waited for
@@ -780,6 +790,19 @@ class Transaction:
     :meth:`Session.transaction`).
     """
 
+    __slots__ = (
+        "_core",
+        "_deletes",
+        "_keys",
+        "_names",
+        "_ops",
+        "_refused",
+        "_session",
+        "_wait",
+        "_writer",
+        "results",
+    )
+
     def __init__(self, session: Session, wait: bool = True) -> None:
         self._session = session
         self._core = session._core
@@ -813,7 +836,7 @@ class Transaction:
         except Exception as exc:
             self._refused = self._refused or exc
             raise
-        self._ops.append((self._core.apply_set, (key, new, self._writer)))
+        self._ops.append((SET, (key, new, self._writer)))  # apply_set, inlined
         self._keys.append(key)
         if self._wait:
             self._named("set", key)

@@ -93,9 +93,16 @@ def _timestamp() -> str:
     return f"{prefix}+00:00"
 
 
+#: the applier of a set in an op: ``(SET, (key, new, agent_id))`` is ``apply_set``, chained
+#: inline by the session actor's loop like an append
+SET = "set"
+
 #: a checked write as the session actor applies it: ``(applier, args)``, an ``apply_*``
-#: call of the core, or ``(None, (agent_id, kind, content))``, an append
-Op = tuple[Callable[..., Any] | None, tuple[Any, ...]]
+#: call of the core, ``(None, (agent_id, kind, content))``, an append, or a ``SET``
+Op = tuple[Callable[..., Any] | str | None, tuple[Any, ...]]
+
+#: the canonical content of ``state_set``: key, new value, old value (null if none), version
+_SET_CONTENT = b'{"key":%b,"new_value":%b,"old_value":%b,"state_version":%d}'
 
 
 def _discard(_: object) -> None:
@@ -319,12 +326,7 @@ class SessionCore:
 
     def apply_set(self, key: str, new: bytes, agent_id: str = _SYSTEM) -> int:
         version = self.version + 1
-        content = b'{"key":%b,"new_value":%b,"old_value":%b,"state_version":%d}' % (
-            _dumps(key),
-            new,
-            self.state.get(key, b"null"),
-            version,
-        )
+        content = _SET_CONTENT % (_dumps(key), new, self.state.get(key, b"null"), version)
         self._push(agent_id, _STATE_SET, content)
         self.state[key] = new
         self.version = version
@@ -480,6 +482,7 @@ class SessionCore:
         records = self.records
         keep = records.append
         strings = _JSON_STRINGS
+        state = self.state
         inline = self._inline_appends
         # the head and the last seq live in locals while appends are chained, and are
         # written back before any other op runs (it chains through self.head itself)
@@ -487,8 +490,21 @@ class SessionCore:
         error: Exception | None = None
         try:
             for fn, args in ops:
-                if fn is None and inline:
-                    agent_id, kind, content = args
+                if inline and (fn is None or fn is SET):
+                    if fn is None:
+                        agent_id, kind, content = args
+                        value: Any = seq + 1
+                    else:  # apply_set, inlined
+                        key, new, agent_id = args
+                        kind, value = _STATE_SET, self.version + 1
+                        content = _SET_CONTENT % (
+                            _dumps(key),
+                            new,
+                            state.get(key, b"null"),
+                            value,
+                        )
+                        state[key] = new
+                        self.version = value
                     seq += 1
                     agent = strings.get(agent_id) or _json_string(agent_id)
                     digest = _sha256(
@@ -496,11 +512,15 @@ class SessionCore:
                     ).hexdigest()
                     keep((seq, ts, agent_id, kind, content, head, digest))
                     head = digest
-                    value: Any = seq
                 else:
                     self.head = head
                     try:
-                        value = self._push(*args)[SEQ] if fn is None else fn(*args)
+                        if fn is None:
+                            value = self._push(*args)[SEQ]
+                        elif fn is SET:
+                            value = self.apply_set(*args)
+                        else:
+                            value = fn(*args)  # type: ignore[operator]
                     except Exception as exc:
                         error = error or exc
                         value = None

@@ -206,13 +206,21 @@ class Agent:
         if isinstance(session, Session) and session._writer != self.agent_id:
             # called directly, not through a dispatcher (whose runner made the view)
             session = agent_view(session, _validate_agent_id(self.agent_id))
-        return await self._kaizen_invoke(capability, session, params, None)
+        outcome = self._kaizen_start(capability, session, params, None)
+        if not isinstance(outcome, InvokeResult):
+            outcome = await outcome
+            if not isinstance(outcome, InvokeResult):
+                return InvokeResult.ok(outcome, self.agent_id, capability)
+        return outcome
 
-    async def _kaizen_invoke(
+    def _kaizen_start(
         self, capability: str, session: Session, params: dict[str, Any], key: bytes | None
-    ) -> InvokeResult:
-        """:meth:`invoke` on the session view the runner made; ``key``: the canonical
-        params (validated params of a frozen, flat model are remembered by it)."""
+    ) -> InvokeResult | Awaitable[Any]:
+        """:meth:`invoke` on the session view the runner made, up to the capability call:
+        the method's coroutine (what it returns, if not an :class:`InvokeResult`, is a
+        success), or the failure that refused it. ``key``: the canonical params (validated
+        params of a frozen, flat model are remembered by it). The runner awaits the call
+        itself: no coroutine of its own per step."""
         entry = self._capabilities.get(capability)
         if entry is None:
             return self.fail(
@@ -234,10 +242,7 @@ class Agent:
                         "received": params,
                     },
                 )
-        outcome = await getattr(self, entry.method_name)(session, arg)
-        if isinstance(outcome, InvokeResult):
-            return outcome
-        return InvokeResult.ok(outcome, self.agent_id, capability)
+        return getattr(self, entry.method_name)(session, arg)  # type: ignore[no-any-return]
 
     # helpers for capability methods --------------------------------------------------------
 
@@ -437,7 +442,7 @@ class AgentRunner:
         self._mailbox: Mailbox[Invocation] | None = None
         self.served = 0
         # an Agent whose invoke is the base class's: validated params can be remembered
-        self._run = agent._kaizen_invoke if type(agent).invoke is Agent.invoke else None  # type: ignore[attr-defined]
+        self._start = agent._kaizen_start if type(agent).invoke is Agent.invoke else None  # type: ignore[attr-defined]
 
     @property
     def mailbox(self) -> Mailbox[Invocation]:
@@ -553,11 +558,14 @@ class AgentRunner:
             session = agent_view(session, agent_id, invocation)
         try:
             try:
-                if self._run is not None:
-                    call = self._run(capability, session, invocation.params, invocation.params_json)
+                start = self._start
+                if start is not None:
+                    call = start(capability, session, invocation.params, invocation.params_json)
                 else:
                     call = self.agent.invoke(capability, session, invocation.params)
-                if type(call) is types.CoroutineType:
+                if type(call) is InvokeResult:  # refused before its method ran
+                    result = call
+                elif type(call) is types.CoroutineType:
                     try:
                         trap = call.send(None)  # most steps end here, without suspending
                     except StopIteration as stop:
@@ -596,6 +604,8 @@ class AgentRunner:
             return InvokeResult.fail(
                 ErrorCode.AGENT_INVOCATION_FAILED, message, agent_id, capability, details
             ), None
+        if not isinstance(result, InvokeResult) and self._start is not None:
+            result = InvokeResult.ok(result, agent_id, capability)  # an Agent's plain result
         if not isinstance(result, InvokeResult):
             return InvokeResult.fail(
                 ErrorCode.AGENT_INVALID_RESULT,

@@ -855,11 +855,11 @@ class Transaction:
 
     def append(self, agent_id: str, entry_type: EntryType | str, content: Any) -> None:
         try:
-            op = self._core.check_append(agent_id, entry_type, content)
+            op = self._core.append_op(agent_id, entry_type, content)
         except Exception as exc:
             self._refused = self._refused or exc
             raise
-        self._ops.append((None, op))  # an append: chained inline by the core
+        self._ops.append(op)
 
     def write_artifact(self, name: str, data: bytes) -> None:
         try:

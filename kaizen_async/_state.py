@@ -211,6 +211,7 @@ class SessionCore:
         "blobs",
         "checkpoints",
         "head",
+        "keys",
         "max_artifact_size",
         "records",
         "session_id",
@@ -241,6 +242,9 @@ class SessionCore:
         self.artifacts: dict[str, str] = {}  # name -> digest
         self.blobs: dict[str, bytes] = {}  # digest -> data (every version ever written)
         self.head = ZERO_HASH
+        #: the state keys set or deleted since the last commit (a store-backed core; None:
+        #: not tracked, as a session in memory has nothing to commit)
+        self.keys: set[str] | None = None
         #: the timestamp the entries of the message being applied share (None: each its own)
         self.stamp: str | None = None
         #: signed checkpoints of this chain (beside it, not in it): loaded and saved
@@ -303,6 +307,10 @@ class SessionCore:
                 f"{kind} entries are written by set/delete/write_artifact/delete_artifact only"
             )
         return (agent_id, kind, encode(content, "entry content"))
+
+    def append_op(self, agent_id: str, entry_type: EntryType | str, content: Any) -> Op:
+        """A checked append as an op (chained inline by the session actor's loop)."""
+        return (None, self.check_append(agent_id, entry_type, content))
 
     def step_op(self, kind: str, content: bytes, key: tuple[str, int]) -> Op:
         """The op of a dispatched step's ``plan_step_started``/``completed`` (an append by
@@ -467,10 +475,6 @@ class SessionCore:
         if error is not None:
             raise error
 
-    #: whether appends in a batch are chained inline (a subclass that watches every entry
-    #: through ``_push`` turns it off)
-    _inline_appends = True
-
     def _apply_ops(self, ops: list[Op], results: list[Any] | None) -> Exception | None:
         """The session actor's tight loop: apply ``ops`` in order under one timestamp,
         chaining appends right here (``_push``, inlined: no call per entry); the first
@@ -483,14 +487,14 @@ class SessionCore:
         keep = records.append
         strings = _JSON_STRINGS
         state = self.state
-        inline = self._inline_appends
+        changed = self.keys
         # the head and the last seq live in locals while appends are chained, and are
         # written back before any other op runs (it chains through self.head itself)
         head, seq = self.head, self.base + len(records)
         error: Exception | None = None
         try:
             for fn, args in ops:
-                if inline and (fn is None or fn is SET):
+                if fn is None or fn is SET:
                     if fn is None:
                         agent_id, kind, content = args
                         value: Any = seq + 1
@@ -505,6 +509,8 @@ class SessionCore:
                         )
                         state[key] = new
                         self.version = value
+                        if changed is not None:
+                            changed.add(key)
                     seq += 1
                     agent = strings.get(agent_id) or _json_string(agent_id)
                     digest = _sha256(
@@ -515,12 +521,7 @@ class SessionCore:
                 else:
                     self.head = head
                     try:
-                        if fn is None:
-                            value = self._push(*args)[SEQ]
-                        elif fn is SET:
-                            value = self.apply_set(*args)
-                        else:
-                            value = fn(*args)  # type: ignore[operator]
+                        value = fn(*args)  # type: ignore[operator]
                     except Exception as exc:
                         error = error or exc
                         value = None

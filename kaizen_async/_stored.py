@@ -18,7 +18,7 @@ from ._exceptions import SessionCorruptedError
 from ._state import DISPATCHER, Op, SessionCore
 from ._steps import COMPLETED, STARTED, OpenSteps
 from ._storage import Batch, SessionStore, StoredSession
-from ._trajectory import CONTENT, HASH, SEQ, Record
+from ._trajectory import CONTENT, HASH, SEQ, EntryType, Record
 
 __all__ = ["DEFAULT_TAIL", "StoredCore", "load_core", "step_records"]
 
@@ -41,7 +41,6 @@ class StoredCore(SessionCore):
         "committed",
         "epoch",
         "interrupted",
-        "keys",
         "names",
         "new_blobs",
         "open_steps",
@@ -124,8 +123,6 @@ class StoredCore(SessionCore):
     def length(self) -> int:
         return self.base + len(self.records)
 
-    _inline_appends = False  # each entry goes through _push, for the open steps
-
     def _push(self, agent_id: str, entry_type: str, content: bytes) -> Record:
         # SessionCore._push (from seq base + 1), plus the open-step bookkeeping
         record = SessionCore._push(self, agent_id, entry_type, content)
@@ -134,6 +131,16 @@ class StoredCore(SessionCore):
         elif entry_type == COMPLETED:
             self.steps_changed |= self.open_steps.completed(content)
         return record
+
+    keys: set[str]
+
+    def append_op(self, agent_id: str, entry_type: EntryType | str, content: Any) -> Op:
+        # an append that starts or ends a step goes through _push (open steps); the rest
+        # are chained inline
+        checked = self.check_append(agent_id, entry_type, content)
+        if checked[1] == STARTED or checked[1] == COMPLETED:
+            return (self.apply_append, checked)
+        return (None, checked)
 
     def step_op(self, kind: str, content: bytes, key: tuple[str, int]) -> Op:
         return (self._push_step, (kind, content, key))

@@ -29,7 +29,7 @@ from kaizen_async import (
     SessionHub,
     TrajectoryEntry,
 )
-from kaizen_async._canonical import encode, entry_hash
+from kaizen_async._canonical import decode, encode, entry_hash
 from kaizen_async._durable import DurableSession
 from kaizen_async._state import SessionCore
 from kaizen_async._storage import Batch, SessionStore
@@ -673,6 +673,30 @@ async def test_open_steps_are_sent_only_when_they_change() -> None:
         kinds = [e.entry_type for e in await session.get_trajectory()]
         assert EntryType.PLAN_STEP_COMPLETED in kinds
         assert (await store.load("s")).open_steps == ()
+
+
+async def test_a_step_started_in_a_transaction_is_an_open_step() -> None:
+    """A ``plan_step_started`` appended in a transaction (awaited or posted) opens a step
+    in the store, as one appended alone does; a state write in the same transaction is
+    committed with it."""
+    store = ControlledStore(MemoryStore())
+    step = {"plan_id": "p", "step_index": 0, "capability": "c", "agent_id": "a"}
+    async with SessionHub(store) as hub, hub.open("s", create=True) as session:
+        async with session.transaction() as tx:
+            tx.set("k", 1)
+            tx.append("system", EntryType.PLAN_STEP_STARTED, step)
+        assert tx.results is not None
+        first = tx.results[1]
+        assert store.batches[-1].open_steps == (first,)
+        async with session.transaction(wait=False) as tx:
+            tx.append("system", EntryType.PLAN_STEP_STARTED, {**step, "step_index": 1})
+            tx.set("k", 2)
+        await session.flush()
+        second = await session.get_trajectory_length() - 1
+        assert store.batches[-1].open_steps == (first, second)
+        loaded = await store.load("s")
+        assert loaded.open_steps == (first, second)
+        assert decode(loaded.state["k"]) == 2
 
 
 async def test_a_dispatched_step_is_answered_once_it_is_durable(store: ControlledStore) -> None:

@@ -129,7 +129,8 @@ class Actor:
     def _wake(self) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
 
-    async def _sleep(self) -> None:  # pragma: no cover - overridden
+    def _sleep(self) -> Awaitable[None]:  # pragma: no cover - overridden
+        """What the actor task awaits to sleep until woken (not a coroutine of ours)."""
         raise NotImplementedError
 
     def _withdrawn(self, slot: list[Any]) -> bool:
@@ -400,9 +401,9 @@ class _AsyncioActor(Actor):
             if not wakeup.done():
                 wakeup.set_result(None)
 
-    async def _sleep(self) -> None:
-        self._wakeup = self._loop.create_future()
-        await self._wakeup
+    def _sleep(self) -> Awaitable[None]:
+        self._wakeup = wakeup = self._loop.create_future()
+        return wakeup
 
     async def call(self, fn: _Fn, *args: Any) -> Any:
         """The hot path of every awaited write: the generic request, inlined."""
@@ -517,15 +518,14 @@ class _TrioActor(Actor):
             self._sleeper = None
             self._lowlevel.reschedule(sleeper)
 
-    async def _sleep(self) -> None:
+    def _sleep(self) -> Awaitable[None]:
         lowlevel = self._lowlevel
         self._sleeper = lowlevel.current_task()
+        return lowlevel.wait_task_rescheduled(self._abort_sleep)  # type: ignore[no-any-return]
 
-        def abort(_: Any) -> Any:
-            self._sleeper = None
-            return lowlevel.Abort.SUCCEEDED
-
-        await lowlevel.wait_task_rescheduled(abort)
+    def _abort_sleep(self, _: Any) -> Any:
+        self._sleeper = None
+        return self._lowlevel.Abort.SUCCEEDED
 
 
 def _lost(name: str, exc: Exception) -> None:

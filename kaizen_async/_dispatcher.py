@@ -403,7 +403,7 @@ class Dispatcher:
             if timeout is None:
                 if not mailbox.try_send(invocation):
                     await mailbox.send(invocation)
-                result = await (slot[0] if parker.futures else parker.park(slot))
+                result = await parker.park(slot)
             else:
                 with anyio.move_on_after(timeout) as scope:
                     await mailbox.send(invocation)

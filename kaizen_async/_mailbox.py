@@ -145,7 +145,7 @@ class Mailbox(Generic[T]):
             self._receivers.append(slot)
             self._waiting_receive += 1
             try:
-                await (slot[0] if parker.futures else parker.park(slot))
+                await parker.park(slot)
             except BaseException:
                 if self.parker.withdraw(slot):  # skipped when popped
                     self._waiting_receive -= 1

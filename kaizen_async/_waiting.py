@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Awaitable
 from typing import Any
 
 __all__ = ["Parker", "create_parker", "on_trio"]
@@ -29,11 +30,9 @@ def on_trio() -> bool:
 class Parker:
     """Park the current task until woken (returns the value) or cancelled."""
 
-    #: True when a slot is ``[future]``: a hot path may await ``slot[0]`` itself, which
-    #: is what :meth:`park` does, without the coroutine a call to it makes
-    futures = False
-
-    async def park(self, slot: list[Any]) -> Any:  # pragma: no cover - overridden
+    def park(self, slot: list[Any]) -> Awaitable[Any]:  # pragma: no cover - overridden
+        """What to await for ``slot``'s answer: the backend's own wait, returned rather
+        than awaited here, so a wait makes no coroutine of ours (it is on every hop)."""
         raise NotImplementedError
 
     def new_slot(self) -> list[Any]:  # pragma: no cover - overridden
@@ -75,16 +74,14 @@ class _FirmFuture(asyncio.Future[Any]):
 
 class _AsyncioParker(Parker):
     # slot: [future]
-    futures = True
-
     def __init__(self) -> None:
         self._loop = asyncio.get_running_loop()
 
     def new_slot(self) -> list[Any]:
         return [self._loop.create_future()]
 
-    async def park(self, slot: list[Any]) -> Any:
-        return await slot[0]
+    def park(self, slot: list[Any]) -> Awaitable[Any]:
+        return slot[0]  # type: ignore[no-any-return]
 
     def withdrawn(self, slot: list[Any]) -> bool:
         return bool(slot[0].cancelled())
@@ -138,20 +135,25 @@ class _TrioParker(Parker):
             slot[1] = 3
         return bool(slot[1] == 3)
 
-    async def park(self, slot: list[Any]) -> Any:
+    def park(self, slot: list[Any]) -> Awaitable[Any]:
         if slot[1] == 2:  # answered before we waited
-            await self._lowlevel.checkpoint()
-            if slot[3] is not None:
-                raise slot[3]
-            return slot[2]
-        slot[0] = self._lowlevel.current_task()
+            return self._answered(slot)
+        lowlevel = self._lowlevel
+        slot[0] = lowlevel.current_task()
         slot[1] = 1
 
         def abort(_: Any) -> Any:
             slot[1] = 3
-            return self._lowlevel.Abort.SUCCEEDED
+            return lowlevel.Abort.SUCCEEDED
 
-        return await self._lowlevel.wait_task_rescheduled(abort)
+        return lowlevel.wait_task_rescheduled(abort)  # type: ignore[no-any-return]
+
+    async def _answered(self, slot: list[Any]) -> Any:
+        """The answer of a slot woken before its task waited (a checkpoint all the same)."""
+        await self._lowlevel.checkpoint()
+        if slot[3] is not None:
+            raise slot[3]
+        return slot[2]
 
     def new_firm_slot(self) -> list[Any]:
         return [None, 0, None, None]

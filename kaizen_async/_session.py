@@ -518,7 +518,7 @@ class Session:
         await self._settled()
         if limit is not None and limit <= 0:
             return []
-        records: list[Record] = self._core.records
+        records: Sequence[Record] = self._core.records
         if since_seq is not None:
             records = records[max(since_seq, 0) :]
         if entry_types is not None:

@@ -32,6 +32,7 @@ from ._exceptions import (
     StateKeyNotFoundError,
 )
 from ._trajectory import (
+    CHUNK,
     CONTENT,
     ENTRY_TYPE,
     HASH,
@@ -39,6 +40,7 @@ from ._trajectory import (
     SEQ,
     EntryType,
     Record,
+    Records,
     TrajectoryEntry,
 )
 
@@ -236,7 +238,7 @@ class SessionCore:
         self.session_id: str = session_id or str(uuid.uuid4())
         self.max_artifact_size = max_artifact_size
         self.workspace_path = None if workspace_path is None else str(workspace_path)
-        self.records: list[Record] = []
+        self.records = Records()
         self.state: dict[str, bytes] = {}
         self.version = 0
         self.artifacts: dict[str, str] = {}  # name -> digest
@@ -484,7 +486,8 @@ class SessionCore:
         self.stamp = ts
         ts_bytes = ts.encode()
         records = self.records
-        keep = records.append
+        tail = records.tail  # appended to directly; sealed once the batch is applied
+        keep = tail.append
         strings = _JSON_STRINGS
         state = self.state
         changed = self.keys
@@ -531,6 +534,8 @@ class SessionCore:
         finally:
             self.head = head
             self.stamp = outer
+            if len(tail) >= CHUNK:
+                records.seal()
         return error
 
     def _blob_size(self, digest: str) -> int | None:
@@ -624,7 +629,8 @@ class SessionCore:
             workspace_path=workspace_path,
             created=False,
         )
-        append = core.records.append if keep else _discard
+        kept = core.records.tail  # sealed at the end
+        append = kept.append if keep else _discard
         prev = ZERO_HASH
         state = core.state
         strings = _JSON_STRINGS
@@ -682,6 +688,7 @@ class SessionCore:
                 version = core.version
             append(record)
             prev = digest
+        core.records.seal()
         for key, data in state.items():  # keep exact-size bytes (see _canonical.encode)
             state[key] = _join((data, b""))
         core.version = version
@@ -769,7 +776,7 @@ class SessionCore:
             workspace_path=self.workspace_path,
             created=False,
         )
-        copy.records = list(self.records)
+        copy.records = self.records.copy()
         copy.state = dict(self.state)
         copy.version = self.version
         copy.artifacts = dict(self.artifacts)

@@ -10,7 +10,7 @@ again the step is closed with a failed ``plan_step_completed`` carrying the erro
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import orjson
 
@@ -139,7 +139,7 @@ class OpenSteps:
         return sum(len(seqs) for seqs in self.steps.values())
 
 
-def find_open_steps(records: list[Record]) -> list[Record]:
+def find_open_steps(records: Sequence[Record]) -> list[Record]:
     """The ``plan_step_started`` records of ``records`` (a whole trajectory) never completed.
 
     Counting first keeps the common case (every step ended) to one pass of string

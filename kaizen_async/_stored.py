@@ -18,7 +18,7 @@ from ._exceptions import SessionCorruptedError
 from ._state import DISPATCHER, Op, SessionCore
 from ._steps import COMPLETED, STARTED, OpenSteps
 from ._storage import Batch, SessionStore, StoredSession
-from ._trajectory import CONTENT, HASH, SEQ, EntryType, Record
+from ._trajectory import CONTENT, HASH, SEQ, EntryType, Record, Records
 
 __all__ = ["DEFAULT_TAIL", "StoredCore", "load_core", "step_records"]
 
@@ -91,7 +91,7 @@ class StoredCore(SessionCore):
                 f"session {info.session_id}: the stored head differs from the last entry",
                 seq=length,
             )
-        self.records = tail
+        self.records = Records(tail)
         self.base = base
         self.committed = length
         self.state = dict(stored.state)
@@ -249,7 +249,7 @@ class StoredCore(SessionCore):
         not disturbed."""
         committed = self.committed - self.base
         if committed:
-            self.records = self.records[committed:]
+            self.records = Records(self.records[committed:])
             self.base = self.committed
 
     def tail(self) -> tuple[int, int, list[Record]]:

@@ -8,9 +8,11 @@ content decoded afresh, so nothing a caller holds can reach back into the sessio
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from enum import Enum
-from typing import Any, Final, TypeAlias
+from itertools import chain
+from typing import Any, Final, TypeAlias, overload
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
@@ -27,6 +29,7 @@ __all__ = [
     "TIMESTAMP",
     "EntryType",
     "Record",
+    "Records",
     "TrajectoryEntry",
     "record_hash",
 ]
@@ -77,6 +80,136 @@ ENTRY_TYPE: Final = 3
 CONTENT: Final = 4
 PREV_HASH: Final = 5
 HASH: Final = 6
+
+
+#: records per sealed chunk of :class:`Records` (a power of two: an index splits by shift)
+CHUNK_BITS: Final = 10
+CHUNK: Final = 1 << CHUNK_BITS
+
+
+class Records(Sequence[Record]):
+    """A session's records in order: a list's reads and appends, held so that a full
+    garbage collection does not visit every record.
+
+    A list of records is one tracked container whose every element a full collection
+    visits (each a cache miss: ~20 ms for 300,000 records), though the records themselves
+    are untracked. Here the records past the newest ``CHUNK`` sit in sealed chunks, exact
+    tuples of records, which the collector untracks like the records: a full collection
+    visits one pointer per 1,024 records. ``tail``, the unsealed newest records, is a
+    plain list the session actor appends to directly; :meth:`seal` moves full chunks out
+    of it in place (so a reference to ``tail`` stays valid). Slices are lists; iteration
+    is over a snapshot (records appended meanwhile are not seen).
+    """
+
+    __slots__ = ("_chunks", "_sealed", "tail")
+
+    def __init__(self, records: Iterable[Record] = ()) -> None:
+        self._chunks: list[tuple[Record, ...]] = []
+        self._sealed = 0  # records in _chunks
+        self.tail: list[Record] = list(records)
+        self.seal()
+
+    def seal(self) -> None:
+        """Move every full chunk from the front of ``tail`` into a sealed chunk."""
+        tail = self.tail
+        while len(tail) >= CHUNK:
+            self._chunks.append(tuple(tail[:CHUNK]))
+            del tail[:CHUNK]
+            self._sealed += CHUNK
+
+    def append(self, record: Record) -> None:
+        tail = self.tail
+        tail.append(record)
+        if len(tail) >= CHUNK:
+            self.seal()
+
+    def extend(self, records: Iterable[Record]) -> None:
+        self.tail.extend(records)
+        self.seal()
+
+    def copy(self) -> Records:
+        """A copy that later appends to either do not affect (the sealed chunks, which
+        never change, are shared)."""
+        copy = Records()
+        copy._chunks, copy._sealed, copy.tail = list(self._chunks), self._sealed, self.tail[:]
+        return copy
+
+    def __len__(self) -> int:
+        return self._sealed + len(self.tail)
+
+    def _position(self, index: int) -> int:
+        length = self._sealed + len(self.tail)
+        if index < 0:
+            index += length
+        if not 0 <= index < length:
+            raise IndexError("record index out of range")
+        return index
+
+    @overload
+    def __getitem__(self, index: int) -> Record: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Record]: ...
+
+    def __getitem__(self, index: int | slice) -> Record | list[Record]:
+        if isinstance(index, slice):
+            start, stop, step = index.indices(self._sealed + len(self.tail))
+            if step != 1:
+                return [self[i] for i in range(start, stop, step)]
+            return self._range(start, stop)
+        index = self._position(index)
+        sealed = self._sealed
+        if index >= sealed:
+            return self.tail[index - sealed]
+        return self._chunks[index >> CHUNK_BITS][index & (CHUNK - 1)]
+
+    def _range(self, start: int, stop: int) -> list[Record]:
+        """``records[start:stop]`` for ``0 <= start``, ``stop <= len``, as a new list."""
+        sealed = self._sealed
+        if start >= sealed:
+            return self.tail[start - sealed : stop - sealed]
+        out: list[Record] = []
+        chunks = self._chunks
+        for number in range(start >> CHUNK_BITS, (min(stop, sealed) + CHUNK - 1) >> CHUNK_BITS):
+            first = number << CHUNK_BITS
+            out += chunks[number][max(start - first, 0) : stop - first]
+        if stop > sealed:
+            out += self.tail[: stop - sealed]
+        return out
+
+    def __setitem__(self, index: int, record: Record) -> None:
+        """Replace one record (tests tamper with a chain this way)."""
+        index = self._position(index)
+        sealed = self._sealed
+        if index >= sealed:
+            self.tail[index - sealed] = record
+            return
+        number = index >> CHUNK_BITS
+        chunk = list(self._chunks[number])
+        chunk[index & (CHUNK - 1)] = record
+        self._chunks[number] = tuple(chunk)
+
+    def __delitem__(self, index: slice) -> None:
+        """Drop the oldest records (``del records[:n]``, what a store-backed core's tail
+        does once they are committed); other deletes are refused."""
+        if not isinstance(index, slice) or index.start not in (None, 0) or index.step:
+            raise TypeError("only a prefix of the records can be deleted")
+        rest = self[index.stop if index.stop is not None else len(self) :]
+        self._chunks, self._sealed, self.tail[:] = [], 0, rest
+        self.seal()
+
+    def __iter__(self) -> Iterator[Record]:
+        return chain(chain.from_iterable(tuple(self._chunks)), tuple(self.tail))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Records | list):
+            return len(self) == len(other) and list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Records({len(self)} records)"
 
 
 def record_hash(record: Record) -> str:

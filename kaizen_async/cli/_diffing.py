@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from .._trajectory import HASH, Record
@@ -11,7 +12,7 @@ __all__ = ["compare_histories", "compare_maps"]
 _MISSING = object()
 
 
-def compare_histories(a: list[Record], b: list[Record]) -> dict[str, Any]:
+def compare_histories(a: Sequence[Record], b: Sequence[Record]) -> dict[str, Any]:
     """Where two histories part: how many leading entries they share (equal hashes; the
     chain makes an equal hash at seq k mean equal entries 1..k) and what that makes them."""
     shared = 0

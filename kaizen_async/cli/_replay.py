@@ -13,6 +13,7 @@ last entry.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from .._canonical import decode, sha256_hex
@@ -32,7 +33,7 @@ _STEP_KINDS = (EntryType.PLAN_STEP_STARTED.value, EntryType.PLAN_STEP_COMPLETED.
 _EXCHANGE = EntryType.LLM_EXCHANGE.value
 
 
-def _find_plan(records: list[Record], plan_id: str | None) -> tuple[Record, dict[str, Any]]:
+def _find_plan(records: Sequence[Record], plan_id: str | None) -> tuple[Record, dict[str, Any]]:
     plans = [r for r in records if r[ENTRY_TYPE] in _PLAN_KINDS]
     if plan_id is not None:
         plans = [r for r in plans if decode(r[CONTENT]).get("plan_id") == plan_id]
@@ -52,7 +53,7 @@ def _user_text(request: dict[str, Any]) -> str | None:
     return users[-1].get("content") if users else None
 
 
-def _find_exchange(records: list[Record], plan: Record, user_input: str) -> Record:
+def _find_exchange(records: Sequence[Record], plan: Record, user_input: str) -> Record:
     for record in reversed(records[: plan[SEQ] - 1]):
         if record[ENTRY_TYPE] == _EXCHANGE:
             request = decode(record[CONTENT]).get("request") or {}
@@ -64,7 +65,9 @@ def _find_exchange(records: list[Record], plan: Record, user_input: str) -> Reco
     )
 
 
-def _recorded_steps(records: list[Record], plan_id: str) -> tuple[list[dict[str, Any]], int, int]:
+def _recorded_steps(
+    records: Sequence[Record], plan_id: str
+) -> tuple[list[dict[str, Any]], int, int]:
     """The plan's completed steps in order, its first step entry's seq and its last."""
     steps: dict[int, dict[str, Any]] = {}
     first = last = 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -38,7 +38,7 @@ __all__ = [
 
 
 def filter_records(
-    records: list[Record],
+    records: Sequence[Record],
     *,
     since_seq: int | None = None,
     entry_types: Collection[str] | None = None,
@@ -58,7 +58,7 @@ def filter_records(
         records = [r for r in records if r[AGENT_ID] == agent_id]
     if limit is not None:
         records = records[-limit:]
-    return records
+    return list(records) if type(records) is not list else records
 
 
 class Source(ABC):

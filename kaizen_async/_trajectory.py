@@ -83,7 +83,7 @@ HASH: Final = 6
 
 
 #: records per sealed chunk of :class:`Records` (a power of two: an index splits by shift)
-CHUNK_BITS: Final = 10
+CHUNK_BITS: Final = 8
 CHUNK: Final = 1 << CHUNK_BITS
 
 
@@ -95,7 +95,7 @@ class Records(Sequence[Record]):
     visits (each a cache miss: ~20 ms for 300,000 records), though the records themselves
     are untracked. Here the records past the newest ``CHUNK`` sit in sealed chunks, exact
     tuples of records, which the collector untracks like the records: a full collection
-    visits one pointer per 1,024 records. ``tail``, the unsealed newest records, is a
+    visits one pointer per 256 records. ``tail``, the unsealed newest records, is a
     plain list the session actor appends to directly; :meth:`seal` moves full chunks out
     of it in place (so a reference to ``tail`` stays valid). Slices are lists; iteration
     is over a snapshot (records appended meanwhile are not seen).

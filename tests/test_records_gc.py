@@ -103,7 +103,7 @@ def _visited_by_a_full_collection(records: Records) -> int:
 
 async def test_a_full_collection_visits_a_session_s_records_a_chunk_at_a_time() -> None:
     """3,000+ records: what a full collection follows from the session's records is its
-    sealed chunks (one reference per 1,024 records) and the unsealed tail, not every
+    sealed chunks (one reference per CHUNK records) and the unsealed tail, not every
     record; the records read back whole and in order, and the chain verifies."""
     total = 3 * CHUNK + 10
     async with Session() as session:

@@ -493,7 +493,7 @@ class SessionCore:
         changed = self.keys
         # the head and the last seq live in locals while appends are chained, and are
         # written back before any other op runs (it chains through self.head itself)
-        head, seq = self.head, self.base + len(records)
+        head, seq = self.head, self.base + records.sealed + len(tail)
         error: Exception | None = None
         try:
             for fn, args in ops:
@@ -528,7 +528,7 @@ class SessionCore:
                     except Exception as exc:
                         error = error or exc
                         value = None
-                    head, seq = self.head, self.base + len(records)
+                    head, seq = self.head, self.base + records.sealed + len(tail)
                 if results is not None:
                     results.append(value)
         finally:

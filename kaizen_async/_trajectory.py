@@ -101,11 +101,11 @@ class Records(Sequence[Record]):
     is over a snapshot (records appended meanwhile are not seen).
     """
 
-    __slots__ = ("_chunks", "_sealed", "tail")
+    __slots__ = ("_chunks", "sealed", "tail")
 
     def __init__(self, records: Iterable[Record] = ()) -> None:
         self._chunks: list[tuple[Record, ...]] = []
-        self._sealed = 0  # records in _chunks
+        self.sealed = 0  #: how many records the sealed chunks hold (the tail follows them)
         self.tail: list[Record] = list(records)
         self.seal()
 
@@ -115,7 +115,7 @@ class Records(Sequence[Record]):
         while len(tail) >= CHUNK:
             self._chunks.append(tuple(tail[:CHUNK]))
             del tail[:CHUNK]
-            self._sealed += CHUNK
+            self.sealed += CHUNK
 
     def append(self, record: Record) -> None:
         tail = self.tail
@@ -131,14 +131,14 @@ class Records(Sequence[Record]):
         """A copy that later appends to either do not affect (the sealed chunks, which
         never change, are shared)."""
         copy = Records()
-        copy._chunks, copy._sealed, copy.tail = list(self._chunks), self._sealed, self.tail[:]
+        copy._chunks, copy.sealed, copy.tail = list(self._chunks), self.sealed, self.tail[:]
         return copy
 
     def __len__(self) -> int:
-        return self._sealed + len(self.tail)
+        return self.sealed + len(self.tail)
 
     def _position(self, index: int) -> int:
-        length = self._sealed + len(self.tail)
+        length = self.sealed + len(self.tail)
         if index < 0:
             index += length
         if not 0 <= index < length:
@@ -153,19 +153,19 @@ class Records(Sequence[Record]):
 
     def __getitem__(self, index: int | slice) -> Record | list[Record]:
         if isinstance(index, slice):
-            start, stop, step = index.indices(self._sealed + len(self.tail))
+            start, stop, step = index.indices(self.sealed + len(self.tail))
             if step != 1:
                 return [self[i] for i in range(start, stop, step)]
             return self._range(start, stop)
         index = self._position(index)
-        sealed = self._sealed
+        sealed = self.sealed
         if index >= sealed:
             return self.tail[index - sealed]
         return self._chunks[index >> CHUNK_BITS][index & (CHUNK - 1)]
 
     def _range(self, start: int, stop: int) -> list[Record]:
         """``records[start:stop]`` for ``0 <= start``, ``stop <= len``, as a new list."""
-        sealed = self._sealed
+        sealed = self.sealed
         if start >= sealed:
             return self.tail[start - sealed : stop - sealed]
         out: list[Record] = []
@@ -180,7 +180,7 @@ class Records(Sequence[Record]):
     def __setitem__(self, index: int, record: Record) -> None:
         """Replace one record (tests tamper with a chain this way)."""
         index = self._position(index)
-        sealed = self._sealed
+        sealed = self.sealed
         if index >= sealed:
             self.tail[index - sealed] = record
             return
@@ -195,7 +195,7 @@ class Records(Sequence[Record]):
         if not isinstance(index, slice) or index.start not in (None, 0) or index.step:
             raise TypeError("only a prefix of the records can be deleted")
         rest = self[index.stop if index.stop is not None else len(self) :]
-        self._chunks, self._sealed, self.tail[:] = [], 0, rest
+        self._chunks, self.sealed, self.tail[:] = [], 0, rest
         self.seal()
 
     def __iter__(self) -> Iterator[Record]:

@@ -113,6 +113,37 @@ async def idle_memory(n: int) -> float:
     return sum(stat.size_diff for stat in after.compare_to(before, "filename")) / n
 
 
+def _full_collection_ms() -> float:
+    """The best of five full collections, in ms."""
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        gc.collect()
+        best = min(best, time.perf_counter() - start)
+    return best * 1000
+
+
+async def gc_pause(entries: int) -> tuple[float, float, float]:
+    """A full garbage collection's time (ms) with nothing held, with ``entries`` records
+    held by sessions, and with the same records also held in one plain list: what holding
+    records costs each full collection (issue 10: records cost no collector time)."""
+    gc.collect()
+    empty = _full_collection_ms()
+    sessions = [Session() for _ in range(10)]
+    for session in sessions:
+        await session.__aenter__()
+        for i in range(entries // len(sessions)):
+            session.append_nowait("bench", "system_note", {"i": i})
+        await session.flush()
+    held = _full_collection_ms()
+    in_a_list = [record for session in sessions for record in session._core.records]
+    listed = _full_collection_ms()
+    del in_a_list
+    for session in sessions:
+        await session.__aexit__(None, None, None)
+    return empty, held, listed
+
+
 async def main(quick: bool) -> None:
     load_average()
     n = 20_000 if quick else 100_000
@@ -125,6 +156,8 @@ async def main(quick: bool) -> None:
     with tempfile.TemporaryDirectory() as directory:
         p = await persistence(entries, 1_000, directory)
     idle_bytes = await idle_memory(2_000)
+    held = 60_000 if quick else 300_000
+    gc_empty, gc_held, gc_listed = await gc_pause(held)
     rows = [
         ("asyncio.Queue request/reply (baseline)", f"{queue_rate:,.0f}/s", "1.00"),
         (
@@ -155,6 +188,17 @@ async def main(quick: bool) -> None:
             f"{idle_bytes / 1024:,.1f} KiB",
             "",
         ),
+        ("full gc.collect(), no session open (baseline)", f"{gc_empty:,.1f} ms", "1.00"),
+        (
+            f"full gc.collect(), {held:,} records held by 10 sessions",
+            f"{gc_held:,.1f} ms",
+            f"{gc_held / gc_empty:.2f}",
+        ),
+        (
+            "  the same records also held in one plain list (what a list would cost)",
+            f"{gc_listed:,.1f} ms",
+            f"{gc_listed / gc_empty:.2f}",
+        ),
     ]
     report(
         "session",
@@ -165,6 +209,9 @@ async def main(quick: bool) -> None:
             "set_one_caller_per_s": one,
             "set_64_callers_per_s": many,
             "idle_session_bytes": idle_bytes,
+            "gc_ms_empty": gc_empty,
+            "gc_ms_records_held": gc_held,
+            "gc_ms_records_in_a_list": gc_listed,
             **p,
         },
     )

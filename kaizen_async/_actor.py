@@ -436,26 +436,34 @@ class _AsyncioActor(Actor):
                     await self._drain_once()
                     continue
                 self.batches += 1
-                answers = []
+                answers = []  # only awaited requests: a posted write's answer is dropped
+                applied = 0
                 for _ in range(len(queue)):
                     fn, args, slot, _ = popleft()
-                    future = None if slot is None else slot[0]
-                    if future is not None and future.done():
+                    if slot is None:
+                        applied += 1
+                        try:
+                            fn(*args)
+                        except Exception as exc:
+                            _lost(self.name, exc)
                         continue
+                    future = slot[0]
+                    if future.done():
+                        continue
+                    applied += 1
                     try:
                         answers.append((future, True, fn(*args)))
                     except Exception as exc:
-                        if future is None:
-                            _lost(self.name, exc)
                         answers.append((future, False, exc))
-                self.applied += len(answers)
+                self.applied += applied
                 for future, ok, value in answers:
-                    if future is None or future.done():
+                    if future.done():
                         continue
                     if ok:
                         future.set_result(value)
                     else:
                         future.set_exception(value)
+                answers.clear()  # not held while the actor sleeps
                 notify = self.on_settled
                 if notify is not None:
                     notify()

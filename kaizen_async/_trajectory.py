@@ -194,6 +194,9 @@ class Records(Sequence[Record]):
         does once they are committed); other deletes are refused."""
         if not isinstance(index, slice) or index.start not in (None, 0) or index.step:
             raise TypeError("only a prefix of the records can be deleted")
+        if not self._chunks:  # a store-backed core's short tail: all in the list
+            del self.tail[index]
+            return
         rest = self[index.stop if index.stop is not None else len(self) :]
         self._chunks, self.sealed, self.tail[:] = [], 0, rest
         self.seal()

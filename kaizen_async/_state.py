@@ -277,7 +277,9 @@ class SessionCore:
 
     def _push(self, agent_id: str, entry_type: str, content: bytes) -> Record:
         """Chain one validated entry on; the hot path of every write (see entry_bytes)."""
-        seq = self.base + len(self.records) + 1
+        records = self.records
+        tail = records.tail
+        seq = self.base + records.sealed + len(tail) + 1
         ts = self.stamp or _timestamp()
         prev = self.head
         agent = _JSON_STRINGS.get(agent_id)
@@ -287,7 +289,9 @@ class SessionCore:
             _ENTRY % (agent, content, _JSON_STRINGS[entry_type], prev.encode(), seq, ts.encode())
         ).hexdigest()
         record = (seq, ts, agent_id, entry_type, content, prev, digest)
-        self.records.append(record)
+        tail.append(record)  # Records.append, inlined
+        if len(tail) >= CHUNK:
+            records.seal()
         self.head = digest
         return record
 

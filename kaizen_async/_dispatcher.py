@@ -164,13 +164,7 @@ def _capability_json(capability: object) -> bytes:
     encoded = _capability_names.get(capability) if type(capability) is str else None
     if encoded is not None:
         return encoded
-    if not isinstance(capability, str) or not capability.strip():
-        raise DispatchError(f"capability must be a non-empty string, got {capability!r}")
-    try:
-        check_text(capability, "capability")
-    except KaizenValidationError as exc:
-        raise DispatchError(str(exc)) from None
-    encoded = _dumps(capability)
+    encoded = _dumps(_checked_text(capability, "capability"))
     if type(capability) is str and len(_capability_names) < 4096:
         _capability_names[capability] = encoded
     return encoded
@@ -211,19 +205,17 @@ def _normalize(calls: Iterable[CallLike]) -> list[tuple[CapabilityCall, bytes]]:
     return normalized
 
 
-def _checked_plan_id(plan_id: object) -> str:
-    """A caller's plan id: a non-blank str of valid UTF-8, else :class:`DispatchError`.
-
-    It is recorded in every step's entries and matched by :meth:`Dispatcher.resume_sequence`,
-    so it is checked where a dispatch starts, before anything is queued.
-    """
-    if not isinstance(plan_id, str) or not plan_id.strip():
-        raise DispatchError(f"plan_id must be a non-empty string, got {plan_id!r:.80}")
+def _checked_text(value: object, what: str) -> str:
+    """A capability name or a caller's plan id: a non-blank str of valid UTF-8, else
+    :class:`DispatchError`. Both are recorded in every step's entries (a plan id is matched
+    by :meth:`Dispatcher.resume_sequence`), so they are checked where a dispatch starts,
+    before anything is queued."""
+    if not isinstance(value, str) or not value.strip():
+        raise DispatchError(f"{what} must be a non-empty string, got {value!r:.80}")
     try:
-        check_text(plan_id, "plan_id")
+        return check_text(value, what)
     except KaizenValidationError as exc:
         raise DispatchError(str(exc)) from None
-    return plan_id
 
 
 def _refused(failure: InvokeResult, plan_id: str) -> DispatchResult:
@@ -491,7 +483,7 @@ class Dispatcher:
             self._plans += 1  # _new_plan_id, inlined
             plan_id = f"{self._plan_prefix}{self._plans:08x}"
         else:
-            plan_id = _checked_plan_id(plan_id)
+            plan_id = _checked_text(plan_id, "plan_id")
         _capability_json(capability)
         if params is None:
             params = {}
@@ -560,7 +552,7 @@ class Dispatcher:
         refuses the whole plan (a failed result at that call, nothing run or recorded).
         """
         self._check_running()
-        plan_id = self._new_plan_id() if plan_id is None else _checked_plan_id(plan_id)
+        plan_id = self._new_plan_id() if plan_id is None else _checked_text(plan_id, "plan_id")
         plan = _normalize(calls)
         refused = self._refusal(plan)
         if refused is not None:
@@ -595,7 +587,7 @@ class Dispatcher:
         with ``step_interrupted`` naming the step, and nothing of it runs.
         """
         self._check_running()
-        plan_id = _checked_plan_id(plan_id)
+        plan_id = _checked_text(plan_id, "plan_id")
         plan = _normalize(calls)
         done, interrupted = await self._completed_steps(session, plan_id)
         refused = self._refusal(
@@ -703,7 +695,7 @@ class Dispatcher:
         self._check_running()
         if max_concurrency < 1:
             raise DispatchError("max_concurrency must be at least 1")
-        plan_id = self._new_plan_id() if plan_id is None else _checked_plan_id(plan_id)
+        plan_id = self._new_plan_id() if plan_id is None else _checked_text(plan_id, "plan_id")
         plan = _normalize(calls)
         results: list[InvokeResult | None] = [None] * len(plan)
         limiter = anyio.CapacityLimiter(max_concurrency)
@@ -748,7 +740,7 @@ class Dispatcher:
         self._check_running()
         if plan_id is None:  # the source's own (a planner stream's), or a new one
             plan_id = getattr(calls, "plan_id", None)
-        plan_id = self._new_plan_id() if plan_id is None else _checked_plan_id(plan_id)
+        plan_id = self._new_plan_id() if plan_id is None else _checked_text(plan_id, "plan_id")
         results: list[InvokeResult] = []
         plan_error: dict[str, Any] | None = None
         complete = getattr(calls, "complete", None)

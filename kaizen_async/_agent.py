@@ -496,16 +496,18 @@ class AgentRunner:
         One cancel scope serves many messages: entering a scope costs more than a whole
         message hop, so a new one is made only after a caller cancelled the one in use. A
         caller can cancel only while its own message is in progress (the scope is attached
-        to the message just for that time), so no other message is affected. A capability
-        may finish even though its caller cancelled it (it shielded its cleanup, say): the
-        scope is spent then, and the next message gets a fresh one.
+        to the message just for that time, and only a caller that abandons its step cancels
+        it), so no other message is affected. A capability may finish even though its caller
+        cancelled it (it shielded its cleanup, say): the scope is spent then (its step was
+        abandoned), and the next message gets a fresh one. Reading the step's status says
+        so without asking the scope (``cancel_called`` costs about 1 µs a step on Trio).
         """
         mailbox = self.mailbox
         receive, wake = mailbox.receive, mailbox.parker.wake
         try:
             while True:
                 with anyio.CancelScope() as scope:
-                    while not scope.cancel_called:
+                    while True:
                         try:
                             invocation = await receive()
                         except MailboxClosedError:
@@ -525,6 +527,8 @@ class AgentRunner:
                         self.served += 1
                         if invocation.status == TAKEN:
                             self._answer(invocation, result, result_json, wake)
+                        else:  # abandoned while it ran: its caller cancelled the scope
+                            break
         finally:
             if alone:
                 self._fail_pending()

@@ -75,10 +75,6 @@ class Mailbox(Generic[T]):
     def __len__(self) -> int:
         return len(self._items)
 
-    def _put(self, item: T) -> None:
-        self._items.append(item)
-        self._wake_receiver()
-
     def _wake_receiver(self) -> None:
         """Wake the first live waiting receiver (withdrawn ones are dropped on the way)."""
         receivers = self._receivers
@@ -99,7 +95,9 @@ class Mailbox(Generic[T]):
             while senders and withdrawn(senders[0][1]):
                 senders.popleft()
             if not senders:
-                self._put(item)
+                self._items.append(item)
+                if self._receivers:
+                    self._wake_receiver()
                 return True
         return False
 

@@ -1,7 +1,8 @@
 """Two checkouts' ``dispatch_single`` side by side: which is faster, as a ratio.
 
-Run: ``python benchmarks/ab_dispatch.py OLD NEW [--rounds 5] [--backend trio]``, where OLD
-and NEW are checkouts of this project (``git worktree add /tmp/old <commit>``, say). Each
+Run: ``python benchmarks/ab_dispatch.py OLD NEW [--rounds 5] [--backend trio|uvloop]``,
+where OLD and NEW are checkouts of this project (``git worktree add /tmp/old <commit>``,
+say); ``uvloop`` is asyncio on uvloop (the ``uvloop`` extra). Each
 round runs, in a fresh child process per checkout and in alternating order, the rows of
 ``bench_dispatch.py`` (1 caller; 64 callers on 64 sessions; 64 callers on 1 session) on the
 checkout's own ``kaizen_async`` and ``agents``; each row's best of the rounds is compared.
@@ -34,7 +35,9 @@ async def main():
         await fn(steps)
         rates[row] = steps / (time.perf_counter() - start)
     print(json.dumps(rates))
-anyio.run(main, backend=sys.argv[2])
+backend = sys.argv[2]
+options = {"use_uvloop": True} if backend == "uvloop" else {}
+anyio.run(main, backend="asyncio" if backend == "uvloop" else backend, backend_options=options)
 """
 
 
@@ -60,7 +63,7 @@ def main() -> None:
     parser.add_argument("new", type=Path)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=25_600)
-    parser.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
+    parser.add_argument("--backend", choices=("asyncio", "trio", "uvloop"), default="asyncio")
     args = parser.parse_args()
     load_average()
     roots = (args.old.resolve(), args.new.resolve())

@@ -53,9 +53,8 @@ decode = orjson.loads
 _sha256 = hashlib.sha256
 
 
-#: the exact types of JSON scalars (subclasses such as enum members are not JSON values)
-_SCALARS = frozenset({str, int, float, bool, type(None)})
-#: the scalars that need no check once orjson took them (a float may be NaN or infinite)
+#: the exact types of the JSON scalars that need no check once orjson took them
+#: (subclasses such as enum members are not JSON values; a float may be NaN or infinite)
 _SAFE = frozenset({str, int, bool, type(None)})
 _all_safe = _SAFE.issuperset
 _isfinite = math.isfinite

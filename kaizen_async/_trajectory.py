@@ -123,10 +123,6 @@ class Records(Sequence[Record]):
         if len(tail) >= CHUNK:
             self.seal()
 
-    def extend(self, records: Iterable[Record]) -> None:
-        self.tail.extend(records)
-        self.seal()
-
     def copy(self) -> Records:
         """A copy that later appends to either do not affect (the sealed chunks, which
         never change, are shared)."""

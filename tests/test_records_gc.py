@@ -122,8 +122,8 @@ async def test_a_full_collection_visits_a_session_s_records_a_chunk_at_a_time() 
 
 
 def test_records_read_like_a_list() -> None:
-    """Indexing, slicing (any bounds and step), iteration, replacing one record and
-    dropping a prefix agree with a list holding the same records, across chunk edges."""
+    """Indexing, slicing (any bounds and step), iteration, replacing one record, dropping a
+    prefix and appending agree with a list holding the same records, across chunk edges."""
     rng = random.Random(7)
     for n in (0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK + 17):
         expected: list[Record] = [(i, "", "", "", b"", "", "") for i in range(n)]
@@ -152,6 +152,7 @@ def test_records_read_like_a_list() -> None:
             assert list(records) == expected
             assert len(copy) == n  # a copy is not affected
             more: list[Record] = [(n + i, "", "", "", b"", "", "") for i in range(CHUNK)]
-            records.extend(more)
+            for record in more:
+                records.append(record)
             expected.extend(more)
             assert list(records) == expected and records[-1] == expected[-1]

@@ -634,7 +634,7 @@ class SessionHub:
             workspace_path=None if workspace_path is None else os.fspath(workspace_path),
         )
         await self._store.create(
-            Batch(core.session_id, 0, list(core.records), core.version),
+            Batch(core.session_id, 0, core.records[:], core.version),
             max_artifact_size=core.max_artifact_size,
             workspace_path=core.workspace_path,
             metadata=None if metadata is None else dict(metadata),

@@ -33,7 +33,7 @@ def plan_export(core: SessionCore, path: str, *, overwrite: bool = False) -> Sav
     file's head (a save would add a ``session_saved`` entry and make that the head)."""
     head = core.records[-1]
     plan = plan_save(core, path, head, overwrite=overwrite)
-    plan.records = list(core.records)
+    plan.records = core.records[:]
     return plan
 
 

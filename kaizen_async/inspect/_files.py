@@ -33,7 +33,7 @@ async def store_core(
         Batch(
             core.session_id,
             0,
-            list(core.records),
+            core.records[:],
             core.version,
             state=dict(core.state),
             artifacts=dict(core.artifacts),

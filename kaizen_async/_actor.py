@@ -376,9 +376,11 @@ class _AsyncioActor(Actor):
         self._loop = asyncio.get_running_loop()
         self._wakeup: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._soon = False  # a batch is scheduled as a loop callback (see _wake)
+        self._context = contextvars.copy_context()  # the task's, and the callback's
 
     def spawn(self) -> None:
-        self._task = self._loop.create_task(self.run(), name=self.name)
+        self._task = self._loop.create_task(self.run(), name=self.name, context=self._context)
 
     def _cancel(self) -> None:
         assert self._task is not None
@@ -395,11 +397,30 @@ class _AsyncioActor(Actor):
             raise task.exception()  # type: ignore[misc]
 
     def _wake(self) -> None:
+        """Wake the sleeping actor. Plain writes need no task: the batch is applied by a
+        loop callback (in the actor's context, while its task sleeps), which costs less
+        than resuming the task; async steps, reads after a commit, a committer and closing
+        wake the task itself."""
         wakeup = self._wakeup
-        if wakeup is not None:
+        if wakeup is None:  # awake (or not started): it sees the queue by itself
+            return
+        if self.async_queued or self.closing or self.committer is not None:
             self._wakeup = None
             if not wakeup.done():
                 wakeup.set_result(None)
+        elif not self._soon:
+            self._soon = True
+            self._loop.call_soon(self._apply_soon, context=self._context)
+
+    def _apply_soon(self) -> None:
+        """The batch callback: apply what is queued, unless the task was woken since (it
+        then applies it, in order with what it was woken for) or the actor ended."""
+        self._soon = False
+        if self._wakeup is None or self.async_queued or self.closing or self.closed:
+            return
+        self._apply_batch()
+        if not self.queue:
+            self.state_keys.clear()
 
     def _sleep(self) -> Awaitable[None]:
         self._wakeup = wakeup = self._loop.create_future()
@@ -416,12 +437,13 @@ class _AsyncioActor(Actor):
         return await future
 
     async def run(self) -> None:
-        """The generic loop, specialised for futures: this is the per-write hot path."""
+        """The generic loop, specialised for futures: the task applies what is queued when
+        it wakes (at start, after an async step); a post that finds it asleep has the batch
+        applied by a loop callback instead (see :meth:`_wake`)."""
         if self.committer is not None:
             await Actor.run(self)
             return
         queue = self.queue
-        popleft = queue.popleft
         create_future = self._loop.create_future
         try:
             while True:
@@ -435,40 +457,46 @@ class _AsyncioActor(Actor):
                 if self.async_queued:
                     await self._drain_once()
                     continue
-                self.batches += 1
-                answers = []  # only awaited requests: a posted write's answer is dropped
-                applied = 0
-                for _ in range(len(queue)):
-                    fn, args, slot, _ = popleft()
-                    if slot is None:
-                        applied += 1
-                        try:
-                            fn(*args)
-                        except Exception as exc:
-                            _lost(self.name, exc)
-                        continue
-                    future = slot[0]
-                    if future.done():
-                        continue
-                    applied += 1
-                    try:
-                        answers.append((future, True, fn(*args)))
-                    except Exception as exc:
-                        answers.append((future, False, exc))
-                self.applied += applied
-                for future, ok, value in answers:
-                    if future.done():
-                        continue
-                    if ok:
-                        future.set_result(value)
-                    else:
-                        future.set_exception(value)
-                answers.clear()  # not held while the actor sleeps
-                notify = self.on_settled
-                if notify is not None:
-                    notify()
+                self._apply_batch()
         finally:
+            self._wakeup = None
             self._ended()
+
+    def _apply_batch(self) -> None:
+        """:meth:`Actor._apply_queued`, specialised for futures: the per-write hot path."""
+        queue = self.queue
+        popleft = queue.popleft
+        self.batches += 1
+        answers = []  # only awaited requests: a posted write's answer is dropped
+        applied = 0
+        for _ in range(len(queue)):
+            fn, args, slot, _ = popleft()
+            if slot is None:
+                applied += 1
+                try:
+                    fn(*args)
+                except Exception as exc:
+                    _lost(self.name, exc)
+                continue
+            future = slot[0]
+            if future.done():
+                continue
+            applied += 1
+            try:
+                answers.append((future, True, fn(*args)))
+            except Exception as exc:
+                answers.append((future, False, exc))
+        self.applied += applied
+        for future, ok, value in answers:
+            if future.done():
+                continue
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+        notify = self.on_settled
+        if notify is not None:
+            notify()
 
 
 class _TrioActor(Actor):

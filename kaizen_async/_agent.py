@@ -46,6 +46,8 @@ __all__ = [
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 T = TypeVar("T")
+#: a finished capability call: its checked result, and the result's JSON if it has one
+_Outcome = tuple["InvokeResult", bytes | None]
 
 
 @runtime_checkable
@@ -398,10 +400,6 @@ def _recorded(
                 return stop.value  # type: ignore[no-any-return]
 
 
-class _StrayCancellation(Exception):
-    """Carries a CancelledError that escaped a capability without anyone cancelling it."""
-
-
 def _stray_cancellation(invocation: Invocation) -> bool:
     """True when a cancellation came from the capability's own code, not from a cancel of
     this call or of the worker (only possible on asyncio, where user code can raise one)."""
@@ -503,13 +501,14 @@ class AgentRunner:
         so without asking the scope (``cancel_called`` costs about 1 µs a step on Trio).
         """
         mailbox = self.mailbox
+        items, receive_nowait = mailbox.items, mailbox.receive_nowait
         receive, wake = mailbox.receive, mailbox.parker.wake
         try:
             while True:
                 with anyio.CancelScope() as scope:
                     while True:
-                        try:
-                            invocation = await receive()
+                        try:  # a queued message is taken without a coroutine of receive's
+                            invocation = receive_nowait() if items else await receive()
                         except MailboxClosedError:
                             return
                         if invocation.status != QUEUED:  # its caller gave up while queued
@@ -517,7 +516,10 @@ class AgentRunner:
                         invocation.take()
                         invocation.scope = scope
                         try:
-                            result, result_json = await self._invoke(invocation)
+                            outcome = self._invoke(invocation)
+                            if not isinstance(outcome, tuple):  # the capability suspended
+                                outcome = await outcome
+                            result, result_json = outcome
                         except BaseException:
                             invocation.scope = None
                             if invocation.status == TAKEN:  # the runner is stopped mid-step
@@ -553,71 +555,96 @@ class AgentRunner:
             if not answered:
                 wake(invocation.slot, result)
 
-    async def _invoke(self, invocation: Invocation) -> tuple[InvokeResult, bytes | None]:
-        """Run the capability; its result, checked, and the result's JSON if it has one."""
-        capability = invocation.capability
-        agent_id = self.info.agent_id
+    def _invoke(self, invocation: Invocation) -> _Outcome | Coroutine[Any, Any, _Outcome]:
+        """Run the capability: its result, checked, and the result's JSON if it has one;
+        or, when the capability suspended (it awaits a model, I/O, a timer), a coroutine
+        that finishes it. Most steps end here, without a coroutine of the runner's own."""
         session = invocation.session
         if isinstance(session, Session):
-            session = agent_view(session, agent_id, invocation)
+            session = agent_view(session, self.info.agent_id, invocation)
         try:
-            try:
-                start = self._start
-                if start is not None:
-                    call = start(capability, session, invocation.params, invocation.params_json)
-                else:
-                    call = self.agent.invoke(capability, session, invocation.params)
-                if type(call) is InvokeResult:  # refused before its method ran
-                    result = call
-                elif type(call) is types.CoroutineType:
-                    try:
-                        trap = call.send(None)  # most steps end here, without suspending
-                    except StopIteration as stop:
-                        result = stop.value
-                    else:
-                        result = await _recorded(call, trap, invocation)
-                else:  # some other awaitable: the step is seen to start before it is awaited
-                    invocation.flush(invocation.session)
-                    result = await call
-            except anyio.get_cancelled_exc_class() as exc:
-                if not _stray_cancellation(invocation):
-                    raise
-                # asyncio only: the capability let a CancelledError out (say it awaited a
-                # task that was cancelled) while nobody cancelled this worker: a failure
-                raise _StrayCancellation(str(exc) or "CancelledError") from exc
-        except Exception as exc:
-            if isinstance(exc, _StrayCancellation):
-                exc = exc.__cause__ or exc  # type: ignore[assignment]
-            text = str(exc)
-            if not text.isascii():  # a lone surrogate would keep agent_failed from the record
-                text = text.encode("utf-8", "backslashreplace").decode()
-            details = {"exception_type": type(exc).__name__, "exception_message": text}
-            message = f"Agent raised exception: {type(exc).__name__}: {text}"
-            # recorded with the step; if the session itself is gone, the result says why
-            with contextlib.suppress(Exception):
-                session.append_nowait(
-                    agent_id,
-                    EntryType.AGENT_FAILED,
-                    {
-                        "capability": capability,
-                        "params": invocation.params,
-                        "error": message,
-                        **details,
-                    },
+            start = self._start
+            if start is not None:
+                call = start(
+                    invocation.capability, session, invocation.params, invocation.params_json
                 )
-            return InvokeResult.fail(
-                ErrorCode.AGENT_INVOCATION_FAILED, message, agent_id, capability, details
-            ), None
-        if not isinstance(result, InvokeResult) and self._start is not None:
-            result = InvokeResult.ok(result, agent_id, capability)  # an Agent's plain result
-        if not isinstance(result, InvokeResult):
-            return InvokeResult.fail(
-                ErrorCode.AGENT_INVALID_RESULT,
-                f"Agent returned {type(result).__name__}, not an InvokeResult",
+            else:
+                call = self.agent.invoke(invocation.capability, session, invocation.params)
+            if type(call) is InvokeResult:  # refused before its method ran
+                return self._checked(invocation, call)
+            if type(call) is types.CoroutineType:
+                try:
+                    trap = call.send(None)  # most steps end here, without suspending
+                except StopIteration as stop:
+                    return self._checked(invocation, stop.value)
+                return self._finish(invocation, session, _recorded(call, trap, invocation))
+            # some other awaitable: the step is seen to start before it is awaited
+            invocation.flush(invocation.session)
+            return self._finish(invocation, session, call)
+        except BaseException as exc:
+            return self._raised(invocation, session, exc)
+
+    async def _finish(
+        self, invocation: Invocation, session: Session, call: Awaitable[Any]
+    ) -> _Outcome:
+        """The rest of a capability call that suspended (see :meth:`_invoke`)."""
+        try:
+            result = await call
+        except BaseException as exc:
+            return self._raised(invocation, session, exc)
+        return self._checked(invocation, result)
+
+    def _raised(self, invocation: Invocation, session: Session, exc: BaseException) -> _Outcome:
+        """A capability call that raised ``exc``: a failed result, and an ``agent_failed``
+        entry recorded with the step. A cancellation of this call or of the worker (any
+        other BaseException too) propagates."""
+        if isinstance(exc, anyio.get_cancelled_exc_class()):
+            # asyncio only: the capability let a CancelledError out (say it awaited a task
+            # that was cancelled) while nobody cancelled this worker: a failure
+            if not _stray_cancellation(invocation):
+                raise exc
+        elif not isinstance(exc, Exception):
+            raise exc
+        agent_id = self.info.agent_id
+        capability = invocation.capability
+        text = str(exc)
+        if not text.isascii():  # a lone surrogate would keep agent_failed from the record
+            text = text.encode("utf-8", "backslashreplace").decode()
+        details = {"exception_type": type(exc).__name__, "exception_message": text}
+        message = f"Agent raised exception: {type(exc).__name__}: {text}"
+        # recorded with the step; if the session itself is gone, the result says why
+        with contextlib.suppress(Exception):
+            session.append_nowait(
                 agent_id,
-                capability,
-                {"returned_type": type(result).__name__},
-            ), None
+                EntryType.AGENT_FAILED,
+                {
+                    "capability": capability,
+                    "params": invocation.params,
+                    "error": message,
+                    **details,
+                },
+            )
+        return InvokeResult.fail(
+            ErrorCode.AGENT_INVOCATION_FAILED, message, agent_id, capability, details
+        ), None
+
+    def _checked(self, invocation: Invocation, result: Any) -> _Outcome:
+        """What the capability returned, as a result (an Agent's plain value is a success;
+        anything else that is not an InvokeResult, or a success whose result is not JSON,
+        is ``agent_invalid_result``), and the result's canonical JSON if it has one."""
+        agent_id = self.info.agent_id
+        capability = invocation.capability
+        if not isinstance(result, InvokeResult):
+            if self._start is not None:  # an Agent's plain result
+                result = InvokeResult.ok(result, agent_id, capability)
+            else:
+                return InvokeResult.fail(
+                    ErrorCode.AGENT_INVALID_RESULT,
+                    f"Agent returned {type(result).__name__}, not an InvokeResult",
+                    agent_id,
+                    capability,
+                    {"returned_type": type(result).__name__},
+                ), None
         if result.success and result.result is not None:
             try:
                 return result, check_json(result.result, "result")

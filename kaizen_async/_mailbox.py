@@ -56,7 +56,8 @@ class Mailbox(Generic[T]):
         if max_size < 1:
             raise KaizenValidationError(f"max_size must be at least 1, got {max_size}")
         self.max_size = max_size
-        self._items: deque[T] = deque()
+        #: the buffer (read-only outside: a receiver may look before it calls receive)
+        self.items: deque[T] = deque()
         self._senders: deque[tuple[T, list[Any]]] = deque()
         self._receivers: deque[list[Any]] = deque()
         #: live (not withdrawn) slots in ``_senders`` / ``_receivers``
@@ -69,11 +70,11 @@ class Mailbox(Generic[T]):
 
     def statistics(self) -> MailboxStatistics:
         return MailboxStatistics(
-            len(self._items), self.max_size, self._waiting_send, self._waiting_receive
+            len(self.items), self.max_size, self._waiting_send, self._waiting_receive
         )
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self.items)
 
     def _wake_receiver(self) -> None:
         """Wake the first live waiting receiver (withdrawn ones are dropped on the way)."""
@@ -88,14 +89,14 @@ class Mailbox(Generic[T]):
         before it); False otherwise. MailboxClosedError once closed."""
         if self.closed:
             raise MailboxClosedError("the mailbox is closed")
-        if len(self._items) < self.max_size:
+        if len(self.items) < self.max_size:
             senders = self._senders
             # senders wait only while the buffer is full, so any left here gave up
             withdrawn = self.parker.withdrawn
             while senders and withdrawn(senders[0][1]):
                 senders.popleft()
             if not senders:
-                self._items.append(item)
+                self.items.append(item)
                 if self._receivers:
                     self._wake_receiver()
                 return True
@@ -121,20 +122,20 @@ class Mailbox(Generic[T]):
     def receive_nowait(self) -> T:
         """The oldest item without waiting (``IndexError`` when empty); makes room for the
         first waiting sender, whose item moves in."""
-        item = self._items.popleft()
+        item = self.items.popleft()
         senders = self._senders
         while senders:
             waiting_item, slot = senders.popleft()
             if self.parker.wake(slot):
                 self._waiting_send -= 1
-                self._items.append(waiting_item)
+                self.items.append(waiting_item)
                 break
         return item
 
     async def receive(self) -> T:
         """The oldest item, waiting while empty; MailboxClosedError once closed and drained."""
         while True:
-            if self._items:
+            if self.items:
                 return self.receive_nowait()
             if self.closed:
                 raise MailboxClosedError("the mailbox is closed")

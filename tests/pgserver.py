@@ -29,6 +29,7 @@ import os
 import pwd
 import shutil
 import socket
+import stat
 import subprocess
 import tempfile
 import uuid
@@ -81,6 +82,10 @@ class PgServer:
             entry = pwd.getpwnam(self.user)
             os.chown(self.root, entry.pw_uid, entry.pw_gid)
             self.root.chmod(0o700)
+            if not _reachable_by_others(bindir):
+                # the binaries live where that user cannot go (a pip install under a
+                # private /root, say): a copy of the installation in the server's directory
+                self.bindir = _copy_install(bindir, self.root / "install")
 
     @property
     def dsn(self) -> str:
@@ -159,6 +164,25 @@ class PgServer:
         with contextlib.suppress(Exception):
             self.stop("immediate")
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _copy_install(bindir: Path, into: Path) -> Path:
+    """Copy the installation of ``bindir`` (``<package>/pginstall/bin``) into ``into``,
+    with the ``<package>.libs`` directory beside the package that the binaries' run path
+    (``$ORIGIN/../../../<package>.libs``) names, if any; the copy's bindir."""
+    install = bindir.parent
+    package = install.parent
+    shutil.copytree(install, into / package.name / install.name, symlinks=True)
+    libs = package.parent / f"{package.name}.libs"
+    if libs.is_dir():
+        shutil.copytree(libs, into / libs.name, symlinks=True)
+    return into / package.name / install.name / bindir.name
+
+
+def _reachable_by_others(path: Path) -> bool:
+    """Whether a user other than the owner can reach ``path`` (every directory above it
+    searchable by others)."""
+    return all(parent.stat().st_mode & stat.S_IXOTH for parent in path.resolve().parents)
 
 
 def _user_exists(name: str) -> bool:

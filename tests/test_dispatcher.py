@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -453,6 +454,67 @@ async def test_agent_exception_then_agent_keeps_serving(session: Session) -> Non
         assert failed_entry.content["exception_type"] == "RuntimeError"
         ok = await d.dispatch_single("record", session, {"n": 1})
         assert ok.success and ok.result == {"n": 1}
+
+
+class Raiser(Agent):
+    """Raises, at once or after suspending once."""
+
+    agent_id = "raiser"
+
+    @capability("raise")
+    async def raise_(self, session: Session, params: dict[str, Any]) -> None:
+        if params["after_a_wait"]:
+            await anyio.lowlevel.checkpoint()  # the runner finishes the step in a coroutine
+        raise _ERRORS[params["error"]]()
+
+
+_ERRORS: dict[str, type[BaseException]] = {
+    "value": ValueError,
+    "cancelled": asyncio.CancelledError,
+}
+
+
+@pytest.mark.parametrize("after_a_wait", [False, True])
+async def test_a_capability_that_raises_at_once_or_after_a_wait_fails_its_step(
+    session: Session, after_a_wait: bool
+) -> None:
+    async with Dispatcher() as d:
+        d.register(Raiser())
+        failed = await d.dispatch_single(
+            "raise", session, {"after_a_wait": after_a_wait, "error": "value"}
+        )
+        assert failed.error_code is ErrorCode.AGENT_INVOCATION_FAILED
+        assert failed.error["details"]["exception_type"] == "ValueError"  # type: ignore[index]
+        assert await _types(session, 1) == [
+            EntryType.PLAN_STEP_STARTED,
+            EntryType.AGENT_FAILED,
+            EntryType.PLAN_STEP_COMPLETED,
+        ]
+        again = await d.dispatch_single("raise", session, {"after_a_wait": True, "error": "value"})
+        assert again.error_code is ErrorCode.AGENT_INVOCATION_FAILED  # the agent still serves
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.parametrize("after_a_wait", [False, True])
+async def test_a_cancelled_error_a_capability_raises_itself_is_a_failure(
+    session: Session, after_a_wait: bool
+) -> None:
+    """asyncio: a CancelledError nobody asked for (the capability awaited a task that was
+    cancelled, say) is the capability's failure, not a cancellation of the runner."""
+    async with Dispatcher() as d:
+        d.register(Raiser())
+        failed = await d.dispatch_single(
+            "raise", session, {"after_a_wait": after_a_wait, "error": "cancelled"}
+        )
+        assert failed.error_code is ErrorCode.AGENT_INVOCATION_FAILED
+        assert failed.error["details"]["exception_type"] == "CancelledError"  # type: ignore[index]
+        assert await _types(session, 1) == [
+            EntryType.PLAN_STEP_STARTED,
+            EntryType.AGENT_FAILED,
+            EntryType.PLAN_STEP_COMPLETED,
+        ]
+        ok = await d.dispatch_single("raise", session, {"after_a_wait": False, "error": "value"})
+        assert ok.error_code is ErrorCode.AGENT_INVOCATION_FAILED  # the runner still serves
 
 
 async def test_non_invoke_result_is_a_clear_failure(session: Session) -> None:

@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import threading
+from pathlib import Path
+from typing import Any
+
 import anyio
 import anyio.lowlevel
 import pytest
@@ -138,3 +142,56 @@ async def test_pending_callers_fail_when_the_actor_dies() -> None:
         outer.cancel_scope.cancel()
     assert len(outcome) == 2  # the step in progress and the one queued behind it
     assert all(isinstance(exc, SessionClosedError) for exc in outcome)
+
+
+async def test_writes_posted_while_a_save_runs_are_applied_after_it(
+    session: Session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The actor runs an async step (a save) alone: a write posted meanwhile waits for it,
+    even though a post to an idle actor is applied without waking its task."""
+    in_thread, release = threading.Event(), threading.Event()
+    write = session._sign_and_write
+
+    def held_write(*args: Any) -> Any:
+        in_thread.set()
+        release.wait(10)
+        return write(*args)
+
+    monkeypatch.setattr(session, "_sign_and_write", held_write)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(session.save, tmp_path / "s.kaizen")
+        await anyio.to_thread.run_sync(in_thread.wait, 10)
+        async with session.transaction(wait=False) as tx:  # posted while the save runs
+            tx.set("during", 1)
+        session.append_nowait("w", EntryType.SYSTEM_NOTE, {"during": True})
+        release.set()
+    kinds = [e.entry_type for e in await session.get_trajectory(since_seq=1)]
+    assert kinds == [EntryType.SESSION_SAVED, EntryType.STATE_SET, EntryType.SYSTEM_NOTE]
+    assert await session.get("during") == 1
+
+
+async def test_an_async_step_queued_before_a_scheduled_batch_runs_keeps_fifo(
+    session: Session,
+) -> None:
+    """A post to an idle actor schedules its batch; an async step and another post queued
+    before that batch runs are served in arrival order (by the actor's task, which the
+    async step wakes: the scheduled batch must not apply past it)."""
+    actor = session._actor
+    assert isinstance(actor, Actor)
+    order: list[str] = []
+    late_post = anyio.Event()
+
+    async def step() -> None:
+        order.append("async step")
+
+    async def poster() -> None:
+        await late_post.wait()  # woken in the next tick, before the scheduled batch
+        actor.post(order.append, "last post")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(poster)
+        await anyio.sleep(0.01)  # the poster waits
+        late_post.set()
+        actor.post(order.append, "first post")  # the actor was idle: a batch is scheduled
+        await actor.call_async(step)  # queued in the same tick
+    assert order == ["first post", "async step", "last post"]

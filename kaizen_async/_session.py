@@ -13,7 +13,14 @@ subclass in :mod:`kaizen_async._durable`; the hooks it overrides are marked belo
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Sequence,
+)
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -976,11 +983,12 @@ class _AgentSession(Session):
             return False  # a nested step: it is in this step's writes, not yet queued
         return super()._acknowledge(slot, value)
 
-    async def get(self, key: str, default: Any = None) -> Any:
+    def get(self, key: str, default: Any = None) -> Coroutine[Any, Any, Any]:
+        # the session's own read, awaited by the caller (no coroutine of the view's own)
         writes = self._writes
         if writes is not None and key in writes.keys:  # read-your-writes: apply them first
             writes.flush(self)
-        return await super().get(key, default)
+        return super().get(key, default)
 
 
 #: the view class of each kind of session (a store-backed one reads through its store)

@@ -89,7 +89,7 @@ def test_bench_sync_rows_beside_todays_path_with_targets(tmp_path: Path) -> None
 
 
 def test_ab_dispatch_compares_two_checkouts_row_by_row() -> None:
-    args = ("--rounds", "1", "--steps", "128", "--backend", "trio")
+    args = ("--rounds", "1", "--steps", "128", "--repeats", "2", "--backend", "trio")
     out = run_script("ab_dispatch.py", str(ROOT), str(ROOT), *args)
     rows = [line.split() for line in out.splitlines() if line.startswith(("1 ", "64 "))]
     assert [" ".join(r[:-3]) for r in rows] == [

@@ -571,18 +571,20 @@ class AgentRunner:
             else:
                 call = self.agent.invoke(invocation.capability, session, invocation.params)
             if type(call) is InvokeResult:  # refused before its method ran
-                return self._checked(invocation, call)
-            if type(call) is types.CoroutineType:
+                result = call
+            elif type(call) is types.CoroutineType:
                 try:
                     trap = call.send(None)  # most steps end here, without suspending
                 except StopIteration as stop:
-                    return self._checked(invocation, stop.value)
-                return self._finish(invocation, session, _recorded(call, trap, invocation))
-            # some other awaitable: the step is seen to start before it is awaited
-            invocation.flush(invocation.session)
-            return self._finish(invocation, session, call)
+                    result = stop.value
+                else:
+                    return self._finish(invocation, session, _recorded(call, trap, invocation))
+            else:  # some other awaitable: the step is seen to start before it is awaited
+                invocation.flush(invocation.session)
+                return self._finish(invocation, session, call)
         except BaseException as exc:
             return self._raised(invocation, session, exc)
+        return self._checked(invocation, result)
 
     async def _finish(
         self, invocation: Invocation, session: Session, call: Awaitable[Any]
